@@ -1,0 +1,26 @@
+//! The Gitmind live wire protocol, shared by the server, the client, the
+//! load generator and the soak test (ARCHITECTURE.md, "Workspace").
+//!
+//! - [`message`] and [`model`]: the protocol's messages as Rust types, one
+//!   typed payload per message type (PROTOCOL.md sections 2 to 10).
+//! - [`json`]: the `gitmind.v1.json` codec.
+//! - [`ot`]: text operations and their transformation (PROTOCOL.md 4.2),
+//!   needed by the server's graph owner and by every optimistic client.
+//!
+//! No I/O happens here: bytes in, messages out, and back.
+
+pub mod error;
+pub mod json;
+pub mod limits;
+pub mod message;
+pub mod model;
+pub mod ot;
+
+pub use error::DecodeError;
+pub use limits::Limits;
+pub use message::{Body, Envelope, ErrorCode, MessageType};
+
+/// The WebSocket subprotocol of the binary codec.
+pub const SUBPROTOCOL_BIN: &str = "gitmind.v1.bin";
+/// The WebSocket subprotocol of the JSON codec.
+pub const SUBPROTOCOL_JSON: &str = "gitmind.v1.json";
