@@ -1,0 +1,1 @@
+//! The Gitmind live client library (ARCHITECTURE.md, "Clients").
