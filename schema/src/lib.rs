@@ -9,6 +9,7 @@
 //!
 //! No I/O happens here: bytes in, messages out, and back.
 
+pub mod binary;
 pub mod error;
 pub mod json;
 pub mod limits;

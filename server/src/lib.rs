@@ -1,7 +1,31 @@
 //! The Gitmind live server (ARCHITECTURE.md, "The server, as data flows
 //! through it").
 //!
-//! - [`change`]: the record of one ordered change, handed from the graph
-//!   owner to the git persistence thread and kept for the replay window.
+//! A connection is accepted onto one [`shard`] (a pinned thread with a
+//! single-threaded runtime) and lives there as a [`session`]. Mutations go
+//! through a bounded channel to the [`hub`], where each graph's [`owner`]
+//! validates, orders and merges them; ordered changes go in groups to the
+//! [`persist`] thread, which commits them to git. Once committed, the hub
+//! encodes each event once per codec and pushes it through a lock-free ring
+//! to every shard with sessions on that graph; each session's writer sends
+//! what is queued in as few frames as it can.
+//!
+//! - [`config`]: every knob, with defaults that need no configuration.
+//! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
+//! - [`change`]: the record of one ordered change (owner to persistence).
+//! - [`metrics`]: `/metrics`.
+//! - [`server`]: start and shutdown.
 
 pub mod change;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod owner;
+pub mod persist;
+pub mod server;
+pub mod session;
+pub mod shard;
+
+pub use config::Config;
+pub use server::{Server, StartError};

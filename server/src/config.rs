@@ -1,0 +1,163 @@
+//! Server configuration: every knob with a default that needs no thought,
+//! so `gitmind-server` with no arguments serves on 127.0.0.1:7432 with its
+//! data in `./gitmind-data`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gitmind_schema::Limits;
+use serde::Deserialize;
+
+/// The default port (PROTOCOL.md section 1).
+pub const DEFAULT_PORT: u16 = 7432;
+
+/// How connections are spread over shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcceptMode {
+    /// One acceptor hands each connection to the shard with the fewest.
+    Handoff,
+    /// Every shard accepts on its own socket (SO_REUSEPORT); the kernel
+    /// spreads connections by hashing their addresses.
+    Reuseport,
+}
+
+/// Everything the server can be told. Deserializes from a TOML file whose
+/// keys are the field names; missing keys keep their defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub addr: IpAddr,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// Serve non-loopback addresses although authentication is off.
+    pub insecure_open: bool,
+    /// Number of shards (one pinned thread each); 0 means one per core.
+    pub shards: usize,
+    /// How connections reach shards.
+    pub accept: AcceptMode,
+    /// Where the git repository lives.
+    pub data_dir: PathBuf,
+    /// fsync each commit before confirming it.
+    pub fsync: bool,
+    /// Listen backlog: bursts of connects beyond it wait for SYN retries.
+    pub backlog: u32,
+    /// Connections refused (429) beyond this many.
+    pub max_connections: usize,
+    /// Frame, envelope and nesting limits.
+    pub max_frame_bytes: usize,
+    /// Envelopes in one frame, ops in one batch.
+    pub max_envelopes: usize,
+    /// JSON nesting depth.
+    pub max_json_depth: usize,
+    /// A session's outgoing queue beyond this many bytes counts as slow.
+    pub max_queue_bytes: usize,
+    /// Heartbeat interval in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Extra time past two heartbeats before a silent session is closed.
+    pub heartbeat_grace_ms: u64,
+    /// Time allowed for a client to send its HTTP request head.
+    pub handshake_timeout_ms: u64,
+    /// Time allowed for sessions to close on shutdown.
+    pub shutdown_timeout_ms: u64,
+    /// Errors per minute before a session is closed with 1008.
+    pub max_errors_per_minute: u32,
+    /// Cursor messages relayed per second per session; faster ones coalesce.
+    pub cursor_rate: u32,
+    /// Edge types beyond the protocol's twelve.
+    pub extra_edge_types: Vec<String>,
+    /// Changes kept for resume, at least.
+    pub replay_changes: usize,
+    /// Milliseconds of changes kept for resume, at least.
+    pub replay_ms: u64,
+    /// The WebSocket read buffer per connection (memory per idle client).
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Config {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+            insecure_open: false,
+            shards: 0,
+            accept: AcceptMode::Handoff,
+            data_dir: PathBuf::from("gitmind-data"),
+            fsync: true,
+            backlog: 4096,
+            max_connections: 100_000,
+            max_frame_bytes: limits.max_frame_bytes,
+            max_envelopes: limits.max_envelopes,
+            max_json_depth: limits.max_depth,
+            max_queue_bytes: 8 << 20,
+            heartbeat_ms: 25_000,
+            heartbeat_grace_ms: 5_000,
+            handshake_timeout_ms: 10_000,
+            shutdown_timeout_ms: 5_000,
+            max_errors_per_minute: 100,
+            cursor_rate: 30,
+            extra_edge_types: Vec::new(),
+            replay_changes: 100_000,
+            replay_ms: 600_000,
+            read_buffer_bytes: 2048,
+        }
+    }
+}
+
+impl Config {
+    /// The socket address to bind.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
+    /// The decoder limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_envelopes: self.max_envelopes,
+            max_depth: self.max_json_depth,
+        }
+    }
+
+    /// Shards to run: the configured number, or one per core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// How long a session may stay silent: twice the heartbeat plus grace.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.saturating_mul(2) + self.heartbeat_grace_ms)
+    }
+
+    /// Checks the configuration as a whole.
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong and how to fix it.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.addr.is_loopback() && !self.insecure_open {
+            return Err(format!(
+                "refusing to serve {} without authentication: anyone who can reach it could change \
+                 every graph; bind a loopback address or pass --insecure-open",
+                self.addr
+            ));
+        }
+        if self.max_frame_bytes < 1024 || self.max_envelopes == 0 || self.max_json_depth < 4 {
+            return Err("limits are too small to carry a single message".into());
+        }
+        if self.heartbeat_ms == 0 {
+            return Err("heartbeat_ms must be positive".into());
+        }
+        Ok(())
+    }
+}

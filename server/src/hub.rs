@@ -1,0 +1,514 @@
+//! The hub: the thread where every graph's owner lives (ARCHITECTURE.md
+//! steps 3 and 5).
+//!
+//! Shards send it commands through one bounded crossbeam channel; the git
+//! persistence thread reports commits through another. The hub never blocks
+//! on I/O: it validates and orders mutations through each graph's
+//! [`Owner`], hands ordered changes to persistence in groups, and when a
+//! group is committed encodes each event once per codec in use and pushes
+//! it to every shard that has a session in that graph. Ordering guarantees
+//! come from there being one hub and one FIFO ring per shard: a session's
+//! `graph.sync` is queued at the exact point of the event stream it
+//! describes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam::channel::{Receiver, Sender};
+use gitmind_schema::message::{
+    PresenceState, PresenceStatus, RollbackReason, UpdateRollback, UserPresence,
+};
+use gitmind_schema::{Body, Envelope};
+
+use crate::change::Restored;
+use crate::metrics::Metrics;
+use crate::owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
+use crate::persist::{PersistEvent, Persister};
+use crate::session::Codec;
+use crate::shard::{Encoded, ShardLink, ShardMsg};
+
+/// What shards ask of the hub.
+pub enum HubCmd {
+    /// A session opened on a graph; answer with its `graph.sync`.
+    Join {
+        /// The session.
+        member: Member,
+        /// Resume point from the handshake (`since`, `epoch`).
+        since: Option<(u64, String)>,
+    },
+    /// A session closed.
+    Leave {
+        /// The graph.
+        graph: Arc<str>,
+        /// The session.
+        session: SessionKey,
+    },
+    /// A session asked for a sync again (`graph.sync` with `since`).
+    Resync {
+        /// The graph.
+        graph: Arc<str>,
+        /// The session.
+        session: SessionKey,
+        /// Where to resume from.
+        since: Option<(u64, String)>,
+    },
+    /// A graph mutation.
+    Mutate {
+        /// The graph.
+        graph: Arc<str>,
+        /// Who sent it.
+        origin: Origin,
+        /// The envelope id: the idempotency key.
+        mutation_id: String,
+        /// The mutation.
+        body: Body,
+    },
+    /// Ephemeral: presence, cursor or selection, already validated.
+    Presence {
+        /// The graph.
+        graph: Arc<str>,
+        /// The sender.
+        session: SessionKey,
+        /// The message (`user.presence`, `cursor.move`, `selection.change`).
+        body: Body,
+    },
+    /// `GET /v1/graphs/{graph}`: the committed snapshot as JSON.
+    Snapshot {
+        /// The graph.
+        graph: String,
+        /// Where to send it; `None` when there is no such graph.
+        reply: tokio::sync::oneshot::Sender<Option<SyncData>>,
+    },
+    /// Commit what is queued and stop.
+    Shutdown,
+}
+
+/// A session as the hub knows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The server's handle of the session.
+    pub session: SessionKey,
+    /// The shard it lives on.
+    pub shard: usize,
+    /// Its codec.
+    pub codec: Codec,
+    /// The graph it is on.
+    pub graph: Arc<str>,
+    /// Its user.
+    pub user_id: String,
+    /// Its session id.
+    pub session_id: String,
+}
+
+/// A graph: its owner and the sessions on it.
+struct GraphEntry {
+    owner: Owner,
+    members: HashMap<SessionKey, (Member, PresenceState)>,
+    /// Sessions per shard, to know which shards to send events to.
+    per_shard: Vec<usize>,
+    /// Sessions per codec (`[json, binary]`), to encode only what is used.
+    per_codec: [usize; 2],
+}
+
+/// The hub's state; [`Hub::run`] is its thread's body.
+pub struct Hub {
+    graphs: HashMap<Arc<str>, GraphEntry>,
+    shards: Vec<ShardLink>,
+    persister: Persister,
+    owner_config: OwnerConfig,
+    metrics: Arc<Metrics>,
+    heartbeat_ms: u64,
+    /// Graphs with changes not yet handed to persistence.
+    dirty: Vec<Arc<str>>,
+}
+
+impl Hub {
+    /// A hub over the graphs persistence restored.
+    pub fn new(
+        restored: Vec<Restored>,
+        shards: Vec<ShardLink>,
+        persister: Persister,
+        owner_config: OwnerConfig,
+        metrics: Arc<Metrics>,
+        heartbeat_ms: u64,
+    ) -> Self {
+        let shard_count = shards.len();
+        let graphs = restored
+            .into_iter()
+            .map(|r| {
+                let name: Arc<str> = r.graph.as_str().into();
+                let owner = Owner::restore(r, owner_config.clone());
+                (name, GraphEntry::new(owner, shard_count))
+            })
+            .collect();
+        Hub {
+            graphs,
+            shards,
+            persister,
+            owner_config,
+            metrics,
+            heartbeat_ms,
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Runs until [`HubCmd::Shutdown`] or until every shard has hung up,
+    /// then commits what is queued and stops persistence.
+    pub fn run(mut self, commands: Receiver<HubCmd>, persisted: Receiver<PersistEvent>) {
+        loop {
+            crossbeam::select! {
+                recv(commands) -> cmd => match cmd {
+                    Ok(HubCmd::Shutdown) | Err(_) => break,
+                    Ok(cmd) => self.handle(cmd),
+                },
+                recv(persisted) -> event => {
+                    if let Ok(event) = event {
+                        self.persisted(event);
+                    }
+                }
+            }
+            // Take everything else that is already waiting before handing a
+            // group to persistence: that is what makes commits grouped.
+            while let Ok(cmd) = commands.try_recv() {
+                if matches!(cmd, HubCmd::Shutdown) {
+                    return self.stop(&persisted);
+                }
+                self.handle(cmd);
+            }
+            while let Ok(event) = persisted.try_recv() {
+                self.persisted(event);
+            }
+            self.flush_groups();
+        }
+        self.stop(&persisted);
+    }
+
+    /// Hands remaining changes to persistence, waits for it, releases what
+    /// it committed.
+    fn stop(mut self, persisted: &Receiver<PersistEvent>) {
+        self.flush_groups();
+        let persister = self.persister;
+        if let Err(e) = persister.shutdown() {
+            tracing::error!(error = %e, "persistence did not shut down cleanly");
+        }
+        let mut hub_graphs = std::mem::take(&mut self.graphs);
+        while let Ok(event) = persisted.try_recv() {
+            if let PersistEvent::Committed {
+                graph,
+                upto,
+                commit,
+            } = event
+            {
+                if let Some(entry) = hub_graphs.get_mut(graph.as_str()) {
+                    entry.owner.committed(upto, &commit);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: HubCmd) {
+        match cmd {
+            HubCmd::Join { member, since } => self.join(member, since),
+            HubCmd::Leave { graph, session } => self.leave(&graph, session),
+            HubCmd::Resync {
+                graph,
+                session,
+                since,
+            } => {
+                let Some(entry) = self.graphs.get(&graph) else {
+                    return;
+                };
+                let Some((member, _)) = entry.members.get(&session) else {
+                    return;
+                };
+                let sync = sync_of(&entry.owner, since.as_ref());
+                let msg = ShardMsg::Sync {
+                    session,
+                    sync,
+                    presence: None,
+                    heartbeat_ms: self.heartbeat_ms,
+                };
+                self.shards[member.shard].send(msg);
+            }
+            HubCmd::Mutate {
+                graph,
+                origin,
+                mutation_id,
+                body,
+            } => self.mutate(graph, origin, &mutation_id, body),
+            HubCmd::Presence {
+                graph,
+                session,
+                body,
+            } => self.presence(&graph, session, body),
+            HubCmd::Snapshot { graph, reply } => {
+                let sync = self.graphs.get(graph.as_str()).map(|e| e.owner.sync(None));
+                let _ = reply.send(sync);
+            }
+            HubCmd::Shutdown => {}
+        }
+    }
+
+    fn join(&mut self, member: Member, since: Option<(u64, String)>) {
+        let shard_count = self.shards.len();
+        let graph = member.graph.clone();
+        let entry = self.graphs.entry(graph.clone()).or_insert_with(|| {
+            GraphEntry::new(
+                Owner::new(&graph, new_epoch(), self.owner_config.clone()),
+                shard_count,
+            )
+        });
+        let sync = sync_of(&entry.owner, since.as_ref());
+        let presence: Vec<PresenceState> = entry.members.values().map(|(_, p)| p.clone()).collect();
+        let state = PresenceState {
+            user_id: member.user_id.clone(),
+            session_id: member.session_id.clone(),
+            presence: UserPresence {
+                status: PresenceStatus::Active,
+                focus: None,
+                display_name: None,
+                color: None,
+                chaos_affinity: None,
+            },
+            cursor: None,
+            selection: None,
+        };
+        entry.per_shard[member.shard] += 1;
+        entry.per_codec[member.codec as usize] += 1;
+        let (session, shard) = (member.session, member.shard);
+        let joined = status_message(&member, PresenceStatus::Joined);
+        entry.members.insert(session, (member, state));
+        self.shards[shard].send(ShardMsg::Sync {
+            session,
+            sync,
+            presence: Some(presence),
+            heartbeat_ms: self.heartbeat_ms,
+        });
+        self.broadcast_ephemeral(&graph, session, joined);
+    }
+
+    fn leave(&mut self, graph: &Arc<str>, session: SessionKey) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        let Some((member, _)) = entry.members.remove(&session) else {
+            return;
+        };
+        entry.per_shard[member.shard] -= 1;
+        entry.per_codec[member.codec as usize] -= 1;
+        let left = status_message(&member, PresenceStatus::Left);
+        self.broadcast_ephemeral(graph, session, left);
+    }
+
+    fn mutate(&mut self, graph: Arc<str>, origin: Origin, mutation_id: &str, body: Body) {
+        let Some(entry) = self.graphs.get_mut(&graph) else {
+            // A session always joins before it mutates; this is a race with
+            // its own close.
+            return;
+        };
+        let session = origin.session;
+        let Some(shard) = entry.members.get(&session).map(|(m, _)| m.shard) else {
+            return;
+        };
+        match entry.owner.submit(origin, mutation_id, body, now_ms()) {
+            Submit::Ordered(_) => {
+                if !self.dirty.contains(&graph) {
+                    self.dirty.push(graph);
+                }
+            }
+            Submit::Reply(outcome) => {
+                if matches!(outcome.body, Body::UpdateRollback(_)) {
+                    self.metrics
+                        .rollbacks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+            }
+        }
+    }
+
+    fn presence(&mut self, graph: &Arc<str>, session: SessionKey, body: Body) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        let Some((member, state)) = entry.members.get_mut(&session) else {
+            return;
+        };
+        match &body {
+            Body::UserPresence(p) => state.presence = p.clone(),
+            Body::CursorMove(c) => state.cursor = Some(c.clone()),
+            Body::SelectionChange(s) => state.selection = Some(s.clone()),
+            _ => return,
+        }
+        let mut envelope = Envelope::new(format!("p-{session}"), body);
+        envelope.user_id = Some(member.user_id.clone());
+        envelope.session_id = Some(member.session_id.clone());
+        self.broadcast_ephemeral(graph, session, envelope);
+    }
+
+    /// Sends an ephemeral message to every session of the graph but `from`.
+    fn broadcast_ephemeral(&self, graph: &Arc<str>, from: SessionKey, envelope: Envelope) {
+        let Some(entry) = self.graphs.get(graph) else {
+            return;
+        };
+        let kind = envelope.body.message_type();
+        let encoded = Arc::new(Encoded::of(&envelope, entry.per_codec));
+        for (shard, _) in entry.per_shard.iter().enumerate().filter(|(_, n)| **n > 0) {
+            self.shards[shard].send(ShardMsg::Ephemeral {
+                graph: graph.clone(),
+                from,
+                kind,
+                encoded: encoded.clone(),
+            });
+        }
+    }
+
+    fn flush_groups(&mut self) {
+        for graph in self.dirty.drain(..) {
+            if let Some(group) = self
+                .graphs
+                .get_mut(&graph)
+                .and_then(|e| e.owner.take_group())
+            {
+                self.persister.submit(group);
+            }
+        }
+    }
+
+    fn persisted(&mut self, event: PersistEvent) {
+        match event {
+            PersistEvent::Committed {
+                graph,
+                upto,
+                commit,
+            } => {
+                let Some(entry) = self.graphs.get_mut(graph.as_str()) else {
+                    return;
+                };
+                let releases = entry.owner.committed(upto, &commit);
+                if releases.is_empty() {
+                    return;
+                }
+                self.metrics
+                    .changes_committed
+                    .fetch_add(releases.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let items: Vec<_> = releases
+                    .into_iter()
+                    .map(|r| crate::shard::Released {
+                        seq: r.seq,
+                        recipients: r.recipients,
+                        outcome: r.outcome,
+                        event: Encoded::of(&r.event, entry.per_codec),
+                    })
+                    .collect();
+                let items = Arc::new(items);
+                let name: Arc<str> = graph.as_str().into();
+                let at = Instant::now();
+                for (shard, _) in entry.per_shard.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    self.shards[shard].send(ShardMsg::Committed {
+                        graph: name.clone(),
+                        items: items.clone(),
+                        at,
+                    });
+                }
+            }
+            PersistEvent::Failed {
+                graph,
+                from_seq,
+                error,
+            } => {
+                tracing::error!(%graph, from_seq, %error, "commit failed; rolling back uncommitted changes");
+                self.metrics
+                    .commit_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(entry) = self.graphs.get_mut(graph.as_str()) else {
+                    return;
+                };
+                for (session, outcome) in entry.owner.commit_failed(from_seq, &error) {
+                    self.metrics
+                        .rollbacks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some((member, _)) = entry.members.get(&session) {
+                        self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl GraphEntry {
+    fn new(owner: Owner, shards: usize) -> Self {
+        GraphEntry {
+            owner,
+            members: HashMap::new(),
+            per_shard: vec![0; shards],
+            per_codec: [0; 2],
+        }
+    }
+}
+
+/// The sync for a session, from its resume point.
+fn sync_of(owner: &Owner, since: Option<&(u64, String)>) -> SyncData {
+    owner.sync(since.map(|(seq, epoch)| (*seq, epoch.as_str())))
+}
+
+/// `user.presence` with `joined` or `left`, about a member.
+fn status_message(member: &Member, status: PresenceStatus) -> Envelope {
+    let mut envelope = Envelope::new(
+        format!("p-{}", member.session),
+        Body::UserPresence(UserPresence {
+            status,
+            focus: None,
+            display_name: None,
+            color: None,
+            chaos_affinity: None,
+        }),
+    );
+    envelope.user_id = Some(member.user_id.clone());
+    envelope.session_id = Some(member.session_id.clone());
+    envelope
+}
+
+/// A rollback for a mutation the server could not take at all.
+pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
+    Envelope::new(
+        format!("r-{mutation_id}"),
+        Body::UpdateRollback(UpdateRollback {
+            reference: mutation_id.to_owned(),
+            reason: RollbackReason::Unavailable,
+            message: message.to_owned(),
+            current: None,
+            index: None,
+            retry_after_ms: Some(1000),
+        }),
+    )
+}
+
+/// A fresh epoch: 128 random bits in hex.
+pub fn new_epoch() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The server clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The bytes of an encoded message for one codec (kept here for the
+/// shard's use).
+pub fn pick(encoded: &Encoded, codec: Codec) -> Option<&Bytes> {
+    match codec {
+        Codec::Json => encoded.json.as_ref(),
+        Codec::Binary => encoded.bin.as_ref(),
+    }
+}
+
+/// The hub's command channel: bounded so a flood cannot grow memory.
+pub fn channel(capacity: usize) -> (Sender<HubCmd>, Receiver<HubCmd>) {
+    crossbeam::channel::bounded(capacity)
+}

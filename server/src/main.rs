@@ -1,0 +1,110 @@
+//! `gitmind-server`: serves Gitmind live. With no arguments it listens on
+//! 127.0.0.1:7432 and keeps its data in `./gitmind-data`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use gitmind_server::config::AcceptMode;
+use gitmind_server::{Config, Server};
+
+/// The Gitmind live server: real-time collaboration on knowledge graphs stored in git.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// A TOML file with any of the settings below (flags win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    addr: Option<IpAddr>,
+    /// Port to listen on (0: any free port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Serve a non-loopback address although authentication is off.
+    #[arg(long)]
+    insecure_open: bool,
+    /// Number of shards (0: one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// How connections are spread over shards.
+    #[arg(long, value_enum)]
+    accept: Option<AcceptMode>,
+    /// Directory of the git repository.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Do not fsync commits (faster, loses the last changes on power loss).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Maximum connections before new ones are refused with 429.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Frame size limit in bytes.
+    #[arg(long)]
+    max_frame_bytes: Option<usize>,
+    /// Outgoing queue limit per session in bytes (slow consumers past it).
+    #[arg(long)]
+    max_queue_bytes: Option<usize>,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Print the address served on this line of stdout once listening
+    /// (for scripts that start the server on port 0).
+    #[arg(long)]
+    print_addr: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field.clone() { config.$field = v; } )* };
+    }
+    set!(
+        addr,
+        port,
+        shards,
+        accept,
+        data_dir,
+        max_connections,
+        max_frame_bytes,
+        max_queue_bytes,
+        heartbeat_ms
+    );
+    config.insecure_open |= args.insecure_open;
+    config.fsync &= !args.no_fsync;
+
+    let server = Server::start(config)?;
+    if args.print_addr {
+        println!("{}", server.local_addr());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down");
+    server.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}

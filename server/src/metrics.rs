@@ -1,0 +1,257 @@
+//! Counters and gauges for `GET /metrics` (Prometheus text format).
+//!
+//! Plain atomics, updated where things happen and read only when scraped:
+//! no locks on any hot path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use gitmind_schema::ErrorCode;
+
+use crate::session::Codec;
+
+/// Upper bounds of the fan-out latency histogram buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// Per codec counters.
+#[derive(Debug, Default)]
+pub struct CodecCounters {
+    /// Messages received.
+    pub messages_in: AtomicU64,
+    /// Bytes received (frame payloads).
+    pub bytes_in: AtomicU64,
+    /// Messages sent.
+    pub messages_out: AtomicU64,
+    /// Bytes sent (frame payloads).
+    pub bytes_out: AtomicU64,
+}
+
+/// Per shard gauges.
+#[derive(Debug, Default)]
+pub struct ShardGauges {
+    /// Open sessions.
+    pub connections: AtomicI64,
+    /// Bytes waiting in the sessions' outgoing queues.
+    pub queued_bytes: AtomicI64,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// One entry per shard.
+    pub shards: Vec<ShardGauges>,
+    /// JSON codec traffic.
+    pub json: CodecCounters,
+    /// Binary codec traffic.
+    pub bin: CodecCounters,
+    /// `system.error`s sent, by code (index: position in `ErrorCode::ALL`).
+    pub errors: [AtomicU64; 7],
+    /// Sessions closed as slow consumers (4008).
+    pub slow_consumer_closes: AtomicU64,
+    /// Sessions closed for too many errors (1008).
+    pub policy_closes: AtomicU64,
+    /// Sessions closed for silence past the heartbeat timeout.
+    pub heartbeat_timeouts: AtomicU64,
+    /// Handshakes refused, any status.
+    pub handshakes_refused: AtomicU64,
+    /// Changes committed and released.
+    pub changes_committed: AtomicU64,
+    /// Mutations rolled back.
+    pub rollbacks: AtomicU64,
+    /// Commits that failed.
+    pub commit_failures: AtomicU64,
+    /// Fan-out latency: from the hub releasing a commit to a shard queueing it.
+    latency_buckets: [AtomicU64; 12],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Metrics for this many shards.
+    pub fn new(shards: usize) -> Self {
+        Metrics {
+            shards: (0..shards).map(|_| ShardGauges::default()).collect(),
+            json: CodecCounters::default(),
+            bin: CodecCounters::default(),
+            errors: Default::default(),
+            slow_consumer_closes: AtomicU64::new(0),
+            policy_closes: AtomicU64::new(0),
+            heartbeat_timeouts: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
+            changes_committed: AtomicU64::new(0),
+            rollbacks: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters of one codec.
+    pub fn codec(&self, codec: Codec) -> &CodecCounters {
+        match codec {
+            Codec::Json => &self.json,
+            Codec::Binary => &self.bin,
+        }
+    }
+
+    /// Counts a `system.error` sent.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records one fan-out latency.
+    pub fn fanout_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Open sessions over all shards.
+    pub fn connections(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|s| s.connections.load(Relaxed))
+            .sum()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, i128)>| {
+            let _ = writeln!(
+                out,
+                "# HELP gitmind_{name} {help}\n# TYPE gitmind_{name} {kind}"
+            );
+            for (labels, value) in rows {
+                let _ = writeln!(out, "gitmind_{name}{labels} {value}");
+            }
+        };
+        let per_shard = |f: &dyn Fn(&ShardGauges) -> i64| {
+            self.shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("{{shard=\"{i}\"}}"), i128::from(f(s))))
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            "connections",
+            "Open WebSocket sessions.",
+            "gauge",
+            per_shard(&|s| s.connections.load(Relaxed)),
+        );
+        gauge(
+            "queued_bytes",
+            "Bytes waiting in outgoing session queues.",
+            "gauge",
+            per_shard(&|s| s.queued_bytes.load(Relaxed)),
+        );
+        let codecs = [("json", &self.json), ("bin", &self.bin)];
+        for (name, help, pick) in [
+            ("messages_in_total", "Messages received.", 0),
+            ("bytes_in_total", "Frame bytes received.", 1),
+            ("messages_out_total", "Messages sent.", 2),
+            ("bytes_out_total", "Frame bytes sent.", 3),
+        ] {
+            let rows = codecs
+                .iter()
+                .map(|(codec, c)| {
+                    let v = [&c.messages_in, &c.bytes_in, &c.messages_out, &c.bytes_out][pick]
+                        .load(Relaxed);
+                    (format!("{{codec=\"{codec}\"}}"), i128::from(v))
+                })
+                .collect();
+            gauge(name, help, "counter", rows);
+        }
+        let errors = ErrorCode::ALL
+            .iter()
+            .zip(&self.errors)
+            .map(|(code, n)| {
+                (
+                    format!("{{code=\"{}\"}}", code.name()),
+                    i128::from(n.load(Relaxed)),
+                )
+            })
+            .collect();
+        gauge(
+            "errors_total",
+            "system.error messages sent, by code.",
+            "counter",
+            errors,
+        );
+        for (name, help, v) in [
+            (
+                "slow_consumer_closes_total",
+                "Sessions closed as slow consumers (4008).",
+                &self.slow_consumer_closes,
+            ),
+            (
+                "policy_closes_total",
+                "Sessions closed for too many errors (1008).",
+                &self.policy_closes,
+            ),
+            (
+                "heartbeat_timeouts_total",
+                "Sessions closed for silence.",
+                &self.heartbeat_timeouts,
+            ),
+            (
+                "handshakes_refused_total",
+                "Handshakes refused.",
+                &self.handshakes_refused,
+            ),
+            (
+                "changes_committed_total",
+                "Changes committed to git and released.",
+                &self.changes_committed,
+            ),
+            ("rollbacks_total", "Mutations rolled back.", &self.rollbacks),
+            (
+                "commit_failures_total",
+                "Git commits that failed.",
+                &self.commit_failures,
+            ),
+        ] {
+            gauge(
+                name,
+                help,
+                "counter",
+                vec![(String::new(), i128::from(v.load(Relaxed)))],
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gitmind_fanout_latency_seconds From commit release to queueing at each shard.\n\
+             # TYPE gitmind_fanout_latency_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS_US.iter().zip(&self.latency_buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "gitmind_fanout_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "gitmind_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "gitmind_fanout_latency_seconds_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "gitmind_fanout_latency_seconds_count {count}");
+        out
+    }
+}

@@ -1,0 +1,540 @@
+//! Starting and stopping the whole server: listeners, shards, the hub and
+//! persistence, and the shutdown sequence (STYLE.md 7).
+//!
+//! Threads: one per shard (pinned, single-threaded tokio runtime), one hub
+//! (graph owners), one git persistence thread, and in handoff mode one
+//! acceptor. Shutdown is one cancellation token shared by every task: the
+//! acceptors stop, every session is sent `system.reconnect` and a 1001
+//! close, the shards wait for their sessions (bounded), then the hub hands
+//! what is ordered to persistence and waits for the last commit.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gitmind_schema::model::{Edge, Node};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AcceptMode, Config};
+use crate::http::{self, Authenticator, LocalAuth, Response};
+use crate::hub::{self, Hub, HubCmd, Member};
+use crate::metrics::Metrics;
+use crate::owner::{OwnerConfig, SyncData};
+use crate::persist::{PersistConfig, Persister};
+use crate::session::{self, Codec, SessionCtx};
+use crate::shard::{self, Shard, ShardLink, ShardState};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is not usable; the message says how to fix it.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory could not be opened or loaded.
+    #[error("cannot open the data directory: {0}")]
+    Persist(#[from] crate::persist::PersistError),
+    /// A thread or runtime could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    draining: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    hub_thread: Option<JoinHandle<()>>,
+    hub: crossbeam::channel::Sender<HubCmd>,
+    metrics: Arc<Metrics>,
+}
+
+/// What every shard shares.
+struct Shared {
+    config: Arc<Config>,
+    hub: crossbeam::channel::Sender<HubCmd>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    draining: Arc<AtomicBool>,
+    auth: Arc<dyn Authenticator>,
+    sessions: Arc<AtomicU64>,
+}
+
+impl Server {
+    /// Loads every graph from the data directory, binds, and starts serving.
+    ///
+    /// # Errors
+    /// [`StartError`] says what could not be done.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let config = Arc::new(config);
+        let shards = config.shard_count();
+        let metrics = Arc::new(Metrics::new(shards));
+        let (persist_tx, persist_rx) = crossbeam::channel::unbounded();
+        let (persister, restored) = Persister::start(
+            PersistConfig {
+                data_dir: config.data_dir.clone(),
+                fsync: config.fsync,
+                replay_changes: config.replay_changes,
+                replay_ms: config.replay_ms,
+                max_group_changes: 10_000,
+            },
+            persist_tx,
+        )?;
+        let listeners = bind(
+            &config,
+            if config.accept == AcceptMode::Reuseport {
+                shards
+            } else {
+                1
+            },
+        )?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.socket_addr(),
+                source,
+            })?;
+
+        let (hub_tx, hub_rx) = hub::channel(1 << 16);
+        let links: Vec<ShardLink> = (0..shards).map(|_| ShardLink::new()).collect();
+        let owner_config = owner_config(&config);
+        let hub = Hub::new(
+            restored,
+            links.clone(),
+            persister,
+            owner_config,
+            metrics.clone(),
+            config.heartbeat_ms,
+        );
+        let hub_thread = std::thread::Builder::new()
+            .name("gitmind-hub".into())
+            .spawn(move || hub.run(hub_rx, persist_rx))
+            .map_err(StartError::Thread)?;
+
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            hub: hub_tx.clone(),
+            metrics: metrics.clone(),
+            shutdown: CancellationToken::new(),
+            draining: Arc::new(AtomicBool::new(false)),
+            auth: Arc::new(LocalAuth::default()),
+            sessions: Arc::new(AtomicU64::new(0)),
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut threads = Vec::new();
+        let mut handoff = Vec::new();
+        let mut listeners = listeners.into_iter();
+        for (index, link) in links.into_iter().enumerate() {
+            let source = match config.accept {
+                AcceptMode::Reuseport => Source::Listener(listeners.next()),
+                AcceptMode::Handoff => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                    handoff.push(tx);
+                    Source::Handoff(rx)
+                }
+            };
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("gitmind-shard-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    run_shard(index, link, source, &shared);
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(thread);
+        }
+        if config.accept == AcceptMode::Handoff {
+            let listener = listeners.next();
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name("gitmind-accept".into())
+                .spawn(move || run_acceptor(listener, handoff, &shared))
+                .map_err(StartError::Thread)?;
+            threads.push(thread);
+        }
+        tracing::info!(%addr, shards, accept = ?config.accept, data_dir = %config.data_dir.display(), "serving");
+        Ok(Server {
+            addr,
+            shutdown: shared.shutdown.clone(),
+            draining: shared.draining.clone(),
+            threads,
+            hub_thread: Some(hub_thread),
+            hub: hub_tx,
+            metrics,
+        })
+    }
+
+    /// The address the server listens on (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops the server: no new connections, every session told to
+    /// reconnect and closed with 1001, everything ordered committed. Returns
+    /// when all threads have ended (bounded by the shutdown timeout).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.draining.store(true, Relaxed);
+        self.shutdown.cancel();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let _ = self.hub.send(HubCmd::Shutdown);
+        if let Some(hub) = self.hub_thread.take() {
+            let _ = hub.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The owner settings from the server configuration.
+fn owner_config(config: &Config) -> OwnerConfig {
+    let mut edge_types: Vec<String> = [
+        "implements",
+        "augments",
+        "relates-to",
+        "blocks",
+        "belongs-to",
+        "consumed-by",
+        "depends-on",
+        "documents",
+        "references",
+        "semantic",
+        "temporal",
+        "causal",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    edge_types.extend(config.extra_edge_types.iter().cloned());
+    OwnerConfig {
+        edge_types,
+        replay_changes: config.replay_changes,
+        replay_ms: config.replay_ms,
+        max_batch_ops: config.max_envelopes,
+    }
+}
+
+/// Binds `count` listening sockets on the configured address (several only
+/// with SO_REUSEPORT), with a backlog large enough for connect bursts.
+fn bind(config: &Config, count: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let mut addr = config.socket_addr();
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let bind_error = |source| StartError::Bind { addr, source };
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(bind_error)?;
+        socket.set_reuse_address(true).map_err(bind_error)?;
+        if count > 1 {
+            socket.set_reuse_port(true).map_err(bind_error)?;
+        }
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        socket.bind(&addr.into()).map_err(bind_error)?;
+        socket
+            .listen(i32::try_from(config.backlog).unwrap_or(i32::MAX))
+            .map_err(bind_error)?;
+        let listener: std::net::TcpListener = socket.into();
+        // Later sockets share the port the first one got (port 0).
+        addr = listener.local_addr().map_err(bind_error)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Where a shard's connections come from.
+enum Source {
+    /// Its own SO_REUSEPORT socket.
+    Listener(Option<std::net::TcpListener>),
+    /// The acceptor thread.
+    Handoff(tokio::sync::mpsc::Receiver<std::net::TcpStream>),
+}
+
+/// A shard thread's body.
+fn run_shard(index: usize, link: ShardLink, source: Source, shared: &Arc<Shared>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return tracing::error!(error = %e, "shard {index} could not start its runtime"),
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let shard = ShardState::new(index, shared.metrics.clone());
+        tokio::task::spawn_local(shard::dispatch_loop(shard.clone(), link));
+        let tracker = TaskTracker::new();
+        let token = shared.shutdown.clone();
+        match source {
+            Source::Listener(listener) => {
+                let Some(listener) = listener.and_then(|l| TcpListener::from_std(l).ok()) else { return };
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => {
+                                tracker.spawn_local(connection(stream, index, shard.clone(), shared.clone()));
+                            }
+                            Err(e) => accept_error(&e).await,
+                        },
+                    }
+                }
+            }
+            Source::Handoff(mut rx) => loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    stream = rx.recv() => {
+                        let Some(stream) = stream else { break };
+                        if let Ok(stream) = TcpStream::from_std(stream) {
+                            tracker.spawn_local(connection(stream, index, shard.clone(), shared.clone()));
+                        }
+                    }
+                }
+            },
+        }
+        tracker.close();
+        let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(shard = index, "sessions still open after the shutdown timeout; dropping them");
+        }
+    });
+}
+
+/// The acceptor thread (handoff mode): accepts and hands each connection to
+/// the shard with the fewest sessions.
+fn run_acceptor(
+    listener: Option<std::net::TcpListener>,
+    shards: Vec<tokio::sync::mpsc::Sender<std::net::TcpStream>>,
+    shared: &Arc<Shared>,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async move {
+        let Some(listener) = listener.and_then(|l| TcpListener::from_std(l).ok()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let index = (0..shards.len())
+                            .min_by_key(|i| shared.metrics.shards[*i].connections.load(Relaxed))
+                            .unwrap_or(0);
+                        let Ok(stream) = stream.into_std() else { continue };
+                        if shards[index].send(stream).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => accept_error(&e).await,
+                },
+            }
+        }
+    });
+}
+
+/// Out of file descriptors or a similar failure: log, wait a little, go on.
+async fn accept_error(error: &std::io::Error) {
+    tracing::warn!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// One connection, from its first byte: HTTP request or WebSocket session.
+async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let config = &shared.config;
+    let head = tokio::time::timeout(
+        Duration::from_millis(config.handshake_timeout_ms),
+        http::read_head(&mut stream),
+    );
+    let request = match head.await {
+        Ok(Ok(request)) => request,
+        Ok(Err(http::HeadError::Bad(message))) => {
+            return refuse(&shared, &mut stream, Response::text(400, message)).await
+        }
+        Ok(Err(http::HeadError::Closed)) | Err(_) => return,
+    };
+    let graph = match (request.path.as_str(), http::graph_of(&request.path)) {
+        ("/healthz", _) => {
+            let draining = shared.draining.load(Relaxed);
+            let response = if draining {
+                Response::text(503, "draining").retry_after(1)
+            } else {
+                Response::text(200, "ok")
+            };
+            return response.send(&mut stream).await;
+        }
+        ("/metrics", _) => {
+            let mut response = Response::text(200, shared.metrics.render());
+            response.content_type = "text/plain; version=0.0.4";
+            return response.send(&mut stream).await;
+        }
+        ("/", _) => {
+            return Response::text(
+                200,
+                "Gitmind live: connect a WebSocket to /v1/graphs/{graph}",
+            )
+            .send(&mut stream)
+            .await;
+        }
+        (_, None) => {
+            return Response::text(404, "no such endpoint")
+                .send(&mut stream)
+                .await
+        }
+        (_, Some(Err(response))) => return refuse(&shared, &mut stream, response).await,
+        (_, Some(Ok(graph))) => graph.to_owned(),
+    };
+    if !request.is_upgrade() {
+        return snapshot(&shared, &mut stream, graph).await;
+    }
+    if shared.draining.load(Relaxed) {
+        return refuse(
+            &shared,
+            &mut stream,
+            Response::text(503, "the server is shutting down").retry_after(1),
+        )
+        .await;
+    }
+    let open = usize::try_from(shared.metrics.connections()).unwrap_or(0);
+    if open >= config.max_connections {
+        return refuse(
+            &shared,
+            &mut stream,
+            Response::text(429, "too many connections").retry_after(5),
+        )
+        .await;
+    }
+    let checked = http::negotiate(&request).and_then(|codec| {
+        let identity = shared.auth.authenticate(&request, &graph)?;
+        let since = http::resume_point(&request)?;
+        let accept = http::accept(&request, codec)?;
+        Ok((codec.unwrap_or(Codec::Json), identity, since, accept))
+    });
+    let (codec, identity, since, accept) = match checked {
+        Ok(checked) => checked,
+        Err(response) => return refuse(&shared, &mut stream, response).await,
+    };
+    if tokio::io::AsyncWriteExt::write_all(&mut stream, &accept)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(config.max_frame_bytes + (128 << 10))
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes));
+    let ws =
+        WebSocketStream::from_partially_read(stream, request.rest, Role::Server, Some(ws_config))
+            .await;
+    let key = shared.sessions.fetch_add(1, Relaxed) + 1;
+    let member = Member {
+        session: key,
+        shard: shard_index,
+        codec,
+        graph: graph.as_str().into(),
+        user_id: identity.user_id,
+        session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
+    };
+    let gauge = &shared.metrics.shards[shard_index].connections;
+    gauge.fetch_add(1, Relaxed);
+    let ctx = SessionCtx {
+        config: shared.config.clone(),
+        shard: Rc::clone(&shard),
+        hub: shared.hub.clone(),
+        metrics: shared.metrics.clone(),
+        shutdown: shared.shutdown.clone(),
+    };
+    session::run(ws, member, since, ctx).await;
+    gauge.fetch_sub(1, Relaxed);
+}
+
+async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {
+    shared.metrics.handshakes_refused.fetch_add(1, Relaxed);
+    response.send(stream).await;
+}
+
+/// `GET /v1/graphs/{graph}`: the committed snapshot, `{epoch, seq, nodes, edges}`.
+async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String) {
+    #[derive(serde::Serialize)]
+    struct Snapshot<'a> {
+        epoch: &'a str,
+        seq: u64,
+        nodes: Vec<&'a Node>,
+        edges: Vec<&'a Edge>,
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if shared.hub.send(HubCmd::Snapshot { graph, reply }).is_err() {
+        return Response::text(503, "shutting down")
+            .retry_after(1)
+            .send(stream)
+            .await;
+    }
+    let body = match answer.await {
+        Ok(Some(SyncData::Snapshot {
+            epoch,
+            seq,
+            nodes,
+            edges,
+        })) => serde_json::to_vec(&Snapshot {
+            epoch: &epoch,
+            seq,
+            nodes: nodes.iter().map(|n| &**n).collect(),
+            edges: edges.iter().map(|e| &**e).collect(),
+        }),
+        Ok(_) => return Response::text(404, "no such graph").send(stream).await,
+        Err(_) => {
+            return Response::text(503, "shutting down")
+                .retry_after(1)
+                .send(stream)
+                .await
+        }
+    };
+    match body {
+        Ok(body) => Response::json(body).send(stream).await,
+        Err(_) => {
+            Response::text(500, "could not encode the snapshot")
+                .send(stream)
+                .await
+        }
+    }
+}

@@ -1,0 +1,949 @@
+//! Sessions (ARCHITECTURE.md step 2): one WebSocket connection, its
+//! identity, codec, presence throttle, outgoing queue and heartbeat.
+//!
+//! A session is one task on its shard. It owns its socket; the shard's
+//! dispatcher fills its [`Outbox`] and wakes it. The task waits on the
+//! socket, the outbox, its timer and the shutdown signal together, and
+//! writes what is queued in as few frames and system calls as it can.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use gitmind_schema::message::{
+    Chunk, GraphSync, PresenceState, PresenceStatus, SyncMode, SystemError, SystemHeartbeat,
+    SystemReconnect,
+};
+use gitmind_schema::model::{Edge, Node};
+use gitmind_schema::{binary, json, Body, DecodeError, Envelope, ErrorCode, MessageType};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hub::{self, HubCmd, Member};
+use crate::metrics::Metrics;
+use crate::owner::{Origin, SessionKey, SyncData};
+use crate::shard::{Encoded, Shard};
+
+/// Close code: the session's outgoing queue passed its limit.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// A snapshot or delta is cut into `graph.sync` chunks of about this many
+/// bytes, well inside the frame limit.
+const SYNC_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The wire codec a session speaks, from its negotiated subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// `gitmind.v1.json`: text frames.
+    Json = 0,
+    /// `gitmind.v1.bin`: binary frames, FlatBuffers, optionally zstd.
+    Binary = 1,
+}
+
+impl Codec {
+    /// Encodes one envelope.
+    pub fn encode(self, envelope: &Envelope) -> Bytes {
+        match self {
+            Codec::Json => json::encode(envelope),
+            Codec::Binary => binary::encode(envelope),
+        }
+    }
+}
+
+/// One queued item.
+enum Out {
+    /// Bytes encoded for this session's codec: one envelope (JSON) or one
+    /// frame (binary).
+    Frame(Bytes),
+    /// An ephemeral message that a newer one from the same sender and of
+    /// the same kind replaces while it waits (`version` tells which).
+    Ephemeral {
+        key: (SessionKey, MessageType),
+        version: u64,
+        bytes: Bytes,
+    },
+}
+
+/// A session's outgoing queue, shared between its task and its shard's
+/// dispatcher. Bounded: past `max_bytes` the session is a slow consumer,
+/// its queue is dropped and it is closed with 4008 (it resumes with `since`
+/// from the replay window, so nothing is lost).
+pub struct Outbox {
+    /// The session's codec.
+    pub codec: Codec,
+    /// The graph the session is on.
+    pub graph: Arc<str>,
+    /// The session's user, stamped on what is addressed to it.
+    user_id: String,
+    /// The session's id, stamped on what is addressed to it.
+    session_id: String,
+    queue: RefCell<VecDeque<Out>>,
+    bytes: Cell<usize>,
+    max_bytes: usize,
+    slow: Cell<bool>,
+    /// Latest version of each coalescable ephemeral message in the queue.
+    latest: RefCell<HashMap<(SessionKey, MessageType), u64>>,
+    next_version: Cell<u64>,
+    /// The highest `seq` queued for the session (for heartbeats).
+    seq: Cell<u64>,
+    notify: Notify,
+    /// Signalled when the session turns slow, to interrupt a blocked write.
+    closing: Notify,
+    metrics: Arc<Metrics>,
+    shard: usize,
+}
+
+impl Outbox {
+    /// An empty outbox for the session `member`.
+    pub fn new(member: &Member, max_bytes: usize, metrics: Arc<Metrics>) -> Self {
+        Outbox {
+            codec: member.codec,
+            graph: member.graph.clone(),
+            user_id: member.user_id.clone(),
+            session_id: member.session_id.clone(),
+            queue: RefCell::new(VecDeque::new()),
+            bytes: Cell::new(0),
+            max_bytes,
+            slow: Cell::new(false),
+            latest: RefCell::new(HashMap::new()),
+            next_version: Cell::new(0),
+            seq: Cell::new(0),
+            notify: Notify::new(),
+            closing: Notify::new(),
+            metrics,
+            shard: member.shard,
+        }
+    }
+
+    /// Wakes the session's task to write.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    /// Queues a shared, pre-encoded graph event.
+    pub fn push_shared(&self, bytes: Bytes, seq: u64) {
+        self.seq.set(self.seq.get().max(seq));
+        self.push(Out::Frame(bytes));
+    }
+
+    /// Encodes and queues a message addressed to this session alone (an
+    /// outcome, a sync, a system message): it carries the session's own
+    /// `userId` and `sessionId` (PROTOCOL.md 2.1).
+    pub fn push_envelope(&self, mut envelope: Envelope) {
+        if let Some(seq) = envelope.seq {
+            self.seq.set(self.seq.get().max(seq));
+        }
+        envelope.user_id = Some(self.user_id.clone());
+        envelope.session_id = Some(self.session_id.clone());
+        self.push(Out::Frame(self.codec.encode(&envelope)));
+    }
+
+    /// Queues an ephemeral message; under backlog, replaces the previous
+    /// one of the same sender and kind still waiting (latest wins).
+    pub fn push_ephemeral(&self, from: SessionKey, kind: MessageType, encoded: &Encoded) {
+        let Some(bytes) = encoded.get(self.codec).cloned() else {
+            return;
+        };
+        // Joins and leaves are never coalesced away: a client must see both.
+        if self.queue.borrow().is_empty()
+            || kind != MessageType::CursorMove && kind != MessageType::SelectionChange
+        {
+            return self.push(Out::Frame(bytes));
+        }
+        let version = self.next_version.get() + 1;
+        self.next_version.set(version);
+        self.latest.borrow_mut().insert((from, kind), version);
+        self.push(Out::Ephemeral {
+            key: (from, kind),
+            version,
+            bytes,
+        });
+    }
+
+    /// Cuts a sync into chunks, encodes and queues them.
+    pub fn push_sync(
+        &self,
+        sync: SyncData,
+        presence: Option<Vec<PresenceState>>,
+        heartbeat_ms: u64,
+    ) {
+        for message in sync_messages(sync, presence, heartbeat_ms) {
+            self.push_envelope(message);
+        }
+        self.wake();
+    }
+
+    fn push(&self, out: Out) {
+        if self.slow.get() {
+            return;
+        }
+        let len = match &out {
+            Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+        };
+        let bytes = self.bytes.get() + len;
+        if bytes > self.max_bytes {
+            self.slow.set(true);
+            self.metrics.shards[self.shard]
+                .queued_bytes
+                .fetch_sub(self.bytes.get() as i64, Relaxed);
+            self.bytes.set(0);
+            self.queue.borrow_mut().clear();
+            self.latest.borrow_mut().clear();
+            self.closing.notify_one();
+            self.wake();
+            return;
+        }
+        self.bytes.set(bytes);
+        self.metrics.shards[self.shard]
+            .queued_bytes
+            .fetch_add(len as i64, Relaxed);
+        self.queue.borrow_mut().push_back(out);
+    }
+
+    /// Takes queued frames for one write: up to `max_frame` bytes of JSON
+    /// envelopes joined into one text frame, or binary frames as they are.
+    fn take_batch(&self, max_frame: usize, into: &mut Vec<Bytes>) {
+        let mut queue = self.queue.borrow_mut();
+        let mut latest = self.latest.borrow_mut();
+        let mut taken = 0;
+        while let Some(out) = queue.front() {
+            let len = match out {
+                Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+            };
+            if taken > 0 && taken + len > max_frame {
+                break;
+            }
+            let Some(out) = queue.pop_front() else { break };
+            self.bytes.set(self.bytes.get() - len);
+            self.metrics.shards[self.shard]
+                .queued_bytes
+                .fetch_sub(len as i64, Relaxed);
+            match out {
+                Out::Frame(bytes) => into.push(bytes),
+                Out::Ephemeral {
+                    key,
+                    version,
+                    bytes,
+                } => {
+                    if latest.get(&key) == Some(&version) {
+                        latest.remove(&key);
+                        into.push(bytes);
+                    }
+                    // else: superseded by a newer one further back.
+                }
+            }
+            taken += len;
+        }
+    }
+}
+
+/// Builds the `graph.sync` messages for a sync: one, or several chunks each
+/// well inside the frame limit.
+fn sync_messages(
+    sync: SyncData,
+    presence: Option<Vec<PresenceState>>,
+    heartbeat_ms: u64,
+) -> Vec<Envelope> {
+    let (mode, epoch, seq) = match &sync {
+        SyncData::Snapshot { epoch, seq, .. } => (SyncMode::Snapshot, epoch.clone(), *seq),
+        SyncData::Delta { epoch, seq, .. } => (SyncMode::Delta, epoch.clone(), *seq),
+    };
+    let mut bodies: Vec<GraphSync> = Vec::new();
+    let mut current = GraphSync::default();
+    let mut size = 0usize;
+    let cut =
+        |current: &mut GraphSync, size: &mut usize, add: usize, bodies: &mut Vec<GraphSync>| {
+            if *size > 0 && *size + add > SYNC_CHUNK_BYTES {
+                bodies.push(std::mem::take(current));
+                *size = 0;
+            }
+            *size += add;
+        };
+    match sync {
+        SyncData::Snapshot { nodes, edges, .. } => {
+            for node in nodes {
+                cut(&mut current, &mut size, node_size(&node), &mut bodies);
+                current
+                    .nodes
+                    .get_or_insert_with(Vec::new)
+                    .push(Node::clone(&node));
+            }
+            for edge in edges {
+                cut(&mut current, &mut size, edge_size(&edge), &mut bodies);
+                current
+                    .edges
+                    .get_or_insert_with(Vec::new)
+                    .push(Edge::clone(&edge));
+            }
+        }
+        SyncData::Delta { events, .. } => {
+            for event in events {
+                cut(
+                    &mut current,
+                    &mut size,
+                    json::encode(&event).len(),
+                    &mut bodies,
+                );
+                current.events.get_or_insert_with(Vec::new).push(event);
+            }
+        }
+    }
+    bodies.push(current);
+    let count = u32::try_from(bodies.len()).unwrap_or(u32::MAX);
+    let mut presence = presence;
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut body)| {
+            body.mode = Some(mode);
+            body.epoch = Some(epoch.clone());
+            body.seq = Some(seq);
+            body.heartbeat_ms = Some(heartbeat_ms);
+            if mode == SyncMode::Snapshot {
+                body.nodes.get_or_insert_with(Vec::new);
+                body.edges.get_or_insert_with(Vec::new);
+            } else {
+                body.events.get_or_insert_with(Vec::new);
+            }
+            if index == 0 {
+                body.presence = Some(presence.take().unwrap_or_default());
+            }
+            if count > 1 {
+                body.chunk = Some(Chunk {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    count,
+                });
+            }
+            let mut envelope = Envelope::new(format!("sync-{seq}-{index}"), Body::GraphSync(body));
+            envelope.seq = Some(seq);
+            envelope
+        })
+        .collect()
+}
+
+/// A generous estimate of a node's encoded size (escaping can double text).
+fn node_size(node: &Node) -> usize {
+    let text = node.id.len()
+        + node.label.as_ref().map_or(0, String::len)
+        + node.content.as_ref().map_or(0, String::len)
+        + node
+            .props
+            .as_ref()
+            .map_or(0, |p| p.iter().map(|(k, _)| k.len() + 32).sum());
+    2 * text + 256
+}
+
+/// A generous estimate of an edge's encoded size.
+fn edge_size(edge: &Edge) -> usize {
+    let text = 2 * (edge.source.len() + edge.target.len())
+        + edge.rationale.as_ref().map_or(0, String::len)
+        + edge
+            .props
+            .as_ref()
+            .map_or(0, |p| p.iter().map(|(k, _)| k.len() + 32).sum());
+    2 * text + 256
+}
+
+/// What a session needs besides its socket.
+pub struct SessionCtx {
+    /// The server's configuration.
+    pub config: Arc<Config>,
+    /// The shard it lives on.
+    pub shard: Shard,
+    /// The hub's command channel.
+    pub hub: crossbeam::channel::Sender<HubCmd>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Why a session ended, for the close frame.
+enum End {
+    /// The client closed or the connection broke.
+    Gone,
+    /// The server closes on purpose; the client is told to come back.
+    Reconnect { code: u16, reason: &'static str },
+    /// Closed with this code, without an invitation to reconnect.
+    Close { code: u16, reason: &'static str },
+}
+
+/// Runs one session from just after the WebSocket handshake to its end.
+pub async fn run(
+    mut ws: WebSocketStream<TcpStream>,
+    member: Member,
+    since: Option<(u64, String)>,
+    ctx: SessionCtx,
+) {
+    let config = ctx.config.clone();
+    let session = member.session;
+    let graph = member.graph.clone();
+    let codec = member.codec;
+    let outbox = Rc::new(Outbox::new(
+        &member,
+        config.max_queue_bytes,
+        ctx.metrics.clone(),
+    ));
+    ctx.shard.borrow_mut().add(session, outbox.clone());
+    let origin = Origin {
+        session,
+        session_id: member.session_id.clone(),
+        user_id: member.user_id.clone(),
+    };
+    if ctx.hub.send(HubCmd::Join { member, since }).is_err() {
+        ctx.shard.borrow_mut().remove(session, &graph);
+        return;
+    }
+    let mut state = State {
+        ctx: &ctx,
+        outbox: &outbox,
+        origin,
+        graph: graph.clone(),
+        limits: config.limits(),
+        errors: 0,
+        errors_since: Instant::now(),
+        last_sent: Instant::now(),
+        last_received: Instant::now(),
+        last_cursor: None,
+        pending_cursor: None,
+    };
+    let end = state.serve(&mut ws).await;
+    match end {
+        End::Gone => {}
+        End::Reconnect { code, reason } => {
+            let message = Envelope::new(
+                "reconnect",
+                Body::SystemReconnect(SystemReconnect {
+                    reason: reason.to_owned(),
+                    retry_after_ms: 500 + rand::random::<u64>() % 1500,
+                }),
+            );
+            close(&mut ws, codec, Some(message), code, reason).await;
+        }
+        End::Close { code, reason } => close(&mut ws, codec, None, code, reason).await,
+    }
+    ctx.shard.borrow_mut().remove(session, &graph);
+    let _ = ctx.hub.send(HubCmd::Leave { graph, session });
+}
+
+/// Sends an optional last message and a close frame, bounded in time: a
+/// client that does not read cannot hold the session open.
+async fn close(
+    ws: &mut WebSocketStream<TcpStream>,
+    codec: Codec,
+    last: Option<Envelope>,
+    code: u16,
+    reason: &str,
+) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from(reason.to_owned()),
+    };
+    let send = async {
+        if let Some(last) = last {
+            ws.feed(frame_of(codec, codec.encode(&last))).await?;
+        }
+        ws.send(Message::Close(Some(frame))).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+}
+
+/// One message for the socket from bytes encoded for `codec`.
+fn frame_of(codec: Codec, bytes: Bytes) -> Message {
+    match codec {
+        // The JSON codec produces valid UTF-8; from_utf8 only checks it.
+        Codec::Json => match Utf8Bytes::try_from(bytes) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Text(Utf8Bytes::from_static("[]")),
+        },
+        Codec::Binary => Message::Binary(bytes),
+    }
+}
+
+/// A session's loop state.
+struct State<'a> {
+    ctx: &'a SessionCtx,
+    outbox: &'a Outbox,
+    origin: Origin,
+    graph: Arc<str>,
+    limits: gitmind_schema::Limits,
+    errors: u32,
+    errors_since: Instant,
+    last_sent: Instant,
+    last_received: Instant,
+    last_cursor: Option<Instant>,
+    pending_cursor: Option<Body>,
+}
+
+impl State<'_> {
+    async fn serve(&mut self, ws: &mut WebSocketStream<TcpStream>) -> End {
+        let config = self.ctx.config.clone();
+        let mut batch = Vec::new();
+        loop {
+            let mut deadline = (self.last_sent + config.heartbeat())
+                .min(self.last_received + config.idle_timeout());
+            if let (Some(_), Some(last)) = (&self.pending_cursor, self.last_cursor) {
+                deadline = deadline.min(last + self.cursor_interval());
+            }
+            tokio::select! {
+                biased;
+                () = self.ctx.shutdown.cancelled() => {
+                    return End::Reconnect { code: 1001, reason: "shutdown" };
+                }
+                () = self.outbox.notify.notified() => {
+                    if let Err(end) = self.write_or_close(ws, &mut batch).await {
+                        return end;
+                    }
+                }
+                message = ws.next() => {
+                    self.last_received = Instant::now();
+                    match message {
+                        None => return End::Gone,
+                        Some(Ok(message)) => {
+                            if let Some(end) = self.receive(ws, message).await {
+                                return end;
+                            }
+                        }
+                        Some(Err(WsError::Capacity(_))) => {
+                            return End::Close { code: 1009, reason: "frame too large" };
+                        }
+                        Some(Err(_)) => return End::Gone,
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if now >= self.last_received + config.idle_timeout() {
+                        self.ctx.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
+                        return End::Reconnect { code: 1001, reason: "heartbeat timeout" };
+                    }
+                    if let Some(body) = self.pending_cursor.take() {
+                        if self.last_cursor.is_some_and(|t| now >= t + self.cursor_interval()) {
+                            self.relay(body);
+                        } else {
+                            self.pending_cursor = Some(body);
+                        }
+                    }
+                    if now >= self.last_sent + config.heartbeat() {
+                        let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat {
+                            seq: Some(self.outbox.seq.get()),
+                            server_time: Some(hub::now_ms()),
+                        }));
+                        self.outbox.push_envelope(beat);
+                        if let Err(end) = self.write_or_close(ws, &mut batch).await {
+                            return end;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn cursor_interval(&self) -> Duration {
+        Duration::from_millis(1000 / u64::from(self.ctx.config.cursor_rate.max(1)))
+    }
+
+    /// Writes what is queued, unless the session turned slow or the server
+    /// shuts down: a write blocked on a client that does not read is
+    /// abandoned for the close.
+    async fn write_or_close(
+        &mut self,
+        ws: &mut WebSocketStream<TcpStream>,
+        batch: &mut Vec<Bytes>,
+    ) -> Result<(), End> {
+        let (outbox, shutdown) = (self.outbox, self.ctx.shutdown.clone());
+        let slow = End::Reconnect {
+            code: CLOSE_SLOW_CONSUMER,
+            reason: "slow_consumer",
+        };
+        if outbox.slow.get() {
+            self.ctx.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
+            return Err(slow);
+        }
+        tokio::select! {
+            result = self.write(ws, batch) => result,
+            () = outbox.closing.notified() => {
+                self.ctx.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
+                Err(slow)
+            }
+            () = shutdown.cancelled() => Err(End::Reconnect { code: 1001, reason: "shutdown" }),
+        }
+    }
+
+    /// Writes what is queued: as many frames as fit, one flush.
+    async fn write(
+        &mut self,
+        ws: &mut WebSocketStream<TcpStream>,
+        batch: &mut Vec<Bytes>,
+    ) -> Result<(), End> {
+        let codec = self.outbox.codec;
+        let counters = self.ctx.metrics.codec(codec);
+        // A few frames per wake-up, then yield to the other sessions.
+        for _ in 0..16 {
+            batch.clear();
+            self.outbox.take_batch(self.limits.max_frame_bytes, batch);
+            if batch.is_empty() {
+                break;
+            }
+            counters.messages_out.fetch_add(batch.len() as u64, Relaxed);
+            let frames: Vec<Message> = match codec {
+                Codec::Json => vec![frame_of(codec, json::join(batch))],
+                Codec::Binary => batch.drain(..).map(Message::Binary).collect(),
+            };
+            for frame in frames {
+                counters.bytes_out.fetch_add(frame.len() as u64, Relaxed);
+                ws.feed(frame).await.map_err(|_| End::Gone)?;
+            }
+        }
+        ws.flush().await.map_err(|_| End::Gone)?;
+        self.last_sent = Instant::now();
+        if self.outbox.queued_bytes() > 0 {
+            self.outbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Handles one incoming WebSocket message.
+    async fn receive(
+        &mut self,
+        ws: &mut WebSocketStream<TcpStream>,
+        message: Message,
+    ) -> Option<End> {
+        let decoded = match &message {
+            Message::Text(text) => {
+                self.count_in(Codec::Json, text.len());
+                json::decode(text.as_str(), &self.limits)
+            }
+            Message::Binary(bytes) => {
+                self.count_in(Codec::Binary, bytes.len());
+                binary::decode(bytes, &self.limits)
+            }
+            Message::Ping(_) => {
+                // tungstenite queued the pong; send it now.
+                return ws.flush().await.err().map(|_| End::Gone);
+            }
+            Message::Close(_) => return Some(End::Gone),
+            Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        let envelopes = match decoded {
+            Ok(envelopes) => envelopes,
+            Err(error) => return self.refuse(error),
+        };
+        for envelope in envelopes {
+            let end = match envelope {
+                Ok(envelope) => self.handle(envelope),
+                Err(error) => self.refuse(error),
+            };
+            if end.is_some() {
+                return end;
+            }
+        }
+        None
+    }
+
+    fn count_in(&self, codec: Codec, len: usize) {
+        let counters = self.ctx.metrics.codec(codec);
+        counters.messages_in.fetch_add(1, Relaxed);
+        counters.bytes_in.fetch_add(len as u64, Relaxed);
+    }
+
+    /// Handles one decoded envelope.
+    fn handle(&mut self, envelope: Envelope) -> Option<End> {
+        let ty = envelope.body.message_type();
+        let id = envelope.id;
+        if ty.is_mutation() {
+            let cmd = HubCmd::Mutate {
+                graph: self.graph.clone(),
+                origin: self.origin.clone(),
+                mutation_id: id.clone(),
+                body: envelope.body,
+            };
+            if self.ctx.hub.try_send(cmd).is_err() {
+                self.outbox.push_envelope(hub::unavailable(
+                    &id,
+                    "the server is overloaded; retry shortly",
+                ));
+                self.outbox.wake();
+            }
+            return None;
+        }
+        match envelope.body {
+            Body::GraphSync(request) => {
+                let since = match (request.since, request.epoch) {
+                    (Some(since), Some(epoch)) => Some((since, epoch)),
+                    (None, None) => None,
+                    _ => {
+                        return self.refuse(
+                            DecodeError::invalid(
+                                "graph.sync needs both `since` and `epoch`, or neither",
+                            )
+                            .with_reference(Some(id)),
+                        )
+                    }
+                };
+                let _ = self.ctx.hub.try_send(HubCmd::Resync {
+                    graph: self.graph.clone(),
+                    session: self.origin.session,
+                    since,
+                });
+                None
+            }
+            body @ (Body::UserPresence(_) | Body::CursorMove(_) | Body::SelectionChange(_)) => {
+                if let Err(message) = validate_presence(&body) {
+                    let code = if message.contains("limit") {
+                        ErrorCode::TooLarge
+                    } else {
+                        ErrorCode::Invalid
+                    };
+                    return self.refuse(DecodeError::new(code, message).with_reference(Some(id)));
+                }
+                if matches!(body, Body::CursorMove(_)) {
+                    let now = Instant::now();
+                    if self
+                        .last_cursor
+                        .is_some_and(|t| now < t + self.cursor_interval())
+                    {
+                        // Faster than the rate: keep the latest, send it when due.
+                        self.pending_cursor = Some(body);
+                        return None;
+                    }
+                }
+                self.relay(body);
+                None
+            }
+            Body::SystemHeartbeat(_) => None,
+            Body::RegionSubscribe(_)
+            | Body::RegionUnsubscribe(_)
+            | Body::QuerySubscribe(_)
+            | Body::QueryUnsubscribe(_)
+            | Body::GonzaiSuggestion(_)
+            | Body::ChaosTrigger(_) => self.refuse(
+                DecodeError::invalid(format!(
+                    "`{}` is not available on this server yet",
+                    ty.name()
+                ))
+                .with_reference(Some(id)),
+            ),
+            _ => self.refuse(
+                DecodeError::invalid(format!(
+                    "`{}` is sent by the server, not by clients",
+                    ty.name()
+                ))
+                .with_reference(Some(id)),
+            ),
+        }
+    }
+
+    /// Sends an ephemeral message on to the hub.
+    fn relay(&mut self, body: Body) {
+        if matches!(body, Body::CursorMove(_)) {
+            self.last_cursor = Some(Instant::now());
+        }
+        // Ephemeral: under overload it may be dropped (PROTOCOL.md 8).
+        let _ = self.ctx.hub.try_send(HubCmd::Presence {
+            graph: self.graph.clone(),
+            session: self.origin.session,
+            body,
+        });
+    }
+
+    /// Answers a message that could not be taken with `system.error`;
+    /// closes the session (1008) past the error budget.
+    fn refuse(&mut self, error: DecodeError) -> Option<End> {
+        self.ctx.metrics.error(error.code);
+        let now = Instant::now();
+        if now.duration_since(self.errors_since) > Duration::from_secs(60) {
+            self.errors = 0;
+            self.errors_since = now;
+        }
+        self.errors += 1;
+        if self.errors > self.ctx.config.max_errors_per_minute {
+            self.ctx.metrics.policy_closes.fetch_add(1, Relaxed);
+            return Some(End::Close {
+                code: 1008,
+                reason: "too many bad messages",
+            });
+        }
+        let message = Envelope::new(
+            format!("e-{}", self.errors),
+            Body::SystemError(SystemError {
+                code: error.code,
+                message: error.message,
+                reference: error.reference,
+                retry_after_ms: None,
+            }),
+        );
+        self.outbox.push_envelope(message);
+        self.outbox.wake();
+        None
+    }
+}
+
+/// Checks an ephemeral message (PROTOCOL.md 8); the error names the field.
+fn validate_presence(body: &Body) -> Result<(), String> {
+    fn text(field: &str, value: Option<&String>, max: usize) -> Result<(), String> {
+        match value {
+            Some(v) if v.len() > max => {
+                Err(format!("{field} is {} bytes; the limit is {max}", v.len()))
+            }
+            Some(v) if v.chars().any(char::is_control) => {
+                Err(format!("{field} has control characters"))
+            }
+            _ => Ok(()),
+        }
+    }
+    match body {
+        Body::UserPresence(p) => {
+            if matches!(p.status, PresenceStatus::Joined | PresenceStatus::Left) {
+                return Err(
+                    "user.presence status `joined` and `left` are sent by the server".into(),
+                );
+            }
+            text("focus", p.focus.as_ref(), 256)?;
+            text("displayName", p.display_name.as_ref(), 128)?;
+            text("color", p.color.as_ref(), 32)?;
+            match p.chaos_affinity {
+                Some(a) if !(0.0..=1.0).contains(&a) => {
+                    Err("chaosAffinity must be a number from 0 to 1".into())
+                }
+                _ => Ok(()),
+            }
+        }
+        Body::CursorMove(c) => {
+            if !c.x.is_finite() || !c.y.is_finite() {
+                return Err("cursor x and y must be finite numbers".into());
+            }
+            text("nodeId", c.node_id.as_ref(), 256)
+        }
+        Body::SelectionChange(s) => {
+            if s.nodes.len() + s.edges.len() > 1000 {
+                return Err(format!(
+                    "selection has {} ids; the limit is 1000",
+                    s.nodes.len() + s.edges.len()
+                ));
+            }
+            for id in s.nodes.iter().chain(&s.edges) {
+                text("selection id", Some(id), 1024)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitmind_schema::message::CursorMove;
+
+    fn outbox(max: usize) -> Outbox {
+        let member = Member {
+            session: 1,
+            shard: 0,
+            codec: Codec::Json,
+            graph: "g".into(),
+            user_id: "u".into(),
+            session_id: "s".into(),
+        };
+        Outbox::new(&member, max, Arc::new(Metrics::new(1)))
+    }
+
+    fn cursor(x: f64) -> Encoded {
+        let env = Envelope::new(
+            "c",
+            Body::CursorMove(CursorMove {
+                x,
+                y: 0.0,
+                node_id: None,
+            }),
+        );
+        Encoded {
+            json: Some(json::encode(&env)),
+            bin: None,
+        }
+    }
+
+    #[test]
+    fn cursor_moves_coalesce_under_backlog() {
+        let out = outbox(1 << 20);
+        out.push_shared(Bytes::from_static(b"{}"), 1);
+        for x in 0..5 {
+            out.push_ephemeral(7, MessageType::CursorMove, &cursor(f64::from(x)));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(1 << 20, &mut batch);
+        assert_eq!(batch.len(), 2, "the event and only the latest cursor");
+        assert!(std::str::from_utf8(&batch[1]).unwrap().contains("\"x\":4"));
+        assert_eq!(out.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn queue_past_its_limit_marks_slow_and_drops_everything() {
+        let out = outbox(10);
+        out.push_shared(Bytes::from_static(b"12345678"), 1);
+        assert!(!out.slow.get());
+        out.push_shared(Bytes::from_static(b"12345"), 2);
+        assert!(out.slow.get());
+        assert_eq!(out.queued_bytes(), 0);
+        out.push_shared(Bytes::from_static(b"1"), 3);
+        assert_eq!(
+            out.queued_bytes(),
+            0,
+            "nothing is queued for a closing session"
+        );
+    }
+
+    #[test]
+    fn large_snapshot_is_cut_into_chunks_within_the_frame_limit() {
+        let nodes: Vec<Arc<Node>> = (0..2000)
+            .map(|i| {
+                Arc::new(Node {
+                    id: format!("n:{i}"),
+                    content: Some("x".repeat(500)),
+                    ..Node::default()
+                })
+            })
+            .collect();
+        let sync = SyncData::Snapshot {
+            epoch: "e".into(),
+            seq: 9,
+            nodes,
+            edges: vec![],
+        };
+        let messages = sync_messages(sync, Some(vec![]), 25_000);
+        assert!(messages.len() > 1);
+        let mut total = 0;
+        for (i, m) in messages.iter().enumerate() {
+            assert!(json::encode(m).len() < 1 << 20);
+            let Body::GraphSync(s) = &m.body else {
+                panic!()
+            };
+            assert_eq!(
+                s.chunk,
+                Some(Chunk {
+                    index: i as u32,
+                    count: messages.len() as u32
+                })
+            );
+            assert_eq!(s.presence.is_some(), i == 0);
+            total += s.nodes.as_ref().unwrap().len();
+        }
+        assert_eq!(total, 2000);
+    }
+}
