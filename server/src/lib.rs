@@ -11,6 +11,7 @@
 //! what is queued in as few frames as it can.
 //!
 //! - [`config`]: every knob, with defaults that need no configuration.
+//! - [`frames`]: WebSocket frames written straight from shared buffers.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
 //! - [`change`]: the record of one ordered change (owner to persistence).
 //! - [`metrics`]: `/metrics`.
@@ -18,6 +19,7 @@
 
 pub mod change;
 pub mod config;
+pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod metrics;

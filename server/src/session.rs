@@ -31,6 +31,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::frames::FrameWriter;
 use crate::hub::{self, HubCmd, Member};
 use crate::metrics::Metrics;
 use crate::owner::{Origin, SessionKey, SyncData};
@@ -251,6 +252,13 @@ impl Outbox {
             }
             taken += len;
         }
+        // Give back what a burst grew, so an idle session holds nothing.
+        if queue.is_empty() && queue.capacity() > 32 {
+            *queue = VecDeque::new();
+        }
+        if latest.is_empty() && latest.capacity() > 0 {
+            *latest = HashMap::new();
+        }
     }
 }
 
@@ -423,8 +431,18 @@ pub async fn run(
         last_received: Instant::now(),
         last_cursor: None,
         pending_cursor: None,
+        writer: FrameWriter::default(),
     };
-    let end = state.serve(&mut ws).await;
+    let end = Box::pin(state.serve(&mut ws)).await;
+    // A batch cut short by the close must be finished before anything else
+    // goes on the wire; if the client does not take it in time, it gets no
+    // close frame, only the end of the connection.
+    let clean = !state.writer.in_flight()
+        || matches!(
+            tokio::time::timeout(Duration::from_secs(1), state.writer.drive(ws.get_mut())).await,
+            Ok(Ok(()))
+        );
+    let end = if clean { end } else { End::Gone };
     match end {
         End::Gone => {}
         End::Reconnect { code, reason } => {
@@ -435,9 +453,9 @@ pub async fn run(
                     retry_after_ms: 500 + rand::random::<u64>() % 1500,
                 }),
             );
-            close(&mut ws, codec, Some(message), code, reason).await;
+            Box::pin(close(&mut ws, codec, Some(message), code, reason)).await;
         }
-        End::Close { code, reason } => close(&mut ws, codec, None, code, reason).await,
+        End::Close { code, reason } => Box::pin(close(&mut ws, codec, None, code, reason)).await,
     }
     ctx.shard.borrow_mut().remove(session, &graph);
     let _ = ctx.hub.send(HubCmd::Leave { graph, session });
@@ -490,12 +508,13 @@ struct State<'a> {
     last_received: Instant,
     last_cursor: Option<Instant>,
     pending_cursor: Option<Body>,
+    /// The batch being written, kept across interruptions.
+    writer: FrameWriter,
 }
 
 impl State<'_> {
     async fn serve(&mut self, ws: &mut WebSocketStream<TcpStream>) -> End {
         let config = self.ctx.config.clone();
-        let mut batch = Vec::new();
         loop {
             let mut deadline = (self.last_sent + config.heartbeat())
                 .min(self.last_received + config.idle_timeout());
@@ -508,7 +527,7 @@ impl State<'_> {
                     return End::Reconnect { code: 1001, reason: "shutdown" };
                 }
                 () = self.outbox.notify.notified() => {
-                    if let Err(end) = self.write_or_close(ws, &mut batch).await {
+                    if let Err(end) = Box::pin(self.write_or_close(ws)).await {
                         return end;
                     }
                 }
@@ -516,8 +535,14 @@ impl State<'_> {
                     self.last_received = Instant::now();
                     match message {
                         None => return End::Gone,
+                        Some(Ok(Message::Ping(_))) => {
+                            // tungstenite queued the pong; send it now.
+                            if Box::pin(ws.flush()).await.is_err() {
+                                return End::Gone;
+                            }
+                        }
                         Some(Ok(message)) => {
-                            if let Some(end) = self.receive(ws, message).await {
+                            if let Some(end) = self.receive(message) {
                                 return end;
                             }
                         }
@@ -546,7 +571,7 @@ impl State<'_> {
                             server_time: Some(hub::now_ms()),
                         }));
                         self.outbox.push_envelope(beat);
-                        if let Err(end) = self.write_or_close(ws, &mut batch).await {
+                        if let Err(end) = Box::pin(self.write_or_close(ws)).await {
                             return end;
                         }
                     }
@@ -562,11 +587,7 @@ impl State<'_> {
     /// Writes what is queued, unless the session turned slow or the server
     /// shuts down: a write blocked on a client that does not read is
     /// abandoned for the close.
-    async fn write_or_close(
-        &mut self,
-        ws: &mut WebSocketStream<TcpStream>,
-        batch: &mut Vec<Bytes>,
-    ) -> Result<(), End> {
+    async fn write_or_close(&mut self, ws: &mut WebSocketStream<TcpStream>) -> Result<(), End> {
         let (outbox, shutdown) = (self.outbox, self.ctx.shutdown.clone());
         let slow = End::Reconnect {
             code: CLOSE_SLOW_CONSUMER,
@@ -577,7 +598,7 @@ impl State<'_> {
             return Err(slow);
         }
         tokio::select! {
-            result = self.write(ws, batch) => result,
+            result = self.write(ws) => result,
             () = outbox.closing.notified() => {
                 self.ctx.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
                 Err(slow)
@@ -586,32 +607,35 @@ impl State<'_> {
         }
     }
 
-    /// Writes what is queued: as many frames as fit, one flush.
-    async fn write(
-        &mut self,
-        ws: &mut WebSocketStream<TcpStream>,
-        batch: &mut Vec<Bytes>,
-    ) -> Result<(), End> {
+    /// Writes what is queued: up to a frame limit's worth of JSON as one
+    /// text frame, or binary messages a frame each, with vectored writes
+    /// straight from the shared buffers.
+    async fn write(&mut self, ws: &mut WebSocketStream<TcpStream>) -> Result<(), End> {
         let codec = self.outbox.codec;
         let counters = self.ctx.metrics.codec(codec);
-        // A few frames per wake-up, then yield to the other sessions.
+        // A few batches per wake-up, then yield to the other sessions.
         for _ in 0..16 {
-            batch.clear();
-            self.outbox.take_batch(self.limits.max_frame_bytes, batch);
-            if batch.is_empty() {
-                break;
+            if !self.writer.in_flight() {
+                let mut batch = Vec::new();
+                self.outbox
+                    .take_batch(self.limits.max_frame_bytes, &mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                counters.messages_out.fetch_add(batch.len() as u64, Relaxed);
+                match codec {
+                    Codec::Json => self.writer.json(batch),
+                    Codec::Binary => self.writer.binary(batch),
+                }
+                counters
+                    .bytes_out
+                    .fetch_add(self.writer.batch_len() as u64, Relaxed);
             }
-            counters.messages_out.fetch_add(batch.len() as u64, Relaxed);
-            let frames: Vec<Message> = match codec {
-                Codec::Json => vec![frame_of(codec, json::join(batch))],
-                Codec::Binary => batch.drain(..).map(Message::Binary).collect(),
-            };
-            for frame in frames {
-                counters.bytes_out.fetch_add(frame.len() as u64, Relaxed);
-                ws.feed(frame).await.map_err(|_| End::Gone)?;
-            }
+            self.writer
+                .drive(ws.get_mut())
+                .await
+                .map_err(|_| End::Gone)?;
         }
-        ws.flush().await.map_err(|_| End::Gone)?;
         self.last_sent = Instant::now();
         if self.outbox.queued_bytes() > 0 {
             self.outbox.wake();
@@ -619,12 +643,8 @@ impl State<'_> {
         Ok(())
     }
 
-    /// Handles one incoming WebSocket message.
-    async fn receive(
-        &mut self,
-        ws: &mut WebSocketStream<TcpStream>,
-        message: Message,
-    ) -> Option<End> {
+    /// Handles one incoming WebSocket message (pings are answered by the loop).
+    fn receive(&mut self, message: Message) -> Option<End> {
         let decoded = match &message {
             Message::Text(text) => {
                 self.count_in(Codec::Json, text.len());
@@ -634,12 +654,8 @@ impl State<'_> {
                 self.count_in(Codec::Binary, bytes.len());
                 binary::decode(bytes, &self.limits)
             }
-            Message::Ping(_) => {
-                // tungstenite queued the pong; send it now.
-                return ws.flush().await.err().map(|_| End::Gone);
-            }
             Message::Close(_) => return Some(End::Gone),
-            Message::Pong(_) | Message::Frame(_) => return None,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
         let envelopes = match decoded {
             Ok(envelopes) => envelopes,

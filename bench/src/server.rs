@@ -1,0 +1,146 @@
+//! The server under test: a fresh `gitmind-server` from the same build,
+//! with its own data directory, or one already running.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{bail, Context as _};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A server under test.
+pub struct ServerUnderTest {
+    /// `host:port` to connect to.
+    pub addr: std::net::SocketAddr,
+    /// Its process id, for memory and CPU.
+    pub pid: u32,
+    child: Option<Child>,
+    /// Keeps the data directory alive (and removes it) for a started server.
+    pub data: Option<PathBuf>,
+    /// The arguments it was started with.
+    pub args: Vec<String>,
+}
+
+impl ServerUnderTest {
+    /// Starts `gitmind-server` from the same build directory as this
+    /// program, on a free port with a fresh data directory.
+    ///
+    /// # Errors
+    /// When the binary is missing or does not report its address.
+    pub async fn start(extra_args: &[String]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let binary = exe.with_file_name("gitmind-server");
+        if !binary.exists() {
+            bail!(
+                "{} not found: build it first (cargo build --release -p gitmind-server)",
+                binary.display()
+            );
+        }
+        let data = std::env::temp_dir().join(format!(
+            "gitmind-load-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut args = vec![
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--print-addr".to_owned(),
+            "--data-dir".to_owned(),
+        ];
+        args.push(data.display().to_string());
+        args.extend(extra_args.iter().cloned());
+        Self::spawn(&binary, args, Some(data)).await
+    }
+
+    /// Restarts a server this program started, on the same data and port.
+    ///
+    /// # Errors
+    /// When it cannot be stopped or started again.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let exe = std::env::current_exe()?.with_file_name("gitmind-server");
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--port") {
+            args[i + 1] = self.addr.port().to_string();
+        }
+        let restarted = Self::spawn(&exe, args, self.data.take()).await?;
+        *self = restarted;
+        Ok(())
+    }
+
+    async fn spawn(
+        binary: &std::path::Path,
+        args: Vec<String>,
+        data: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the server did not report its address within 60 s")??
+            .context("the server exited before reporting its address")?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("unexpected first line {line:?}"))?;
+        let pid = child.id().context("no pid")?;
+        Ok(ServerUnderTest {
+            addr,
+            pid,
+            child: Some(child),
+            data,
+            args,
+        })
+    }
+
+    /// Attaches to a server already running.
+    pub fn attach(addr: std::net::SocketAddr, pid: u32) -> Self {
+        ServerUnderTest {
+            addr,
+            pid,
+            child: None,
+            data: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// Stops a server this program started (SIGTERM, then waits).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            if tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+impl Drop for ServerUnderTest {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        if let Some(data) = &self.data {
+            let _ = std::fs::remove_dir_all(data);
+        }
+    }
+}
