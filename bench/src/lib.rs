@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod machine;
+pub mod metrics;
 pub mod procstat;
 pub mod report;
 pub mod server;

@@ -52,6 +52,9 @@ struct Args {
     /// Extra arguments for the server this program starts.
     #[arg(long, global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Report file name (default: `load-SCENARIO`).
+    #[arg(long, global = true)]
+    report: Option<String>,
     /// Generator worker threads.
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
@@ -194,9 +197,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     ));
     let dir = report::reports_dir();
-    report.write(&dir, &format!("load-{name}"), &result, args.json.as_deref())?;
+    let file = args.report.clone().unwrap_or_else(|| format!("load-{name}"));
+    report.write(&dir, &file, &result, args.json.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&result)?);
-    println!("report: {}", dir.join(format!("load-{name}.md")).display());
+    println!("report: {}", dir.join(format!("{file}.md")).display());
     server.stop().await;
     Ok(())
 }
@@ -310,6 +314,10 @@ async fn idle(
     let connect_secs = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = procstat::rss_bytes(server.pid).unwrap_or(0);
+    let spread = gitmind_bench::metrics::scrape(server.addr)
+        .await
+        .map(|m| gitmind_bench::metrics::per_shard(&m, "gitmind_connections"))
+        .unwrap_or_default();
     let cpu = CpuMeter::start(server.pid);
     let hold = Instant::now();
     let bytes_before = received.load(Relaxed);
@@ -346,6 +354,7 @@ async fn idle(
     );
     details.insert("connect_seconds".into(), connect_secs.into());
     details.insert("per_graph".into(), per_graph.into());
+    details.insert("connections_per_shard".into(), spread.clone().into());
     let md = format!(
         "| measure | value |\n|---|---|\n\
          | connections held | {connections} ({failed} failed to open, {} disconnected while held) |\n\
@@ -353,7 +362,8 @@ async fn idle(
          | server memory per connection | {:.0} bytes ({:.2} KiB), from RSS at {tenth} and at {connections} connections |\n\
          | server RSS | {:.1} MiB |\n\
          | server CPU while idle | {cpu_percent:.2}% of one core over {held:.0} s |\n\
-         | bytes per idle client per second | {bytes_per_client_sec:.1} |\n\n\
+         | bytes per idle client per second | {bytes_per_client_sec:.1} |\n\
+         | connections per shard | {spread:?} |\n\n\
          Sessions are spread over graphs of {per_graph} (each session sees the others' presence).\n",
         disconnects.load(Relaxed),
         per_connection,
