@@ -9,7 +9,9 @@
 //!
 //! No I/O happens here: bytes in, messages out, and back.
 
+pub mod binary;
 pub mod error;
+pub mod generated;
 pub mod json;
 pub mod limits;
 pub mod message;
