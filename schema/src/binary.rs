@@ -354,7 +354,15 @@ fn stream_bounded(
         let mut output = OutBuffer::around_pos(&mut out, pos);
         let hint = dctx
             .decompress_stream(&mut output, &mut input)
-            .map_err(|_| Stream::Corrupt)?;
+            .map_err(|code| {
+                // A frame whose window is over `WindowLogMax` asks for more
+                // memory than the limit allows.
+                if zstd_safe::get_error_name(code).contains("too much memory") {
+                    Stream::TooLarge
+                } else {
+                    Stream::Corrupt
+                }
+            })?;
         if hint == 0 {
             return Ok(out);
         }
