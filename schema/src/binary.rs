@@ -304,10 +304,6 @@ fn decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
                 "zstd is not available",
             ));
         };
-        dctx.reset(ResetDirective::SessionOnly)
-            .map_err(|_| bad("cannot reset the decoder"))?;
-        dctx.set_parameter(DParameter::WindowLogMax(window_log(limit)))
-            .map_err(|_| bad("cannot bound the window"))?;
         match declared {
             Some(size) => {
                 let size = usize::try_from(size).map_err(|_| too_large(&size))?;
@@ -323,11 +319,19 @@ fn decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
                 }
                 Ok(out)
             }
-            None => stream_bounded(dctx, payload, limit).map_err(|e| match e {
-                Stream::TooLarge => too_large(&format_args!("more than {limit}")),
-                Stream::Corrupt => bad("corrupt data"),
-                Stream::Truncated => bad("truncated"),
-            }),
+            None => {
+                // Streaming keeps state across calls: start clean, with
+                // the window bounded by the limit.
+                dctx.reset(ResetDirective::SessionOnly)
+                    .map_err(|_| bad("cannot reset the decoder"))?;
+                dctx.set_parameter(DParameter::WindowLogMax(window_log(limit)))
+                    .map_err(|_| bad("cannot bound the window"))?;
+                stream_bounded(dctx, payload, limit).map_err(|e| match e {
+                    Stream::TooLarge => too_large(&format_args!("more than {limit}")),
+                    Stream::Corrupt => bad("corrupt data"),
+                    Stream::Truncated => bad("truncated"),
+                })
+            }
         }
     })
 }

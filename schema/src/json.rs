@@ -273,6 +273,7 @@ impl<'de> Deserialize<'de> for Envelope {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::message::{NodeCreate, SystemHeartbeat};
@@ -334,7 +335,7 @@ mod tests {
         let joined = join(&[a.clone(), b]);
         let all = decode(std::str::from_utf8(&joined).unwrap(), &Limits::default()).unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(join(&[a.clone()]), a);
+        assert_eq!(join(std::slice::from_ref(&a)), a);
     }
 
     #[test]

@@ -221,7 +221,8 @@ fn truncated_zstd_is_bad_frame() {
 fn bytes_after_the_zstd_frame_are_bad_frame() {
     let mut frame =
         binary::encode_with(&[node_update(), node_update()], Compression::Always).to_vec();
-    frame.extend_from_slice(&frame[1..].to_vec());
+    let payload = frame[1..].to_vec();
+    frame.extend_from_slice(&payload);
     assert_eq!(frame_error(&frame), ErrorCode::BadFrame);
 }
 
