@@ -25,9 +25,15 @@
 //! # Equivalence with JSON
 //!
 //! Every message has one binary form and back again (the corpus test proves
-//! it). JSON cannot carry NaN or infinity, so the binary decoder refuses
-//! them in every number; binary required scalars that are absent read as 0,
-//! the value an encoder leaves out.
+//! it; `schema/README.md` gives the rules for other implementations). JSON
+//! cannot carry NaN or infinity, so the binary decoder refuses them in every
+//! number; binary required scalars that are absent read as 0, the value an
+//! encoder leaves out. Per message, the checks and codes are the JSON
+//! codec's, in its order: a union tag of `NONE` or one this version does not
+//! know is `unknown_type`; a missing or bad `id`, another `version`, a
+//! missing required field, a bad text operation or an unknown enum value is
+//! `invalid`; a batch of more ops than allowed is `too_large`. A union tag
+//! whose table is missing breaks the FlatBuffer itself: `bad_frame`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -261,7 +267,12 @@ fn frame_bytes(flat: &[u8], compression: Compression) -> Bytes {
             c.scratch.clear();
             c.scratch.reserve(zstd_safe::compress_bound(flat.len()));
             let n = c.cctx.compress2(&mut c.scratch, flat).ok()?;
-            (n < flat.len()).then(|| with_header(HEADER_ZSTD, &c.scratch[..n]))
+            let out = (n < flat.len()).then(|| with_header(HEADER_ZSTD, &c.scratch[..n]));
+            if c.scratch.capacity() > BUILDER_KEEP_BYTES {
+                // As for the builder: no large buffer kept per thread.
+                c.scratch = Vec::with_capacity(BUILDER_START_BYTES);
+            }
+            out
         });
         if let Some(bytes) = compressed {
             return bytes;
