@@ -25,7 +25,8 @@ use gitmind_schema::{json, Limits};
 const SIZES: &[usize] = &[1, 10, 100];
 
 fn dataset() -> Dataset {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/debian-bookworm.jsonl.zst");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/debian-bookworm.jsonl.zst");
     File::open(&path)
         .ok()
         .and_then(|f| zstd::Decoder::new(f).ok())
@@ -36,7 +37,15 @@ fn dataset() -> Dataset {
 /// A batch of `n` typical node updates (label, position or props of a real node).
 fn updates(data: &Dataset, n: usize, event: bool) -> Vec<Envelope> {
     let mut t = Traffic::new(data, 2024);
-    (0..n).map(|_| if event { t.node_update_event() } else { t.node_update_mutation() }).collect()
+    (0..n)
+        .map(|_| {
+            if event {
+                t.node_update_event()
+            } else {
+                t.node_update_mutation()
+            }
+        })
+        .collect()
 }
 
 fn json_frame(envs: &[Envelope]) -> bytes::Bytes {
@@ -49,14 +58,20 @@ fn json_frame(envs: &[Envelope]) -> bytes::Bytes {
 
 fn print_sizes(data: &Dataset) {
     println!("bytes per message (typical node updates)");
-    println!("{:>6} {:>9} {:>8} {:>8} {:>12} {:>10}", "batch", "form", "json", "binary", "binary+zstd", "zstd/json");
+    println!(
+        "{:>6} {:>9} {:>8} {:>8} {:>12} {:>10}",
+        "batch", "form", "json", "binary", "binary+zstd", "zstd/json"
+    );
     for &n in SIZES {
         for (form, event) in [("mutation", false), ("event", true)] {
             let envs = updates(data, n, event);
             let j = json_frame(&envs).len() as f64 / n as f64;
             let b = binary::encode_with(&envs, Compression::Never).len() as f64 / n as f64;
             let z = binary::encode_with(&envs, Compression::Auto).len() as f64 / n as f64;
-            println!("{n:>6} {form:>9} {j:>8.1} {b:>8.1} {z:>12.1} {:>9.1}%", 100.0 * z / j);
+            println!(
+                "{n:>6} {form:>9} {j:>8.1} {b:>8.1} {z:>12.1} {:>9.1}%",
+                100.0 * z / j
+            );
         }
     }
 }
@@ -70,7 +85,9 @@ fn codecs(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("node_update_x{n}"));
         group.throughput(Throughput::Elements(n as u64));
 
-        group.bench_function(BenchmarkId::new("encode", "json"), |b| b.iter(|| json_frame(black_box(&envs))));
+        group.bench_function(BenchmarkId::new("encode", "json"), |b| {
+            b.iter(|| json_frame(black_box(&envs)))
+        });
         group.bench_function(BenchmarkId::new("encode", "binary"), |b| {
             b.iter(|| binary::encode_with(black_box(&envs), Compression::Never))
         });
@@ -79,7 +96,9 @@ fn codecs(c: &mut Criterion) {
         });
 
         let text = json_frame(&envs);
-        let text = std::str::from_utf8(&text).expect("JSON is UTF-8").to_owned();
+        let text = std::str::from_utf8(&text)
+            .expect("JSON is UTF-8")
+            .to_owned();
         let plain = binary::encode_with(&envs, Compression::Never);
         let packed = binary::encode_with(&envs, Compression::Auto);
         assert_eq!(packed[0], binary::HEADER_ZSTD, "node updates compress");

@@ -9,11 +9,17 @@ use gitmind_schema::Limits;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(all) = binary::decode(data, &Limits::default()) else { return };
+    let Ok(all) = binary::decode(data, &Limits::default()) else {
+        return;
+    };
     let good: Vec<Envelope> = all.into_iter().filter_map(Result::ok).collect();
     // The canonical form of what was read may be larger than the input
     // (shared strings are written out), so read it back with room.
-    let roomy = Limits { max_frame_bytes: 1 << 28, max_envelopes: 1 << 20, max_depth: 64 };
+    let roomy = Limits {
+        max_frame_bytes: 1 << 28,
+        max_envelopes: 1 << 20,
+        max_depth: 64,
+    };
     for compression in [Compression::Never, Compression::Always] {
         let frame = binary::encode_with(&good, compression);
         let again: Vec<Envelope> = binary::decode(&frame, &roomy)
