@@ -20,7 +20,11 @@ pub struct DecodeError {
 impl DecodeError {
     /// A failure with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        DecodeError { code, message: message.into(), reference: None }
+        DecodeError {
+            code,
+            message: message.into(),
+            reference: None,
+        }
     }
 
     /// `bad_frame`: the frame does not decode at all.

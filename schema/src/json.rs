@@ -27,7 +27,10 @@ pub const MAX_ID_BYTES: usize = 64;
 /// too deep (`too_large`), more envelopes than allowed (`too_large`), or not
 /// JSON (`bad_frame`). Each inner `Err` is one envelope that could not be
 /// taken (`invalid`, `unknown_type`), with its `id` when it had one.
-pub fn decode(text: &str, limits: &Limits) -> Result<Vec<Result<Envelope, DecodeError>>, DecodeError> {
+pub fn decode(
+    text: &str,
+    limits: &Limits,
+) -> Result<Vec<Result<Envelope, DecodeError>>, DecodeError> {
     if text.len() > limits.max_frame_bytes {
         return Err(DecodeError::too_large(format!(
             "frame of {} bytes is over the limit of {} bytes",
@@ -38,8 +41,9 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Vec<Result<Envelope, Decode
     check_depth(text.as_bytes(), limits.max_depth)?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        let raws: Vec<&RawValue> = serde_json::from_str(text)
-            .map_err(|e| DecodeError::bad_frame(format!("frame is not a JSON array of messages: {e}")))?;
+        let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
+            DecodeError::bad_frame(format!("frame is not a JSON array of messages: {e}"))
+        })?;
         if raws.len() > limits.max_envelopes {
             return Err(DecodeError::too_large(format!(
                 "frame holds {} messages; the limit is {}",
@@ -47,7 +51,10 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Vec<Result<Envelope, Decode
                 limits.max_envelopes
             )));
         }
-        Ok(raws.into_iter().map(|raw| within_limits(decode_envelope(raw.get()), limits)).collect())
+        Ok(raws
+            .into_iter()
+            .map(|raw| within_limits(decode_envelope(raw.get()), limits))
+            .collect())
     } else {
         let raw: &RawValue = serde_json::from_str(text)
             .map_err(|e| DecodeError::bad_frame(format!("frame is not JSON: {e}")))?;
@@ -57,7 +64,10 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Vec<Result<Envelope, Decode
 
 /// Refuses a batch of more ops than [`Limits::max_envelopes`] allows
 /// (`too_large`), as the binary codec does.
-pub(crate) fn within_limits(decoded: Result<Envelope, DecodeError>, limits: &Limits) -> Result<Envelope, DecodeError> {
+pub(crate) fn within_limits(
+    decoded: Result<Envelope, DecodeError>,
+    limits: &Limits,
+) -> Result<Envelope, DecodeError> {
     let env = decoded?;
     if let Body::BatchUpdate(batch) = &env.body {
         if batch.ops.len() > limits.max_envelopes {
@@ -80,9 +90,13 @@ pub(crate) fn within_limits(decoded: Result<Envelope, DecodeError>, limits: &Lim
 pub fn decode_one(text: &str, limits: &Limits) -> Result<Envelope, DecodeError> {
     let mut all = decode(text, limits)?;
     if all.len() != 1 {
-        return Err(DecodeError::invalid(format!("expected one message, found {}", all.len())));
+        return Err(DecodeError::invalid(format!(
+            "expected one message, found {}",
+            all.len()
+        )));
     }
-    all.pop().unwrap_or_else(|| Err(DecodeError::invalid("empty frame")))
+    all.pop()
+        .unwrap_or_else(|| Err(DecodeError::invalid("empty frame")))
 }
 
 /// Encodes one envelope as a text frame.
@@ -182,7 +196,9 @@ struct RawEnvelope<'a> {
 /// Decodes one envelope from its JSON text.
 fn decode_envelope(text: &str) -> Result<Envelope, DecodeError> {
     let raw: RawEnvelope<'_> = serde_json::from_str(text).map_err(|e| {
-        DecodeError::invalid(format!("a message must be a JSON object with an id, a type and data: {e}"))
+        DecodeError::invalid(format!(
+            "a message must be a JSON object with an id, a type and data: {e}"
+        ))
     })?;
     from_raw(raw)
 }
@@ -190,18 +206,25 @@ fn decode_envelope(text: &str) -> Result<Envelope, DecodeError> {
 /// Types an envelope: checks its fields, then parses `data` by `type`.
 fn from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, DecodeError> {
     let id = raw.id;
-    let fail = |code, message: String| Err(DecodeError::new(code, message).with_reference(id.clone()));
+    let fail =
+        |code, message: String| Err(DecodeError::new(code, message).with_reference(id.clone()));
     let Some(type_name) = raw.message_type else {
         return fail(ErrorCode::Invalid, "message has no `type`".into());
     };
     let Some(message_type) = MessageType::from_name(&type_name) else {
-        return fail(ErrorCode::UnknownType, format!("unknown message type `{type_name}`"));
+        return fail(
+            ErrorCode::UnknownType,
+            format!("unknown message type `{type_name}`"),
+        );
     };
     let Some(id_ref) = id.as_deref() else {
         return fail(ErrorCode::Invalid, "message has no `id`".into());
     };
     if id_ref.is_empty() || id_ref.len() > MAX_ID_BYTES {
-        return fail(ErrorCode::Invalid, format!("`id` must be 1 to {MAX_ID_BYTES} bytes"));
+        return fail(
+            ErrorCode::Invalid,
+            format!("`id` must be 1 to {MAX_ID_BYTES} bytes"),
+        );
     }
     if let Some(version) = raw.version.as_deref() {
         if version != PROTOCOL_VERSION {
@@ -214,7 +237,12 @@ fn from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, DecodeError> {
     let data = raw.data.map_or("{}", RawValue::get);
     let body = match Body::from_json_data(message_type, data) {
         Ok(body) => body,
-        Err(e) => return fail(ErrorCode::Invalid, format!("bad `data` for `{type_name}`: {e}")),
+        Err(e) => {
+            return fail(
+                ErrorCode::Invalid,
+                format!("bad `data` for `{type_name}`: {e}"),
+            )
+        }
     };
     Ok(Envelope {
         id: id.unwrap_or_default(),
@@ -285,14 +313,18 @@ mod tests {
 
     #[test]
     fn decodes_protocol_example() {
-        let env = one(r#"{"id":"01JDZ8Q5K3V7","type":"node.create","timestamp":1764158000000,
+        let env = one(
+            r#"{"id":"01JDZ8Q5K3V7","type":"node.create","timestamp":1764158000000,
             "version":"1","userId":"alice","sessionId":"s-9f2c","seq":42,
             "data":{"baseSeq":0,"node":{"id":"concept:x","label":"X"}},
-            "metadata":{"clientVersion":"gitmind-cli/0.1","gonzaiState":"curious","region":"r1"}}"#)
+            "metadata":{"clientVersion":"gitmind-cli/0.1","gonzaiState":"curious","region":"r1"}}"#,
+        )
         .unwrap();
         assert_eq!(env.id, "01JDZ8Q5K3V7");
         assert_eq!(env.seq, Some(42));
-        let Body::NodeCreate(c) = &env.body else { panic!("wrong body {:?}", env.body) };
+        let Body::NodeCreate(c) = &env.body else {
+            panic!("wrong body {:?}", env.body)
+        };
         assert_eq!(c.node.label.as_deref(), Some("X"));
         assert_eq!(c.base_seq, Some(0));
     }
@@ -303,7 +335,11 @@ mod tests {
             "a1",
             Body::NodeCreate(NodeCreate {
                 base_seq: Some(3),
-                node: Node { id: "concept:y".into(), x: Some(2.0), ..Node::default() },
+                node: Node {
+                    id: "concept:y".into(),
+                    x: Some(2.0),
+                    ..Node::default()
+                },
                 commit: None,
             }),
         );
@@ -322,16 +358,31 @@ mod tests {
             &Limits::default(),
         )
         .unwrap();
-        assert!(matches!(all[0], Ok(Envelope { body: Body::SystemHeartbeat(SystemHeartbeat { .. }), .. })));
+        assert!(matches!(
+            all[0],
+            Ok(Envelope {
+                body: Body::SystemHeartbeat(SystemHeartbeat { .. }),
+                ..
+            })
+        ));
         let e1 = all[1].as_ref().unwrap_err();
-        assert_eq!((e1.code, e1.reference.as_deref()), (ErrorCode::UnknownType, Some("2")));
+        assert_eq!(
+            (e1.code, e1.reference.as_deref()),
+            (ErrorCode::UnknownType, Some("2"))
+        );
         assert_eq!(all[2].as_ref().unwrap_err().code, ErrorCode::Invalid);
     }
 
     #[test]
     fn join_makes_an_array_of_pre_encoded_parts() {
-        let a = encode(&Envelope::new("a", Body::SystemHeartbeat(SystemHeartbeat::default())));
-        let b = encode(&Envelope::new("b", Body::SystemHeartbeat(SystemHeartbeat::default())));
+        let a = encode(&Envelope::new(
+            "a",
+            Body::SystemHeartbeat(SystemHeartbeat::default()),
+        ));
+        let b = encode(&Envelope::new(
+            "b",
+            Body::SystemHeartbeat(SystemHeartbeat::default()),
+        ));
         let joined = join(&[a.clone(), b]);
         let all = decode(std::str::from_utf8(&joined).unwrap(), &Limits::default()).unwrap();
         assert_eq!(all.len(), 2);
@@ -341,40 +392,79 @@ mod tests {
     #[test]
     fn refuses_deep_nesting_before_parsing() {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(decode(&deep, &Limits::default()).unwrap_err().code, ErrorCode::TooLarge);
+        assert_eq!(
+            decode(&deep, &Limits::default()).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
     fn brackets_inside_strings_do_not_count_as_depth() {
-        let text = format!(r#"{{"id":"x","type":"system.error","data":{{"code":"invalid","message":"{}"}}}}"#, "[".repeat(100));
+        let text = format!(
+            r#"{{"id":"x","type":"system.error","data":{{"code":"invalid","message":"{}"}}}}"#,
+            "[".repeat(100)
+        );
         assert!(one(&text).is_ok());
     }
 
     #[test]
     fn refuses_oversized_frames_and_too_many_messages() {
-        let limits = Limits { max_frame_bytes: 10, ..Limits::default() };
-        assert_eq!(decode("[1,2,3,4,5,6,7]", &limits).unwrap_err().code, ErrorCode::TooLarge);
+        let limits = Limits {
+            max_frame_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            decode("[1,2,3,4,5,6,7]", &limits).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
         let many = format!("[{}]", vec!["{}"; 1001].join(","));
-        assert_eq!(decode(&many, &Limits::default()).unwrap_err().code, ErrorCode::TooLarge);
+        assert_eq!(
+            decode(&many, &Limits::default()).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
     fn not_json_is_bad_frame() {
-        assert_eq!(decode("{nope", &Limits::default()).unwrap_err().code, ErrorCode::BadFrame);
-        assert_eq!(decode("", &Limits::default()).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(
+            decode("{nope", &Limits::default()).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            decode("", &Limits::default()).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
     }
 
     #[test]
     fn envelope_rules() {
         let code = |t: &str| one(t).unwrap_err().code;
         assert_eq!(code(r#"{"type":"system.heartbeat"}"#), ErrorCode::Invalid);
-        assert_eq!(code(r#"{"id":"","type":"system.heartbeat"}"#), ErrorCode::Invalid);
-        assert_eq!(code(&format!(r#"{{"id":"{}","type":"system.heartbeat"}}"#, "x".repeat(65))), ErrorCode::Invalid);
-        assert_eq!(code(r#"{"id":"1","type":"system.heartbeat","version":"2"}"#), ErrorCode::Invalid);
+        assert_eq!(
+            code(r#"{"id":"","type":"system.heartbeat"}"#),
+            ErrorCode::Invalid
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"id":"{}","type":"system.heartbeat"}}"#,
+                "x".repeat(65)
+            )),
+            ErrorCode::Invalid
+        );
+        assert_eq!(
+            code(r#"{"id":"1","type":"system.heartbeat","version":"2"}"#),
+            ErrorCode::Invalid
+        );
         assert_eq!(code(r#"{"id":"1"}"#), ErrorCode::Invalid);
         assert_eq!(code(r#"[1]"#), ErrorCode::Invalid);
-        assert_eq!(code(r#"{"id":"1","type":"node.update","data":{"id":"a:b","set":{"rev":3}}}"#), ErrorCode::Invalid);
-        assert_eq!(code(r#"{"id":"1","type":"cursor.move","data":{"x":1e400,"y":0}}"#), ErrorCode::Invalid);
+        assert_eq!(
+            code(r#"{"id":"1","type":"node.update","data":{"id":"a:b","set":{"rev":3}}}"#),
+            ErrorCode::Invalid
+        );
+        assert_eq!(
+            code(r#"{"id":"1","type":"cursor.move","data":{"x":1e400,"y":0}}"#),
+            ErrorCode::Invalid
+        );
         // Unknown envelope fields are ignored (forward compatibility).
         assert!(one(r#"{"id":"1","type":"system.heartbeat","future":true}"#).is_ok());
     }

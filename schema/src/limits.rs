@@ -14,6 +14,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame_bytes: 1 << 20, max_envelopes: 1000, max_depth: 32 }
+        Limits {
+            max_frame_bytes: 1 << 20,
+            max_envelopes: 1000,
+            max_depth: 32,
+        }
     }
 }

@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Edge, EdgeSet, Entity, Node, NodeSet, Props, Resolution, TextEdits};
 use crate::model::num;
+use crate::model::{Edge, EdgeSet, Entity, Node, NodeSet, Props, Resolution, TextEdits};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1";

@@ -258,7 +258,9 @@ pub(crate) mod num {
             }
         }
 
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<f64>, D::Error> {
             Option::<f64>::deserialize(d)
         }
     }
