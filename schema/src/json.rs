@@ -53,13 +53,33 @@ pub fn decode(
         }
         Ok(raws
             .into_iter()
-            .map(|raw| decode_envelope(raw.get()))
+            .map(|raw| within_limits(decode_envelope(raw.get()), limits))
             .collect())
     } else {
         let raw: &RawValue = serde_json::from_str(text)
             .map_err(|e| DecodeError::bad_frame(format!("frame is not JSON: {e}")))?;
-        Ok(vec![decode_envelope(raw.get())])
+        Ok(vec![within_limits(decode_envelope(raw.get()), limits)])
     }
+}
+
+/// Refuses a batch of more ops than [`Limits::max_envelopes`] allows
+/// (`too_large`), as the binary codec does.
+pub(crate) fn within_limits(
+    decoded: Result<Envelope, DecodeError>,
+    limits: &Limits,
+) -> Result<Envelope, DecodeError> {
+    let env = decoded?;
+    if let Body::BatchUpdate(batch) = &env.body {
+        if batch.ops.len() > limits.max_envelopes {
+            return Err(DecodeError::too_large(format!(
+                "batch holds {} ops; the limit is {}",
+                batch.ops.len(),
+                limits.max_envelopes
+            ))
+            .with_reference(Some(env.id)));
+        }
+    }
+    Ok(env)
 }
 
 /// Decodes a frame that must hold exactly one envelope (a convenience for
@@ -281,6 +301,7 @@ impl<'de> Deserialize<'de> for Envelope {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::message::{NodeCreate, SystemHeartbeat};
@@ -365,7 +386,7 @@ mod tests {
         let joined = join(&[a.clone(), b]);
         let all = decode(std::str::from_utf8(&joined).unwrap(), &Limits::default()).unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(join(&[a.clone()]), a);
+        assert_eq!(join(std::slice::from_ref(&a)), a);
     }
 
     #[test]

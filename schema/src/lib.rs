@@ -4,18 +4,25 @@
 //! - [`message`] and [`model`]: the protocol's messages as Rust types, one
 //!   typed payload per message type (PROTOCOL.md sections 2 to 10).
 //! - [`json`]: the `gitmind.v1.json` codec.
+//! - [`binary`]: the `gitmind.v1.bin` codec: FlatBuffers ([`generated`],
+//!   from `schema/gitmind.fbs`) compressed with zstd and the dictionary in
+//!   `schema/dict/` when that pays.
 //! - [`ot`]: text operations and their transformation (PROTOCOL.md 4.2),
 //!   needed by the server's graph owner and by every optimistic client.
+//! - [`samples`]: realistic traffic made from a real graph, for the
+//!   dictionary trainer, benchmarks and load generators.
 //!
 //! No I/O happens here: bytes in, messages out, and back.
 
 pub mod binary;
 pub mod error;
+pub mod generated;
 pub mod json;
 pub mod limits;
 pub mod message;
 pub mod model;
 pub mod ot;
+pub mod samples;
 
 pub use error::DecodeError;
 pub use limits::Limits;
