@@ -720,18 +720,20 @@ impl Replica {
                 continue;
             }
             let edited = text_edited_nodes(&self.pending[k].body);
-            let fits = self.text_fits(&self.pending[k].body);
-            if (self.pending[k].broken || !fits) && !edited.is_empty() {
-                if let Some(p) = self.pending.remove(k) {
-                    self.dropped.push(p.id);
-                }
-                continue;
-            }
             let blocked = self.pending.iter().take(k).any(|earlier| {
                 earlier.sent && text_nodes(&earlier.body).iter().any(|n| edited.contains(n))
             });
             if blocked {
                 break;
+            }
+            if !edited.is_empty()
+                && (self.pending[k].broken || !self.text_fits(&self.pending[k].body))
+            {
+                if let Some(p) = self.pending.remove(k) {
+                    self.undo_under(&p.body, k);
+                    self.dropped.push(p.id);
+                }
+                continue;
             }
             self.pending[k].sent = true;
             self.pending[k].base = self.seq;
@@ -748,23 +750,29 @@ impl Replica {
     /// server's text of that node (a waiting edit is sent only when every
     /// earlier change to that text is settled, so it must be).
     fn text_fits(&self, body: &Body) -> bool {
+        // Nodes whose text this body already edited or replaced: later
+        // edits of them build on that, not on the server's text.
         let mut seen: Vec<&str> = Vec::new();
         for op in ops_of(body) {
-            if let Op::NodeUpdate(u) = op.op() {
-                let Some(t) = u.text.as_ref().and_then(|t| t.content.as_ref()) else {
-                    continue;
-                };
-                if seen.contains(&u.id.as_str()) {
-                    continue;
+            match op.op() {
+                Op::NodeUpdate(u) => {
+                    let edit = u.text.as_ref().and_then(|t| t.content.as_ref());
+                    let replaces = u.set.as_ref().is_some_and(|s| s.content.is_some());
+                    if let (Some(t), false) = (edit, seen.contains(&u.id.as_str())) {
+                        if let Some(node) = self.server.nodes.get(&u.id) {
+                            let len = node.content.as_deref().unwrap_or("").chars().count() as u64;
+                            if t.base_len() != len {
+                                return false;
+                            }
+                        }
+                    }
+                    if edit.is_some() || replaces {
+                        seen.push(&u.id);
+                    }
                 }
-                seen.push(&u.id);
-                let Some(node) = self.server.nodes.get(&u.id) else {
-                    continue;
-                };
-                let len = node.content.as_deref().unwrap_or("").chars().count() as u64;
-                if t.base_len() != len {
-                    return false;
-                }
+                Op::NodeCreate(c) => seen.push(&c.node.id),
+                Op::NodeDelete(d) => seen.push(&d.id),
+                _ => {}
             }
         }
         true
@@ -905,8 +913,16 @@ impl Replica {
         let Some(p) = self.pending.remove(index) else {
             return;
         };
-        for node in text_nodes(&p.body) {
-            match self.undo_text(&p.body, &node) {
+        self.undo_under(&p.body, index);
+    }
+
+    /// A pending change left without being applied (refused, or dropped
+    /// unsent): the changes after it, from `index` on, were made on top of
+    /// its text edits, so they are rebased over their undoing, or dropped
+    /// where the text cannot be restored.
+    fn undo_under(&mut self, body: &Body, index: usize) {
+        for node in text_nodes(body) {
+            match self.undo_text(body, &node) {
                 Some(inverse) => self.rebase_pending(&node, inverse, index),
                 // The text the waiting edits were made on never existed on
                 // the server (a replacement, a create or a delete that was
@@ -1181,5 +1197,345 @@ fn apply_optimistic(g: &mut Graph, op: OpView<'_>) {
             }
         }
         Op::Other => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use gitmind_schema::message::{UpdateConfirmed, UpdateConflictResolved};
+    use gitmind_schema::model::{NodeSet, TextEdits};
+
+    fn synced() -> Replica {
+        let mut r = Replica::new();
+        r.set_user("me");
+        let node = Node {
+            id: "c:a".into(),
+            label: Some("a".into()),
+            content: Some("hello".into()),
+            ..Node::default()
+        };
+        let mut node = node;
+        node.fill_defaults();
+        r.apply_sync(&GraphSync {
+            mode: Some(SyncMode::Snapshot),
+            epoch: Some("e".into()),
+            seq: Some(1),
+            nodes: Some(vec![node]),
+            edges: Some(vec![]),
+            ..GraphSync::default()
+        })
+        .unwrap();
+        r
+    }
+
+    fn text(id: &str, op: TextOp) -> Body {
+        Body::NodeUpdate(NodeUpdate {
+            id: id.into(),
+            text: Some(TextEdits { content: Some(op) }),
+            ..NodeUpdate::default()
+        })
+    }
+
+    fn label(id: &str, l: &str) -> Body {
+        Body::NodeUpdate(NodeUpdate {
+            id: id.into(),
+            set: Some(NodeSet {
+                label: Some(l.into()),
+                ..NodeSet::default()
+            }),
+            ..NodeUpdate::default()
+        })
+    }
+
+    fn ins(before: u64, s: &str, after: u64) -> TextOp {
+        let mut op = TextOp::new();
+        op.retain(before).insert(s).retain(after);
+        op
+    }
+
+    fn confirmed(reference: &str, seq: u64, text: Option<TextOp>) -> Envelope {
+        let mut e = Envelope::new(
+            format!("o-{seq}"),
+            Body::UpdateConfirmed(UpdateConfirmed {
+                reference: reference.into(),
+                seq,
+                commit: "c".into(),
+                rev: seq,
+                text: text.map(|t| TextEdits { content: Some(t) }),
+            }),
+        );
+        e.seq = Some(seq);
+        e.timestamp = Some(500);
+        e.user_id = Some("me".into());
+        e
+    }
+
+    fn rollback(reference: &str) -> Envelope {
+        Envelope::new(
+            "r-1",
+            Body::UpdateRollback(UpdateRollback {
+                reference: reference.into(),
+                reason: gitmind_schema::message::RollbackReason::Invalid,
+                message: "no".into(),
+                current: None,
+                index: None,
+                retry_after_ms: None,
+            }),
+        )
+    }
+
+    fn event(id: &str, user: &str, seq: u64, body: Body) -> Envelope {
+        let mut e = Envelope::new(id, body);
+        e.seq = Some(seq);
+        e.user_id = Some(user.into());
+        e
+    }
+
+    fn content(r: &Replica) -> String {
+        r.node("c:a")
+            .and_then(|n| n.content.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn local_change_shows_at_once_and_is_sent_with_base_seq() {
+        let mut r = synced();
+        let env = r
+            .local_mutation("m1", label("c:a", "mine"))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&env.body, Body::NodeUpdate(u) if u.base_seq == Some(1)));
+        assert_eq!(r.node("c:a").unwrap().label.as_deref(), Some("mine"));
+        assert_eq!(r.server_nodes().next().unwrap().label.as_deref(), Some("a"));
+        assert_eq!(r.pending().len(), 1);
+    }
+
+    #[test]
+    fn confirmed_change_joins_the_server_state_with_server_fields() {
+        let mut r = synced();
+        r.local_mutation("m1", label("c:a", "mine")).unwrap();
+        r.settle(&confirmed("m1", 2, None)).unwrap();
+        let n = r.server_nodes().next().unwrap();
+        assert_eq!(
+            (
+                n.label.as_deref(),
+                n.rev,
+                n.updated_at,
+                n.updated_by.as_deref()
+            ),
+            (Some("mine"), Some(2), Some(500), Some("me"))
+        );
+        assert_eq!((r.server_seq(), r.pending_count()), (2, 0));
+    }
+
+    #[test]
+    fn rollback_leaves_exactly_the_server_state() {
+        let mut r = synced();
+        r.local_mutation("m1", label("c:a", "mine")).unwrap();
+        r.local_mutation(
+            "m2",
+            Body::NodeDelete(NodeDelete {
+                id: "c:a".into(),
+                ..NodeDelete::default()
+            }),
+        )
+        .unwrap();
+        assert!(r.node("c:a").is_none());
+        r.settle(&rollback("m2")).unwrap();
+        r.settle(&rollback("m1")).unwrap();
+        assert_eq!(r.node("c:a"), r.server_nodes().next());
+        assert_eq!(r.pending_count(), 0);
+    }
+
+    #[test]
+    fn conflict_resolved_takes_the_resolution() {
+        let mut r = synced();
+        r.local_mutation("m1", label("c:a", "mine")).unwrap();
+        let mut e = Envelope::new(
+            "o-2",
+            Body::UpdateConflictResolved(UpdateConflictResolved {
+                reference: "m1".into(),
+                seq: 2,
+                commit: "c".into(),
+                rev: Some(2),
+                conflicts: vec![],
+                resolution: Resolution {
+                    label: Some("final".into()),
+                    ..Resolution::default()
+                },
+                text: None,
+            }),
+        );
+        e.seq = Some(2);
+        r.settle(&e).unwrap();
+        assert_eq!(r.node("c:a").unwrap().label.as_deref(), Some("final"));
+    }
+
+    #[test]
+    fn events_out_of_order_are_errors() {
+        let mut r = synced();
+        let ev = |seq| event("x", "other", seq, label("c:a", "o"));
+        assert_eq!(
+            r.apply_event(&ev(3)),
+            Err(ReplicaError::Gap {
+                expected: 2,
+                got: 3
+            })
+        );
+        r.apply_event(&ev(2)).unwrap();
+        assert_eq!(r.apply_event(&ev(2)), Err(ReplicaError::Duplicate(2)));
+    }
+
+    #[test]
+    fn remote_text_op_rebases_the_pending_one() {
+        let mut r = synced();
+        r.local_mutation("m1", text("c:a", ins(5, "!", 0))).unwrap();
+        r.apply_event(&event("x", "other", 2, text("c:a", ins(0, ">", 5))))
+            .unwrap();
+        assert_eq!(content(&r), ">hello!");
+        // The confirmation carries the op as the server applied it.
+        r.settle(&confirmed("m1", 3, Some(ins(6, "!", 0)))).unwrap();
+        assert_eq!(content(&r), ">hello!");
+        assert_eq!(
+            r.server_nodes().next().unwrap().content.as_deref(),
+            Some(">hello!")
+        );
+    }
+
+    #[test]
+    fn text_edit_waits_behind_an_in_flight_edit_of_the_same_node() {
+        let mut r = synced();
+        assert!(r
+            .local_mutation("m1", text("c:a", ins(5, "1", 0)))
+            .unwrap()
+            .is_some());
+        assert!(r
+            .local_mutation("m2", text("c:a", ins(6, "2", 0)))
+            .unwrap()
+            .is_none());
+        // A change after a waiting one waits too: order is kept.
+        assert!(r.local_mutation("m3", label("c:a", "x")).unwrap().is_none());
+        assert_eq!(content(&r), "hello12");
+        r.apply_event(&event("x", "other", 2, text("c:a", ins(0, "<", 5))))
+            .unwrap();
+        assert_eq!(content(&r), "<hello12");
+        let sent = r.settle(&confirmed("m1", 3, None)).unwrap();
+        assert_eq!(sent.len(), 2);
+        let Body::NodeUpdate(u) = &sent[0].body else {
+            panic!()
+        };
+        assert_eq!(u.base_seq, Some(3));
+        assert_eq!(
+            u.text.as_ref().unwrap().content.as_ref(),
+            Some(&ins(7, "2", 0))
+        );
+    }
+
+    #[test]
+    fn rolled_back_text_edit_is_undone_under_the_waiting_one() {
+        let mut r = synced();
+        r.local_mutation("m1", text("c:a", ins(0, "abc", 5)))
+            .unwrap();
+        r.local_mutation("m2", text("c:a", ins(8, "!", 0))).unwrap();
+        assert_eq!(content(&r), "abchello!");
+        let sent = r.settle(&rollback("m1")).unwrap();
+        assert_eq!(content(&r), "hello!");
+        let Body::NodeUpdate(u) = &sent[0].body else {
+            panic!()
+        };
+        assert_eq!(
+            u.text.as_ref().unwrap().content.as_ref(),
+            Some(&ins(5, "!", 0))
+        );
+    }
+
+    #[test]
+    fn waiting_edit_of_a_node_deleted_under_it_is_dropped() {
+        let mut r = synced();
+        r.local_mutation("m1", text("c:a", ins(0, "a", 5))).unwrap();
+        r.local_mutation("m2", text("c:a", ins(0, "b", 6))).unwrap();
+        r.settle(&rollback("m1")).unwrap();
+        let del = Body::NodeDelete(NodeDelete {
+            id: "c:a".into(),
+            edges: Some(vec![]),
+            ..NodeDelete::default()
+        });
+        let sent = r.apply_event(&event("x", "other", 2, del)).unwrap();
+        assert!(sent.is_empty() || r.pending_count() == 1);
+        // m2 was sent after m1's rollback; a new waiting edit is dropped.
+        assert!(r.node("c:a").is_none());
+    }
+
+    #[test]
+    fn resend_after_reconnect_carries_the_current_base_seq() {
+        let mut r = synced();
+        r.local_mutation("m1", text("c:a", ins(5, "!", 0))).unwrap();
+        r.apply_event(&event("x", "other", 2, text("c:a", ins(0, ">", 5))))
+            .unwrap();
+        let resend = r.pending();
+        let Body::NodeUpdate(u) = &resend[0].body else {
+            panic!()
+        };
+        assert_eq!(u.base_seq, Some(2));
+        assert_eq!(
+            u.text.as_ref().unwrap().content.as_ref(),
+            Some(&ins(6, "!", 0))
+        );
+    }
+
+    #[test]
+    fn own_event_replayed_by_a_delta_settles_the_change() {
+        let mut r = synced();
+        r.local_mutation("m1", label("c:a", "mine")).unwrap();
+        let ev = event("m1", "me", 2, label("c:a", "mine"));
+        r.apply_sync(&GraphSync {
+            mode: Some(SyncMode::Delta),
+            epoch: Some("e".into()),
+            seq: Some(2),
+            events: Some(vec![ev]),
+            ..GraphSync::default()
+        })
+        .unwrap();
+        assert_eq!(r.pending_count(), 0);
+        // The idempotent answer to the resend changes nothing.
+        r.settle(&confirmed("m1", 2, None)).unwrap();
+        assert_eq!(r.server_seq(), 2);
+    }
+
+    #[test]
+    fn delta_for_another_epoch_is_refused() {
+        let mut r = synced();
+        let sync = GraphSync {
+            mode: Some(SyncMode::Delta),
+            epoch: Some("other".into()),
+            seq: Some(1),
+            ..GraphSync::default()
+        };
+        assert!(matches!(
+            r.apply_sync(&sync),
+            Err(ReplicaError::EpochMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn only_mutations_are_local_changes() {
+        let mut r = synced();
+        assert_eq!(
+            r.local_mutation("m", Body::GraphSync(GraphSync::default())),
+            Err(ReplicaError::NotAMutation("graph.sync"))
+        );
+    }
+
+    #[test]
+    fn invert_undoes_an_op() {
+        let mut op = TextOp::new();
+        op.retain(1).delete(2).insert("XY").retain(2);
+        let after = op.apply("abcde").unwrap();
+        let inv = invert(&op, "abcde").unwrap();
+        assert_eq!(inv.apply(&after).unwrap(), "abcde");
+        assert!(invert(&op, "ab").is_none());
     }
 }

@@ -212,9 +212,9 @@ pub(crate) enum Undo {
     RemoveNode(String),
     /// Undo a delete: put the node back.
     PutNode(String, Box<NodeEntry>),
-    /// Undo an update: the node, its stamps, its text history.
+    /// Undo an update: the node (which holds its id), its stamps, its text
+    /// history.
     Node {
-        id: String,
         node: Arc<Node>,
         stamps: Vec<(FieldRef, Option<Stamps>)>,
         text_pushed: bool,
@@ -677,7 +677,6 @@ impl Live {
             entry.meta.prune_props(|k| props.contains_key(k), cx.base);
         }
         cx.undo.push(Undo::Node {
-            id: id.to_owned(),
             node: prev,
             stamps,
             text_pushed,
@@ -1010,12 +1009,11 @@ impl Live {
                     self.nodes.insert(id, *entry);
                 }
                 Undo::Node {
-                    id,
                     node,
                     stamps,
                     text_pushed,
                 } => {
-                    if let Some(e) = self.nodes.get_mut(&id) {
+                    if let Some(e) = self.nodes.get_mut(&node.id) {
                         e.node = node;
                         for (field, prev) in stamps.into_iter().rev() {
                             e.meta.restore(field, prev);

@@ -888,7 +888,7 @@ impl Owner {
             session_id: origin.session_id.clone(),
             mutation_id: mutation_id.to_owned(),
             event: stamp(Envelope::new(mutation_id, event_body)),
-            outcome: stamp(Envelope::new(format!("o-{seq}"), outcome_body)),
+            outcome: stamp(Envelope::new(outcome_id(seq), outcome_body)),
             writes,
         }
     }
@@ -1083,6 +1083,32 @@ impl Owner {
     }
 }
 
+/// `o-{seq}`, the id of a change's outcome, without the formatting
+/// machinery (this is on the path of every change).
+fn outcome_id(seq: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut n = seq;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            digits[i] = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(2 + digits.len() - i);
+    id.push_str("o-");
+    for d in &digits[i..] {
+        id.push(char::from(*d));
+    }
+    id
+}
+
 /// The op of a single (non-batch) mutation body.
 fn op_of_body(body: &Body) -> Option<OpRef<'_>> {
     Some(match body {
@@ -1161,3 +1187,13 @@ fn dedupe_writes(writes: Vec<Write>) -> Vec<Write> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod outcome_id_tests {
+    #[test]
+    fn outcome_id_is_o_dash_seq() {
+        for seq in [0, 7, 10, 12_345, u64::MAX] {
+            assert_eq!(super::outcome_id(seq), format!("o-{seq}"));
+        }
+    }
+}
