@@ -119,6 +119,200 @@ impl Edge {
     }
 }
 
+/// The kind a node gets when its creator names none.
+pub const DEFAULT_KIND: &str = "concept";
+
+/// Sets `slot` to `value` when they differ; says whether it changed.
+fn set_if_changed<T: PartialEq + Clone>(slot: &mut Option<T>, value: &T) -> bool {
+    if slot.as_ref() == Some(value) {
+        return false;
+    }
+    *slot = Some(value.clone());
+    true
+}
+
+/// Applies a properties patch (`None` removes a key) and returns the part of
+/// it that changed something, so an event carries only real changes.
+pub fn apply_props_patch(props: &mut Option<Props>, patch: &PropsPatch) -> PropsPatch {
+    let mut changed = PropsPatch::new();
+    let props = props.get_or_insert_with(Props::new);
+    for (key, value) in patch {
+        match value {
+            Some(v) => {
+                if props.get(key) != Some(v) {
+                    props.insert(key.clone(), v.clone());
+                    changed.insert(key.clone(), Some(v.clone()));
+                }
+            }
+            None => {
+                if props.remove(key).is_some() {
+                    changed.insert(key.clone(), None);
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// The properties of a create, as a patch that sets each of them (how a
+/// create merges into an entity that already exists, PROTOCOL.md 4.2).
+fn props_as_patch(props: &Option<Props>) -> Option<PropsPatch> {
+    props.as_ref().map(|p| {
+        p.iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect()
+    })
+}
+
+impl Node {
+    /// Fills in every field its creator left out with its default
+    /// (PROTOCOL.md 3: kind `concept`, position 0; empty label, content and
+    /// properties), so a stored node is complete.
+    pub fn fill_defaults(&mut self) {
+        self.kind.get_or_insert_with(|| DEFAULT_KIND.to_owned());
+        self.label.get_or_insert_with(String::new);
+        self.content.get_or_insert_with(String::new);
+        self.x.get_or_insert(0.0);
+        self.y.get_or_insert(0.0);
+        self.props.get_or_insert_with(Props::new);
+    }
+
+    /// Sets the fields `set` names and returns those that really changed
+    /// (the delta an event carries). Does not touch the server fields.
+    pub fn apply_set(&mut self, set: &NodeSet) -> NodeSet {
+        let mut changed = NodeSet::default();
+        if let Some(v) = &set.kind {
+            if set_if_changed(&mut self.kind, v) {
+                changed.kind = Some(v.clone());
+            }
+        }
+        if let Some(v) = &set.label {
+            if set_if_changed(&mut self.label, v) {
+                changed.label = Some(v.clone());
+            }
+        }
+        if let Some(v) = &set.content {
+            if set_if_changed(&mut self.content, v) {
+                changed.content = Some(v.clone());
+            }
+        }
+        if let Some(v) = set.x {
+            if set_if_changed(&mut self.x, &v) {
+                changed.x = Some(v);
+            }
+        }
+        if let Some(v) = set.y {
+            if set_if_changed(&mut self.y, &v) {
+                changed.y = Some(v);
+            }
+        }
+        if let Some(patch) = &set.props {
+            let delta = apply_props_patch(&mut self.props, patch);
+            if !delta.is_empty() {
+                changed.props = Some(delta);
+            }
+        }
+        changed
+    }
+
+    /// The fields a create sets, as an update (a create merged into a node
+    /// that exists already sets only these).
+    pub fn as_set(&self) -> NodeSet {
+        NodeSet {
+            kind: self.kind.clone(),
+            label: self.label.clone(),
+            content: self.content.clone(),
+            x: self.x,
+            y: self.y,
+            props: props_as_patch(&self.props),
+        }
+    }
+
+    /// Stamps the server fields of a change: `rev`, `updatedAt`, `updatedBy`.
+    pub fn touch(&mut self, seq: u64, at_ms: u64, user: &str) {
+        self.rev = Some(seq);
+        self.updated_at = Some(at_ms);
+        if self.updated_by.as_deref() != Some(user) {
+            self.updated_by = Some(user.to_owned());
+        }
+    }
+}
+
+impl Edge {
+    /// Fills in every field its creator left out with its default
+    /// (PROTOCOL.md 3: confidence 1, not bidirectional; empty rationale and
+    /// properties) and sets its `id`.
+    pub fn fill_defaults(&mut self) {
+        if self.id.is_none() {
+            self.id = Some(Edge::make_id(&self.source, &self.edge_type, &self.target));
+        }
+        self.confidence.get_or_insert(1.0);
+        self.rationale.get_or_insert_with(String::new);
+        self.bidirectional.get_or_insert(false);
+        self.props.get_or_insert_with(Props::new);
+    }
+
+    /// Sets the fields `set` names and returns those that really changed.
+    pub fn apply_set(&mut self, set: &EdgeSet) -> EdgeSet {
+        let mut changed = EdgeSet::default();
+        if let Some(v) = set.confidence {
+            if set_if_changed(&mut self.confidence, &v) {
+                changed.confidence = Some(v);
+            }
+        }
+        if let Some(v) = &set.rationale {
+            if set_if_changed(&mut self.rationale, v) {
+                changed.rationale = Some(v.clone());
+            }
+        }
+        if let Some(v) = set.bidirectional {
+            if set_if_changed(&mut self.bidirectional, &v) {
+                changed.bidirectional = Some(v);
+            }
+        }
+        if let Some(patch) = &set.props {
+            let delta = apply_props_patch(&mut self.props, patch);
+            if !delta.is_empty() {
+                changed.props = Some(delta);
+            }
+        }
+        changed
+    }
+
+    /// The fields a create sets, as an update.
+    pub fn as_set(&self) -> EdgeSet {
+        EdgeSet {
+            confidence: self.confidence,
+            rationale: self.rationale.clone(),
+            bidirectional: self.bidirectional,
+            props: props_as_patch(&self.props),
+        }
+    }
+
+    /// Stamps the server fields of a change: `rev`, `updatedAt`, `updatedBy`.
+    pub fn touch(&mut self, seq: u64, at_ms: u64, user: &str) {
+        self.rev = Some(seq);
+        self.updated_at = Some(at_ms);
+        if self.updated_by.as_deref() != Some(user) {
+            self.updated_by = Some(user.to_owned());
+        }
+    }
+}
+
+impl NodeSet {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == NodeSet::default()
+    }
+}
+
+impl EdgeSet {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == EdgeSet::default()
+    }
+}
+
 /// Either entity, where a message may carry one or the other
 /// (`update.rollback`'s `current`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

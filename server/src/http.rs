@@ -197,8 +197,10 @@ impl Response {
             let _ = write!(head, "{name}: {value}\r\n");
         }
         head.push_str("\r\n");
-        let _ = stream.write_all(head.as_bytes()).await;
-        let _ = stream.write_all(&self.body).await;
+        // One write: a client that reads the response once gets all of it.
+        let mut response = head.into_bytes();
+        response.extend_from_slice(&self.body);
+        let _ = stream.write_all(&response).await;
         let _ = stream.shutdown().await;
     }
 }

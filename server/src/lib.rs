@@ -14,6 +14,8 @@
 //! - [`frames`]: WebSocket frames written straight from shared buffers.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
 //! - [`change`]: the record of one ordered change (owner to persistence).
+//! - [`owner`]: the graph owner, where each graph's changes are validated,
+//!   ordered, merged and applied (pure logic, no I/O).
 //! - [`metrics`]: `/metrics`.
 //! - [`server`]: start and shutdown.
 

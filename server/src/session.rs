@@ -939,8 +939,8 @@ mod tests {
         let sync = SyncData::Snapshot {
             epoch: "e".into(),
             seq: 9,
-            nodes,
-            edges: vec![],
+            nodes: nodes.into(),
+            edges: Vec::new().into(),
         };
         let messages = sync_messages(sync, Some(vec![]), 25_000);
         assert!(messages.len() > 1);

@@ -197,7 +197,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     ));
     let dir = report::reports_dir();
-    let file = args.report.clone().unwrap_or_else(|| format!("load-{name}"));
+    let file = args
+        .report
+        .clone()
+        .unwrap_or_else(|| format!("load-{name}"));
     report.write(&dir, &file, &result, args.json.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&result)?);
     println!("report: {}", dir.join(format!("{file}.md")).display());

@@ -1,0 +1,226 @@
+//! What the owner remembers of the past, all of it bounded by the replay
+//! window (PROTOCOL.md 6): the committed changes themselves (for delta syncs
+//! and idempotent answers), each node's recent text operations (for OT), and
+//! the index of mutation ids (PROTOCOL.md 4.4).
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use gitmind_schema::ot::TextOp;
+
+use crate::change::ChangeRecord;
+
+/// The operations applied to one node's `content`, for transforming text
+/// operations made at an older `baseSeq` (PROTOCOL.md 4.2).
+///
+/// Complete after `floor`: every change to the content with a `seq` greater
+/// than `floor` is in `ops`, in server order. A `set.content` is kept as the
+/// operation that replaces the whole text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TextHistory {
+    /// The `seq` after which the history is complete.
+    pub floor: u64,
+    /// `(seq, op)`, oldest first; one change may hold several (a batch).
+    pub ops: VecDeque<(u64, TextOp)>,
+}
+
+impl TextHistory {
+    /// A history that starts at `seq` (the node's creation).
+    pub fn starting_at(seq: u64) -> Self {
+        TextHistory {
+            floor: seq,
+            ops: VecDeque::new(),
+        }
+    }
+
+    /// The operations applied after `base`, in order; `None` when the
+    /// history does not reach back that far (the mutation is `stale`).
+    pub fn since(&self, base: u64) -> Option<Vec<TextOp>> {
+        if base < self.floor {
+            return None;
+        }
+        let start = self.ops.partition_point(|(seq, _)| *seq <= base);
+        Some(self.ops.range(start..).map(|(_, op)| op.clone()).collect())
+    }
+
+    /// Forgets the operations of changes up to `upto`.
+    pub fn trim(&mut self, upto: u64) {
+        while self.ops.front().is_some_and(|(seq, _)| *seq <= upto) {
+            self.ops.pop_front();
+        }
+        self.floor = self.floor.max(upto);
+    }
+}
+
+/// One committed change, with the commit that holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct CommittedChange {
+    /// The change.
+    pub record: Arc<ChangeRecord>,
+    /// The full hex id of its git commit (shared by every change of a group).
+    pub commit: Arc<str>,
+}
+
+/// The replay window: the most recent committed changes, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    /// The changes, consecutive in `seq`.
+    pub changes: VecDeque<CommittedChange>,
+    /// The `seq` of the last change dropped from the window (0: none yet).
+    pub floor: u64,
+}
+
+impl Window {
+    /// The committed change with this `seq`, if it is in the window.
+    pub fn get(&self, seq: u64) -> Option<&CommittedChange> {
+        let first = self.changes.front()?.record.seq;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.changes.get(index)
+    }
+
+    /// The changes after `since`, if the window reaches back to it.
+    pub fn after(&self, since: u64) -> Option<impl Iterator<Item = &CommittedChange>> {
+        if since < self.floor {
+            return None;
+        }
+        let first = self.changes.front().map_or(since + 1, |c| c.record.seq);
+        if since + 1 < first {
+            return None;
+        }
+        let skip = usize::try_from(since + 1 - first).ok()?;
+        Some(self.changes.iter().skip(skip))
+    }
+}
+
+/// The seqs of the changes made by each `(user, mutation id)` within the
+/// window, keyed by a 64-bit hash of the pair; the owner checks the record
+/// itself, so a hash collision can never return another user's outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Idempotency {
+    map: HashMap<u64, Slot>,
+    hasher: RandomState,
+}
+
+/// The seqs under one hash: almost always one.
+#[derive(Debug)]
+enum Slot {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Idempotency {
+    fn key(&self, user: &str, id: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        user.hash(&mut h);
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    /// The seqs whose pair may be `(user, id)`; check each record.
+    pub fn candidates(&self, user: &str, id: &str) -> impl Iterator<Item = u64> + '_ {
+        let slot = self.map.get(&self.key(user, id));
+        let (one, many) = match slot {
+            Some(Slot::One(s)) => (Some(*s), &[][..]),
+            Some(Slot::Many(v)) => (None, v.as_slice()),
+            None => (None, &[][..]),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    /// Remembers that `(user, id)` made change `seq`.
+    pub fn insert(&mut self, user: &str, id: &str, seq: u64) {
+        let key = self.key(user, id);
+        match self.map.get_mut(&key) {
+            None => {
+                self.map.insert(key, Slot::One(seq));
+            }
+            Some(slot) => match slot {
+                Slot::One(s) => *slot = Slot::Many(vec![*s, seq]),
+                Slot::Many(v) => v.push(seq),
+            },
+        }
+    }
+
+    /// Forgets change `seq` of `(user, id)`.
+    pub fn remove(&mut self, user: &str, id: &str, seq: u64) {
+        let key = self.key(user, id);
+        let Some(slot) = self.map.get_mut(&key) else {
+            return;
+        };
+        match slot {
+            Slot::One(s) if *s == seq => {
+                self.map.remove(&key);
+            }
+            Slot::One(_) => {}
+            Slot::Many(v) => {
+                v.retain(|s| *s != seq);
+                if v.is_empty() {
+                    self.map.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// How many changes it remembers.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map
+            .values()
+            .map(|s| match s {
+                Slot::One(_) => 1,
+                Slot::Many(v) => v.len(),
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(parts: &[i64]) -> TextOp {
+        let mut o = TextOp::new();
+        for p in parts {
+            if *p > 0 {
+                o.retain(p.unsigned_abs());
+            } else {
+                o.delete(p.unsigned_abs());
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn text_history_since_and_trim() {
+        let mut h = TextHistory::starting_at(3);
+        h.ops.push_back((5, op(&[1])));
+        h.ops.push_back((7, op(&[2])));
+        h.ops.push_back((7, op(&[3])));
+        assert_eq!(h.since(2), None);
+        assert_eq!(h.since(3).map(|v| v.len()), Some(3));
+        assert_eq!(h.since(5).map(|v| v.len()), Some(2));
+        assert_eq!(h.since(7).map(|v| v.len()), Some(0));
+        h.trim(5);
+        assert_eq!(h.floor, 5);
+        assert_eq!(h.since(4), None);
+        assert_eq!(h.since(5).map(|v| v.len()), Some(2));
+    }
+
+    #[test]
+    fn idempotency_insert_find_remove() {
+        let mut idem = Idempotency::default();
+        idem.insert("alice", "m1", 4);
+        idem.insert("alice", "m1", 9);
+        assert_eq!(
+            idem.candidates("alice", "m1").collect::<Vec<_>>(),
+            vec![4, 9]
+        );
+        assert_eq!(idem.candidates("bob", "m1").count(), 0);
+        idem.remove("alice", "m1", 4);
+        assert_eq!(idem.candidates("alice", "m1").collect::<Vec<_>>(), vec![9]);
+        idem.remove("alice", "m1", 9);
+        assert_eq!(idem.len(), 0);
+    }
+}
