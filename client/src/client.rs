@@ -1,0 +1,716 @@
+//! The connected client: one background task owns the connection and the
+//! [`Replica`]; the program talks to it through a [`Client`] handle.
+//!
+//! The task connects, takes the `graph.sync`, resends every change still
+//! waiting for an outcome (the server answers a repeated id with its
+//! original outcome, so nothing applies twice), and then applies events
+//! and outcomes as they come. When the connection is lost (closed, broken,
+//! silent past two heartbeats, or sending garbage), it waits a full-jitter
+//! backoff on top of any delay the server asked for and resumes with
+//! `since`/`epoch`, so no event is missed or seen twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gitmind_schema::message::{
+    GraphSync, RollbackReason, SyncMode, SystemError, SystemHeartbeat, UpdateConfirmed,
+    UpdateConflictResolved, UpdateRollback,
+};
+use gitmind_schema::{Body, Envelope, MessageType};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::replica::{Replica, ReplicaError};
+use crate::transport::{Codec, Transport, TransportError};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ws://HOST:PORT`.
+    pub server: String,
+    /// The graph.
+    pub graph: String,
+    /// The user to act as (local mode); `None`: the server names one.
+    pub user: Option<String>,
+    /// The codec.
+    pub codec: Codec,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Give up reconnecting after this many attempts in a row (`None`: never).
+    pub max_attempts: Option<u32>,
+    /// Attempts allowed before the first sync (`None`: keep trying), so a
+    /// one-shot command fails fast when the server is not there.
+    pub connect_attempts: Option<u32>,
+    /// Time allowed for the first `graph.sync` after connecting.
+    pub sync_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for a graph on a server.
+    pub fn new(server: impl Into<String>, graph: impl Into<String>) -> Self {
+        ClientConfig {
+            server: server.into(),
+            graph: graph.into(),
+            user: None,
+            codec: Codec::Bin,
+            backoff: Backoff::default(),
+            max_attempts: None,
+            connect_attempts: None,
+            sync_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The connection's state, for a program to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Opening the first connection.
+    Connecting,
+    /// Connected and in sync as of `seq`.
+    Connected {
+        /// The graph's `seq` at the last sync.
+        seq: u64,
+    },
+    /// Connected, asking the server for a sync (after a gap in events).
+    Resyncing,
+    /// Lost; the next attempt is at `next_attempt`.
+    Reconnecting {
+        /// Attempts so far in a row.
+        attempt: u32,
+        /// When the next one starts.
+        next_attempt: Instant,
+        /// Why the connection was lost.
+        reason: String,
+    },
+    /// Closed for good.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Something a program may want to react to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A sync was applied (the first one, or after a reconnect).
+    Synced {
+        /// Snapshot or delta.
+        mode: SyncMode,
+        /// The graph's `seq`.
+        seq: u64,
+    },
+    /// A change by another session, already applied to the replica.
+    Change(Envelope),
+    /// Presence, cursor or selection of another session.
+    Presence(Envelope),
+    /// The server could not take one of this client's messages.
+    Error(SystemError),
+}
+
+/// The outcome of a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Applied as sent.
+    Confirmed(UpdateConfirmed),
+    /// Applied, merged with concurrent changes.
+    Resolved(UpdateConflictResolved),
+    /// Not applied.
+    RolledBack(UpdateRollback),
+}
+
+/// Why the client could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The first connection failed for good (bad URL, refused).
+    #[error(transparent)]
+    Connect(#[from] TransportError),
+    /// The client is closed.
+    #[error("the client is closed: {0}")]
+    Closed(String),
+    /// The message is not something a client can send.
+    #[error("`{0}` cannot be sent by a client this way")]
+    NotSendable(&'static str),
+}
+
+enum Command {
+    Mutate {
+        body: Body,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Send {
+        body: Body,
+    },
+    Close,
+}
+
+/// A handle to a connected client. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<State>,
+    replica: Arc<Mutex<Replica>>,
+    identity: Arc<Mutex<(String, String)>>,
+}
+
+/// The stream of [`Event`]s of a client.
+pub struct Events {
+    events: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl Client {
+    /// Connects and waits for the first sync. Reconnects by itself later.
+    ///
+    /// # Errors
+    /// The first connection failed in a way retrying cannot fix (bad URL,
+    /// a 4xx refusal), or `max_attempts` ran out.
+    pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
+        let (commands, inbox) = mpsc::channel(1024);
+        let (events_tx, events) = mpsc::channel(4096);
+        let (state_tx, state) = watch::channel(State::Connecting);
+        let replica = Arc::new(Mutex::new(Replica::new()));
+        let identity = Arc::new(Mutex::new((String::new(), String::new())));
+        let (ready_tx, ready) = oneshot::channel();
+        let worker = Worker {
+            config,
+            inbox,
+            events: events_tx,
+            state: state_tx,
+            replica: replica.clone(),
+            identity: identity.clone(),
+            replies: HashMap::new(),
+            next_id: 0,
+            ready: Some(ready_tx),
+            snapshot_next: false,
+        };
+        tokio::spawn(worker.run());
+        match ready.await {
+            Ok(Ok(())) => Ok((
+                Client {
+                    commands,
+                    state,
+                    replica,
+                    identity,
+                },
+                Events { events },
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Closed("the connection task ended".into())),
+        }
+    }
+
+    /// Applies a mutation optimistically and sends it; resolves with its
+    /// outcome (after a reconnect, if one happens in between).
+    ///
+    /// # Errors
+    /// The client is closed, or `body` is not a mutation.
+    pub async fn mutate(&self, body: Body) -> Result<Outcome, ClientError> {
+        if !body.message_type().is_mutation() {
+            return Err(ClientError::NotSendable(body.message_type().name()));
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::Mutate { body, reply })
+            .await
+            .map_err(|_| self.closed())?;
+        outcome.await.map_err(|_| self.closed())
+    }
+
+    /// Sends presence, a cursor move or a selection (ephemeral; not
+    /// resent after a reconnect).
+    ///
+    /// # Errors
+    /// The client is closed, or `body` is not ephemeral.
+    pub async fn send(&self, body: Body) -> Result<(), ClientError> {
+        let ty = body.message_type();
+        if !matches!(
+            ty,
+            MessageType::UserPresence | MessageType::CursorMove | MessageType::SelectionChange
+        ) {
+            return Err(ClientError::NotSendable(ty.name()));
+        }
+        self.commands
+            .send(Command::Send { body })
+            .await
+            .map_err(|_| self.closed())
+    }
+
+    /// The connection state, to watch.
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
+    /// The local graph: server state plus this client's pending changes.
+    pub fn replica(&self) -> MutexGuard<'_, Replica> {
+        // A panic while holding the lock cannot leave the replica half
+        // changed in a way that matters more than losing it: recover.
+        self.replica
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The `userId` and `sessionId` the server gave this client.
+    pub fn identity(&self) -> (String, String) {
+        self.identity.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// Closes the connection; pending outcomes resolve as closed.
+    pub async fn close(self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+
+    fn closed(&self) -> ClientError {
+        match &*self.state.borrow() {
+            State::Closed { reason } => ClientError::Closed(reason.clone()),
+            _ => ClientError::Closed("the connection task ended".into()),
+        }
+    }
+}
+
+/// The background task.
+struct Worker {
+    config: ClientConfig,
+    inbox: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    state: watch::Sender<State>,
+    replica: Arc<Mutex<Replica>>,
+    identity: Arc<Mutex<(String, String)>>,
+    replies: HashMap<String, oneshot::Sender<Outcome>>,
+    next_id: u64,
+    /// Answers `Client::connect` once the first sync is in (or it failed).
+    ready: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// Connect without a resume point: the last delta did not apply.
+    snapshot_next: bool,
+}
+
+/// How a connection ended.
+enum Lost {
+    /// Reconnect, after at least this long if the server said so.
+    Retry {
+        reason: String,
+        server_asked: Option<Duration>,
+    },
+    /// The program closed the client.
+    Closed,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut attempt = 0u32;
+        let reason = loop {
+            let query = self.query();
+            let connected = Transport::connect(
+                &self.config.server,
+                &self.config.graph,
+                &query,
+                self.config.codec,
+            )
+            .await;
+            let lost = match connected {
+                Ok(transport) => {
+                    let lost = self.serve(transport, &mut attempt).await;
+                    let Lost::Retry {
+                        reason,
+                        server_asked,
+                    } = lost
+                    else {
+                        break "closed by the program".to_owned();
+                    };
+                    (reason, server_asked)
+                }
+                Err(e)
+                    if self.ready.is_some()
+                        && (!e.is_retryable()
+                            || self
+                                .config
+                                .connect_attempts
+                                .is_some_and(|max| attempt + 1 >= max)) =>
+                {
+                    let reason = e.to_string();
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(ClientError::Connect(e)));
+                    }
+                    break reason;
+                }
+                Err(e) => {
+                    let asked = match &e {
+                        TransportError::Refused { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    (e.to_string(), asked)
+                }
+            };
+            let (reason, server_asked) = lost;
+            if self.config.max_attempts.is_some_and(|max| attempt >= max) {
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(Err(ClientError::Closed(reason.clone())));
+                }
+                break reason;
+            }
+            let delay = self.config.backoff.delay(attempt, server_asked);
+            attempt += 1;
+            let next_attempt = Instant::now() + delay;
+            self.state.send_replace(State::Reconnecting {
+                attempt,
+                next_attempt,
+                reason,
+            });
+            // Commands keep coming while we wait: mutations apply locally
+            // and are sent after the next sync.
+            let sleep = tokio::time::sleep_until(next_attempt);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    command = self.inbox.recv() => match command {
+                        None | Some(Command::Close) => {
+                            self.finish("closed by the program");
+                            return;
+                        }
+                        Some(Command::Mutate { body, reply }) => { self.local(body, reply); }
+                        Some(Command::Send { .. }) => {}
+                    },
+                }
+            }
+        };
+        self.finish(&reason);
+    }
+
+    /// The query string: user and resume point.
+    fn query(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(user) = &self.config.user {
+            query.append_pair("user", user);
+        }
+        let replica = self.lock();
+        if let (Some(epoch), false) = (replica.epoch(), self.snapshot_next) {
+            query.append_pair("since", &replica.server_seq().to_string());
+            query.append_pair("epoch", epoch);
+        }
+        drop(replica);
+        query.finish()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Replica> {
+        self.replica
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a mutation locally; returns the envelope to send now, if any.
+    fn local(&mut self, body: Body, reply: oneshot::Sender<Outcome>) -> Option<Envelope> {
+        self.next_id += 1;
+        let id = format!("{}-{}", session_tag(), self.next_id);
+        let result = self.lock().local_mutation(&id, body);
+        match result {
+            Ok(send) => {
+                self.replies.insert(id, reply);
+                send
+            }
+            Err(e) => {
+                let _ = reply.send(Outcome::RolledBack(UpdateRollback {
+                    reference: id,
+                    reason: RollbackReason::Invalid,
+                    message: e.to_string(),
+                    current: None,
+                    index: None,
+                    retry_after_ms: None,
+                }));
+                None
+            }
+        }
+    }
+
+    /// Serves one connection until it is lost.
+    async fn serve(&mut self, mut transport: Transport, attempt: &mut u32) -> Lost {
+        let sync =
+            match tokio::time::timeout(self.config.sync_timeout, read_sync(&mut transport)).await {
+                Ok(Ok(sync)) => sync,
+                Ok(Err(reason)) => {
+                    return Lost::Retry {
+                        reason,
+                        server_asked: None,
+                    }
+                }
+                Err(_) => {
+                    return Lost::Retry {
+                        reason: "no graph.sync in time".into(),
+                        server_asked: None,
+                    }
+                }
+            };
+        let heartbeat = Duration::from_millis(sync.1.heartbeat_ms.unwrap_or(25_000));
+        if let Ok(mut identity) = self.identity.lock() {
+            *identity = sync.0.clone();
+        }
+        self.lock().set_user(&sync.0 .0);
+        if let Err(lost) = self.take_sync(&mut transport, &sync.1).await {
+            return lost;
+        }
+        self.snapshot_next = false;
+        // Everything sent but not settled goes again: the server answers a
+        // repeated id with its original outcome.
+        let resend = self.lock().pending();
+        if !resend.is_empty() {
+            if let Err(e) = transport.send(&resend).await {
+                return Lost::Retry {
+                    reason: e.to_string(),
+                    server_asked: None,
+                };
+            }
+        }
+        *attempt = 0;
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        let mut server_asked = None;
+        let silence = heartbeat * 2 + Duration::from_secs(5);
+        // The server closes a session it has not heard from in two
+        // heartbeats: say something at least once per heartbeat.
+        let mut last_sent = Instant::now();
+        loop {
+            tokio::select! {
+                command = self.inbox.recv() => {
+                    let send = match command {
+                        None | Some(Command::Close) => {
+                            transport.close().await;
+                            return Lost::Closed;
+                        }
+                        Some(Command::Mutate { body, reply }) => self.local(body, reply).into_iter().collect(),
+                        Some(Command::Send { body }) => vec![Envelope::new(format!("e-{}", rand::random::<u32>()), body)],
+                    };
+                    if !send.is_empty() {
+                        if let Err(e) = transport.send(&send).await {
+                            return Lost::Retry { reason: e.to_string(), server_asked };
+                        }
+                        last_sent = Instant::now();
+                    }
+                }
+                frame = tokio::time::timeout(silence, transport.recv()) => {
+                    let envelopes = match frame {
+                        Err(_) => return Lost::Retry { reason: "the server stopped answering".into(), server_asked },
+                        Ok(Err(e)) => return Lost::Retry { reason: e.to_string(), server_asked },
+                        Ok(Ok(None)) => return Lost::Retry { reason: "the server closed the connection".into(), server_asked },
+                        Ok(Ok(Some(envelopes))) => envelopes,
+                    };
+                    let mut send = Vec::new();
+                    for envelope in envelopes {
+                        if let Body::SystemReconnect(r) = &envelope.body {
+                            server_asked = Some(Duration::from_millis(r.retry_after_ms));
+                        }
+                        if self.take(envelope, &mut send).await.is_err() {
+                            // Out of step with the server: ask for a sync from where we are.
+                            self.state.send_replace(State::Resyncing);
+                            send.push(self.resync_request());
+                        }
+                    }
+                    if !send.is_empty() {
+                        if let Err(e) = transport.send(&send).await {
+                            return Lost::Retry { reason: e.to_string(), server_asked };
+                        }
+                        last_sent = Instant::now();
+                    }
+                }
+                () = tokio::time::sleep_until(last_sent + heartbeat / 2) => {
+                    let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat::default()));
+                    if let Err(e) = transport.send(&[beat]).await {
+                        return Lost::Retry { reason: e.to_string(), server_asked };
+                    }
+                    last_sent = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Applies one message from the server; collects what to send.
+    async fn take(
+        &mut self,
+        envelope: Envelope,
+        send: &mut Vec<Envelope>,
+    ) -> Result<(), ReplicaError> {
+        let ty = envelope.body.message_type();
+        match &envelope.body {
+            Body::GraphSync(sync) => {
+                let released = self.lock().apply_sync(sync)?;
+                send.extend(released);
+                if sync.chunk.is_none_or(|c| c.index + 1 == c.count) {
+                    let seq = self.lock().server_seq();
+                    self.state.send_replace(State::Connected { seq });
+                    let mode = sync.mode.unwrap_or(SyncMode::Snapshot);
+                    let _ = self.events.send(Event::Synced { mode, seq }).await;
+                }
+            }
+            Body::UpdateConfirmed(_)
+            | Body::UpdateConflictResolved(_)
+            | Body::UpdateRollback(_) => {
+                let released = self.lock().settle(&envelope)?;
+                send.extend(released);
+                self.resolve(&envelope);
+                self.resolve_dropped();
+            }
+            _ if ty.is_mutation() => {
+                let released = self.lock().apply_event(&envelope)?;
+                send.extend(released);
+                self.resolve_dropped();
+                let seq = self.lock().server_seq();
+                self.state.send_if_modified(|s| match s {
+                    State::Connected { seq: old } if *old != seq => {
+                        *old = seq;
+                        true
+                    }
+                    _ => false,
+                });
+                let _ = self.events.send(Event::Change(envelope)).await;
+            }
+            Body::UserPresence(_) | Body::CursorMove(_) | Body::SelectionChange(_) => {
+                let _ = self.events.send(Event::Presence(envelope)).await;
+            }
+            Body::SystemError(error) => {
+                let _ = self.events.send(Event::Error(error.clone())).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies the first sync's parts.
+    async fn take_sync(
+        &mut self,
+        transport: &mut Transport,
+        first: &GraphSync,
+    ) -> Result<(), Lost> {
+        let mut send = Vec::new();
+        let mut part = Envelope::new("sync", Body::GraphSync(first.clone()));
+        loop {
+            let last = matches!(&part.body, Body::GraphSync(s) if s.chunk.is_none_or(|c| c.index + 1 == c.count));
+            if let Err(e) = self.take(part, &mut send).await {
+                // A delta that does not fit: start over from a snapshot.
+                let reason = format!("sync did not apply ({e}); taking a snapshot");
+                self.snapshot_next = true;
+                return Err(Lost::Retry {
+                    reason,
+                    server_asked: None,
+                });
+            }
+            if last {
+                break;
+            }
+            part = loop {
+                match transport.recv().await {
+                    Ok(Some(envelopes)) => {
+                        let mut envelopes = envelopes.into_iter();
+                        match envelopes.next() {
+                            Some(e) if matches!(e.body, Body::GraphSync(_)) => break e,
+                            _ => {}
+                        }
+                    }
+                    Ok(None) => {
+                        return Err(Lost::Retry {
+                            reason: "closed during sync".into(),
+                            server_asked: None,
+                        })
+                    }
+                    Err(e) => {
+                        return Err(Lost::Retry {
+                            reason: e.to_string(),
+                            server_asked: None,
+                        })
+                    }
+                }
+            };
+        }
+        if !send.is_empty() {
+            transport.send(&send).await.map_err(|e| Lost::Retry {
+                reason: e.to_string(),
+                server_asked: None,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn resync_request(&self) -> Envelope {
+        let replica = self.lock();
+        Envelope::new(
+            format!("sync-{}", rand::random::<u32>()),
+            Body::GraphSync(GraphSync {
+                since: replica.epoch().map(|_| replica.server_seq()),
+                epoch: replica.epoch().map(str::to_owned),
+                ..GraphSync::default()
+            }),
+        )
+    }
+
+    fn resolve(&mut self, outcome: &Envelope) {
+        let (reference, outcome) = match &outcome.body {
+            Body::UpdateConfirmed(c) => (&c.reference, Outcome::Confirmed(c.clone())),
+            Body::UpdateConflictResolved(c) => (&c.reference, Outcome::Resolved(c.clone())),
+            Body::UpdateRollback(r) => (&r.reference, Outcome::RolledBack(r.clone())),
+            _ => return,
+        };
+        if let Some(reply) = self.replies.remove(reference) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Changes the replica dropped unsent resolve as rolled back.
+    fn resolve_dropped(&mut self) {
+        let dropped = self.lock().take_dropped();
+        for id in dropped {
+            if let Some(reply) = self.replies.remove(&id) {
+                let _ = reply.send(Outcome::RolledBack(UpdateRollback {
+                    reference: id,
+                    reason: RollbackReason::Deleted,
+                    message: "the text this edit was made on was deleted or replaced before it could be sent".into(),
+                    current: None,
+                    index: None,
+                    retry_after_ms: None,
+                }));
+            }
+        }
+    }
+
+    fn finish(&mut self, reason: &str) {
+        self.state.send_replace(State::Closed {
+            reason: reason.to_owned(),
+        });
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(ClientError::Closed(reason.to_owned())));
+        }
+        self.replies.clear();
+    }
+}
+
+/// Reads until the first `graph.sync`; returns the identity it names.
+async fn read_sync(transport: &mut Transport) -> Result<((String, String), GraphSync), String> {
+    loop {
+        match transport.recv().await {
+            Ok(Some(envelopes)) => {
+                for envelope in envelopes {
+                    if let Body::GraphSync(sync) = envelope.body {
+                        let identity = (
+                            envelope.user_id.unwrap_or_default(),
+                            envelope.session_id.unwrap_or_default(),
+                        );
+                        return Ok((identity, sync));
+                    }
+                }
+            }
+            Ok(None) => return Err("closed before graph.sync".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A random tag that keeps mutation ids unique across client restarts.
+fn session_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
+}
