@@ -321,6 +321,9 @@ fn decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
                 if size > limit {
                     return Err(too_large(&size));
                 }
+                // One pass into exactly the declared size: zstd needs no
+                // window buffer beyond it, and refuses a frame whose
+                // content does not match its declared size.
                 let mut out = Vec::with_capacity(size);
                 let n = dctx
                     .decompress_using_ddict(&mut out, payload, ddict())

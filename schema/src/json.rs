@@ -26,7 +26,8 @@ pub const MAX_ID_BYTES: usize = 64;
 /// The outer `Err` refuses the whole frame: over the size limit or nested
 /// too deep (`too_large`), more envelopes than allowed (`too_large`), or not
 /// JSON (`bad_frame`). Each inner `Err` is one envelope that could not be
-/// taken (`invalid`, `unknown_type`), with its `id` when it had one.
+/// taken (`invalid`, `unknown_type`, or `too_large` for a batch of more ops
+/// than [`Limits::max_envelopes`]), with its `id` when it had one.
 pub fn decode(
     text: &str,
     limits: &Limits,
