@@ -187,6 +187,7 @@ impl Client {
             replica: replica.clone(),
             identity: identity.clone(),
             replies: HashMap::new(),
+            sent: HashMap::new(),
             next_id: 0,
             ready: Some(ready_tx),
             snapshot_next: false,
@@ -284,6 +285,10 @@ struct Worker {
     replica: Arc<Mutex<Replica>>,
     identity: Arc<Mutex<(String, String)>>,
     replies: HashMap<String, oneshot::Sender<Outcome>>,
+    /// Mutations sent whose outcome the program still waits for, as last
+    /// sent: a sync may settle one in the replica (its own event replayed)
+    /// without an outcome; resending it gets the original outcome.
+    sent: HashMap<String, Envelope>,
     next_id: u64,
     /// Answers `Client::connect` once the first sync is in (or it failed).
     ready: Option<oneshot::Sender<Result<(), ClientError>>>,
@@ -456,9 +461,19 @@ impl Worker {
             return lost;
         }
         self.snapshot_next = false;
-        // Everything sent but not settled goes again: the server answers a
-        // repeated id with its original outcome.
-        let resend = self.lock().pending();
+        // Everything sent but not settled goes again, and so does every
+        // change the sync settled without telling its outcome: the server
+        // answers a repeated id with its original outcome.
+        let mut resend = self.lock().pending();
+        let again: std::collections::HashSet<&str> = resend.iter().map(|e| e.id.as_str()).collect();
+        let orphans: Vec<Envelope> = self
+            .sent
+            .values()
+            .filter(|e| !again.contains(e.id.as_str()))
+            .cloned()
+            .collect();
+        resend.extend(orphans);
+        self.remember(&resend);
         if !resend.is_empty() {
             if let Err(e) = transport.send(&resend).await {
                 return Lost::Retry {
@@ -487,6 +502,7 @@ impl Worker {
                         Some(Command::Mutate { body, reply }) => self.local(body, reply).into_iter().collect(),
                         Some(Command::Send { body }) => vec![Envelope::new(format!("e-{}", rand::random::<u32>()), body)],
                     };
+                    self.remember(&send);
                     if !send.is_empty() {
                         if let Err(e) = transport.send(&send).await {
                             return Lost::Retry { reason: e.to_string(), server_asked };
@@ -512,6 +528,7 @@ impl Worker {
                             send.push(self.resync_request());
                         }
                     }
+                    self.remember(&send);
                     if !send.is_empty() {
                         if let Err(e) = transport.send(&send).await {
                             return Lost::Retry { reason: e.to_string(), server_asked };
@@ -627,6 +644,7 @@ impl Worker {
                 }
             };
         }
+        self.remember(&send);
         if !send.is_empty() {
             transport.send(&send).await.map_err(|e| Lost::Retry {
                 reason: e.to_string(),
@@ -634,6 +652,15 @@ impl Worker {
             })?;
         }
         Ok(())
+    }
+
+    /// Keeps the mutations among `sent` whose outcome is still awaited.
+    fn remember(&mut self, sent: &[Envelope]) {
+        for envelope in sent {
+            if self.replies.contains_key(&envelope.id) {
+                self.sent.insert(envelope.id.clone(), envelope.clone());
+            }
+        }
     }
 
     fn resync_request(&self) -> Envelope {
@@ -655,6 +682,7 @@ impl Worker {
             Body::UpdateRollback(r) => (&r.reference, Outcome::RolledBack(r.clone())),
             _ => return,
         };
+        self.sent.remove(reference);
         if let Some(reply) = self.replies.remove(reference) {
             let _ = reply.send(outcome);
         }
@@ -664,6 +692,7 @@ impl Worker {
     fn resolve_dropped(&mut self) {
         let dropped = self.lock().take_dropped();
         for id in dropped {
+            self.sent.remove(&id);
             if let Some(reply) = self.replies.remove(&id) {
                 let _ = reply.send(Outcome::RolledBack(UpdateRollback {
                     reference: id,

@@ -1,0 +1,176 @@
+//! Helpers of the client's end-to-end tests: a real server on port 0, and
+//! a TCP proxy in front of it that a test can cut.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gitmind_client::{Client, ClientConfig, Codec, Events, State};
+use gitmind_server::{Config, Server};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Self::boot(dir.path(), 0);
+        let addr = server.local_addr();
+        TestServer {
+            server: Some(server),
+            dir,
+            addr,
+        }
+    }
+
+    fn boot(dir: &std::path::Path, port: u16) -> Server {
+        let config = Config {
+            port,
+            shards: 2,
+            fsync: false,
+            data_dir: dir.join("data"),
+            ..Config::default()
+        };
+        Server::start(config).unwrap()
+    }
+
+    /// Stops the server and starts it again on the same port and data.
+    pub async fn restart(&mut self) {
+        let server = self.server.take().unwrap();
+        tokio::task::spawn_blocking(move || server.shutdown())
+            .await
+            .unwrap();
+        let (dir, port) = (self.dir.path().to_owned(), self.addr.port());
+        // The port may take a moment to be free again.
+        for _ in 0..50 {
+            let dir = dir.clone();
+            match tokio::task::spawn_blocking(move || {
+                Server::start(Config {
+                    port,
+                    shards: 2,
+                    fsync: false,
+                    data_dir: dir.join("data"),
+                    ..Config::default()
+                })
+            })
+            .await
+            .unwrap()
+            {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("could not restart the server on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+pub async fn connect(url: &str, graph: &str, user: &str, codec: Codec) -> (Client, Events) {
+    let mut config = ClientConfig::new(url, graph);
+    config.user = Some(user.into());
+    config.codec = codec;
+    tokio::time::timeout(WAIT, Client::connect(config))
+        .await
+        .expect("connect in time")
+        .unwrap()
+}
+
+/// Waits until `pred` holds for the client's replica.
+pub async fn until(
+    client: &Client,
+    what: &str,
+    pred: impl Fn(&gitmind_client::replica::Replica) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !pred(&client.replica()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {WAIT:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits for a connection state.
+pub async fn until_state(client: &Client, what: &str, pred: impl Fn(&State) -> bool) {
+    let mut state = client.state();
+    tokio::time::timeout(WAIT, async {
+        while !pred(&state.borrow_and_update()) {
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"));
+}
+
+/// A TCP proxy whose connections can all be cut at once.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let registry = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                registry.lock().unwrap().push(link);
+            }
+        });
+        Proxy {
+            addr,
+            links,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Drops every connection through the proxy, as a network failure would.
+    pub fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

@@ -1,0 +1,236 @@
+//! The client library against a real server on port 0, both codecs.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connect, until, until_state, Proxy, TestServer};
+use gitmind_client::{Codec, Outcome, State};
+use gitmind_schema::message::{NodeCreate, NodeUpdate};
+use gitmind_schema::model::{Node, TextEdits};
+use gitmind_schema::ot::TextOp;
+use gitmind_schema::Body;
+
+fn create(id: &str, content: &str) -> Body {
+    Body::NodeCreate(NodeCreate {
+        base_seq: None,
+        node: Node {
+            id: id.into(),
+            content: Some(content.into()),
+            ..Node::default()
+        },
+        commit: None,
+    })
+}
+
+fn edit(id: &str, op: TextOp) -> Body {
+    Body::NodeUpdate(NodeUpdate {
+        id: id.into(),
+        text: Some(TextEdits { content: Some(op) }),
+        ..NodeUpdate::default()
+    })
+}
+
+/// `[at, text, rest]`: insert `text` at char `at` of a text of `len` chars.
+fn insert(len: u64, at: u64, text: &str) -> TextOp {
+    let mut op = TextOp::new();
+    op.retain(at).insert(text).retain(len - at);
+    op
+}
+
+fn content(client: &gitmind_client::Client, id: &str) -> String {
+    client
+        .replica()
+        .node(id)
+        .and_then(|n| n.content.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_editing_one_text_concurrently_end_identical_with_both_edits() {
+    for codec in [Codec::Bin, Codec::Json] {
+        let server = TestServer::start();
+        let (alice, _a) = connect(&server.url(), "text", "alice", codec).await;
+        let (bob, _b) = connect(&server.url(), "text", "bob", codec).await;
+        let outcome = alice
+            .mutate(create("doc:shared", "hello world"))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Confirmed(_)));
+        until(&bob, "bob sees the node", |r| {
+            r.node("doc:shared").is_some()
+        })
+        .await;
+
+        // Ten rounds of edits made at the same moment, at the same and at
+        // different places, each on the text its author saw.
+        for round in 0..10u64 {
+            let (la, lb) = (
+                content(&alice, "doc:shared").chars().count() as u64,
+                content(&bob, "doc:shared").chars().count() as u64,
+            );
+            let a_mark = format!("<a{round}>");
+            let b_mark = format!("<b{round}>");
+            let at_b = if round % 2 == 0 { 0 } else { lb };
+            let (a, b) = tokio::join!(
+                alice.mutate(edit("doc:shared", insert(la, 0, &a_mark))),
+                bob.mutate(edit("doc:shared", insert(lb, at_b, &b_mark))),
+            );
+            assert!(
+                matches!(a.unwrap(), Outcome::Confirmed(_)),
+                "text merges are confirmed, not conflicts"
+            );
+            assert!(matches!(b.unwrap(), Outcome::Confirmed(_)));
+        }
+        until(&alice, "both settled", |r| r.pending_count() == 0).await;
+        until(&bob, "both settled", |r| r.pending_count() == 0).await;
+        let deadline = Instant::now() + common::WAIT;
+        while content(&alice, "doc:shared") != content(&bob, "doc:shared") {
+            assert!(Instant::now() < deadline, "texts never converged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let text = content(&alice, "doc:shared");
+        for round in 0..10 {
+            assert_eq!(
+                text.matches(&format!("<a{round}>")).count(),
+                1,
+                "{codec:?}: {text}"
+            );
+            assert_eq!(
+                text.matches(&format!("<b{round}>")).count(),
+                1,
+                "{codec:?}: {text}"
+            );
+        }
+        assert!(text.contains("hello world"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_resumes_with_every_event_once_and_the_pending_change_applied_once() {
+    let server = TestServer::start();
+    let proxy = Proxy::start(server.addr).await;
+    let (alice, _a) = connect(&proxy.url(), "cut", "alice", Codec::Bin).await;
+    let (bob, _b) = connect(&server.url(), "cut", "bob", Codec::Json).await;
+    alice.mutate(create("doc:log", "")).await.unwrap();
+    until(&bob, "bob sees the node", |r| r.node("doc:log").is_some()).await;
+
+    for round in 0..5 {
+        // Alice's change goes out, and the network fails under it: it may
+        // or may not have reached the server.
+        let len = content(&alice, "doc:log").chars().count() as u64;
+        let pending = {
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                alice
+                    .mutate(edit(
+                        "doc:log",
+                        insert(len, len, &format!("[alice{round}]")),
+                    ))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(round * 3)).await;
+        proxy.cut();
+        // Others go on meanwhile.
+        for i in 0..3 {
+            let len = content(&bob, "doc:log").chars().count() as u64;
+            let _ = bob
+                .mutate(edit(
+                    "doc:log",
+                    insert(len, 0, &format!("(bob{round}.{i})")),
+                ))
+                .await
+                .unwrap();
+        }
+        let outcome = tokio::time::timeout(common::WAIT, pending)
+            .await
+            .expect("the pending change settles")
+            .unwrap();
+        assert!(
+            matches!(outcome.unwrap(), Outcome::Confirmed(_)),
+            "round {round}"
+        );
+    }
+    until_state(&alice, "alice connected", |s| {
+        matches!(s, State::Connected { .. })
+    })
+    .await;
+    until(&alice, "alice settled", |r| r.pending_count() == 0).await;
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let (a, b) = (alice.replica().server_seq(), bob.replica().server_seq());
+        if a == b && content(&alice, "doc:log") == content(&bob, "doc:log") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice at seq {a} never caught up with bob at {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = content(&alice, "doc:log");
+    for round in 0..5 {
+        assert_eq!(
+            text.matches(&format!("[alice{round}]")).count(),
+            1,
+            "applied exactly once: {text}"
+        );
+        for i in 0..3 {
+            assert_eq!(
+                text.matches(&format!("(bob{round}.{i})")).count(),
+                1,
+                "no event missed: {text}"
+            );
+        }
+    }
+    // 1 create + 5 of alice's + 15 of bob's changes, each one seq.
+    assert_eq!(alice.replica().server_seq(), 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_clients_reconnecting_after_a_restart_spread_their_retries() {
+    let mut server = TestServer::start();
+    let mut clients = Vec::new();
+    for i in 0..500 {
+        let codec = if i % 2 == 0 { Codec::Bin } else { Codec::Json };
+        clients.push(connect(&server.url(), "herd", &format!("u{i}"), codec).await);
+    }
+    let restarted = Instant::now();
+    server.restart().await;
+    let mut waits = Vec::new();
+    for (client, _) in &clients {
+        let client = client.clone();
+        waits.push(tokio::spawn(async move {
+            let mut state = client.state();
+            // First the loss, then the next connection.
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while !matches!(*state.borrow_and_update(), State::Reconnecting { .. }) {
+                    state.changed().await.unwrap();
+                }
+                while !matches!(*state.borrow_and_update(), State::Connected { .. }) {
+                    state.changed().await.unwrap();
+                }
+            })
+            .await
+            .expect("reconnected within 60 s");
+            Instant::now()
+        }));
+    }
+    let mut times: Vec<u128> = Vec::new();
+    for wait in waits {
+        times.push(wait.await.unwrap().duration_since(restarted).as_millis());
+    }
+    times.sort_unstable();
+    let busiest = times
+        .iter()
+        .map(|t| times.iter().filter(|u| **u >= *t && **u < *t + 100).count())
+        .max()
+        .unwrap();
+    assert!(
+        busiest < 250,
+        "{busiest} of 500 clients reconnected within one 100 ms span: {:?}",
+        &times[..20]
+    );
+}
