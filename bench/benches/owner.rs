@@ -3,16 +3,117 @@
 //! text operations transformed against 100 concurrent ones, and batches of
 //! 1,000 ops.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+// One call to clock_gettime(CLOCK_THREAD_CPUTIME_ID), in `cpu` below.
+#![allow(unsafe_code)]
 
 use std::hint::black_box;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
 use gitmind_schema::message::{BatchOp, BatchUpdate, NodeCreate, NodeUpdate};
 use gitmind_schema::model::{Node, NodeSet, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
 use gitmind_server::owner::{Origin, Owner, OwnerConfig, Submit};
+
+/// A clock: wall time (what criterion measures by default) or this
+/// thread's CPU time (what one core spends, whatever else runs on the
+/// machine: the machine these run on is shared and busy).
+type Clock = fn() -> Duration;
+
+fn wall() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, nanosecond resolution).
+fn cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // every Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU-time groups take samples of equal size (about 30 ms each), so a
+/// sample spans many scheduler slices of this busy machine.
+fn flat_if_cpu<M: Measurement>(g: &mut BenchmarkGroup<'_, M>, tag: &str) {
+    if !tag.is_empty() {
+        g.sampling_mode(SamplingMode::Flat);
+    }
+}
+
+/// Criterion's measurement for [`cpu`]: the benches time themselves with
+/// `iter_custom`, so only the formatting matters here.
+struct ThreadCpu;
+
+impl Measurement for ThreadCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        cpu()
+    }
+    fn end(&self, i: Duration) -> Duration {
+        cpu() - i
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Formats CPU nanoseconds like criterion formats wall time.
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns cpu")
+        } else if typical < 1e6 {
+            (1e-3, "µs cpu")
+        } else if typical < 1e9 {
+            (1e-6, "ms cpu")
+        } else {
+            (1e-9, "s cpu")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let n = match throughput {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                *n as f64
+            }
+            _ => 1.0,
+        };
+        values.iter_mut().for_each(|v| *v = n * 1e9 / *v);
+        "elem/s (cpu)"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const NODES: usize = 1000;
@@ -76,8 +177,9 @@ fn label_update(base: u64, i: u64) -> Body {
     })
 }
 
-fn field_updates(c: &mut Criterion) {
-    let mut g = c.benchmark_group("field_update");
+fn field_updates<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Clock, tag: &str) {
+    let mut g = c.benchmark_group(format!("field_update{tag}"));
+    flat_if_cpu(&mut g, tag);
     g.throughput(Throughput::Elements(1));
     // Mutation ids and bodies are made outside the timed region.
     // Timed in chunks of 1,000 submits, with an untimed group commit after
@@ -97,11 +199,11 @@ fn field_updates(c: &mut Criterion) {
                         (format!("m{i}"), label_update(o.ordered_seq(), i))
                     })
                     .collect();
-                let start = Instant::now();
+                let start = now();
                 for (id, body) in work.drain(..) {
                     black_box(o.submit(origin(2), &id, body, n));
                 }
-                total += start.elapsed();
+                total += now() - start;
                 n += chunk;
                 commit(&mut o);
             }
@@ -118,7 +220,7 @@ fn field_updates(c: &mut Criterion) {
                     (format!("m{i}"), label_update(o.ordered_seq(), i))
                 })
                 .collect();
-            let start = Instant::now();
+            let start = now();
             for (k, (id, body)) in work.drain(..).enumerate() {
                 black_box(o.submit(origin(2), &id, body, n));
                 // A group commit every 100 changes.
@@ -127,7 +229,7 @@ fn field_updates(c: &mut Criterion) {
                 }
             }
             commit(&mut o);
-            let elapsed = start.elapsed();
+            let elapsed = now() - start;
             n += iters;
             elapsed
         });
@@ -135,8 +237,12 @@ fn field_updates(c: &mut Criterion) {
     g.finish();
 }
 
-fn text_against_history(c: &mut Criterion) {
-    let mut g = c.benchmark_group("text");
+fn text_against_history<M: Measurement<Value = Duration>>(
+    c: &mut Criterion<M>,
+    now: Clock,
+    tag: &str,
+) {
+    let mut g = c.benchmark_group(format!("text{tag}"));
     g.throughput(Throughput::Elements(1));
     g.bench_function("transform_against_100_concurrent", |b| {
         let mut o = Owner::new("bench", "e".into(), config());
@@ -173,9 +279,9 @@ fn text_against_history(c: &mut Criterion) {
                 n += 1;
                 let id = format!("m{n}");
                 let body = text_body(base, op.clone());
-                let start = Instant::now();
+                let start = now();
                 let r = o.submit(origin(2), &id, body, 2);
-                total += start.elapsed();
+                total += now() - start;
                 assert!(matches!(r, Submit::Ordered(_)));
                 // Undo it, so every iteration meets exactly 100 operations.
                 black_box(o.commit_failed(o.committed_seq() + 1, "bench"));
@@ -195,8 +301,9 @@ fn text_body(base: u64, op: TextOp) -> Body {
     })
 }
 
-fn batches(c: &mut Criterion) {
-    let mut g = c.benchmark_group("batch");
+fn batches<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Clock, tag: &str) {
+    let mut g = c.benchmark_group(format!("batch{tag}"));
+    flat_if_cpu(&mut g, tag);
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_ops_submit_committed", |b| {
         let mut o = owner_with_nodes();
@@ -217,10 +324,10 @@ fn batches(c: &mut Criterion) {
                     commit: None,
                 });
                 let id = format!("b{n}");
-                let start = Instant::now();
+                let start = now();
                 black_box(o.submit(origin(2), &id, body, 2));
                 commit(&mut o);
-                total += start.elapsed();
+                total += now() - start;
             }
             total
         });
@@ -228,5 +335,21 @@ fn batches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, field_updates, text_against_history, batches);
-criterion_main!(benches);
+fn wall_clock(c: &mut Criterion) {
+    field_updates(c, wall, "");
+    text_against_history(c, wall, "");
+    batches(c, wall, "");
+}
+
+fn cpu_time(c: &mut Criterion<ThreadCpu>) {
+    field_updates(c, cpu, "_cpu");
+    batches(c, cpu, "_cpu");
+}
+
+criterion_group!(benches, wall_clock);
+criterion_group! {
+    name = cpu_benches;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = cpu_time
+}
+criterion_main!(benches, cpu_benches);

@@ -7,6 +7,12 @@
 //! settled, every replica must equal the owner's committed graph, every
 //! confirmed change must be in the server's history, and no confirmed text
 //! edit may be lost.
+//!
+//! Knobs (environment): `SIM_SEEDS=N` runs N more seeds per test (a wider
+//! sweep: `SIM_SEEDS=80 cargo test --release -p gitmind-server --test
+//! simulation`), `SIM_ONLY=seed` runs one seed, `SIM_TRACE=text` prints every
+//! message and local change whose debug form contains `text` (a node id, a
+//! mutation id) with the seed it belongs to.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

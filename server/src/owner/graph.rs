@@ -523,9 +523,6 @@ impl Live {
                 ));
             }
         }
-        if !self.nodes.contains_key(&op.id) {
-            return Err(self.missing_node(&op.id, cx.base, "node"));
-        }
         self.update_node_fields(cx, &op.id, set, text)
     }
 
@@ -539,10 +536,7 @@ impl Live {
         text: Option<&TextOp>,
     ) -> Result<Applied, Refusal> {
         let Some(entry) = self.nodes.get_mut(id) else {
-            return Err(Refusal::new(
-                RollbackReason::NotFound,
-                format!("node `{id}` does not exist"),
-            ));
+            return Err(self.missing_node(id, cx.base, "node"));
         };
         let current = || Some(Entity::Node((*entry.node).clone()));
         if let Some(patch) = set.and_then(|s| s.props.as_ref()) {
@@ -856,9 +850,6 @@ impl Live {
             return Err(Refusal::invalid("edge.update changes nothing: give `set`"));
         };
         validate::edge_set(set)?;
-        if !self.edges.contains_key(&id) {
-            return Err(self.missing_edge(&id, cx.base));
-        }
         self.update_edge_fields(cx, &id, set)
     }
 
@@ -870,10 +861,7 @@ impl Live {
         set: &EdgeSet,
     ) -> Result<Applied, Refusal> {
         let Some(entry) = self.edges.get_mut(id) else {
-            return Err(Refusal::new(
-                RollbackReason::NotFound,
-                format!("edge `{id}` does not exist"),
-            ));
+            return Err(self.missing_edge(id, cx.base));
         };
         if let Some(patch) = &set.props {
             validate::props_count_after(&entry.edge.props, patch, "edge")

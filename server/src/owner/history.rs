@@ -111,7 +111,8 @@ enum Slot {
 }
 
 impl Idempotency {
-    fn key(&self, user: &str, id: &str) -> u64 {
+    /// The hash of `(user, id)`: compute it once per mutation.
+    pub fn key(&self, user: &str, id: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
         user.hash(&mut h);
         id.hash(&mut h);
@@ -119,8 +120,14 @@ impl Idempotency {
     }
 
     /// The seqs whose pair may be `(user, id)`; check each record.
+    #[cfg(test)]
     pub fn candidates(&self, user: &str, id: &str) -> impl Iterator<Item = u64> + '_ {
-        let slot = self.map.get(&self.key(user, id));
+        self.candidates_by_key(self.key(user, id))
+    }
+
+    /// The seqs whose pair has this [`Idempotency::key`].
+    pub fn candidates_by_key(&self, key: u64) -> impl Iterator<Item = u64> + '_ {
+        let slot = self.map.get(&key);
         let (one, many) = match slot {
             Some(Slot::One(s)) => (Some(*s), &[][..]),
             Some(Slot::Many(v)) => (None, v.as_slice()),
@@ -132,6 +139,11 @@ impl Idempotency {
     /// Remembers that `(user, id)` made change `seq`.
     pub fn insert(&mut self, user: &str, id: &str, seq: u64) {
         let key = self.key(user, id);
+        self.insert_by_key(key, seq);
+    }
+
+    /// [`Idempotency::insert`] with the key already computed.
+    pub fn insert_by_key(&mut self, key: u64, seq: u64) {
         match self.map.get_mut(&key) {
             None => {
                 self.map.insert(key, Slot::One(seq));

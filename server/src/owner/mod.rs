@@ -580,7 +580,8 @@ impl Owner {
     /// envelope id, `now_ms` the server's clock (stored as the change's time).
     pub fn submit(&mut self, origin: Origin, mutation_id: &str, body: Body, now_ms: u64) -> Submit {
         self.now_ms = self.now_ms.max(now_ms);
-        if let Some(answer) = self.repeated(&origin, mutation_id) {
+        let idem_key = self.idempotency.key(&origin.user_id, mutation_id);
+        if let Some(answer) = self.repeated(&origin, mutation_id, idem_key) {
             return answer;
         }
         let (base, batch) = match &body {
@@ -697,7 +698,7 @@ impl Owner {
             applied,
             writes,
         );
-        self.idempotency.insert(&origin.user_id, mutation_id, seq);
+        self.idempotency.insert_by_key(idem_key, seq);
         self.pending.push_back(Pending {
             record: Arc::new(record),
             undo,
@@ -730,14 +731,11 @@ impl Owner {
     }
 
     /// The original outcome of a repeated `(user, mutation id)`, if any.
-    fn repeated(&mut self, origin: &Origin, mutation_id: &str) -> Option<Submit> {
-        let seq = self
-            .idempotency
-            .candidates(&origin.user_id, mutation_id)
-            .find(|seq| {
-                self.record(*seq)
-                    .is_some_and(|r| r.user_id == origin.user_id && r.mutation_id == mutation_id)
-            })?;
+    fn repeated(&mut self, origin: &Origin, mutation_id: &str, key: u64) -> Option<Submit> {
+        let seq = self.idempotency.candidates_by_key(key).find(|seq| {
+            self.record(*seq)
+                .is_some_and(|r| r.user_id == origin.user_id && r.mutation_id == mutation_id)
+        })?;
         if seq > self.committed_seq {
             let index = usize::try_from(seq - self.committed_seq - 1).ok()?;
             let pending = self.pending.get_mut(index)?;
