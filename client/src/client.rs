@@ -134,9 +134,16 @@ pub enum ClientError {
     NotSendable(&'static str),
 }
 
+/// Builds a mutation from the replica as it is when the client applies it.
+type Build = Box<dyn FnOnce(&Replica) -> Body + Send>;
+
 enum Command {
     Mutate {
         body: Body,
+        reply: oneshot::Sender<Outcome>,
+    },
+    MutateWith {
+        build: Build,
         reply: oneshot::Sender<Outcome>,
     },
     Send {
@@ -191,6 +198,7 @@ impl Client {
             next_id: 0,
             ready: Some(ready_tx),
             snapshot_next: false,
+            tag: format!("{:016x}", rand::random::<u64>()),
         };
         tokio::spawn(worker.run());
         match ready.await {
@@ -222,6 +230,20 @@ impl Client {
             .send(Command::Mutate { body, reply })
             .await
             .map_err(|_| self.closed())?;
+        outcome.await.map_err(|_| self.closed())
+    }
+
+    /// Like [`Client::mutate`], with the mutation built from the replica as
+    /// it is at the moment the change is applied: the way to make a text
+    /// operation, which must fit the text as this client sees it, while
+    /// events keep arriving.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn mutate_with(&self, build: impl FnOnce(&Replica) -> Body + Send + 'static) -> Result<Outcome, ClientError> {
+        let (reply, outcome) = oneshot::channel();
+        let build = Box::new(build);
+        self.commands.send(Command::MutateWith { build, reply }).await.map_err(|_| self.closed())?;
         outcome.await.map_err(|_| self.closed())
     }
 
@@ -294,6 +316,9 @@ struct Worker {
     ready: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// Connect without a resume point: the last delta did not apply.
     snapshot_next: bool,
+    /// Random per client, so mutation ids are unique per sender even
+    /// across restarts and among clients of one user.
+    tag: String,
 }
 
 /// How a connection ended.
@@ -381,6 +406,10 @@ impl Worker {
                             return;
                         }
                         Some(Command::Mutate { body, reply }) => { self.local(body, reply); }
+                        Some(Command::MutateWith { build, reply }) => {
+                            let body = build(&self.lock());
+                            self.local(body, reply);
+                        }
                         Some(Command::Send { .. }) => {}
                     },
                 }
@@ -413,7 +442,7 @@ impl Worker {
     /// Applies a mutation locally; returns the envelope to send now, if any.
     fn local(&mut self, body: Body, reply: oneshot::Sender<Outcome>) -> Option<Envelope> {
         self.next_id += 1;
-        let id = format!("{}-{}", session_tag(), self.next_id);
+        let id = format!("{}-{}", self.tag, self.next_id);
         let result = self.lock().local_mutation(&id, body);
         match result {
             Ok(send) => {
@@ -500,6 +529,10 @@ impl Worker {
                             return Lost::Closed;
                         }
                         Some(Command::Mutate { body, reply }) => self.local(body, reply).into_iter().collect(),
+                        Some(Command::MutateWith { build, reply }) => {
+                            let body = build(&self.lock());
+                            self.local(body, reply).into_iter().collect()
+                        }
                         Some(Command::Send { body }) => vec![Envelope::new(format!("e-{}", rand::random::<u32>()), body)],
                     };
                     self.remember(&send);
@@ -736,10 +769,4 @@ async fn read_sync(transport: &mut Transport) -> Result<((String, String), Graph
             Err(e) => return Err(e.to_string()),
         }
     }
-}
-
-/// A random tag that keeps mutation ids unique across client restarts.
-fn session_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
 }

@@ -73,6 +73,18 @@ pub enum ReplicaError {
     /// pending, and the next sync brings its event.
     #[error("the result of own change {0} cannot be reproduced locally; resync")]
     Unreproducible(String),
+    /// A local text operation made for a text of another length than the
+    /// node's text as this client sees it (it was computed from an older
+    /// view): refused at once, never sent.
+    #[error("text operation on node `{id}` is for a text of {op} characters; the text has {text}")]
+    TextMismatch {
+        /// The node.
+        id: String,
+        /// The length the operation expects.
+        op: u64,
+        /// The length of the text as shown.
+        text: u64,
+    },
     /// `local_mutation` was given something that is not a mutation.
     #[error("`{0}` is not a mutation")]
     NotAMutation(&'static str),
@@ -694,6 +706,23 @@ impl Replica {
     ) -> Result<Option<Envelope>, ReplicaError> {
         if !body.message_type().is_mutation() {
             return Err(ReplicaError::NotAMutation(body.message_type().name()));
+        }
+        // The first text operation on each node must fit the text as shown
+        // (later ones in a batch apply to the text the earlier ones made).
+        let mut seen: Vec<&str> = Vec::new();
+        for op in ops_of(&body) {
+            let Op::NodeUpdate(u) = op.op() else { continue };
+            let Some(t) = u.text.as_ref().and_then(|t| t.content.as_ref()) else { continue };
+            if seen.contains(&u.id.as_str()) {
+                continue;
+            }
+            seen.push(&u.id);
+            if let Some(node) = self.node(&u.id) {
+                let text = node.content.as_deref().unwrap_or("").chars().count() as u64;
+                if t.base_len() != text {
+                    return Err(ReplicaError::TextMismatch { id: u.id.clone(), op: t.base_len(), text });
+                }
+            }
         }
         self.pending.push_back(Pending {
             id: id.to_owned(),

@@ -160,6 +160,7 @@ impl Transport {
     /// # Errors
     /// [`TransportError::Lost`].
     pub async fn send(&mut self, envelopes: &[Envelope]) -> Result<(), TransportError> {
+
         let message = match (self.codec, envelopes) {
             (Codec::Bin, [one]) => Message::Binary(binary::encode(one)),
             (Codec::Bin, many) => Message::Binary(binary::encode_batch(many)),
@@ -193,6 +194,7 @@ impl Transport {
                 _ => continue,
             };
             let envelopes = decoded.map_err(|e| TransportError::Garbage(e.message))?;
+
             return envelopes
                 .into_iter()
                 .map(|e| e.map_err(|e| TransportError::Garbage(e.message)))

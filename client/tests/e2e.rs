@@ -39,6 +39,11 @@ fn insert(len: u64, at: u64, text: &str) -> TextOp {
     op
 }
 
+/// The length in chars of `doc:shared`'s text as the replica shows it.
+fn len(replica: &gitmind_client::replica::Replica) -> u64 {
+    replica.node("doc:shared").and_then(|n| n.content.as_deref()).unwrap_or("").chars().count() as u64
+}
+
 fn content(client: &gitmind_client::Client, id: &str) -> String {
     client
         .replica()
@@ -66,22 +71,26 @@ async fn two_clients_editing_one_text_concurrently_end_identical_with_both_edits
         // Ten rounds of edits made at the same moment, at the same and at
         // different places, each on the text its author saw.
         for round in 0..10u64 {
-            let (la, lb) = (
-                content(&alice, "doc:shared").chars().count() as u64,
-                content(&bob, "doc:shared").chars().count() as u64,
-            );
             let a_mark = format!("<a{round}>");
             let b_mark = format!("<b{round}>");
-            let at_b = if round % 2 == 0 { 0 } else { lb };
+            // Each edit is made on the text as its author's replica shows it
+            // at that moment; the other's edit may be arriving meanwhile.
             let (a, b) = tokio::join!(
-                alice.mutate(edit("doc:shared", insert(la, 0, &a_mark))),
-                bob.mutate(edit("doc:shared", insert(lb, at_b, &b_mark))),
+                tokio::time::timeout(
+                    common::WAIT,
+                    alice.mutate_with(move |r| edit("doc:shared", insert(len(r), 0, &a_mark))),
+                ),
+                tokio::time::timeout(
+                    common::WAIT,
+                    bob.mutate_with(move |r| {
+                        let l = len(r);
+                        edit("doc:shared", insert(l, if round % 2 == 0 { 0 } else { l }, &b_mark))
+                    }),
+                ),
             );
-            assert!(
-                matches!(a.unwrap(), Outcome::Confirmed(_)),
-                "text merges are confirmed, not conflicts"
-            );
-            assert!(matches!(b.unwrap(), Outcome::Confirmed(_)));
+            let (a, b) = (a.expect("alice's outcome in time").unwrap(), b.expect("bob's outcome in time").unwrap());
+            assert!(matches!(a, Outcome::Confirmed(_)), "text merges are confirmed, not conflicts: {a:?}");
+            assert!(matches!(b, Outcome::Confirmed(_)), "text merges are confirmed, not conflicts: {b:?}");
         }
         until(&alice, "both settled", |r| r.pending_count() == 0).await;
         until(&bob, "both settled", |r| r.pending_count() == 0).await;
