@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use git2::{Odb, Oid, Repository};
+use git2::{Odb, OdbObject, Oid, Repository};
 use gitmind_schema::model::{Edge, Node};
 
 use super::commit::{GraphState, REF_PREFIX};
@@ -78,9 +78,24 @@ pub fn load_graph(
     let parsed = journal::parse_message(message)
         .map_err(|e| PersistError::corrupt(graph, format!("commit {tip}: {e}")))?;
     let (seq, epoch) = (parsed.seq_to, parsed.epoch.to_owned());
-    let odb = repo.odb()?;
-    let (tree, nodes, edges) = load_tree(&odb, graph, commit.tree_id())?;
-    let journal = load_journal(repo, graph, tip, &epoch, config)?;
+    // The tree (every blob) and the journal (the newest commits' messages)
+    // are independent: read them on two cores, each with its own handle.
+    let path = repo.path().to_owned();
+    let epoch_ref = epoch.as_str();
+    let (tree, journal) = std::thread::scope(|s| {
+        let journal = s.spawn(move || {
+            let second = Repository::open_bare(&path)?;
+            load_journal(&second, graph, tip, epoch_ref, config)
+        });
+        let tree = repo
+            .odb()
+            .map_err(PersistError::from)
+            .and_then(|odb| load_tree(&odb, graph, commit.tree_id()));
+        (tree, journal.join())
+    });
+    let (tree, nodes, edges) = tree?;
+    let journal =
+        journal.map_err(|_| PersistError::corrupt(graph, "reading the journal panicked"))??;
     tracing::info!(
         graph,
         seq,
@@ -127,7 +142,7 @@ pub fn load_tree(
         path: String::new(),
     };
     let data = loader.read(root, git2::ObjectType::Tree)?;
-    let entries = parse_tree(&data).map_err(|e| loader.damage(&e))?;
+    let entries = parse_tree(data.data()).map_err(|e| loader.damage(&e))?;
     let (mut nodes, mut edges) = (None, None);
     for e in entries {
         let kind = match e.name {
@@ -166,7 +181,7 @@ struct Loader<'a, 'r> {
     path: String,
 }
 
-impl Loader<'_, '_> {
+impl<'a> Loader<'a, '_> {
     fn damage(&self, detail: &str) -> PersistError {
         PersistError::corrupt(
             self.graph,
@@ -181,7 +196,7 @@ impl Loader<'_, '_> {
         )
     }
 
-    fn read(&self, id: Oid, kind: git2::ObjectType) -> Result<Vec<u8>, PersistError> {
+    fn read(&self, id: Oid, kind: git2::ObjectType) -> Result<OdbObject<'a>, PersistError> {
         let obj = self
             .odb
             .read(id)
@@ -189,13 +204,13 @@ impl Loader<'_, '_> {
         if obj.kind() != kind {
             return Err(self.damage(&format!("object {id} is a {}, not a {kind}", obj.kind())));
         }
-        Ok(obj.data().to_vec())
+        Ok(obj)
     }
 
     /// Reads a folder with `levels` fan-out levels left above its leaves.
     fn dir(&mut self, id: Oid, kind: Kind, levels: usize) -> Result<Arc<Dir>, PersistError> {
         let data = self.read(id, git2::ObjectType::Tree)?;
-        let entries = parse_tree(&data).map_err(|e| self.damage(&e))?;
+        let entries = parse_tree(data.data()).map_err(|e| self.damage(&e))?;
         let own = ObjectId::from_oid(id);
         if levels == 0 {
             let mut files = Vec::with_capacity(entries.len());
@@ -212,12 +227,12 @@ impl Loader<'_, '_> {
                 let blob = self.read(e.id.to_oid(), git2::ObjectType::Blob)?;
                 match kind {
                     Kind::Node => {
-                        let node: Node = serde_json::from_slice(&blob)
+                        let node: Node = serde_json::from_slice(blob.data())
                             .map_err(|err| self.damage(&format!("{name}: not a node: {err}")))?;
                         self.nodes.push(node);
                     }
                     Kind::Edge => {
-                        let mut edge: Edge = serde_json::from_slice(&blob)
+                        let mut edge: Edge = serde_json::from_slice(blob.data())
                             .map_err(|err| self.damage(&format!("{name}: not an edge: {err}")))?;
                         if edge.id.is_none() {
                             edge.id =

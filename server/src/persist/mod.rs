@@ -185,6 +185,11 @@ impl Persister {
         events: Sender<PersistEvent>,
     ) -> Result<(Persister, Vec<Restored>), PersistError> {
         let started = Instant::now();
+        // Reading 300,000 blobs, libgit2 would hash each again (SHA-1DC, a
+        // third of the start-up time). Packs are written and checked by this
+        // module; `verify` turns the check back on. Process-wide, and only
+        // persistence uses libgit2.
+        git2::opts::strict_hash_verification(false);
         let repo = open_or_init(&config)?;
         let loaded = load::load_all(&repo, &config)?;
         let mut graphs = HashMap::new();

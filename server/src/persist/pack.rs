@@ -24,8 +24,9 @@ use sha1::{Digest, Sha1};
 use super::object::{ObjectId, ObjectKind};
 
 /// Objects smaller than this are stored without compression: deflate saves
-/// nothing on them (a tree is mostly binary ids) and costs time.
-const COMPRESS_MIN: usize = 256;
+/// little on them (a tree is mostly binary ids) and costs time. Merging
+/// packs (see `repack`) compresses and deltas everything later.
+const COMPRESS_MIN: usize = 512;
 
 /// A pack being built in memory.
 pub struct PackWriter {

@@ -54,6 +54,8 @@ pub struct GraphReport {
 /// [`PersistError::Inconsistent`] with every problem found otherwise.
 pub fn verify(data_dir: &Path) -> Result<VerifyReport, PersistError> {
     let path = data_dir.join(REPO_DIR);
+    // Every object read is hashed again (see `Persister::start`).
+    git2::opts::strict_hash_verification(true);
     let repo = Repository::open_bare(&path).map_err(|source| PersistError::Open {
         path: path.clone(),
         source,
