@@ -105,9 +105,14 @@ struct Bench {
 impl Bench {
     fn start(dir: &Path, graph: &str, fsync: bool) -> anyhow::Result<Bench> {
         let (tx, events) = unbounded();
+        let max_packs = std::env::var("GITMIND_BENCH_MAX_PACKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32);
         let (persister, restored) = Persister::start(
             PersistConfig {
                 fsync,
+                max_packs,
                 ..PersistConfig::new(dir)
             },
             tx,
@@ -286,10 +291,20 @@ fn dir_size(path: &Path) -> u64 {
 fn bench_git(c: &mut Criterion) {
     let (nodes, edges) = read_dataset().expect("the dataset (see GITMIND_BENCH_DATASET)");
     let tmp = tempfile::tempdir().expect("a temporary folder");
-    let small_dir = tmp.path().join("small");
-    let full_dir = tmp.path().join("full");
-    import(&small_dir, "small", &nodes[..1000], &[], true).expect("small import");
-    let secs = import(&full_dir, "debian", &nodes, &edges, true).expect("full import");
+    // GITMIND_BENCH_KEEP=DIR: import into DIR once and reuse it (profiling).
+    let base =
+        std::env::var_os("GITMIND_BENCH_KEEP").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    let small_dir = base.join("small");
+    let full_dir = base.join("full");
+    let reuse = full_dir.exists();
+    if !reuse {
+        import(&small_dir, "small", &nodes[..1000], &[], true).expect("small import");
+    }
+    let secs = if reuse {
+        0.0
+    } else {
+        import(&full_dir, "debian", &nodes, &edges, true).expect("full import")
+    };
     println!(
         "import: {} nodes + {} edges in {secs:.2} s (fsync on); repository {:.1} MiB",
         nodes.len(),

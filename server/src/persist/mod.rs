@@ -190,6 +190,9 @@ impl Persister {
         // module; `verify` turns the check back on. Process-wide, and only
         // persistence uses libgit2.
         git2::opts::strict_hash_verification(false);
+        // Moving a ref would look its commit up first, re-scanning the packs;
+        // the commit is in the pack just written and flushed.
+        git2::opts::strict_object_creation(false);
         let repo = open_or_init(&config)?;
         let loaded = load::load_all(&repo, &config)?;
         let mut graphs = HashMap::new();
@@ -205,8 +208,13 @@ impl Persister {
         );
         let stats = Arc::new(PersistStats::default());
         let (tx, rx) = channel::unbounded();
+        let pack_dir = config.repo_path().join("objects").join("pack");
+        let packs = pack::list_packs(&pack_dir)
+            .map_err(|e| PersistError::io(format!("listing {}", pack_dir.display()), e))?
+            .len();
         let worker = Worker {
-            pack_dir: config.repo_path().join("objects").join("pack"),
+            packs,
+            pack_dir,
             repo_path: config.repo_path(),
             repo,
             config: config.clone(),
@@ -383,6 +391,8 @@ struct Plan {
 
 /// The persistence thread's state.
 struct Worker {
+    /// Packs in `pack_dir` (counted at start, then kept up to date).
+    packs: usize,
     repo: Repository,
     repo_path: PathBuf,
     pack_dir: PathBuf,
@@ -487,6 +497,7 @@ impl Worker {
                 Ok(written) => {
                     tracing::debug!(pack = %written.pack.display(), index = %written.index.display(), objects, bytes = written.bytes, "pack written");
                     self.stats.wrote(written.bytes);
+                    self.packs += 1;
                 }
                 Err(e) => {
                     let error = format!("writing the pack in {}: {e}", self.pack_dir.display());
@@ -675,15 +686,16 @@ impl Worker {
 
     /// Merges small packs when there are too many (see the module docs).
     fn consolidate(&mut self) {
-        match repack::consolidate(
-            &self.repo_path,
-            &self.pack_dir,
-            self.config.max_packs,
-            self.config.fsync,
-        ) {
-            Ok(None) => {}
+        if self.packs <= self.config.max_packs {
+            return;
+        }
+        match repack::consolidate(&self.pack_dir, self.config.max_packs, self.config.fsync) {
+            // Nothing mergeable (all large): look again after half as many
+            // new packs as the limit.
+            Ok(None) => self.packs = self.config.max_packs / 2,
             Ok(Some(merged)) => {
                 self.stats.merged();
+                self.packs = self.packs + 1 - merged.packs;
                 tracing::info!(
                     packs = merged.packs,
                     objects = merged.objects,

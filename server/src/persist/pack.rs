@@ -128,6 +128,17 @@ impl PackWriter {
         id
     }
 
+    /// Adds an object already packed elsewhere (header and zlib stream),
+    /// as it is; its CRC is `crc`. Does nothing if the id is already in.
+    pub fn add_raw(&mut self, id: ObjectId, packed: &[u8], crc: u32) {
+        if !self.seen.insert(id) {
+            return;
+        }
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(packed);
+        self.entries.push(PackEntry { id, offset, crc });
+    }
+
     /// The current position.
     pub fn mark(&self) -> Mark {
         Mark {
@@ -330,11 +341,22 @@ pub fn list_packs(pack_dir: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(out)
 }
 
-/// The object ids a version 2 `.idx` lists.
+/// One object of an existing pack, as its index lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexedObject {
+    /// Its id.
+    pub id: ObjectId,
+    /// Its offset in the pack.
+    pub offset: u64,
+    /// CRC-32 of its packed bytes.
+    pub crc: u32,
+}
+
+/// Reads a version 2 `.idx`: every object's id, offset and CRC.
 ///
 /// # Errors
-/// The file cannot be read or is not a version 2 index.
-pub fn read_index_ids(idx: &Path) -> io::Result<Vec<ObjectId>> {
+/// The file cannot be read or is not a well-formed version 2 index.
+pub fn read_index(idx: &Path) -> io::Result<Vec<IndexedObject>> {
     let data = fs::read(idx)?;
     let bad = || {
         io::Error::new(
@@ -345,13 +367,85 @@ pub fn read_index_ids(idx: &Path) -> io::Result<Vec<ObjectId>> {
     if data.len() < 8 + 1024 || data[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
         return Err(bad());
     }
-    let count_bytes: [u8; 4] = data[8 + 1020..8 + 1024].try_into().map_err(|_| bad())?;
-    let count = u32::from_be_bytes(count_bytes) as usize;
-    let ids = data.get(8 + 1024..8 + 1024 + count * 20).ok_or_else(bad)?;
-    Ok(ids
-        .chunks_exact(20)
-        .filter_map(|c| c.try_into().ok().map(ObjectId))
-        .collect())
+    let u32_at = |at: usize| -> io::Result<u32> {
+        let b: [u8; 4] = data
+            .get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        Ok(u32::from_be_bytes(b))
+    };
+    let count = u32_at(8 + 1020)? as usize;
+    let ids_at = 8 + 1024;
+    let crcs_at = ids_at + count * 20;
+    let offs_at = crcs_at + count * 4;
+    let large_at = offs_at + count * 4;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let id: [u8; 20] = data
+            .get(ids_at + i * 20..ids_at + i * 20 + 20)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        let crc = u32_at(crcs_at + i * 4)?;
+        let off = u32_at(offs_at + i * 4)?;
+        let offset = if off & 0x8000_0000 == 0 {
+            u64::from(off)
+        } else {
+            let at = large_at + (off & 0x7fff_ffff) as usize * 8;
+            let b: [u8; 8] = data
+                .get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(bad)?;
+            u64::from_be_bytes(b)
+        };
+        out.push(IndexedObject {
+            id: ObjectId(id),
+            offset,
+            crc,
+        });
+    }
+    Ok(out)
+}
+
+/// The packed bytes (header and zlib stream) of every object of a pack,
+/// for copying into another pack as they are. `None` when the pack holds
+/// a delta (written by `git gc`, not by this module): deltas name other
+/// objects by their offset, so they cannot be copied byte for byte.
+///
+/// # Errors
+/// The pack or its index cannot be read or do not agree.
+pub fn read_raw_objects(
+    pack: &Path,
+) -> io::Result<Option<(Vec<u8>, Vec<(IndexedObject, std::ops::Range<usize>)>)>> {
+    let mut objects = read_index(&pack.with_extension("idx"))?;
+    let data = fs::read(pack)?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not match its index", pack.display()),
+        )
+    };
+    if data.len() < 32 || &data[..4] != b"PACK" {
+        return Err(bad());
+    }
+    let end = data.len() - 20;
+    objects.sort_unstable_by_key(|o| o.offset);
+    let mut out = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        let start = usize::try_from(o.offset).map_err(|_| bad())?;
+        let stop = match objects.get(i + 1) {
+            Some(next) => usize::try_from(next.offset).map_err(|_| bad())?,
+            None => end,
+        };
+        if start < 12 || stop > end || start >= stop {
+            return Err(bad());
+        }
+        // Types 6 and 7 are deltas.
+        if matches!((data[start] >> 4) & 7, 6 | 7) {
+            return Ok(None);
+        }
+        out.push((*o, start..stop));
+    }
+    Ok(Some((data, out)))
 }
 
 #[cfg(test)]
@@ -403,7 +497,7 @@ mod tests {
         assert_eq!(w.len(), 3);
         let written = w.finish(&pack_dir, true).unwrap();
         assert!(written.pack.exists() && written.index.exists());
-        assert_eq!(read_index_ids(&written.index).unwrap().len(), 3);
+        assert_eq!(read_index(&written.index).unwrap().len(), 3);
         let odb = repo.odb().unwrap();
         odb.refresh().unwrap();
         assert_eq!(odb.read(big.to_oid()).unwrap().data(), big_data.as_bytes());

@@ -1,29 +1,33 @@
 //! Keeping the number of pack files bounded.
 //!
 //! Every group commit adds a small pack. When there are more than
-//! `max_packs`, the smallest are merged into one, geometrically: the
-//! smallest packs are taken until at most half of `max_packs` remain, and
-//! then as long as the next pack is not more than twice what was taken.
-//! Each object is then rewritten O(log n) times over its life, and a merge
-//! touches mostly small packs, so it fits in a quiet moment of the thread.
-//! Packs over [`MAX_MERGE_BYTES`] are left as they are.
+//! `max_packs`, small packs are merged into one, geometrically: the
+//! smallest are taken until at most half of `max_packs` remain, then more
+//! as long as the next is not larger than twice what was taken, up to
+//! [`MAX_MERGE_TOTAL`] bytes. Each object is then copied O(log n) times over
+//! its life, and a merge reads and writes a few MiB, which fits in a quiet
+//! moment of the thread (milliseconds).
 //!
-//! The merged pack is built by libgit2's pack builder (deltas, zlib) and
-//! indexed by its indexer, flushed, and only then are the old packs removed
-//! (index first, as git does). Every object stays: nothing is pruned, so a
-//! journal's blob ids keep resolving.
+//! Objects are copied as they are packed (no inflate, no delta search):
+//! a merge costs I/O and one SHA-1, nothing more. Packs of
+//! [`MAX_MERGE_BYTES`] or more are left alone, and so are packs holding
+//! deltas (written by a person's `git gc`, which also compresses history
+//! far better than this does: it is safe to run while the server is
+//! stopped). Nothing is pruned, so a journal's blob ids keep resolving.
+//!
+//! The merged pack is written and flushed like any other (see `pack`) and
+//! only then are the old packs removed, index first as git does.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use git2::{Buf, Indexer, Repository};
-
-use super::pack::{list_packs, read_index_ids, sync_dir, sync_file};
+use super::pack::{list_packs, read_raw_objects, sync_dir, PackWriter};
 use super::PersistError;
 
 /// Packs at least this large are never merged.
-pub const MAX_MERGE_BYTES: u64 = 256 << 20;
+pub const MAX_MERGE_BYTES: u64 = 8 << 20;
+/// A merge takes at most this many bytes of packs.
+pub const MAX_MERGE_TOTAL: u64 = 64 << 20;
 
 /// What one merge did.
 #[derive(Debug, Clone, Copy)]
@@ -36,12 +40,11 @@ pub struct Merged {
     pub millis: u64,
 }
 
-/// Merges the smallest packs when there are more than `max_packs`.
+/// Merges small packs when there are more than `max_packs`.
 ///
 /// # Errors
 /// Reading or writing packs failed; the old packs are then all kept.
 pub fn consolidate(
-    repo_path: &Path,
     pack_dir: &Path,
     max_packs: usize,
     fsync: bool,
@@ -52,54 +55,39 @@ pub fn consolidate(
         return Ok(None);
     }
     let started = Instant::now();
+    let must = packs.len().saturating_sub(max_packs / 2).max(2);
     packs.retain(|(_, size)| *size < MAX_MERGE_BYTES);
     packs.sort_by_key(|(_, size)| *size);
-    let must = packs
-        .len()
-        .saturating_sub(max_packs / 2)
-        .max(2)
-        .min(packs.len());
-    let mut take = must;
-    let mut sum: u64 = packs[..take].iter().map(|(_, s)| s).sum();
-    while take < packs.len() && packs[take].1 <= 2 * sum {
+    let mut take = 0;
+    let mut sum = 0u64;
+    while take < packs.len()
+        && sum + packs[take].1 <= MAX_MERGE_TOTAL
+        && (take < must || packs[take].1 <= 2 * sum)
+    {
         sum += packs[take].1;
         take += 1;
     }
-    let chosen = &packs[..take];
-    if chosen.len() < 2 {
+    let mut writer = PackWriter::new();
+    let mut merged = Vec::new();
+    for (pack, _) in &packs[..take] {
+        let Some((data, objects)) = read_raw_objects(pack).map_err(|e| io("reading a pack", e))?
+        else {
+            continue;
+        };
+        for (o, range) in objects {
+            writer.add_raw(o.id, &data[range], o.crc);
+        }
+        merged.push(pack.clone());
+    }
+    if merged.len() < 2 {
         return Ok(None);
     }
-
-    let repo = Repository::open_bare(repo_path)?;
-    let odb = repo.odb()?;
-    let mut builder = repo.packbuilder()?;
-    builder.set_threads(1);
-    let mut objects = 0;
-    for (pack, _) in chosen {
-        for id in
-            read_index_ids(&pack.with_extension("idx")).map_err(|e| io("reading an index", e))?
-        {
-            builder.insert_object(id.to_oid(), None)?;
-            objects += 1;
-        }
-    }
-    let mut buf = Buf::new();
-    builder.write_buf(&mut buf)?;
-    drop(builder);
-    let mut indexer = Indexer::new(Some(&odb), pack_dir, 0o444, false)?;
-    indexer
-        .write_all(&buf)
-        .map_err(|e| io("indexing the merged pack", e))?;
-    let name = indexer.commit()?;
-    let new_pack = pack_dir.join(format!("pack-{name}.pack"));
-    let new_idx = pack_dir.join(format!("pack-{name}.idx"));
-    if fsync {
-        sync_file(&new_pack).map_err(|e| io("syncing the merged pack", e))?;
-        sync_file(&new_idx).map_err(|e| io("syncing the merged index", e))?;
-        sync_dir(pack_dir).map_err(|e| io("syncing", e))?;
-    }
-    for (pack, _) in chosen {
-        if *pack == new_pack {
+    let objects = writer.len();
+    let written = writer
+        .finish(pack_dir, fsync)
+        .map_err(|e| io("writing the merged pack", e))?;
+    for pack in &merged {
+        if *pack == written.pack {
             continue;
         }
         std::fs::remove_file(pack.with_extension("idx"))
@@ -110,7 +98,7 @@ pub fn consolidate(
         sync_dir(pack_dir).map_err(|e| io("syncing", e))?;
     }
     Ok(Some(Merged {
-        packs: chosen.len(),
+        packs: merged.len(),
         objects,
         millis: started.elapsed().as_millis() as u64,
     }))

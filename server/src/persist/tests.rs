@@ -566,6 +566,7 @@ fn refusals_fail_in_order_and_cover_later_groups() {
     let repo = open_or_init(&cfg).unwrap();
     let (_tx_unused, rx_unused) = unbounded();
     let mut w = Worker {
+        packs: 0,
         pack_dir: cfg.repo_path().join("objects/pack"),
         repo_path: cfg.repo_path(),
         repo,
