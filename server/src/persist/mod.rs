@@ -37,7 +37,7 @@
 //! # Packs
 //!
 //! Every round adds one pack. When more than [`PersistConfig::max_packs`]
-//! packs exist and the queue is empty, the smallest packs are merged into
+//! small packs exist and the queue is empty, the smallest packs are merged into
 //! one (geometric: each merged pack is at least twice the size of what it
 //! absorbed, so every object is rewritten O(log n) times) with libgit2's
 //! pack builder, which also deltas and compresses them. Packs over 256 MiB
@@ -211,7 +211,9 @@ impl Persister {
         let pack_dir = config.repo_path().join("objects").join("pack");
         let packs = pack::list_packs(&pack_dir)
             .map_err(|e| PersistError::io(format!("listing {}", pack_dir.display()), e))?
-            .len();
+            .iter()
+            .filter(|(_, size)| *size < repack::MAX_MERGE_BYTES)
+            .count();
         let worker = Worker {
             packs,
             pack_dir,
@@ -391,7 +393,8 @@ struct Plan {
 
 /// The persistence thread's state.
 struct Worker {
-    /// Packs in `pack_dir` (counted at start, then kept up to date).
+    /// Small (mergeable) packs in `pack_dir`, counted at start and by each
+    /// merge, plus one per round since.
     packs: usize,
     repo: Repository,
     repo_path: PathBuf,
@@ -690,12 +693,10 @@ impl Worker {
             return;
         }
         match repack::consolidate(&self.pack_dir, self.config.max_packs, self.config.fsync) {
-            // Nothing mergeable (all large): look again after half as many
-            // new packs as the limit.
-            Ok(None) => self.packs = self.config.max_packs / 2,
-            Ok(Some(merged)) => {
+            Ok((merged, small)) => {
+                self.packs = small;
+                let Some(merged) = merged else { return };
                 self.stats.merged();
-                self.packs = self.packs + 1 - merged.packs;
                 tracing::info!(
                     packs = merged.packs,
                     objects = merged.objects,

@@ -1,7 +1,7 @@
 //! Keeping the number of pack files bounded.
 //!
 //! Every group commit adds a small pack. When there are more than
-//! `max_packs`, small packs are merged into one, geometrically: the
+//! `max_packs` small ones, they are merged into one, geometrically: the
 //! smallest are taken until at most half of `max_packs` remain, then more
 //! as long as the next is not larger than twice what was taken, up to
 //! [`MAX_MERGE_TOTAL`] bytes. Each object is then copied O(log n) times over
@@ -40,7 +40,8 @@ pub struct Merged {
     pub millis: u64,
 }
 
-/// Merges small packs when there are more than `max_packs`.
+/// Merges small packs when there are more than `max_packs` of them;
+/// returns what it did and how many small packs there are now.
 ///
 /// # Errors
 /// Reading or writing packs failed; the old packs are then all kept.
@@ -48,15 +49,15 @@ pub fn consolidate(
     pack_dir: &Path,
     max_packs: usize,
     fsync: bool,
-) -> Result<Option<Merged>, PersistError> {
+) -> Result<(Option<Merged>, usize), PersistError> {
     let io = |what: &str, e| PersistError::io(format!("{what} in {}", pack_dir.display()), e);
     let mut packs = list_packs(pack_dir).map_err(|e| io("listing packs", e))?;
+    packs.retain(|(_, size)| *size < MAX_MERGE_BYTES);
     if packs.len() <= max_packs.max(2) {
-        return Ok(None);
+        return Ok((None, packs.len()));
     }
     let started = Instant::now();
     let must = packs.len().saturating_sub(max_packs / 2).max(2);
-    packs.retain(|(_, size)| *size < MAX_MERGE_BYTES);
     packs.sort_by_key(|(_, size)| *size);
     let mut take = 0;
     let mut sum = 0u64;
@@ -70,17 +71,16 @@ pub fn consolidate(
     let mut writer = PackWriter::new();
     let mut merged = Vec::new();
     for (pack, _) in &packs[..take] {
-        let Some((data, objects)) = read_raw_objects(pack).map_err(|e| io("reading a pack", e))?
-        else {
+        let Some(raw) = read_raw_objects(pack).map_err(|e| io("reading a pack", e))? else {
             continue;
         };
-        for (o, range) in objects {
-            writer.add_raw(o.id, &data[range], o.crc);
+        for (o, range) in raw.objects {
+            writer.add_raw(o.id, &raw.data[range], o.crc);
         }
         merged.push(pack.clone());
     }
     if merged.len() < 2 {
-        return Ok(None);
+        return Ok((None, packs.len()));
     }
     let objects = writer.len();
     let written = writer
@@ -97,9 +97,12 @@ pub fn consolidate(
     if fsync {
         sync_dir(pack_dir).map_err(|e| io("syncing", e))?;
     }
-    Ok(Some(Merged {
+    let merged_small = usize::from(written.bytes < MAX_MERGE_BYTES);
+    let left = packs.len() - merged.len() + merged_small;
+    let report = Merged {
         packs: merged.len(),
         objects,
         millis: started.elapsed().as_millis() as u64,
-    }))
+    };
+    Ok((Some(report), left))
 }
