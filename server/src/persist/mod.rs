@@ -50,6 +50,7 @@ pub mod layout;
 mod load;
 mod object;
 mod pack;
+mod refs;
 mod repack;
 mod stats;
 pub mod tree;
@@ -67,7 +68,7 @@ use git2::Repository;
 
 use self::commit::{Built, Chunk, GraphState};
 use self::object::ObjectId;
-use self::pack::{sync_dir, sync_file, PackWriter};
+use self::pack::{sync_dir, PackWriter};
 use crate::change::{Group, Restored};
 
 pub use self::error::PersistError;
@@ -193,8 +194,13 @@ impl Persister {
         // Moving a ref would look its commit up first, re-scanning the packs;
         // the commit is in the pack just written and flushed.
         git2::opts::strict_object_creation(false);
+        // Start-up reads each object once; caching the ~100,000 trees would
+        // only hold memory for the life of the process.
+        git2::opts::enable_caching(false);
         let repo = open_or_init(&config)?;
         let loaded = load::load_all(&repo, &config)?;
+        // The thread writes packs and refs by hand: it needs no libgit2 handle.
+        drop(repo);
         let mut graphs = HashMap::new();
         let mut restored = Vec::with_capacity(loaded.len());
         for (r, state) in loaded {
@@ -218,7 +224,6 @@ impl Persister {
             packs,
             pack_dir,
             repo_path: config.repo_path(),
-            repo,
             config: config.clone(),
             graphs,
             rx,
@@ -396,7 +401,6 @@ struct Worker {
     /// Small (mergeable) packs in `pack_dir`, counted at start and by each
     /// merge, plus one per round since.
     packs: usize,
-    repo: Repository,
     repo_path: PathBuf,
     pack_dir: PathBuf,
     config: PersistConfig,
@@ -637,54 +641,18 @@ impl Worker {
     }
 
     /// Moves the graph's ref from its tip to `to` (compare-and-swap) and
-    /// makes it durable; puts it back if it cannot be made durable.
+    /// makes it durable (see `refs`).
     fn move_ref(&mut self, graph: &str, to: ObjectId) -> Result<(), String> {
         let Some(state) = self.graphs.get(graph) else {
             return Err("unknown graph".into());
         };
-        let (refname, old) = (state.refname.clone(), state.tip);
-        let moved = match old {
-            Some(old) => self.repo.reference_matching(
-                &refname,
-                to.to_oid(),
-                true,
-                old.to_oid(),
-                "gitmind: commit",
-            ),
-            None => self
-                .repo
-                .reference(&refname, to.to_oid(), false, "gitmind: new graph"),
-        };
-        moved.map_err(|e| format!("moving {refname}: {}", e.message()))?;
-        if !self.config.fsync {
-            return Ok(());
-        }
-        let file = self.repo_path.join(&refname);
-        let mut durable = sync_file(&file);
-        if let Some(dir) = file.parent() {
-            durable = durable.and_then(|()| sync_dir(dir));
-            if old.is_none() {
-                // A new ref may have created its folders.
-                for up in dir.ancestors().skip(1).take(2) {
-                    durable = durable.and_then(|()| sync_dir(up));
-                }
-            }
-        }
-        let Err(e) = durable else { return Ok(()) };
-        let undo = match old {
-            Some(old) => self
-                .repo
-                .reference_matching(&refname, old.to_oid(), true, to.to_oid(), "gitmind: undo")
-                .map(drop),
-            None => self
-                .repo
-                .find_reference(&refname)
-                .and_then(|mut r| r.delete()),
-        };
-        if let Err(u) = undo {
-            tracing::error!(graph, error = %u, "could not put the ref back after a failed sync");
-        }
-        Err(format!("syncing {}: {e}", file.display()))
+        refs::update_ref(
+            &self.repo_path,
+            &state.refname,
+            Some(to),
+            state.tip,
+            self.config.fsync,
+        )
     }
 
     /// Merges small packs when there are too many (see the module docs).
@@ -703,13 +671,6 @@ impl Worker {
                     ms = merged.millis,
                     "packs merged"
                 );
-                // Reopen so libgit2 lets go of the removed packs.
-                match Repository::open_bare(&self.repo_path) {
-                    Ok(repo) => self.repo = repo,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reopening the repository after merging packs")
-                    }
-                }
             }
             Err(e) => tracing::error!(error = %e, "merging packs failed; the old packs are kept"),
         }

@@ -318,14 +318,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Flushes a file to disk.
-///
-/// # Errors
-/// The file cannot be opened or synced.
-pub fn sync_file(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
-}
-
 /// The packs in `pack_dir`: (the `.pack` path, its size in bytes), for
 /// every pack that has its index.
 ///

@@ -563,13 +563,12 @@ fn refusals_fail_in_order_and_cover_later_groups() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = unbounded();
     let cfg = config(dir.path());
-    let repo = open_or_init(&cfg).unwrap();
+    open_or_init(&cfg).unwrap();
     let (_tx_unused, rx_unused) = unbounded();
     let mut w = Worker {
         packs: 0,
         pack_dir: cfg.repo_path().join("objects/pack"),
         repo_path: cfg.repo_path(),
-        repo,
         config: cfg,
         graphs: HashMap::new(),
         rx: rx_unused,
