@@ -220,8 +220,16 @@ impl Persister {
             .iter()
             .filter(|(_, size)| *size < repack::MAX_MERGE_BYTES)
             .count();
-        let worker = Worker {
+        let merger = repack::Merger::start(
+            pack_dir.clone(),
+            config.max_packs,
+            config.fsync,
             packs,
+            Arc::clone(&stats),
+        )
+        .map_err(|e| PersistError::io("starting the pack merging thread", e))?;
+        let worker = Worker {
+            merger,
             pack_dir,
             repo_path: config.repo_path(),
             config: config.clone(),
@@ -398,9 +406,8 @@ struct Plan {
 
 /// The persistence thread's state.
 struct Worker {
-    /// Small (mergeable) packs in `pack_dir`, counted at start and by each
-    /// merge, plus one per round since.
-    packs: usize,
+    /// Merges small packs in the background.
+    merger: repack::Merger,
     repo_path: PathBuf,
     pack_dir: PathBuf,
     config: PersistConfig,
@@ -422,9 +429,6 @@ impl Worker {
                 batch.push(m);
             }
             shutdown = self.round(batch);
-            if !shutdown && self.rx.is_empty() {
-                self.consolidate();
-            }
         }
         tracing::info!("persistence thread stopped");
     }
@@ -504,7 +508,9 @@ impl Worker {
                 Ok(written) => {
                     tracing::debug!(pack = %written.pack.display(), index = %written.index.display(), objects, bytes = written.bytes, "pack written");
                     self.stats.wrote(written.bytes);
-                    self.packs += 1;
+                    if written.bytes < repack::MAX_MERGE_BYTES {
+                        self.merger.pack_written();
+                    }
                 }
                 Err(e) => {
                     let error = format!("writing the pack in {}: {e}", self.pack_dir.display());
@@ -653,27 +659,6 @@ impl Worker {
             state.tip,
             self.config.fsync,
         )
-    }
-
-    /// Merges small packs when there are too many (see the module docs).
-    fn consolidate(&mut self) {
-        if self.packs <= self.config.max_packs {
-            return;
-        }
-        match repack::consolidate(&self.pack_dir, self.config.max_packs, self.config.fsync) {
-            Ok((merged, small)) => {
-                self.packs = small;
-                let Some(merged) = merged else { return };
-                self.stats.merged();
-                tracing::info!(
-                    packs = merged.packs,
-                    objects = merged.objects,
-                    ms = merged.millis,
-                    "packs merged"
-                );
-            }
-            Err(e) => tracing::error!(error = %e, "merging packs failed; the old packs are kept"),
-        }
     }
 }
 

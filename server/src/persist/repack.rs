@@ -5,8 +5,8 @@
 //! smallest are taken until at most half of `max_packs` remain, then more
 //! as long as the next is not larger than twice what was taken, up to
 //! [`MAX_MERGE_TOTAL`] bytes. Each object is then copied O(log n) times over
-//! its life, and a merge reads and writes a few MiB, which fits in a quiet
-//! moment of the thread (milliseconds).
+//! its life. Merges run on their own thread ([`Merger`]), so they never
+//! hold up a commit.
 //!
 //! Objects are copied as they are packed (no inflate, no delta search):
 //! a merge costs I/O and one SHA-1, nothing more. Packs of
@@ -18,11 +18,13 @@
 //! The merged pack is written and flushed like any other (see `pack`) and
 //! only then are the old packs removed, index first as git does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::pack::{list_packs, read_raw_objects, sync_dir, PackWriter};
-use super::PersistError;
+use super::{PersistError, PersistStats};
 
 /// Packs at least this large are never merged.
 pub const MAX_MERGE_BYTES: u64 = 8 << 20;
@@ -105,4 +107,81 @@ pub fn consolidate(
         millis: started.elapsed().as_millis() as u64,
     };
     Ok((Some(report), left))
+}
+
+/// A thread that merges packs in the background, so that a merge never
+/// holds up a commit (the commit thread never reads packs: it writes new
+/// ones, which a merge may pick up once their index exists).
+pub struct Merger {
+    tx: Option<crossbeam::channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    busy: Arc<AtomicBool>,
+    small: Arc<AtomicUsize>,
+    max_packs: usize,
+}
+
+impl Merger {
+    /// Starts the thread; `small` is the number of small packs now.
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start(
+        pack_dir: PathBuf,
+        max_packs: usize,
+        fsync: bool,
+        small: usize,
+        stats: Arc<PersistStats>,
+    ) -> std::io::Result<Merger> {
+        let (tx, rx) = crossbeam::channel::unbounded::<()>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(small));
+        let (b, c) = (Arc::clone(&busy), Arc::clone(&count));
+        let thread = std::thread::Builder::new().name("gitmind-repack".into()).spawn(move || {
+            for () in rx {
+                let before = c.load(Ordering::Acquire);
+                match consolidate(&pack_dir, max_packs, fsync) {
+                    Ok((Some(m), left)) => {
+                        c.fetch_sub(before.saturating_sub(left), Ordering::AcqRel);
+                        stats.merged();
+                        tracing::info!(packs = m.packs, objects = m.objects, ms = m.millis, "packs merged");
+                    }
+                    // Nothing to merge (the small packs are too few, or
+                    // none is small): look again after `max_packs / 2` more.
+                    Ok((None, left)) => c.store(left.min(max_packs / 2), Ordering::Release),
+                    Err(e) => {
+                        tracing::error!(error = %e, "merging packs failed; the old packs are kept");
+                        c.store(max_packs / 2, Ordering::Release);
+                    }
+                }
+                b.store(false, Ordering::Release);
+            }
+        })?;
+        Ok(Merger {
+            tx: Some(tx),
+            thread: Some(thread),
+            busy,
+            small: count,
+            max_packs,
+        })
+    }
+
+    /// Notes one more small pack and starts a merge when there are too many
+    /// and none is running.
+    pub fn pack_written(&self) {
+        let n = self.small.fetch_add(1, Ordering::AcqRel) + 1;
+        if n > self.max_packs && !self.busy.swap(true, Ordering::AcqRel) {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Drop for Merger {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

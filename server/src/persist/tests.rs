@@ -566,7 +566,14 @@ fn refusals_fail_in_order_and_cover_later_groups() {
     open_or_init(&cfg).unwrap();
     let (_tx_unused, rx_unused) = unbounded();
     let mut w = Worker {
-        packs: 0,
+        merger: repack::Merger::start(
+            cfg.repo_path().join("objects/pack"),
+            32,
+            false,
+            0,
+            Arc::default(),
+        )
+        .unwrap(),
         pack_dir: cfg.repo_path().join("objects/pack"),
         repo_path: cfg.repo_path(),
         config: cfg,
