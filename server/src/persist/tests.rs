@@ -807,3 +807,37 @@ fn graph_names_follow_the_protocol_and_git() {
         assert!(!is_valid_graph_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn several_graphs_commit_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, rx) = start(config(dir.path()));
+    let (mut a, mut b) = (Model::default(), Model::default());
+    for i in 0..5 {
+        p.submit(group("alpha", vec![a.create_node(&format!("a:{i}"))]));
+        p.submit(Group {
+            epoch: "ep-b".into(),
+            ..group(
+                "beta",
+                vec![
+                    b.create_node(&format!("b:{i}")),
+                    b.create_node(&format!("c:{i}")),
+                ],
+            )
+        });
+    }
+    let (mut upto_a, mut upto_b) = (0, 0);
+    while upto_a < a.seq || upto_b < b.seq {
+        match next(&rx) {
+            PersistEvent::Committed { graph, upto, .. } if graph == "alpha" => upto_a = upto,
+            PersistEvent::Committed { graph, upto, .. } if graph == "beta" => upto_b = upto,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    drop(p);
+    let (_p, restored, _) = start(config(dir.path()));
+    a.assert_restored(find(&restored, "alpha"));
+    b.assert_restored(find(&restored, "beta"));
+    assert_eq!(find(&restored, "beta").epoch, "ep-b");
+    assert_eq!(verify(dir.path()).unwrap().graphs.len(), 2);
+}
