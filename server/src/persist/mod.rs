@@ -206,6 +206,7 @@ impl Persister {
         // only hold memory for the life of the process.
         git2::opts::enable_caching(false);
         let repo = open_or_init(&config)?;
+        remove_stale_locks(&config.repo_path().join(commit::REF_PREFIX));
         let loaded = load::load_all(&repo, &config)?;
         // The thread writes packs and refs by hand: it needs no libgit2 handle.
         drop(repo);
@@ -377,6 +378,24 @@ fn open_or_init(config: &PersistConfig) -> Result<Repository, PersistError> {
         }
     }
     Ok(repo)
+}
+
+/// Removes `*.lock` files a crash left beside the graphs' refs: this
+/// process is their only writer, and a stale lock would fail every commit
+/// of its graph.
+fn remove_stale_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "lock") {
+            tracing::warn!(path = %path.display(), "removing a stale ref lock");
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::error!(path = %path.display(), error = %e, "cannot remove a stale ref lock");
+            }
+        }
+    }
 }
 
 /// Whether a graph name can be stored: PROTOCOL.md 1's pattern, and a valid

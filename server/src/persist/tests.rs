@@ -520,6 +520,12 @@ fn a_failed_commit_moves_no_ref_and_the_thread_goes_on() {
     let stats = p.stats().snapshot();
     assert_eq!((stats.failures, stats.commits, stats.changes), (1, 2, 3));
     drop(p);
+    // A crash during a ref update leaves its lock: start removes it.
+    std::fs::write(repo.join("refs/gitmind/graphs/g.lock"), b"").unwrap();
+    let (p, _, rx) = start(config(dir.path()));
+    p.submit(group("g", vec![m.create_node("n:6")]));
+    assert!(matches!(next(&rx), PersistEvent::Committed { upto: 4, .. }));
+    drop(p);
     let (_p, restored, _) = start(config(dir.path()));
     m.assert_restored(find(&restored, "g"));
     verify(dir.path()).unwrap();
