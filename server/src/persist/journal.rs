@@ -23,9 +23,8 @@
 
 use gitmind_schema::json;
 use gitmind_schema::message::Body;
-use gitmind_schema::{Envelope, Limits};
+use gitmind_schema::Envelope;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::layout::Kind;
 use super::object::ObjectId;
@@ -102,19 +101,20 @@ fn push_codec(out: &mut String, envelope: &Envelope) {
     out.push_str(std::str::from_utf8(&bytes).unwrap_or("null"));
 }
 
-/// A journal line as stored.
+/// A journal line as stored. `event` and `outcome` decode through the
+/// codec's own `Deserialize` (the same rules as a frame, without the frame
+/// size and depth checks: this is the server's own data, already checked
+/// when it arrived).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Line<'a> {
+struct Line {
     seq: u64,
     at_ms: u64,
     user_id: String,
     session_id: String,
     mutation_id: String,
-    #[serde(borrow)]
-    event: &'a RawValue,
-    #[serde(borrow)]
-    outcome: &'a RawValue,
+    event: Envelope,
+    outcome: Envelope,
     writes: Vec<LineWrite>,
 }
 
@@ -129,27 +129,14 @@ struct LineWrite {
     blob: Option<String>,
 }
 
-/// The limits journal events are decoded with: the protocol's, but without
-/// a size limit (a stored batch may be larger than one frame).
-fn journal_limits() -> Limits {
-    Limits {
-        max_frame_bytes: usize::MAX,
-        ..Limits::default()
-    }
-}
-
 /// Reads one journal line.
 ///
 /// # Errors
 /// A message naming the problem.
 pub fn decode_line(line: &str) -> Result<JournalEntry, String> {
-    let raw: Line<'_> =
+    let raw: Line =
         serde_json::from_str(line).map_err(|e| format!("journal line is not valid: {e}"))?;
-    let limits = journal_limits();
-    let event = json::decode_one(raw.event.get(), &limits)
-        .map_err(|e| format!("journal event of seq {}: {}", raw.seq, e.message))?;
-    let outcome = json::decode_one(raw.outcome.get(), &limits)
-        .map_err(|e| format!("journal outcome of seq {}: {}", raw.seq, e.message))?;
+    let (event, outcome) = (raw.event, raw.outcome);
     let mut writes = Vec::with_capacity(raw.writes.len());
     for w in raw.writes {
         let (kind, id) = match (w.node, w.edge) {

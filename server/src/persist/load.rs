@@ -84,17 +84,20 @@ pub fn load_graph(
     let epoch_ref = epoch.as_str();
     let (tree, journal) = std::thread::scope(|s| {
         let journal = s.spawn(move || {
+            let t = std::time::Instant::now();
             let second = Repository::open_bare(&path)?;
-            load_journal(&second, graph, tip, epoch_ref, config)
+            load_journal(&second, graph, tip, epoch_ref, config).map(|j| (j, t.elapsed()))
         });
+        let t = std::time::Instant::now();
         let tree = repo
             .odb()
             .map_err(PersistError::from)
-            .and_then(|odb| load_tree(&odb, graph, commit.tree_id()));
+            .and_then(|odb| load_tree(&odb, graph, commit.tree_id()))
+            .map(|tree| (tree, t.elapsed()));
         (tree, journal.join())
     });
-    let (tree, nodes, edges) = tree?;
-    let journal =
+    let ((tree, nodes, edges), tree_time) = tree?;
+    let (journal, journal_time) =
         journal.map_err(|_| PersistError::corrupt(graph, "reading the journal panicked"))??;
     tracing::info!(
         graph,
@@ -102,6 +105,8 @@ pub fn load_graph(
         nodes = nodes.len(),
         edges = edges.len(),
         journal = journal.len(),
+        tree_ms = tree_time.as_millis() as u64,
+        journal_ms = journal_time.as_millis() as u64,
         ms = started.elapsed().as_millis() as u64,
         "graph loaded"
     );

@@ -40,7 +40,7 @@
 //! small packs exist, a background thread merges the smallest into one
 //! (geometric: each object is copied O(log n) times) by copying their
 //! packed objects as they are: no inflate, no delta search, and never in
-//! the way of a commit (see `repack`). Packs of 8 MiB or more are left as
+//! the way of a commit (see `repack`). Packs of 32 MiB or more are left as
 //! they are; a person's `git gc`, run while the server is stopped, compacts
 //! history with deltas and compression.
 //!

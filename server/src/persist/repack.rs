@@ -27,9 +27,9 @@ use super::pack::{list_packs, read_raw_objects, sync_dir, PackWriter};
 use super::{PersistError, PersistStats};
 
 /// Packs at least this large are never merged.
-pub const MAX_MERGE_BYTES: u64 = 8 << 20;
+pub const MAX_MERGE_BYTES: u64 = 32 << 20;
 /// A merge takes at most this many bytes of packs.
-pub const MAX_MERGE_TOTAL: u64 = 64 << 20;
+pub const MAX_MERGE_TOTAL: u64 = 128 << 20;
 
 /// What one merge did.
 #[derive(Debug, Clone, Copy)]
