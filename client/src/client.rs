@@ -240,10 +240,16 @@ impl Client {
     ///
     /// # Errors
     /// The client is closed.
-    pub async fn mutate_with(&self, build: impl FnOnce(&Replica) -> Body + Send + 'static) -> Result<Outcome, ClientError> {
+    pub async fn mutate_with(
+        &self,
+        build: impl FnOnce(&Replica) -> Body + Send + 'static,
+    ) -> Result<Outcome, ClientError> {
         let (reply, outcome) = oneshot::channel();
         let build = Box::new(build);
-        self.commands.send(Command::MutateWith { build, reply }).await.map_err(|_| self.closed())?;
+        self.commands
+            .send(Command::MutateWith { build, reply })
+            .await
+            .map_err(|_| self.closed())?;
         outcome.await.map_err(|_| self.closed())
     }
 

@@ -712,7 +712,9 @@ impl Replica {
         let mut seen: Vec<&str> = Vec::new();
         for op in ops_of(&body) {
             let Op::NodeUpdate(u) = op.op() else { continue };
-            let Some(t) = u.text.as_ref().and_then(|t| t.content.as_ref()) else { continue };
+            let Some(t) = u.text.as_ref().and_then(|t| t.content.as_ref()) else {
+                continue;
+            };
             if seen.contains(&u.id.as_str()) {
                 continue;
             }
@@ -720,7 +722,11 @@ impl Replica {
             if let Some(node) = self.node(&u.id) {
                 let text = node.content.as_deref().unwrap_or("").chars().count() as u64;
                 if t.base_len() != text {
-                    return Err(ReplicaError::TextMismatch { id: u.id.clone(), op: t.base_len(), text });
+                    return Err(ReplicaError::TextMismatch {
+                        id: u.id.clone(),
+                        op: t.base_len(),
+                        text,
+                    });
                 }
             }
         }

@@ -160,7 +160,6 @@ impl Transport {
     /// # Errors
     /// [`TransportError::Lost`].
     pub async fn send(&mut self, envelopes: &[Envelope]) -> Result<(), TransportError> {
-
         let message = match (self.codec, envelopes) {
             (Codec::Bin, [one]) => Message::Binary(binary::encode(one)),
             (Codec::Bin, many) => Message::Binary(binary::encode_batch(many)),

@@ -41,7 +41,12 @@ fn insert(len: u64, at: u64, text: &str) -> TextOp {
 
 /// The length in chars of `doc:shared`'s text as the replica shows it.
 fn len(replica: &gitmind_client::replica::Replica) -> u64 {
-    replica.node("doc:shared").and_then(|n| n.content.as_deref()).unwrap_or("").chars().count() as u64
+    replica
+        .node("doc:shared")
+        .and_then(|n| n.content.as_deref())
+        .unwrap_or("")
+        .chars()
+        .count() as u64
 }
 
 fn content(client: &gitmind_client::Client, id: &str) -> String {
@@ -84,13 +89,25 @@ async fn two_clients_editing_one_text_concurrently_end_identical_with_both_edits
                     common::WAIT,
                     bob.mutate_with(move |r| {
                         let l = len(r);
-                        edit("doc:shared", insert(l, if round % 2 == 0 { 0 } else { l }, &b_mark))
+                        edit(
+                            "doc:shared",
+                            insert(l, if round % 2 == 0 { 0 } else { l }, &b_mark),
+                        )
                     }),
                 ),
             );
-            let (a, b) = (a.expect("alice's outcome in time").unwrap(), b.expect("bob's outcome in time").unwrap());
-            assert!(matches!(a, Outcome::Confirmed(_)), "text merges are confirmed, not conflicts: {a:?}");
-            assert!(matches!(b, Outcome::Confirmed(_)), "text merges are confirmed, not conflicts: {b:?}");
+            let (a, b) = (
+                a.expect("alice's outcome in time").unwrap(),
+                b.expect("bob's outcome in time").unwrap(),
+            );
+            assert!(
+                matches!(a, Outcome::Confirmed(_)),
+                "text merges are confirmed, not conflicts: {a:?}"
+            );
+            assert!(
+                matches!(b, Outcome::Confirmed(_)),
+                "text merges are confirmed, not conflicts: {b:?}"
+            );
         }
         until(&alice, "both settled", |r| r.pending_count() == 0).await;
         until(&bob, "both settled", |r| r.pending_count() == 0).await;

@@ -72,6 +72,9 @@ pub struct Restored {
     /// Every edge, as committed.
     pub edges: Vec<Edge>,
     /// The journal of the most recent changes (the replay window), oldest
-    /// first, with `commit` filled in on their events and outcomes.
+    /// first, with `commit` filled in on their events and outcomes. Their
+    /// `writes` are empty: they are in git already, and the current state
+    /// of every entity is in `nodes` and `edges` (git keeps which entities
+    /// each change wrote, for `verify`).
     pub journal: Vec<ChangeRecord>,
 }

@@ -16,6 +16,8 @@
 //! - [`change`]: the record of one ordered change (owner to persistence).
 //! - [`owner`]: the graph owner, where each graph's changes are validated,
 //!   ordered, merged and applied (pure logic, no I/O).
+//! - [`persist`]: the git persistence thread: group commits into one bare
+//!   repository, and every graph loaded back on start.
 //! - [`metrics`]: `/metrics`.
 //! - [`server`]: start and shutdown.
 

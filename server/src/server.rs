@@ -89,11 +89,10 @@ impl Server {
         let (persist_tx, persist_rx) = crossbeam::channel::unbounded();
         let (persister, restored) = Persister::start(
             PersistConfig {
-                data_dir: config.data_dir.clone(),
                 fsync: config.fsync,
                 replay_changes: config.replay_changes,
                 replay_ms: config.replay_ms,
-                max_group_changes: 10_000,
+                ..PersistConfig::new(config.data_dir.clone())
             },
             persist_tx,
         )?;
