@@ -49,6 +49,16 @@ fn len(replica: &gitmind_client::replica::Replica) -> u64 {
         .count() as u64
 }
 
+/// The length in chars of `doc:log`'s text as the replica shows it.
+fn log_len(replica: &gitmind_client::replica::Replica) -> u64 {
+    replica
+        .node("doc:log")
+        .and_then(|n| n.content.as_deref())
+        .unwrap_or("")
+        .chars()
+        .count() as u64
+}
+
 fn content(client: &gitmind_client::Client, id: &str) -> String {
     client
         .replica()
@@ -145,15 +155,14 @@ async fn a_cut_connection_resumes_with_every_event_once_and_the_pending_change_a
     for round in 0..5 {
         // Alice's change goes out, and the network fails under it: it may
         // or may not have reached the server.
-        let len = content(&alice, "doc:log").chars().count() as u64;
         let pending = {
             let alice = alice.clone();
             tokio::spawn(async move {
                 alice
-                    .mutate(edit(
-                        "doc:log",
-                        insert(len, len, &format!("[alice{round}]")),
-                    ))
+                    .mutate_with(move |r| {
+                        let len = log_len(r);
+                        edit("doc:log", insert(len, len, &format!("[alice{round}]")))
+                    })
                     .await
             })
         };
@@ -161,22 +170,28 @@ async fn a_cut_connection_resumes_with_every_event_once_and_the_pending_change_a
         proxy.cut();
         // Others go on meanwhile.
         for i in 0..3 {
-            let len = content(&bob, "doc:log").chars().count() as u64;
-            let _ = bob
-                .mutate(edit(
-                    "doc:log",
-                    insert(len, 0, &format!("(bob{round}.{i})")),
-                ))
+            let outcome = bob
+                .mutate_with(move |r| {
+                    edit(
+                        "doc:log",
+                        insert(log_len(r), 0, &format!("(bob{round}.{i})")),
+                    )
+                })
                 .await
                 .unwrap();
+            assert!(
+                matches!(outcome, Outcome::Confirmed(_)),
+                "bob round {round}.{i}: {outcome:?}"
+            );
         }
         let outcome = tokio::time::timeout(common::WAIT, pending)
             .await
             .expect("the pending change settles")
+            .unwrap()
             .unwrap();
         assert!(
-            matches!(outcome.unwrap(), Outcome::Confirmed(_)),
-            "round {round}"
+            matches!(outcome, Outcome::Confirmed(_)),
+            "alice round {round}: {outcome:?}"
         );
     }
     until_state(&alice, "alice connected", |s| {
