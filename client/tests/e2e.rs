@@ -275,3 +275,77 @@ async fn five_hundred_clients_reconnecting_after_a_restart_spread_their_retries(
         &times[..20]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_rides_out_a_server_restart_and_its_pending_change_applies_once() {
+    let mut server = TestServer::start();
+    let (alice, _a) = connect(&server.url(), "restart", "alice", Codec::Bin).await;
+    let (bob, _b) = connect(&server.url(), "restart", "bob", Codec::Json).await;
+    for i in 0..5 {
+        let outcome = alice
+            .mutate(create(&format!("doc:before{i}"), "x"))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Confirmed(_)));
+    }
+    until(&bob, "bob has the first changes", |r| r.server_seq() == 5).await;
+    let epoch = bob.replica().epoch().map(str::to_owned);
+
+    // The server goes away; alice changes something while it is down.
+    let server_down = {
+        let server = server.server.take().unwrap();
+        tokio::task::spawn_blocking(move || server.shutdown())
+    };
+    server_down.await.unwrap();
+    let pending = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .mutate(create("doc:offline", "made while the server was down"))
+                .await
+        })
+    };
+    until_state(&alice, "alice notices", |s| {
+        matches!(s, State::Reconnecting { .. })
+    })
+    .await;
+    server.server = None;
+    server.restart_stopped().await;
+
+    let outcome = tokio::time::timeout(common::WAIT, pending)
+        .await
+        .expect("settles after the restart")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Confirmed(_)), "{outcome:?}");
+    until(&bob, "bob resumed and has alice's offline change", |r| {
+        r.node("doc:offline").is_some()
+    })
+    .await;
+    assert_eq!(
+        bob.replica().epoch().map(str::to_owned),
+        epoch,
+        "the history survived the restart: same epoch"
+    );
+    assert_eq!(
+        bob.replica().server_seq(),
+        6,
+        "every change once: 5 before, 1 after"
+    );
+    for client in [&alice, &bob] {
+        let replica = client.replica();
+        let mut ids: Vec<&str> = replica.nodes().map(|n| n.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            [
+                "doc:before0",
+                "doc:before1",
+                "doc:before2",
+                "doc:before3",
+                "doc:before4",
+                "doc:offline"
+            ]
+        );
+    }
+}

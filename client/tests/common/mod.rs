@@ -48,6 +48,11 @@ impl TestServer {
         tokio::task::spawn_blocking(move || server.shutdown())
             .await
             .unwrap();
+        self.restart_stopped().await;
+    }
+
+    /// Starts the stopped server again on the same port and data.
+    pub async fn restart_stopped(&mut self) {
         let (dir, port) = (self.dir.path().to_owned(), self.addr.port());
         // The port may take a moment to be free again.
         for _ in 0..50 {
