@@ -44,6 +44,21 @@
 //! they are; a person's `git gc`, run while the server is stopped, compacts
 //! history with deltas and compression.
 //!
+//! # Epochs
+//!
+//! The server chooses a new graph's epoch; it is stored with the graph's
+//! first commit (trailer `Gitmind-Epoch`), so there is no separate call. A
+//! graph with no commit does not exist on disk. A group whose epoch differs
+//! from the last commit's starts a new history: the replay window stops at
+//! the change of epoch.
+//!
+//! # Process-wide libgit2 settings
+//!
+//! [`Persister::start`] turns off libgit2's object cache, its re-hashing of
+//! every object read and its object lookup before a ref moves (only
+//! persistence uses libgit2; see the comments there); [`verify`] turns the
+//! re-hashing back on.
+//!
 //! # Cost
 //!
 //! Objects under 64 KiB are stored uncompressed (zlib cost more than half
