@@ -418,6 +418,9 @@ mod tests {
         assert!(!valid_graph_name("a/b"));
         assert!(!valid_graph_name(&"a".repeat(65)));
         assert!(valid_graph_name(&"a".repeat(64)));
+        assert!(!valid_graph_name("a..b"), "git refuses it as a ref");
+        assert!(!valid_graph_name("a.lock"));
+        assert!(!valid_graph_name("a."));
     }
 
     #[test]

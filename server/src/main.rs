@@ -49,6 +49,11 @@ struct Args {
     /// Heartbeat interval in milliseconds.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
+    /// Check the repository in the data directory (every graph loads; each
+    /// commit's journal agrees with its tree), print a report and exit:
+    /// 0 when it is sound, 1 when not. Do not run it on a live server's data.
+    #[arg(long)]
+    verify: bool,
     /// Print the address served on this line of stdout once listening
     /// (for scripts that start the server on port 0).
     #[arg(long)]
@@ -88,6 +93,9 @@ fn main() -> anyhow::Result<()> {
     config.insecure_open |= args.insecure_open;
     config.fsync &= !args.no_fsync;
 
+    if args.verify {
+        return verify(&config.data_dir);
+    }
     let server = Server::start(config)?;
     if args.print_addr {
         println!("{}", server.local_addr());
@@ -107,4 +115,28 @@ fn main() -> anyhow::Result<()> {
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--verify`: checks the repository and reports.
+fn verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    match gitmind_server::persist::verify(data_dir) {
+        Ok(report) => {
+            for g in &report.graphs {
+                println!(
+                    "{}: ok, epoch {}, seq {}, {} nodes, {} edges, {} commits and {} changes checked",
+                    g.graph, g.epoch, g.seq, g.nodes, g.edges, g.commits, g.changes
+                );
+            }
+            println!(
+                "{} graphs verified in {}",
+                report.graphs.len(),
+                data_dir.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("gitmind-server: {} is not sound: {e}", data_dir.display());
+            std::process::exit(1);
+        }
+    }
 }

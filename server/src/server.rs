@@ -74,6 +74,7 @@ struct Shared {
     draining: Arc<AtomicBool>,
     auth: Arc<dyn Authenticator>,
     sessions: Arc<AtomicU64>,
+    persist_stats: Arc<crate::persist::PersistStats>,
 }
 
 impl Server {
@@ -96,6 +97,7 @@ impl Server {
             },
             persist_tx,
         )?;
+        let persist_stats = persister.stats();
         let listeners = bind(
             &config,
             if config.accept == AcceptMode::Reuseport {
@@ -135,6 +137,7 @@ impl Server {
             draining: Arc::new(AtomicBool::new(false)),
             auth: Arc::new(LocalAuth::default()),
             sessions: Arc::new(AtomicU64::new(0)),
+            persist_stats,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut threads = Vec::new();
@@ -400,7 +403,9 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
             return response.send(&mut stream).await;
         }
         ("/metrics", _) => {
-            let mut response = Response::text(200, shared.metrics.render());
+            let mut text = shared.metrics.render();
+            text.push_str(&shared.persist_stats.snapshot().to_prometheus());
+            let mut response = Response::text(200, text);
             response.content_type = "text/plain; version=0.0.4";
             return response.send(&mut stream).await;
         }

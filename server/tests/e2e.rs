@@ -479,6 +479,7 @@ async fn http_endpoints_health_metrics_and_snapshot() {
         "gitmind_errors_total{code=\"bad_frame\"}",
         "gitmind_fanout_latency_seconds_count",
         "gitmind_changes_committed_total 1",
+        "gitmind_persist_commits_total 1",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
