@@ -423,7 +423,10 @@ pub fn is_valid_graph_name(name: &str) -> bool {
         && b.iter().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
         });
-    pattern && git2::Reference::is_valid_name(&format!("{}{name}", commit::REF_PREFIX))
+    // git's ref rules that the pattern lets through (git check-ref-format):
+    // no "..", no trailing "." and no ".lock" suffix.
+    let git = !name.contains("..") && !name.ends_with('.') && !name.ends_with(".lock");
+    pattern && git && git2::Reference::is_valid_name(&format!("{}{name}", commit::REF_PREFIX))
 }
 
 /// Whether an epoch can go in a trailer: printable, one line, no spaces at
