@@ -235,15 +235,11 @@ pub fn graph_of(path: &str) -> Option<Result<&str, Response>> {
     }
 }
 
-/// `^[a-z0-9][a-z0-9._-]{0,63}$`
+/// `^[a-z0-9][a-z0-9._-]{0,63}$`, and a name git can store as a ref (no
+/// `..`, no trailing `.` or `.lock`): the pattern alone would let a graph be
+/// created that could never be committed.
 pub fn valid_graph_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        })
+    crate::persist::is_valid_graph_name(name)
 }
 
 /// `^[A-Za-z0-9_.-]{1,64}$`
