@@ -729,7 +729,7 @@ async fn fanout(
     let dir = report::reports_dir();
     if let (Some(d), Some(c)) = (&step.delivery, &step.confirm) {
         report::latency_svg(
-            &dir.join("load-fanout.svg"),
+            &dir.join(format!("{}.svg", args.report.as_deref().unwrap_or("load-fanout"))),
             "fan-out latency",
             &[("write -> delivery", d), ("write -> confirmation", c)],
         )?;
@@ -772,7 +772,7 @@ async fn fanout(
          | deliveries per second | {:.0} |\n\
          | server CPU | {:.1}% of one core |\n\
          | sends more than 1 ms late (generator) | {late} |\n\n\
-         ![latency](load-fanout.svg)\n",
+         ![latency]({}.svg)\n",
         step.rate_total,
         args.duration,
         latency.ms(),
@@ -786,6 +786,7 @@ async fn fanout(
         step.duplicates,
         step.deliveries_per_sec,
         cpu_percent,
+        args.report.as_deref().unwrap_or("load-fanout"),
     );
     Ok(("fanout", result, md))
 }
