@@ -14,9 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gitmind_schema::message::{
+    BatchOp, BatchUpdate, CursorMove, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete,
+    NodeUpdate, SelectionChange, UserPresence,
+};
+use gitmind_schema::message::{
     GraphSync, RollbackReason, SyncMode, SystemError, SystemHeartbeat, UpdateConfirmed,
     UpdateConflictResolved, UpdateRollback,
 };
+use gitmind_schema::model::{Edge, EdgeSet, Node, NodeSet, TextEdits};
+use gitmind_schema::ot::TextOp;
 use gitmind_schema::{Body, Envelope, MessageType};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -251,6 +257,151 @@ impl Client {
             .await
             .map_err(|_| self.closed())?;
         outcome.await.map_err(|_| self.closed())
+    }
+
+    /// Creates a node.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn create_node(&self, node: Node) -> Result<Outcome, ClientError> {
+        self.mutate(Body::NodeCreate(NodeCreate {
+            base_seq: None,
+            node,
+            commit: None,
+        }))
+        .await
+    }
+
+    /// Sets fields of a node (`props` keys mapped to `None` are removed).
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn update_node(&self, id: &str, set: NodeSet) -> Result<Outcome, ClientError> {
+        let update = NodeUpdate {
+            id: id.to_owned(),
+            set: Some(set),
+            ..NodeUpdate::default()
+        };
+        self.mutate(Body::NodeUpdate(update)).await
+    }
+
+    /// Edits a node's text: `edit` gets the text as this client sees it at
+    /// that moment and returns the operation to apply to it.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn edit_text(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&str) -> TextOp + Send + 'static,
+    ) -> Result<Outcome, ClientError> {
+        let id = id.to_owned();
+        self.mutate_with(move |replica| {
+            let text = replica
+                .node(&id)
+                .and_then(|n| n.content.as_deref())
+                .unwrap_or("");
+            let op = edit(text);
+            Body::NodeUpdate(NodeUpdate {
+                id,
+                text: Some(TextEdits { content: Some(op) }),
+                ..NodeUpdate::default()
+            })
+        })
+        .await
+    }
+
+    /// Deletes a node and every edge that touches it.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn delete_node(&self, id: &str) -> Result<Outcome, ClientError> {
+        self.mutate(Body::NodeDelete(NodeDelete {
+            id: id.to_owned(),
+            ..NodeDelete::default()
+        }))
+        .await
+    }
+
+    /// Creates an edge.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn create_edge(&self, edge: Edge) -> Result<Outcome, ClientError> {
+        self.mutate(Body::EdgeCreate(EdgeCreate {
+            base_seq: None,
+            edge,
+            commit: None,
+        }))
+        .await
+    }
+
+    /// Sets fields of the edge with this id.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn update_edge(&self, id: &str, set: EdgeSet) -> Result<Outcome, ClientError> {
+        let update = EdgeUpdate {
+            id: Some(id.to_owned()),
+            set: Some(set),
+            ..EdgeUpdate::default()
+        };
+        self.mutate(Body::EdgeUpdate(update)).await
+    }
+
+    /// Deletes the edge with this id.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn delete_edge(&self, id: &str) -> Result<Outcome, ClientError> {
+        self.mutate(Body::EdgeDelete(EdgeDelete {
+            id: Some(id.to_owned()),
+            ..EdgeDelete::default()
+        }))
+        .await
+    }
+
+    /// Applies up to 1,000 mutations atomically, as one change.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Outcome, ClientError> {
+        self.mutate(Body::BatchUpdate(BatchUpdate {
+            base_seq: None,
+            ops,
+            commit: None,
+        }))
+        .await
+    }
+
+    /// Shares this client's presence.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn presence(&self, presence: UserPresence) -> Result<(), ClientError> {
+        self.send(Body::UserPresence(presence)).await
+    }
+
+    /// Shares this client's cursor (the server relays at most 30 a second).
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn cursor(&self, x: f64, y: f64, node_id: Option<String>) -> Result<(), ClientError> {
+        self.send(Body::CursorMove(CursorMove { x, y, node_id }))
+            .await
+    }
+
+    /// Shares this client's selection.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn selection(
+        &self,
+        nodes: Vec<String>,
+        edges: Vec<String>,
+    ) -> Result<(), ClientError> {
+        self.send(Body::SelectionChange(SelectionChange { nodes, edges }))
+            .await
     }
 
     /// Sends presence, a cursor move or a selection (ephemeral; not

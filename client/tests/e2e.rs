@@ -349,3 +349,119 @@ async fn a_client_rides_out_a_server_restart_and_its_pending_change_applies_once
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_api_covers_every_change_and_presence() {
+    use gitmind_client::Event;
+    use gitmind_schema::message::{BatchOp, PresenceStatus, UserPresence};
+    use gitmind_schema::model::{Edge, EdgeSet, NodeSet};
+
+    let server = TestServer::start();
+    let (alice, _a) = connect(&server.url(), "typed", "alice", Codec::Bin).await;
+    let (bob, mut bob_events) = connect(&server.url(), "typed", "bob", Codec::Json).await;
+    let confirmed = |o: Outcome| assert!(matches!(o, Outcome::Confirmed(_)), "{o:?}");
+    let node = |id: &str| Node {
+        id: id.into(),
+        label: Some(id.into()),
+        ..Node::default()
+    };
+    confirmed(alice.create_node(node("doc:a")).await.unwrap());
+    confirmed(alice.create_node(node("doc:b")).await.unwrap());
+    confirmed(
+        alice
+            .update_node(
+                "doc:a",
+                NodeSet {
+                    label: Some("A".into()),
+                    ..NodeSet::default()
+                },
+            )
+            .await
+            .unwrap(),
+    );
+    confirmed(
+        alice
+            .edit_text("doc:a", |text| {
+                insert(text.chars().count() as u64, 0, "hi ")
+            })
+            .await
+            .unwrap(),
+    );
+    let edge = Edge {
+        source: "doc:a".into(),
+        edge_type: "references".into(),
+        target: "doc:b".into(),
+        ..Edge::default()
+    };
+    confirmed(alice.create_edge(edge).await.unwrap());
+    let edge_id = Edge::make_id("doc:a", "references", "doc:b");
+    confirmed(
+        alice
+            .update_edge(
+                &edge_id,
+                EdgeSet {
+                    confidence: Some(0.5),
+                    ..EdgeSet::default()
+                },
+            )
+            .await
+            .unwrap(),
+    );
+    let ops = vec![
+        BatchOp::NodeCreate(NodeCreate {
+            base_seq: None,
+            node: node("doc:c"),
+            commit: None,
+        }),
+        BatchOp::NodeCreate(NodeCreate {
+            base_seq: None,
+            node: node("doc:d"),
+            commit: None,
+        }),
+    ];
+    confirmed(alice.batch(ops).await.unwrap());
+    confirmed(alice.delete_edge(&edge_id).await.unwrap());
+    confirmed(alice.delete_node("doc:b").await.unwrap());
+    until(&bob, "bob has every change", |r| r.server_seq() == 9).await;
+    {
+        let replica = bob.replica();
+        let a = replica.node("doc:a").unwrap();
+        assert_eq!(
+            (a.label.as_deref(), a.content.as_deref()),
+            (Some("A"), Some("hi "))
+        );
+        assert!(
+            replica.node("doc:b").is_none()
+                && replica.node("doc:c").is_some()
+                && replica.node("doc:d").is_some()
+        );
+        assert_eq!(replica.edges().count(), 0);
+    }
+    let presence = UserPresence {
+        status: PresenceStatus::Active,
+        focus: Some("doc:a".into()),
+        display_name: Some("Alice".into()),
+        color: None,
+        chaos_affinity: None,
+    };
+    alice.presence(presence).await.unwrap();
+    alice.cursor(1.0, 2.0, Some("doc:a".into())).await.unwrap();
+    alice.selection(vec!["doc:a".into()], vec![]).await.unwrap();
+    let mut seen = (false, false, false);
+    tokio::time::timeout(common::WAIT, async {
+        while seen != (true, true, true) {
+            if let Some(Event::Presence(e)) = bob_events.next().await {
+                match e.body {
+                    Body::UserPresence(p) if p.display_name.as_deref() == Some("Alice") => {
+                        seen.0 = true
+                    }
+                    Body::CursorMove(_) => seen.1 = true,
+                    Body::SelectionChange(_) => seen.2 = true,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("bob sees alice's presence, cursor and selection");
+}

@@ -729,7 +729,10 @@ async fn fanout(
     let dir = report::reports_dir();
     if let (Some(d), Some(c)) = (&step.delivery, &step.confirm) {
         report::latency_svg(
-            &dir.join(format!("{}.svg", args.report.as_deref().unwrap_or("load-fanout"))),
+            &dir.join(format!(
+                "{}.svg",
+                args.report.as_deref().unwrap_or("load-fanout")
+            )),
             "fan-out latency",
             &[("write -> delivery", d), ("write -> confirmation", c)],
         )?;
