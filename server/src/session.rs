@@ -75,6 +75,10 @@ enum Out {
         version: u64,
         bytes: Bytes,
     },
+    /// A `graph.sync` still to send, encoded a chunk at a time as the
+    /// writer reaches it: a snapshot of any size streams out without being
+    /// held encoded, and what is queued after it waits behind it.
+    Sync(Box<SyncCursor>),
 }
 
 /// A session's outgoing queue, shared between its task and its shard's
@@ -138,6 +142,11 @@ impl Outbox {
         self.bytes.get()
     }
 
+    /// Whether anything waits (a sync still streaming counts).
+    pub fn has_more(&self) -> bool {
+        !self.queue.borrow().is_empty()
+    }
+
     /// Queues a shared, pre-encoded graph event.
     pub fn push_shared(&self, bytes: Bytes, seq: u64) {
         self.seq.set(self.seq.get().max(seq));
@@ -185,8 +194,12 @@ impl Outbox {
         presence: Option<Vec<PresenceState>>,
         heartbeat_ms: u64,
     ) {
-        for message in sync_messages(sync, presence, heartbeat_ms) {
-            self.push_envelope(message);
+        let cursor = SyncCursor::new(sync, presence, heartbeat_ms);
+        self.seq.set(self.seq.get().max(cursor.seq));
+        if !self.slow.get() {
+            self.queue
+                .borrow_mut()
+                .push_back(Out::Sync(Box::new(cursor)));
         }
         self.wake();
     }
@@ -197,6 +210,7 @@ impl Outbox {
         }
         let len = match &out {
             Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+            Out::Sync(_) => 0,
         };
         let bytes = self.bytes.get() + len;
         if bytes > self.max_bytes {
@@ -224,9 +238,29 @@ impl Outbox {
         let mut queue = self.queue.borrow_mut();
         let mut latest = self.latest.borrow_mut();
         let mut taken = 0;
-        while let Some(out) = queue.front() {
+        while let Some(out) = queue.front_mut() {
             let len = match out {
                 Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+                Out::Sync(cursor) => {
+                    // Next chunk of a sync: made now, the cursor stays in
+                    // front until its last chunk is out.
+                    if taken > 0 && taken + 2 * SYNC_CHUNK_BYTES > max_frame {
+                        break;
+                    }
+                    match cursor.next_envelope() {
+                        Some(mut envelope) => {
+                            envelope.user_id = Some(self.user_id.clone());
+                            envelope.session_id = Some(self.session_id.clone());
+                            let bytes = self.codec.encode(&envelope);
+                            taken += bytes.len();
+                            into.push(bytes);
+                        }
+                        None => {
+                            queue.pop_front();
+                        }
+                    }
+                    continue;
+                }
             };
             if taken > 0 && taken + len > max_frame {
                 break;
@@ -237,6 +271,7 @@ impl Outbox {
                 .queued_bytes
                 .fetch_sub(len as i64, Relaxed);
             match out {
+                Out::Sync(_) => {}
                 Out::Frame(bytes) => into.push(bytes),
                 Out::Ephemeral {
                     key,
@@ -262,88 +297,120 @@ impl Outbox {
     }
 }
 
-/// Builds the `graph.sync` messages for a sync: one, or several chunks each
-/// well inside the frame limit.
-fn sync_messages(
-    sync: SyncData,
-    presence: Option<Vec<PresenceState>>,
+/// A `graph.sync` being sent: the snapshot or delta (shared, not copied),
+/// where it was cut into chunks, and which chunk is next.
+struct SyncCursor {
+    mode: SyncMode,
+    epoch: String,
+    seq: u64,
     heartbeat_ms: u64,
-) -> Vec<Envelope> {
-    let (mode, epoch, seq) = match &sync {
-        SyncData::Snapshot { epoch, seq, .. } => (SyncMode::Snapshot, epoch.clone(), *seq),
-        SyncData::Delta { epoch, seq, .. } => (SyncMode::Delta, epoch.clone(), *seq),
-    };
-    let mut bodies: Vec<GraphSync> = Vec::new();
-    let mut current = GraphSync::default();
-    let mut size = 0usize;
-    let cut =
-        |current: &mut GraphSync, size: &mut usize, add: usize, bodies: &mut Vec<GraphSync>| {
-            if *size > 0 && *size + add > SYNC_CHUNK_BYTES {
-                bodies.push(std::mem::take(current));
-                *size = 0;
+    presence: Option<Vec<PresenceState>>,
+    nodes: Vec<Arc<Node>>,
+    edges: Vec<Arc<Edge>>,
+    events: Vec<Envelope>,
+    /// Where each chunk ends in nodes, then edges, then events (one running
+    /// index over the three).
+    ends: Vec<usize>,
+    next: usize,
+}
+
+impl SyncCursor {
+    /// Cuts a sync into chunks of about [`SYNC_CHUNK_BYTES`], well inside
+    /// the frame limit; nothing is encoded yet.
+    fn new(sync: SyncData, presence: Option<Vec<PresenceState>>, heartbeat_ms: u64) -> Self {
+        let (mode, epoch, seq, nodes, edges, events) = match sync {
+            SyncData::Snapshot {
+                epoch,
+                seq,
+                nodes,
+                edges,
+            } => (
+                SyncMode::Snapshot,
+                epoch,
+                seq,
+                nodes.into_iter().collect(),
+                edges.into_iter().collect(),
+                Vec::new(),
+            ),
+            SyncData::Delta { epoch, seq, events } => {
+                (SyncMode::Delta, epoch, seq, Vec::new(), Vec::new(), events)
             }
-            *size += add;
         };
-    match sync {
-        SyncData::Snapshot { nodes, edges, .. } => {
-            for node in nodes {
-                cut(&mut current, &mut size, node_size(&node), &mut bodies);
-                current
-                    .nodes
-                    .get_or_insert_with(Vec::new)
-                    .push(Node::clone(&node));
+        let sizes = nodes
+            .iter()
+            .map(|n: &Arc<Node>| node_size(n))
+            .chain(edges.iter().map(|e: &Arc<Edge>| edge_size(e)))
+            .chain(events.iter().map(|e| json::encode(e).len()));
+        let mut ends = Vec::new();
+        let (mut size, mut count) = (0usize, 0usize);
+        for (i, add) in sizes.enumerate() {
+            if size > 0 && size + add > SYNC_CHUNK_BYTES {
+                ends.push(i);
+                size = 0;
             }
-            for edge in edges {
-                cut(&mut current, &mut size, edge_size(&edge), &mut bodies);
-                current
-                    .edges
-                    .get_or_insert_with(Vec::new)
-                    .push(Edge::clone(&edge));
-            }
+            size += add;
+            count = i + 1;
         }
-        SyncData::Delta { events, .. } => {
-            for event in events {
-                cut(
-                    &mut current,
-                    &mut size,
-                    json::encode(&event).len(),
-                    &mut bodies,
-                );
-                current.events.get_or_insert_with(Vec::new).push(event);
-            }
+        ends.push(count);
+        SyncCursor {
+            mode,
+            epoch,
+            seq,
+            heartbeat_ms,
+            presence,
+            nodes,
+            edges,
+            events,
+            ends,
+            next: 0,
         }
     }
-    bodies.push(current);
-    let count = u32::try_from(bodies.len()).unwrap_or(u32::MAX);
-    let mut presence = presence;
-    bodies
-        .into_iter()
-        .enumerate()
-        .map(|(index, mut body)| {
-            body.mode = Some(mode);
-            body.epoch = Some(epoch.clone());
-            body.seq = Some(seq);
-            body.heartbeat_ms = Some(heartbeat_ms);
-            if mode == SyncMode::Snapshot {
-                body.nodes.get_or_insert_with(Vec::new);
-                body.edges.get_or_insert_with(Vec::new);
-            } else {
-                body.events.get_or_insert_with(Vec::new);
-            }
-            if index == 0 {
-                body.presence = Some(presence.take().unwrap_or_default());
-            }
-            if count > 1 {
-                body.chunk = Some(Chunk {
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    count,
-                });
-            }
-            let mut envelope = Envelope::new(format!("sync-{seq}-{index}"), Body::GraphSync(body));
-            envelope.seq = Some(seq);
-            envelope
-        })
-        .collect()
+
+    /// The next chunk's message, or `None` when all are out.
+    fn next_envelope(&mut self) -> Option<Envelope> {
+        let index = self.next;
+        let end = *self.ends.get(index)?;
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        self.next += 1;
+        let (n, e) = (self.nodes.len(), self.edges.len());
+        let mut body = GraphSync {
+            mode: Some(self.mode),
+            epoch: Some(self.epoch.clone()),
+            seq: Some(self.seq),
+            heartbeat_ms: Some(self.heartbeat_ms),
+            ..GraphSync::default()
+        };
+        if self.mode == SyncMode::Snapshot {
+            body.nodes = Some(
+                self.nodes[start.min(n)..end.min(n)]
+                    .iter()
+                    .map(|x| Node::clone(x))
+                    .collect(),
+            );
+            body.edges = Some(
+                self.edges[start.clamp(n, n + e) - n..end.clamp(n, n + e) - n]
+                    .iter()
+                    .map(|x| Edge::clone(x))
+                    .collect(),
+            );
+        } else {
+            body.events = Some(self.events[start..end].to_vec());
+        }
+        if index == 0 {
+            body.presence = Some(self.presence.take().unwrap_or_default());
+        }
+        let count = self.ends.len();
+        if count > 1 {
+            body.chunk = Some(Chunk {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+            });
+        }
+        let mut envelope =
+            Envelope::new(format!("sync-{}-{index}", self.seq), Body::GraphSync(body));
+        envelope.seq = Some(self.seq);
+        Some(envelope)
+    }
 }
 
 /// A generous estimate of a node's encoded size (escaping can double text).
@@ -637,7 +704,7 @@ impl State<'_> {
                 .map_err(|_| End::Gone)?;
         }
         self.last_sent = Instant::now();
-        if self.outbox.queued_bytes() > 0 {
+        if self.outbox.has_more() {
             self.outbox.wake();
         }
         Ok(())
@@ -926,6 +993,68 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_larger_than_the_queue_limit_streams_without_turning_slow() {
+        let out = outbox(64 * 1024);
+        let nodes: Vec<Arc<Node>> = (0..3000)
+            .map(|i| {
+                Arc::new(Node {
+                    id: format!("n:{i}"),
+                    content: Some("x".repeat(500)),
+                    ..Node::default()
+                })
+            })
+            .collect();
+        out.push_shared(Bytes::from_static(b"{}"), 1);
+        out.push_sync(
+            SyncData::Snapshot {
+                epoch: "e".into(),
+                seq: 9,
+                nodes: nodes.into(),
+                edges: Vec::new().into(),
+            },
+            None,
+            25_000,
+        );
+        out.push_shared(Bytes::from_static(b"{\"after\":1}"), 10);
+        assert!(
+            !out.slow.get(),
+            "a sync is not counted against the queue limit"
+        );
+        let (mut frames, mut total) = (Vec::new(), 0);
+        while out.has_more() {
+            let mut batch = Vec::new();
+            out.take_batch(1 << 20, &mut batch);
+            assert!(
+                batch.iter().map(Bytes::len).sum::<usize>() <= 1 << 20,
+                "each write within the frame limit"
+            );
+            frames.extend(batch);
+        }
+        assert_eq!(
+            &frames[0][..],
+            b"{}",
+            "what was queued before the sync goes first"
+        );
+        assert_eq!(
+            &frames[frames.len() - 1][..],
+            b"{\"after\":1}",
+            "what was queued after it waits for its last chunk"
+        );
+        for frame in &frames[1..frames.len() - 1] {
+            let envelope = json::decode_one(
+                std::str::from_utf8(frame).unwrap(),
+                &gitmind_schema::Limits::default(),
+            )
+            .unwrap();
+            let Body::GraphSync(s) = envelope.body else {
+                panic!()
+            };
+            total += s.nodes.unwrap().len();
+        }
+        assert_eq!(total, 3000);
+    }
+
+    #[test]
     fn large_snapshot_is_cut_into_chunks_within_the_frame_limit() {
         let nodes: Vec<Arc<Node>> = (0..2000)
             .map(|i| {
@@ -942,7 +1071,8 @@ mod tests {
             nodes: nodes.into(),
             edges: Vec::new().into(),
         };
-        let messages = sync_messages(sync, Some(vec![]), 25_000);
+        let mut cursor = SyncCursor::new(sync, Some(vec![]), 25_000);
+        let messages: Vec<Envelope> = std::iter::from_fn(|| cursor.next_envelope()).collect();
         assert!(messages.len() > 1);
         let mut total = 0;
         for (i, m) in messages.iter().enumerate() {
