@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_schema::message::{
     PresenceState, PresenceStatus, RollbackReason, UpdateRollback, UserPresence,
@@ -173,7 +172,7 @@ impl Hub {
             // group to persistence: that is what makes commits grouped.
             while let Ok(cmd) = commands.try_recv() {
                 if matches!(cmd, HubCmd::Shutdown) {
-                    return self.stop(&persisted);
+                    return self.stop();
                 }
                 self.handle(cmd);
             }
@@ -182,29 +181,16 @@ impl Hub {
             }
             self.flush_groups();
         }
-        self.stop(&persisted);
+        self.stop();
     }
 
-    /// Hands remaining changes to persistence, waits for it, releases what
-    /// it committed.
-    fn stop(mut self, persisted: &Receiver<PersistEvent>) {
+    /// Hands remaining changes to persistence and waits until it has
+    /// committed them (the sessions are closed by then; they resume from
+    /// git after the restart).
+    fn stop(mut self) {
         self.flush_groups();
-        let persister = self.persister;
-        if let Err(e) = persister.shutdown() {
+        if let Err(e) = self.persister.shutdown() {
             tracing::error!(error = %e, "persistence did not shut down cleanly");
-        }
-        let mut hub_graphs = std::mem::take(&mut self.graphs);
-        while let Ok(event) = persisted.try_recv() {
-            if let PersistEvent::Committed {
-                graph,
-                upto,
-                commit,
-            } = event
-            {
-                if let Some(entry) = hub_graphs.get_mut(graph.as_str()) {
-                    entry.owner.committed(upto, &commit);
-                }
-            }
         }
     }
 
@@ -497,15 +483,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The bytes of an encoded message for one codec (kept here for the
-/// shard's use).
-pub fn pick(encoded: &Encoded, codec: Codec) -> Option<&Bytes> {
-    match codec {
-        Codec::Json => encoded.json.as_ref(),
-        Codec::Binary => encoded.bin.as_ref(),
-    }
 }
 
 /// The hub's command channel: bounded so a flood cannot grow memory.

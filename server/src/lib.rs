@@ -18,7 +18,7 @@
 //!   ordered, merged and applied (pure logic, no I/O).
 //! - [`persist`]: the git persistence thread: group commits into one bare
 //!   repository, and every graph loaded back on start.
-//! - [`metrics`]: `/metrics`.
+//! - [`metrics`]: what `GET /metrics` reports.
 //! - [`server`]: start and shutdown.
 
 pub mod change;

@@ -222,31 +222,18 @@ impl Drop for Server {
     }
 }
 
-/// The owner settings from the server configuration.
+/// The owner settings from the server configuration: the protocol's edge
+/// types plus the configured ones.
 fn owner_config(config: &Config) -> OwnerConfig {
-    let mut edge_types: Vec<String> = [
-        "implements",
-        "augments",
-        "relates-to",
-        "blocks",
-        "belongs-to",
-        "consumed-by",
-        "depends-on",
-        "documents",
-        "references",
-        "semantic",
-        "temporal",
-        "causal",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    edge_types.extend(config.extra_edge_types.iter().cloned());
+    let mut owner = OwnerConfig::default();
+    owner
+        .edge_types
+        .extend(config.extra_edge_types.iter().cloned());
     OwnerConfig {
-        edge_types,
         replay_changes: config.replay_changes,
         replay_ms: config.replay_ms,
         max_batch_ops: config.max_envelopes,
+        ..owner
     }
 }
 

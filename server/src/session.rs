@@ -421,7 +421,7 @@ fn node_size(node: &Node) -> usize {
         + node
             .props
             .as_ref()
-            .map_or(0, |p| p.iter().map(|(k, _)| k.len() + 32).sum());
+            .map_or(0, |p| p.keys().map(|k| k.len() + 32).sum());
     2 * text + 256
 }
 
@@ -432,7 +432,7 @@ fn edge_size(edge: &Edge) -> usize {
         + edge
             .props
             .as_ref()
-            .map_or(0, |p| p.iter().map(|(k, _)| k.len() + 32).sum());
+            .map_or(0, |p| p.keys().map(|k| k.len() + 32).sum());
     2 * text + 256
 }
 

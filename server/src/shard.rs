@@ -68,6 +68,9 @@ pub struct Released {
 }
 
 /// What the hub sends a shard.
+// `Sync` is the large one and the rarest (one per join or resync); boxing it
+// would cost an allocation per message on the ring for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ShardMsg {
     /// A session's `graph.sync`: after it, the session receives the graph's events.
     Sync {
