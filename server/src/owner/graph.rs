@@ -121,6 +121,37 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// The fields among `given` (by slot, named by `names`) and the `props`
+    /// keys that another session changed after the change's `baseSeq`: the
+    /// conflicts it meets, and which fields they concern.
+    fn conflicts(
+        &self,
+        given: &[bool],
+        names: &[&str],
+        props: Option<&PropsPatch>,
+        cx: &Cx<'_>,
+    ) -> (Vec<Conflict>, Vec<FieldRef>) {
+        let mut conflicts = Vec::new();
+        let mut concerned = Vec::new();
+        for (slot, _) in given.iter().enumerate().filter(|(_, g)| **g) {
+            if let Some(s) = self.fields[slot].conflict(cx.base, cx.actor) {
+                conflicts.push(cx.conflict(names[slot].to_owned(), s));
+                concerned.push(FieldRef::Field(slot));
+            }
+        }
+        for key in props.iter().flat_map(|p| p.keys()) {
+            if let Some(s) = self
+                .props
+                .get(key)
+                .and_then(|s| s.conflict(cx.base, cx.actor))
+            {
+                conflicts.push(cx.conflict(format!("props.{key}"), s));
+                concerned.push(FieldRef::Prop(key.clone()));
+            }
+        }
+        (conflicts, concerned)
+    }
+
     /// The `seq` of the create (0 when it is older than the known history).
     pub fn created_seq(&self) -> u64 {
         self.created.as_ref().map_or(0, |s| s.seq)
@@ -594,34 +625,21 @@ impl Live {
             applied_text = Some((op, new));
         }
         // Conflicts: fields this op sets that another session changed after baseSeq.
-        let mut conflicts = Vec::new();
-        let mut concerned = Vec::new();
-        if let Some(set) = set {
-            let given = [
-                set.kind.is_some(),
-                set.label.is_some(),
-                set.content.is_some(),
-                set.x.is_some(),
-                set.y.is_some(),
-            ];
-            for (slot, _) in given.iter().enumerate().filter(|(_, g)| **g) {
-                if let Some(s) = entry.meta.fields[slot].conflict(cx.base, cx.actor) {
-                    conflicts.push(cx.conflict(NODE_FIELDS[slot].to_owned(), s));
-                    concerned.push(FieldRef::Field(slot));
-                }
-            }
-            for key in set.props.iter().flat_map(|p| p.keys()) {
-                if let Some(s) = entry
+        let (conflicts, concerned) = match set {
+            Some(set) => {
+                let given = [
+                    set.kind.is_some(),
+                    set.label.is_some(),
+                    set.content.is_some(),
+                    set.x.is_some(),
+                    set.y.is_some(),
+                ];
+                entry
                     .meta
-                    .props
-                    .get(key)
-                    .and_then(|s| s.conflict(cx.base, cx.actor))
-                {
-                    conflicts.push(cx.conflict(format!("props.{key}"), s));
-                    concerned.push(FieldRef::Prop(key.clone()));
-                }
+                    .conflicts(&given, &NODE_FIELDS, set.props.as_ref(), cx)
             }
-        }
+            None => (Vec::new(), Vec::new()),
+        };
         // Apply.
         let prev = Arc::clone(&entry.node);
         let node = Arc::make_mut(&mut entry.node);
@@ -867,30 +885,15 @@ impl Live {
             validate::props_count_after(&entry.edge.props, patch, "edge")
                 .map_err(|r| r.with_current(Some(Entity::Edge((*entry.edge).clone()))))?;
         }
-        let mut conflicts = Vec::new();
-        let mut concerned = Vec::new();
         let given = [
             set.confidence.is_some(),
             set.rationale.is_some(),
             set.bidirectional.is_some(),
         ];
-        for (slot, _) in given.iter().enumerate().filter(|(_, g)| **g) {
-            if let Some(s) = entry.meta.fields[slot].conflict(cx.base, cx.actor) {
-                conflicts.push(cx.conflict(EDGE_FIELDS[slot].to_owned(), s));
-                concerned.push(FieldRef::Field(slot));
-            }
-        }
-        for key in set.props.iter().flat_map(|p| p.keys()) {
-            if let Some(s) = entry
+        let (conflicts, concerned) =
+            entry
                 .meta
-                .props
-                .get(key)
-                .and_then(|s| s.conflict(cx.base, cx.actor))
-            {
-                conflicts.push(cx.conflict(format!("props.{key}"), s));
-                concerned.push(FieldRef::Prop(key.clone()));
-            }
-        }
+                .conflicts(&given, &EDGE_FIELDS, set.props.as_ref(), cx);
         let prev = Arc::clone(&entry.edge);
         let edge = Arc::make_mut(&mut entry.edge);
         let changed = edge.apply_set(set);
