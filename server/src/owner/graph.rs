@@ -727,33 +727,8 @@ impl Live {
             let Some(edge) = self.edges.remove(edge_id) else {
                 continue;
             };
-            let other = if edge.edge.source == id {
-                &edge.edge.target
-            } else {
-                &edge.edge.source
-            };
-            if *other != id {
-                if let Some(o) = self.nodes.get_mut(other) {
-                    o.edges.remove(edge_id);
-                    cx.undo.push(Undo::Link {
-                        node: other.clone(),
-                        edge: edge_id.clone(),
-                    });
-                }
-            }
-            cx.undo.push(Undo::PutEdge(edge_id.clone(), Box::new(edge)));
-            let prev = self.edge_tombs.insert(
-                edge_id.clone(),
-                Tomb {
-                    seq: cx.seq,
-                    actor: Arc::clone(cx.actor),
-                },
-            );
-            cx.undo.push(Undo::EdgeTomb {
-                id: edge_id.clone(),
-                prev,
-            });
-            cx.writes.push(Write::EdgeDeleted(edge_id.clone()));
+            // The node itself is already gone: only the other end is unlinked.
+            self.bury_edge(cx, edge_id, edge);
             deleted_edges.push(edge_id.clone());
         }
         cx.undo.push(Undo::PutNode(id.clone(), Box::new(entry)));
@@ -946,6 +921,35 @@ impl Live {
         })
     }
 
+    /// Finishes deleting an edge already taken out of `edges`: unlinks it
+    /// from the endpoints still present, leaves a tombstone, writes the
+    /// deletion, and records how to undo each step.
+    fn bury_edge(&mut self, cx: &mut Cx<'_>, id: &str, entry: EdgeEntry) {
+        for end in [&entry.edge.source, &entry.edge.target] {
+            if let Some(n) = self.nodes.get_mut(end) {
+                if n.edges.remove(id) {
+                    cx.undo.push(Undo::Link {
+                        node: end.clone(),
+                        edge: id.to_owned(),
+                    });
+                }
+            }
+        }
+        cx.undo.push(Undo::PutEdge(id.to_owned(), Box::new(entry)));
+        let prev = self.edge_tombs.insert(
+            id.to_owned(),
+            Tomb {
+                seq: cx.seq,
+                actor: Arc::clone(cx.actor),
+            },
+        );
+        cx.undo.push(Undo::EdgeTomb {
+            id: id.to_owned(),
+            prev,
+        });
+        cx.writes.push(Write::EdgeDeleted(id.to_owned()));
+    }
+
     fn edge_delete(&mut self, cx: &mut Cx<'_>, op: &EdgeDelete) -> Result<Applied, Refusal> {
         let Some(id) = op.edge_id() else {
             return Err(Refusal::invalid(
@@ -955,29 +959,7 @@ impl Live {
         let Some(entry) = self.edges.remove(&id) else {
             return Err(self.missing_edge(&id, cx.base));
         };
-        for end in [&entry.edge.source, &entry.edge.target] {
-            if let Some(n) = self.nodes.get_mut(end) {
-                if n.edges.remove(&id) {
-                    cx.undo.push(Undo::Link {
-                        node: end.clone(),
-                        edge: id.clone(),
-                    });
-                }
-            }
-        }
-        cx.undo.push(Undo::PutEdge(id.clone(), Box::new(entry)));
-        let prev = self.edge_tombs.insert(
-            id.clone(),
-            Tomb {
-                seq: cx.seq,
-                actor: Arc::clone(cx.actor),
-            },
-        );
-        cx.undo.push(Undo::EdgeTomb {
-            id: id.clone(),
-            prev,
-        });
-        cx.writes.push(Write::EdgeDeleted(id.clone()));
+        self.bury_edge(cx, &id, entry);
         let event = EdgeDelete {
             base_seq: None,
             id: Some(id),
