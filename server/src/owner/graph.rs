@@ -120,7 +120,41 @@ pub(crate) struct Meta {
     pub props: BTreeMap<String, Stamps>,
 }
 
+/// Which of a node's plain fields (by slot, [`NODE_FIELDS`]) a set gives.
+pub(crate) fn node_fields_given(set: &NodeSet) -> [bool; 5] {
+    [
+        set.kind.is_some(),
+        set.label.is_some(),
+        set.content.is_some(),
+        set.x.is_some(),
+        set.y.is_some(),
+    ]
+}
+
+/// Which of an edge's plain fields (by slot, [`EDGE_FIELDS`]) a set gives.
+pub(crate) fn edge_fields_given(set: &EdgeSet) -> [bool; 3] {
+    [
+        set.confidence.is_some(),
+        set.rationale.is_some(),
+        set.bidirectional.is_some(),
+    ]
+}
+
 impl Meta {
+    /// Stamps every field among `given` and every `props` key with `stamp`
+    /// (rebuilding field history from the journal).
+    pub fn stamp_set(&mut self, given: &[bool], props: Option<&PropsPatch>, stamp: &Stamp) {
+        for (slot, _) in given.iter().enumerate().filter(|(_, g)| **g) {
+            self.fields[slot].record(stamp.clone());
+        }
+        for key in props.iter().flat_map(|p| p.keys()) {
+            self.props
+                .entry(key.clone())
+                .or_default()
+                .record(stamp.clone());
+        }
+    }
+
     /// The fields among `given` (by slot, named by `names`) and the `props`
     /// keys that another session changed after the change's `baseSeq`: the
     /// conflicts it meets, and which fields they concern.
@@ -626,18 +660,12 @@ impl Live {
         }
         // Conflicts: fields this op sets that another session changed after baseSeq.
         let (conflicts, concerned) = match set {
-            Some(set) => {
-                let given = [
-                    set.kind.is_some(),
-                    set.label.is_some(),
-                    set.content.is_some(),
-                    set.x.is_some(),
-                    set.y.is_some(),
-                ];
-                entry
-                    .meta
-                    .conflicts(&given, &NODE_FIELDS, set.props.as_ref(), cx)
-            }
+            Some(set) => entry.meta.conflicts(
+                &node_fields_given(set),
+                &NODE_FIELDS,
+                set.props.as_ref(),
+                cx,
+            ),
             None => (Vec::new(), Vec::new()),
         };
         // Apply.
@@ -860,15 +888,12 @@ impl Live {
             validate::props_count_after(&entry.edge.props, patch, "edge")
                 .map_err(|r| r.with_current(Some(Entity::Edge((*entry.edge).clone()))))?;
         }
-        let given = [
-            set.confidence.is_some(),
-            set.rationale.is_some(),
-            set.bidirectional.is_some(),
-        ];
-        let (conflicts, concerned) =
-            entry
-                .meta
-                .conflicts(&given, &EDGE_FIELDS, set.props.as_ref(), cx);
+        let (conflicts, concerned) = entry.meta.conflicts(
+            &edge_fields_given(set),
+            &EDGE_FIELDS,
+            set.props.as_ref(),
+            cx,
+        );
         let prev = Arc::clone(&entry.edge);
         let edge = Arc::make_mut(&mut entry.edge);
         let changed = edge.apply_set(set);

@@ -443,23 +443,8 @@ impl Owner {
                     return;
                 };
                 if let Some(set) = &u.set {
-                    let given = [
-                        set.kind.is_some(),
-                        set.label.is_some(),
-                        set.content.is_some(),
-                        set.x.is_some(),
-                        set.y.is_some(),
-                    ];
-                    for (slot, _) in given.iter().enumerate().filter(|(_, g)| **g) {
-                        e.meta.fields[slot].record(stamp.clone());
-                    }
-                    for key in set.props.iter().flat_map(|p| p.keys()) {
-                        e.meta
-                            .props
-                            .entry(key.clone())
-                            .or_default()
-                            .record(stamp.clone());
-                    }
+                    e.meta
+                        .stamp_set(&graph::node_fields_given(set), set.props.as_ref(), stamp);
                     if let Some(new) = &set.content {
                         let new_len = new.chars().count() as u64;
                         match lengths.get(&u.id) {
@@ -519,21 +504,8 @@ impl Owner {
                     return;
                 };
                 if let Some(set) = &u.set {
-                    let given = [
-                        set.confidence.is_some(),
-                        set.rationale.is_some(),
-                        set.bidirectional.is_some(),
-                    ];
-                    for (slot, _) in given.iter().enumerate().filter(|(_, g)| **g) {
-                        e.meta.fields[slot].record(stamp.clone());
-                    }
-                    for key in set.props.iter().flat_map(|p| p.keys()) {
-                        e.meta
-                            .props
-                            .entry(key.clone())
-                            .or_default()
-                            .record(stamp.clone());
-                    }
+                    e.meta
+                        .stamp_set(&graph::edge_fields_given(set), set.props.as_ref(), stamp);
                 }
             }
             OpRef::EdgeDelete(d) => {
