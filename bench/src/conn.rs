@@ -12,25 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Which codec a load connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    /// `gitmind.v1.bin`.
-    Bin,
-    /// `gitmind.v1.json`.
-    Json,
-}
-
-impl Codec {
-    /// The subprotocol name.
-    pub fn subprotocol(self) -> &'static str {
-        match self {
-            Codec::Bin => gitmind_schema::SUBPROTOCOL_BIN,
-            Codec::Json => gitmind_schema::SUBPROTOCOL_JSON,
-        }
-    }
-}
+pub use gitmind_client::Codec;
 
 /// One connection.
 pub struct Conn {
