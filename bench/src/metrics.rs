@@ -1,4 +1,4 @@
-//! Reading the server's `/metrics`.
+//! Reading the server's plain HTTP endpoints (`/metrics`, snapshots).
 
 use std::net::SocketAddr;
 
@@ -10,13 +10,7 @@ use tokio::net::TcpStream;
 /// # Errors
 /// The request failed.
 pub async fn scrape(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = get(addr, "/metrics").await?;
     Ok(body
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -25,6 +19,24 @@ pub async fn scrape(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
                 .and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
         })
         .collect())
+}
+
+/// `GET path` (the server closes the connection after a plain request):
+/// the body of a 200 response.
+///
+/// # Errors
+/// The request failed or the status is not 200.
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.contains(" 200 "), "GET {path}: {status}");
+    Ok(body.to_owned())
 }
 
 /// The values of a metric with a `shard` label, in shard order.

@@ -8,6 +8,15 @@ use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// How to stop a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: it commits what is queued and closes every connection.
+    Graceful,
+    /// SIGKILL: a crash; only what was committed survives.
+    Kill,
+}
+
 /// A server under test.
 pub struct ServerUnderTest {
     /// `host:port` to connect to.
@@ -52,12 +61,13 @@ impl ServerUnderTest {
         Self::spawn(&binary, args, Some(data)).await
     }
 
-    /// Restarts a server this program started, on the same data and port.
+    /// Stops a server this program started (see [`Stop`]) and starts it
+    /// again on the same data and port.
     ///
     /// # Errors
     /// When it cannot be stopped or started again.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop().await;
+    pub async fn restart(&mut self, how: Stop) -> anyhow::Result<()> {
+        self.stop_with(how).await;
         let exe = std::env::current_exe()?.with_file_name("gitmind-server");
         let mut args = self.args.clone();
         if let Some(i) = args.iter().position(|a| a == "--port") {
@@ -117,10 +127,19 @@ impl ServerUnderTest {
 
     /// Stops a server this program started (SIGTERM, then waits).
     pub async fn stop(&mut self) {
+        self.stop_with(Stop::Graceful).await;
+    }
+
+    /// Stops a server this program started, and waits for it to exit.
+    pub async fn stop_with(&mut self, how: Stop) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
+                let signal = match how {
+                    Stop::Graceful => "-TERM",
+                    Stop::Kill => "-KILL",
+                };
                 let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
+                    .arg(signal)
                     .arg(pid.to_string())
                     .status();
             }

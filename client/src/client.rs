@@ -622,28 +622,29 @@ impl Worker {
 
     /// Serves one connection until it is lost.
     async fn serve(&mut self, mut transport: Transport, attempt: &mut u32) -> Lost {
-        let sync =
-            match tokio::time::timeout(self.config.sync_timeout, read_sync(&mut transport)).await {
-                Ok(Ok(sync)) => sync,
-                Ok(Err(reason)) => {
-                    return Lost::Retry {
-                        reason,
-                        server_asked: None,
-                    }
+        let mut received = Received::default();
+        let first = read_sync(&mut transport, &mut received);
+        let sync = match tokio::time::timeout(self.config.sync_timeout, first).await {
+            Ok(Ok(sync)) => sync,
+            Ok(Err(reason)) => {
+                return Lost::Retry {
+                    reason,
+                    server_asked: None,
                 }
-                Err(_) => {
-                    return Lost::Retry {
-                        reason: "no graph.sync in time".into(),
-                        server_asked: None,
-                    }
+            }
+            Err(_) => {
+                return Lost::Retry {
+                    reason: "no graph.sync in time".into(),
+                    server_asked: None,
                 }
-            };
+            }
+        };
         let heartbeat = Duration::from_millis(sync.1.heartbeat_ms.unwrap_or(25_000));
         if let Ok(mut identity) = self.identity.lock() {
             *identity = sync.0.clone();
         }
         self.lock().set_user(&sync.0 .0);
-        if let Err(lost) = self.take_sync(&mut transport, &sync.1).await {
+        if let Err(lost) = self.take_sync(&mut transport, &mut received, &sync.1).await {
             return lost;
         }
         self.snapshot_next = false;
@@ -700,15 +701,15 @@ impl Worker {
                         last_sent = Instant::now();
                     }
                 }
-                frame = tokio::time::timeout(silence, transport.recv()) => {
-                    let envelopes = match frame {
+                next = tokio::time::timeout(silence, received.next(&mut transport)) => {
+                    let envelope = match next {
                         Err(_) => return Lost::Retry { reason: "the server stopped answering".into(), server_asked },
                         Ok(Err(e)) => return Lost::Retry { reason: e.to_string(), server_asked },
                         Ok(Ok(None)) => return Lost::Retry { reason: "the server closed the connection".into(), server_asked },
-                        Ok(Ok(Some(envelopes))) => envelopes,
+                        Ok(Ok(Some(envelope))) => envelope,
                     };
                     let mut send = Vec::new();
-                    for envelope in envelopes {
+                    {
                         if let Body::SystemReconnect(r) = &envelope.body {
                             server_asked = Some(Duration::from_millis(r.retry_after_ms));
                         }
@@ -792,10 +793,12 @@ impl Worker {
     async fn take_sync(
         &mut self,
         transport: &mut Transport,
+        received: &mut Received,
         first: &GraphSync,
     ) -> Result<(), Lost> {
         let mut send = Vec::new();
         let mut part = Envelope::new("sync", Body::GraphSync(first.clone()));
+        let mut later = Vec::new();
         loop {
             let last = matches!(&part.body, Body::GraphSync(s) if s.chunk.is_none_or(|c| c.index + 1 == c.count));
             if let Err(e) = self.take(part, &mut send).await {
@@ -811,14 +814,10 @@ impl Worker {
                 break;
             }
             part = loop {
-                match transport.recv().await {
-                    Ok(Some(envelopes)) => {
-                        let mut envelopes = envelopes.into_iter();
-                        match envelopes.next() {
-                            Some(e) if matches!(e.body, Body::GraphSync(_)) => break e,
-                            _ => {}
-                        }
-                    }
+                match received.next(transport).await {
+                    Ok(Some(e)) if matches!(e.body, Body::GraphSync(_)) => break e,
+                    // Taken once the sync is complete, in order.
+                    Ok(Some(e)) => later.push(e),
                     Ok(None) => {
                         return Err(Lost::Retry {
                             reason: "closed during sync".into(),
@@ -833,6 +832,9 @@ impl Worker {
                     }
                 }
             };
+        }
+        for e in later.into_iter().rev() {
+            received.0.push_front(e);
         }
         self.remember(&send);
         if !send.is_empty() {
@@ -907,19 +909,45 @@ impl Worker {
     }
 }
 
-/// Reads until the first `graph.sync`; returns the identity it names.
-async fn read_sync(transport: &mut Transport) -> Result<((String, String), GraphSync), String> {
+/// What one connection has received and not yet taken: a frame may hold
+/// several envelopes (a JSON array, or a sync chunk followed by events), and
+/// each must be taken in order.
+#[derive(Default)]
+struct Received(std::collections::VecDeque<Envelope>);
+
+impl Received {
+    /// The next envelope, from the last frame or a new one; `Ok(None)` when
+    /// the connection closed.
+    async fn next(
+        &mut self,
+        transport: &mut Transport,
+    ) -> Result<Option<Envelope>, TransportError> {
+        loop {
+            if let Some(envelope) = self.0.pop_front() {
+                return Ok(Some(envelope));
+            }
+            match transport.recv().await? {
+                Some(envelopes) => self.0.extend(envelopes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Waits for the first `graph.sync`: the identity it names and the sync.
+async fn read_sync(
+    transport: &mut Transport,
+    received: &mut Received,
+) -> Result<((String, String), GraphSync), String> {
     loop {
-        match transport.recv().await {
-            Ok(Some(envelopes)) => {
-                for envelope in envelopes {
-                    if let Body::GraphSync(sync) = envelope.body {
-                        let identity = (
-                            envelope.user_id.unwrap_or_default(),
-                            envelope.session_id.unwrap_or_default(),
-                        );
-                        return Ok((identity, sync));
-                    }
+        match received.next(transport).await {
+            Ok(Some(envelope)) => {
+                if let Body::GraphSync(sync) = envelope.body {
+                    let identity = (
+                        envelope.user_id.unwrap_or_default(),
+                        envelope.session_id.unwrap_or_default(),
+                    );
+                    return Ok((identity, sync));
                 }
             }
             Ok(None) => return Err("closed before graph.sync".into()),

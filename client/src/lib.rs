@@ -7,10 +7,12 @@
 //! - [`replica`]: the client's local graph, server state plus optimistic
 //!   pending changes, with the OT client for text (pure logic, no I/O).
 //! - [`transport`]: one WebSocket connection in either codec.
+//! - [`import`]: loading many nodes and edges in pipelined batches.
 //! - [`backoff`]: reconnect delays.
 
 pub mod backoff;
 pub mod client;
+pub mod import;
 pub mod replica;
 pub mod transport;
 

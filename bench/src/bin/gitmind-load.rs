@@ -989,7 +989,9 @@ async fn reconnect(
     if let Ok(mut r) = restart_at.lock() {
         *r = Some(Instant::now());
     }
-    server.restart().await?;
+    server
+        .restart(gitmind_bench::server::Stop::Graceful)
+        .await?;
     let restarted = Instant::now();
     let mut writer = Conn::connect(
         server.addr,

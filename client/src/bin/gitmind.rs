@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+use gitmind_client::import::Importer;
 use gitmind_client::{Client, ClientConfig, Codec, Event, Outcome, State};
 use gitmind_schema::message::{
-    BatchOp, BatchUpdate, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate,
-    PresenceStatus,
+    EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate, PresenceStatus,
 };
 use gitmind_schema::model::{Edge, EdgeSet, Node, NodeSet, PropValue, TextEdits};
 use gitmind_schema::ot::TextOp;
@@ -531,12 +530,6 @@ async fn export(config: ClientConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ops per batch and estimated bytes per batch, inside the server's limits.
-const IMPORT_OPS: usize = 1000;
-const IMPORT_BYTES: usize = 768 * 1024;
-/// Batches in flight at once.
-const IMPORT_WINDOW: usize = 4;
-
 /// Imports JSON Lines in batches.
 async fn import(config: ClientConfig, file: &Path) -> anyhow::Result<()> {
     let opened =
@@ -556,11 +549,7 @@ async fn import(config: ClientConfig, file: &Path) -> anyhow::Result<()> {
         Box::new(BufReader::new(counted))
     };
     let (client, _events) = Client::connect(config).await.context("cannot connect")?;
-    let (mut nodes, mut edges) = (0u64, 0u64);
-    let mut batch: Vec<BatchOp> = Vec::new();
-    let mut batch_bytes = 0;
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut nodes_in_flight = false;
+    let mut importer = Importer::new(client.clone());
     for (number, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", file.display()))?;
         if line.trim().is_empty() {
@@ -578,96 +567,22 @@ async fn import(config: ClientConfig, file: &Path) -> anyhow::Result<()> {
                 number + 1
             )
         })?;
-        let op = match (parsed.node, parsed.edge) {
-            (Some(node), None) => {
-                nodes += 1;
-                BatchOp::NodeCreate(NodeCreate {
-                    base_seq: None,
-                    node,
-                    commit: None,
-                })
-            }
-            (None, Some(edge)) => {
-                edges += 1;
-                BatchOp::EdgeCreate(EdgeCreate {
-                    base_seq: None,
-                    edge,
-                    commit: None,
-                })
-            }
+        match (parsed.node, parsed.edge) {
+            (Some(node), None) => importer.node(node, line.len()).await?,
+            (None, Some(edge)) => importer.edge(edge, line.len()).await?,
             _ => bail!(
                 "line {}: expected exactly one of \"node\" or \"edge\"",
                 number + 1
             ),
-        };
-        // Generous: escaping and the binary form stay well below twice the text.
-        batch_bytes += 2 * line.len() + 64;
-        batch.push(op);
-        if batch.len() == IMPORT_OPS || batch_bytes >= IMPORT_BYTES {
-            // Edges need their nodes committed: a batch with edges waits for
-            // every node batch sent before it; otherwise batches pipeline.
-            let has_nodes = batch.iter().any(|op| matches!(op, BatchOp::NodeCreate(_)));
-            let has_edges = batch.iter().any(|op| matches!(op, BatchOp::EdgeCreate(_)));
-            if has_edges && nodes_in_flight {
-                drain(&mut in_flight, 0).await?;
-                nodes_in_flight = false;
-            }
-            drain(&mut in_flight, IMPORT_WINDOW - 1).await?;
-            nodes_in_flight |= has_nodes;
-            let ops = std::mem::take(&mut batch);
-            batch_bytes = 0;
-            let client = client.clone();
-            in_flight.spawn(async move { send_batch(&client, ops).await });
+        }
+        if number % 1000 == 0 {
+            let (nodes, edges) = importer.counts();
             progress.set_message(format!("{nodes} nodes, {edges} edges"));
         }
     }
-    drain(&mut in_flight, 0).await?;
-    if !batch.is_empty() {
-        send_batch(&client, batch).await?;
-    }
+    let (nodes, edges) = importer.finish().await?;
     progress.finish_with_message(format!("{nodes} nodes, {edges} edges"));
     client.close().await;
     println!("imported {nodes} nodes and {edges} edges");
     Ok(())
-}
-
-async fn drain(
-    set: &mut tokio::task::JoinSet<anyhow::Result<()>>,
-    keep: usize,
-) -> anyhow::Result<()> {
-    while set.len() > keep {
-        match set.join_next().await {
-            Some(result) => result??,
-            None => break,
-        }
-    }
-    Ok(())
-}
-
-async fn send_batch(client: &Client, ops: Vec<BatchOp>) -> anyhow::Result<()> {
-    let first = ops.first().map(op_id).unwrap_or_default();
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(120),
-        client.mutate(Body::BatchUpdate(BatchUpdate {
-            base_seq: None,
-            ops,
-            commit: None,
-        })),
-    )
-    .await
-    .context("no outcome for a batch within 120 s")??;
-    match outcome {
-        Outcome::Confirmed(_) | Outcome::Resolved(_) => Ok(()),
-        Outcome::RolledBack(r) => {
-            bail!("a batch starting at {first} was rolled back (op {:?}): {}; nothing of it was applied", r.index, r.message)
-        }
-    }
-}
-
-fn op_id(op: &BatchOp) -> String {
-    match op {
-        BatchOp::NodeCreate(c) => c.node.id.clone(),
-        BatchOp::EdgeCreate(c) => Edge::make_id(&c.edge.source, &c.edge.edge_type, &c.edge.target),
-        _ => String::new(),
-    }
 }

@@ -712,6 +712,32 @@ pub fn repo_path(data_dir: &Path) -> PathBuf {
     data_dir.join(REPO_DIR)
 }
 
+/// Reads one graph as committed at its ref's tip, read only and without its
+/// replay window: `None` when the repository has no such graph. For tools
+/// that check the server against git (the soak test).
+///
+/// # Errors
+/// There is no repository, or the graph cannot be read or is damaged.
+pub fn read_graph(data_dir: &Path, graph: &str) -> Result<Option<Restored>, PersistError> {
+    let path = repo_path(data_dir);
+    let repo = Repository::open_bare(&path).map_err(|source| PersistError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let config = PersistConfig {
+        replay_changes: 0,
+        replay_ms: 0,
+        ..PersistConfig::new(data_dir)
+    };
+    let Some((_, tip)) = load::graph_refs(&repo)?
+        .into_iter()
+        .find(|(name, _)| name == graph)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(load::load_graph(&repo, graph, tip, &config)?.0))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
