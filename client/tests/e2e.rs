@@ -465,3 +465,57 @@ async fn the_typed_api_covers_every_change_and_presence() {
     .await
     .expect("bob sees alice's presence, cursor and selection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_in_several_chunks_reaches_both_codecs_whole_with_the_events_after_it() {
+    let server = TestServer::start();
+    let (writer, _w) = connect(&server.url(), "big", "writer", Codec::Bin).await;
+    // About 600 KB of text: the snapshot comes in several chunks, and the
+    // server may put more than one in a frame (JSON arrays).
+    let mut import = gitmind_client::import::Importer::new(writer.clone());
+    let text = "gitmind ".repeat(250);
+    for i in 0..300 {
+        let node = Node {
+            id: format!("doc:{i:03}"),
+            content: Some(text.clone()),
+            ..Node::default()
+        };
+        import.node(node, text.len()).await.unwrap();
+    }
+    assert_eq!(import.finish().await.unwrap(), (300, 0));
+    for codec in [Codec::Json, Codec::Bin] {
+        let (reader, _r) = connect(&server.url(), "big", "reader", codec).await;
+        // A change right after the sync arrives in order, not lost.
+        let Outcome::Confirmed(after) = writer.mutate(create("doc:after", "x")).await.unwrap()
+        else {
+            panic!("doc:after was not confirmed");
+        };
+        until(&reader, "the reader has the change after the sync", |r| {
+            r.node("doc:after").is_some()
+        })
+        .await;
+        let replica = reader.replica();
+        assert_eq!(replica.nodes().count(), 301, "{codec:?}");
+        assert!(replica
+            .nodes()
+            .filter(|n| n.id != "doc:after")
+            .all(|n| n.content.as_deref() == Some(text.as_str())));
+        assert_eq!(replica.server_seq(), after.seq, "{codec:?}");
+        drop(replica);
+        let Outcome::Confirmed(deleted) = writer
+            .mutate(Body::NodeDelete(gitmind_schema::message::NodeDelete {
+                id: "doc:after".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+        else {
+            panic!("the delete was not confirmed");
+        };
+        until(&reader, "the reader sees the delete", |r| {
+            r.server_seq() == deleted.seq
+        })
+        .await;
+        reader.close().await;
+    }
+}

@@ -243,14 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         let (user, url) = match i {
             i if i < cli.writers => (format!("soak-w{i}"), normal.url()),
             i if is_slow => (format!("soak-slow{}", i - cli.writers), slow.url()),
-            i => (
-                format!("soak-r{}", i - cli.writers),
-                if std::env::var("SOAK_DIRECT").is_ok() {
-                    direct.clone()
-                } else {
-                    normal.url()
-                },
-            ),
+            i => (format!("soak-r{}", i - cli.writers), normal.url()),
         };
         let codec = if i % 2 == 0 { Codec::Bin } else { Codec::Json };
         let (client, events) = Client::connect(config(&url, user, codec))
