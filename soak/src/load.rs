@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 const MAX_IN_FLIGHT: usize = 2_000;
 /// Time allowed, once the load stops, for every change to get its outcome.
 const DRAIN: Duration = Duration::from_secs(60);
+/// Nodes that get a third of the changes.
+const HOT_NODES: usize = 5;
 /// How often each client moves its cursor.
 const CURSOR_EVERY: Duration = Duration::from_millis(500);
 
@@ -327,8 +329,17 @@ fn build(
     my_nodes: &mut Vec<String>,
     my_edges: &mut Vec<String>,
 ) -> Change {
-    let any_node =
-        |rng: &mut StdRng| shared.node_ids[rng.random_range(0..shared.node_ids.len())].clone();
+    // A third of the changes go to a few hot nodes, as when a team works on
+    // one document: there concurrent changes meet and are merged.
+    let any_node = |rng: &mut StdRng| {
+        let n = shared.node_ids.len();
+        let range = if rng.random_bool(1.0 / 3.0) {
+            HOT_NODES.min(n)
+        } else {
+            n
+        };
+        shared.node_ids[rng.random_range(0..range)].clone()
+    };
     let update = |id: String, set: NodeSet| NodeUpdate {
         id,
         set: Some(set),

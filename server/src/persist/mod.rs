@@ -719,16 +719,7 @@ pub fn repo_path(data_dir: &Path) -> PathBuf {
 /// # Errors
 /// There is no repository, or the graph cannot be read or is damaged.
 pub fn read_graph(data_dir: &Path, graph: &str) -> Result<Option<Restored>, PersistError> {
-    let path = repo_path(data_dir);
-    let repo = Repository::open_bare(&path).map_err(|source| PersistError::Open {
-        path: path.clone(),
-        source,
-    })?;
-    let config = PersistConfig {
-        replay_changes: 0,
-        replay_ms: 0,
-        ..PersistConfig::new(data_dir)
-    };
+    let (repo, config) = open_for_reading(data_dir)?;
     let Some((_, tip)) = load::graph_refs(&repo)?
         .into_iter()
         .find(|(name, _)| name == graph)
@@ -736,6 +727,20 @@ pub fn read_graph(data_dir: &Path, graph: &str) -> Result<Option<Restored>, Pers
         return Ok(None);
     };
     Ok(Some(load::load_graph(&repo, graph, tip, &config)?.0))
+}
+
+/// Opens the repository of `data_dir` to read every graph whole: the
+/// settings load without a replay window.
+fn open_for_reading(data_dir: &Path) -> Result<(Repository, PersistConfig), PersistError> {
+    let path = repo_path(data_dir);
+    let repo =
+        Repository::open_bare(&path).map_err(|source| PersistError::Open { path, source })?;
+    let config = PersistConfig {
+        replay_changes: 0,
+        replay_ms: 0,
+        ..PersistConfig::new(data_dir)
+    };
+    Ok((repo, config))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::journal;
 use super::layout::{EntityPath, Kind};
 use super::load::{graph_refs, load_graph};
 use super::object::{ObjectId, ObjectKind};
-use super::{PersistConfig, PersistError, REPO_DIR};
+use super::{PersistConfig, PersistError};
 
 /// What `verify` found in a sound repository.
 #[derive(Debug, Clone, Default)]
@@ -53,18 +53,9 @@ pub struct GraphReport {
 /// [`PersistError::Open`] when there is no repository;
 /// [`PersistError::Inconsistent`] with every problem found otherwise.
 pub fn verify(data_dir: &Path) -> Result<VerifyReport, PersistError> {
-    let path = data_dir.join(REPO_DIR);
     // Every object read is hashed again (see `Persister::start`).
     git2::opts::strict_hash_verification(true);
-    let repo = Repository::open_bare(&path).map_err(|source| PersistError::Open {
-        path: path.clone(),
-        source,
-    })?;
-    let config = PersistConfig {
-        replay_changes: 0,
-        replay_ms: 0,
-        ..PersistConfig::new(data_dir)
-    };
+    let (repo, config) = super::open_for_reading(data_dir)?;
     let mut problems = Vec::new();
     let mut report = VerifyReport::default();
     for (graph, tip) in graph_refs(&repo)? {
