@@ -232,13 +232,19 @@ impl Outbox {
         self.queue.borrow_mut().push_back(out);
     }
 
-    /// Takes queued frames for one write: up to `max_frame` bytes of JSON
-    /// envelopes joined into one text frame, or binary frames as they are.
-    fn take_batch(&self, max_frame: usize, into: &mut Vec<Bytes>) {
+    /// Takes queued frames for one write: up to `limits.max_frame_bytes`
+    /// bytes and `limits.max_envelopes` envelopes of JSON joined into one
+    /// text frame (the limits a client holds a frame to), or binary frames
+    /// as they are.
+    fn take_batch(&self, limits: &gitmind_schema::Limits, into: &mut Vec<Bytes>) {
+        let max_frame = limits.max_frame_bytes;
         let mut queue = self.queue.borrow_mut();
         let mut latest = self.latest.borrow_mut();
         let mut taken = 0;
         while let Some(out) = queue.front_mut() {
+            if into.len() >= limits.max_envelopes {
+                break;
+            }
             let len = match out {
                 Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
                 Out::Sync(cursor) => {
@@ -684,8 +690,7 @@ impl State<'_> {
         for _ in 0..16 {
             if !self.writer.in_flight() {
                 let mut batch = Vec::new();
-                self.outbox
-                    .take_batch(self.limits.max_frame_bytes, &mut batch);
+                self.outbox.take_batch(&self.limits, &mut batch);
                 if batch.is_empty() {
                     break;
                 }
@@ -963,6 +968,28 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_goes_out_in_frames_of_at_most_the_envelope_limit() {
+        // Found by the soak test: after a restart, a JSON client's backlog
+        // of small events went out as one array of 2,383 messages, which the
+        // client (rightly) refused as over the limit of 1,000.
+        let out = outbox(1 << 24);
+        for _ in 0..2_500 {
+            out.push_shared(Bytes::from_static(b"{}"), 1);
+        }
+        let limits = gitmind_schema::Limits::default();
+        let mut sizes = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            out.take_batch(&limits, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+        }
+        assert_eq!(sizes, [1000, 1000, 500]);
+    }
+
+    #[test]
     fn cursor_moves_coalesce_under_backlog() {
         let out = outbox(1 << 20);
         out.push_shared(Bytes::from_static(b"{}"), 1);
@@ -970,7 +997,7 @@ mod tests {
             out.push_ephemeral(7, MessageType::CursorMove, &cursor(f64::from(x)));
         }
         let mut batch = Vec::new();
-        out.take_batch(1 << 20, &mut batch);
+        out.take_batch(&gitmind_schema::Limits::default(), &mut batch);
         assert_eq!(batch.len(), 2, "the event and only the latest cursor");
         assert!(std::str::from_utf8(&batch[1]).unwrap().contains("\"x\":4"));
         assert_eq!(out.queued_bytes(), 0);
@@ -1023,7 +1050,7 @@ mod tests {
         let (mut frames, mut total) = (Vec::new(), 0);
         while out.has_more() {
             let mut batch = Vec::new();
-            out.take_batch(1 << 20, &mut batch);
+            out.take_batch(&gitmind_schema::Limits::default(), &mut batch);
             assert!(
                 batch.iter().map(Bytes::len).sum::<usize>() <= 1 << 20,
                 "each write within the frame limit"
