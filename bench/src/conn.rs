@@ -1,11 +1,16 @@
 //! A lean protocol connection for load generation: connect with a codec
 //! from a chosen source address, send envelopes, receive decoded ones.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use gitmind_schema::{binary, json, Envelope, Limits};
+use gitmind_schema::{binary, json, DecodeError, Envelope, Limits};
+use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -81,37 +86,99 @@ impl Conn {
 
     /// The envelopes of the next data frame; `Ok(None)` when closed.
     ///
+    /// A message whose bytes this thread decoded a moment ago is not
+    /// decoded again: the server encodes each event once, so a thousand
+    /// subscribers receive the same bytes (a binary frame, or an element
+    /// of a JSON array), and decoding them a thousand times made the
+    /// generator, not the server, the bottleneck
+    /// (perf-reports/load-fanout-1000x1000.md). The first decode still
+    /// checks every message in full.
+    ///
     /// # Errors
     /// The connection failed or sent something that does not decode.
-    pub async fn recv(&mut self) -> anyhow::Result<Option<Vec<Envelope>>> {
+    pub async fn recv(&mut self) -> anyhow::Result<Option<Vec<Arc<Envelope>>>> {
         loop {
             let Some(message) = self.ws.next().await else {
                 return Ok(None);
             };
-            let decoded = match message? {
-                Message::Text(text) => {
-                    self.bytes_in += text.len() as u64;
-                    json::decode(text.as_str(), &Limits::default())
-                }
-                Message::Binary(bytes) => {
-                    self.bytes_in += bytes.len() as u64;
-                    binary::decode(&bytes, &Limits::default())
-                }
+            let (bytes, text) = match message? {
+                Message::Text(text) => (Bytes::from(text), true),
+                Message::Binary(bytes) => (bytes, false),
                 Message::Close(_) => return Ok(None),
                 _ => continue,
             };
-            let envelopes =
-                decoded.map_err(|e| anyhow::anyhow!("undecodable frame: {}", e.message))?;
-            let mut out = Vec::with_capacity(envelopes.len());
-            for envelope in envelopes {
-                match envelope {
-                    Ok(envelope) => out.push(envelope),
-                    Err(e) => bail!("undecodable message: {}", e.message),
-                }
-            }
-            return Ok(Some(out));
+            self.bytes_in += bytes.len() as u64;
+            let decode = if text { decode_json } else { decode_binary };
+            return decode_cached(bytes, decode).map(Some);
         }
     }
+}
+
+/// Messages up to this size are remembered by [`decode_cached`].
+const CACHED_MESSAGE_BYTES: usize = 4096;
+/// Messages remembered per thread before the memory is cleared.
+const CACHED_MESSAGES: usize = 65_536;
+
+type Decoded = anyhow::Result<Vec<Arc<Envelope>>>;
+
+thread_local! {
+    static DECODED: RefCell<HashMap<Bytes, Vec<Arc<Envelope>>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
+}
+
+/// Decodes `bytes` with `decode`, or takes the envelopes that the same
+/// bytes decoded to before on this thread.
+fn decode_cached(bytes: Bytes, decode: fn(&Bytes) -> Decoded) -> Decoded {
+    let cacheable = bytes.len() <= CACHED_MESSAGE_BYTES;
+    if cacheable {
+        if let Some(hit) = DECODED.with(|d| d.borrow().get(&bytes).cloned()) {
+            return Ok(hit);
+        }
+    }
+    let envelopes = decode(&bytes)?;
+    if cacheable {
+        DECODED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.len() >= CACHED_MESSAGES {
+                d.clear();
+            }
+            d.insert(bytes, envelopes.clone());
+        });
+    }
+    Ok(envelopes)
+}
+
+fn decode_binary(bytes: &Bytes) -> Decoded {
+    shared(binary::decode(bytes, &Limits::default()))
+}
+
+/// A JSON frame: one message, or an array whose elements are each looked
+/// up apart (a batch differs between subscribers, its messages do not).
+fn decode_json(bytes: &Bytes) -> Decoded {
+    let text = std::str::from_utf8(bytes).context("text frame is not UTF-8")?;
+    if !text.trim_start().starts_with('[') {
+        return shared(json::decode(text, &Limits::default()));
+    }
+    let parts: Vec<&RawValue> = serde_json::from_str(text).context("text frame is not JSON")?;
+    let mut envelopes = Vec::with_capacity(parts.len());
+    for part in parts {
+        envelopes.extend(decode_cached(
+            bytes.slice_ref(part.get().as_bytes()),
+            decode_json,
+        )?);
+    }
+    Ok(envelopes)
+}
+
+fn shared(decoded: Result<Vec<Result<Envelope, DecodeError>>, DecodeError>) -> Decoded {
+    decoded
+        .map_err(|e| anyhow::anyhow!("undecodable frame: {}", e.message))?
+        .into_iter()
+        .map(|e| {
+            e.map(Arc::new)
+                .map_err(|e| anyhow::anyhow!("undecodable message: {}", e.message))
+        })
+        .collect()
 }
 
 /// The i-th source address of a spread over 127.0.0.2 to 127.0.0.251, so

@@ -55,8 +55,8 @@ struct Args {
     /// Report file name (default: `load-SCENARIO`).
     #[arg(long, global = true)]
     report: Option<String>,
-    /// Generator worker threads.
-    #[arg(long, global = true, default_value_t = 1)]
+    /// Generator threads that receive (writers send on a thread of their own).
+    #[arg(long, global = true, default_value_t = 2)]
     threads: usize,
     #[command(subcommand)]
     scenario: Scenario,
@@ -221,10 +221,11 @@ async fn read_sync(conn: &mut Conn) -> anyhow::Result<GraphSync> {
         let Some(batch) = conn.recv().await? else {
             bail!("closed before graph.sync")
         };
-        for envelope in batch {
-            let Body::GraphSync(part) = envelope.body else {
+        for envelope in batch.iter() {
+            let Body::GraphSync(part) = &envelope.body else {
                 continue;
             };
+            let part = part.clone();
             let last = part.chunk.is_none_or(|c| c.index + 1 == c.count);
             match &mut whole {
                 None => whole = Some(part),
@@ -397,7 +398,24 @@ struct Fleet {
     /// Sends more than 1 ms behind schedule (generator saturation).
     late_sends: Arc<AtomicU64>,
     writers: Vec<Writer>,
+    /// The runtime that writers send and read confirmations on: a thread
+    /// of their own, so that a busy subscriber side cannot delay a send
+    /// past its schedule.
+    writer_runtime: tokio::runtime::Handle,
     start: Instant,
+}
+
+/// A single-threaded runtime on a thread of its own, which lives as long
+/// as the process.
+fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 struct Writer {
@@ -437,6 +455,7 @@ async fn fleet(
         sent: Arc::new(AtomicU64::new(0)),
         late_sends: Arc::new(AtomicU64::new(0)),
         writers: Vec::new(),
+        writer_runtime: dedicated_runtime("load-writers")?,
         start,
     };
     let limit = Arc::new(Semaphore::new(128));
@@ -460,7 +479,7 @@ async fn fleet(
                 let mut local = Vec::with_capacity(1024);
                 while let Ok(Some(batch)) = conn.recv().await {
                     let now = start.elapsed().as_micros() as u64;
-                    for e in batch {
+                    for e in batch.iter() {
                         if let Body::SystemHeartbeat(_) = e.body {
                             let _ = conn
                                 .send(&Envelope::new(
@@ -504,67 +523,74 @@ async fn fleet(
     for w in 0..writers {
         let i = subscribers + w;
         let codec = codec_of(args, i);
-        let mut conn = Conn::connect(
-            addr,
-            Some(conn::source_addr(i)),
-            &format!("/v1/graphs/{graph}?user=writer{w}"),
-            codec,
-        )
-        .await?;
-        let sync = read_sync(&mut conn).await?;
-        let node = format!("load:writer-{w}");
-        let create = Envelope::new(
-            format!("create-{w}"),
-            Body::NodeCreate(NodeCreate {
-                base_seq: Some(sync.seq.unwrap_or(0)),
-                node: Node {
-                    id: node.clone(),
-                    label: Some(format!("writer {w}")),
-                    ..Node::default()
-                },
-                commit: None,
-            }),
+        let (graph, confirm, confirmed) = (
+            graph.clone(),
+            fleet.confirm.clone(),
+            fleet.confirmed.clone(),
         );
-        conn.send(&create).await?;
-        let seq = Arc::new(AtomicU64::new(sync.seq.unwrap_or(0)));
-        let (sink, mut stream) = conn.ws.split();
-        let (confirm, confirmed, seq_seen) =
-            (fleet.confirm.clone(), fleet.confirmed.clone(), seq.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                let now = start.elapsed().as_micros() as u64;
-                let decoded = match message {
-                    Message::Text(t) => json::decode(t.as_str(), &Limits::default()),
-                    Message::Binary(b) => binary::decode(&b, &Limits::default()),
-                    _ => continue,
-                };
-                let Ok(batch) = decoded else { continue };
-                for e in batch.into_iter().flatten() {
-                    if let Some(s) = e.seq {
-                        seq_seen.fetch_max(s, Relaxed);
-                    }
-                    if let Body::UpdateConfirmed(c) = &e.body {
-                        // Mutation ids are "u-{scheduled µs}".
-                        if let Some(at) = c
-                            .reference
-                            .strip_prefix("u-")
-                            .and_then(|v| v.parse::<u64>().ok())
-                        {
-                            confirmed.fetch_add(1, Relaxed);
-                            if let Ok(mut h) = confirm.lock() {
-                                let _ = h.record(now.saturating_sub(at).max(1));
+        let writer = fleet.writer_runtime.spawn(async move {
+            let mut conn = Conn::connect(
+                addr,
+                Some(conn::source_addr(i)),
+                &format!("/v1/graphs/{graph}?user=writer{w}"),
+                codec,
+            )
+            .await?;
+            let sync = read_sync(&mut conn).await?;
+            let node = format!("load:writer-{w}");
+            let create = Envelope::new(
+                format!("create-{w}"),
+                Body::NodeCreate(NodeCreate {
+                    base_seq: Some(sync.seq.unwrap_or(0)),
+                    node: Node {
+                        id: node.clone(),
+                        label: Some(format!("writer {w}")),
+                        ..Node::default()
+                    },
+                    commit: None,
+                }),
+            );
+            conn.send(&create).await?;
+            let seq = Arc::new(AtomicU64::new(sync.seq.unwrap_or(0)));
+            let (sink, mut stream) = conn.ws.split();
+            let seq_seen = seq.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = stream.next().await {
+                    let now = start.elapsed().as_micros() as u64;
+                    let decoded = match message {
+                        Message::Text(t) => json::decode(t.as_str(), &Limits::default()),
+                        Message::Binary(b) => binary::decode(&b, &Limits::default()),
+                        _ => continue,
+                    };
+                    let Ok(batch) = decoded else { continue };
+                    for e in batch.into_iter().flatten() {
+                        if let Some(s) = e.seq {
+                            seq_seen.fetch_max(s, Relaxed);
+                        }
+                        if let Body::UpdateConfirmed(c) = &e.body {
+                            // Mutation ids are "u-{scheduled µs}".
+                            if let Some(at) = c
+                                .reference
+                                .strip_prefix("u-")
+                                .and_then(|v| v.parse::<u64>().ok())
+                            {
+                                confirmed.fetch_add(1, Relaxed);
+                                if let Ok(mut h) = confirm.lock() {
+                                    let _ = h.record(now.saturating_sub(at).max(1));
+                                }
                             }
                         }
                     }
                 }
-            }
+            });
+            anyhow::Ok(Writer {
+                sink,
+                codec,
+                node,
+                seq,
+            })
         });
-        fleet.writers.push(Writer {
-            sink,
-            codec,
-            node,
-            seq,
-        });
+        fleet.writers.push(writer.await??);
     }
     // Let the creates commit and the join storm settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -594,7 +620,7 @@ async fn drive(fleet: &mut Fleet, rate: f64, duration: Duration, subscribers: us
         let (start, sent, late) = (fleet.start, fleet.sent.clone(), fleet.late_sends.clone());
         // Writers start staggered over one period so they do not send in lockstep.
         let offset = period.mul_f64(w as f64 / 16.0 % 1.0);
-        handles.push(tokio::spawn(async move {
+        handles.push(fleet.writer_runtime.spawn(async move {
             let mut writer = writer;
             let first = tokio::time::Instant::from_std(began) + offset;
             let mut k = 0u32;
@@ -913,7 +939,7 @@ async fn reconnect(
             let mut attempt = 0u32;
             loop {
                 while let Ok(Some(batch)) = conn.recv().await {
-                    for e in batch {
+                    for e in batch.iter() {
                         if let (Some(seq), true) = (e.seq, e.body.message_type().is_mutation()) {
                             if let Ok(mut s) = seen.lock() {
                                 *s.entry(seq).or_default() += 1;
