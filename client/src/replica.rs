@@ -43,7 +43,7 @@ use gitmind_schema::{Body, Envelope};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplicaError {
     /// An event skipped a `seq`.
-    #[error("event seq {got} does not follow seq {expected}")]
+    #[error("expected seq {expected} next, got {got}")]
     Gap {
         /// The `seq` the next event should have.
         expected: u64,
@@ -469,7 +469,9 @@ impl Replica {
                     }
                     self.apply_event(event)?;
                 }
-                if self.seq < seq {
+                // A delta in several chunks reaches `seq` with its last.
+                let last = sync.chunk.is_none_or(|c| c.index + 1 == c.count);
+                if last && self.seq < seq {
                     return Err(ReplicaError::Gap {
                         expected: self.seq + 1,
                         got: seq,
@@ -1240,7 +1242,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use gitmind_schema::message::{UpdateConfirmed, UpdateConflictResolved};
+    use gitmind_schema::message::{Chunk, UpdateConfirmed, UpdateConflictResolved};
     use gitmind_schema::model::{NodeSet, TextEdits};
 
     fn synced() -> Replica {
@@ -1538,6 +1540,40 @@ mod tests {
         // The idempotent answer to the resend changes nothing.
         r.settle(&confirmed("m1", 2, None)).unwrap();
         assert_eq!(r.server_seq(), 2);
+    }
+
+    #[test]
+    fn a_delta_in_chunks_reaches_its_seq_with_the_last_and_a_short_one_is_a_gap() {
+        let chunk = |index, events: Vec<Envelope>| GraphSync {
+            mode: Some(SyncMode::Delta),
+            epoch: Some("e".into()),
+            seq: Some(3),
+            events: Some(events),
+            chunk: Some(Chunk { index, count: 2 }),
+            ..GraphSync::default()
+        };
+        let mut r = synced();
+        r.apply_sync(&chunk(0, vec![event("x", "you", 2, label("c:a", "two"))]))
+            .unwrap();
+        assert_eq!(r.server_seq(), 2);
+        r.apply_sync(&chunk(1, vec![event("y", "you", 3, label("c:a", "three"))]))
+            .unwrap();
+        assert_eq!(r.server_seq(), 3);
+        assert_eq!(
+            r.node("c:a").and_then(|n| n.label.clone()).as_deref(),
+            Some("three")
+        );
+
+        // A last chunk that stops short of `seq` leaves a gap.
+        let mut r = synced();
+        r.apply_sync(&chunk(0, vec![])).unwrap();
+        assert!(matches!(
+            r.apply_sync(&chunk(1, vec![event("x", "you", 2, label("c:a", "two"))])),
+            Err(ReplicaError::Gap {
+                expected: 3,
+                got: 3
+            })
+        ));
     }
 
     #[test]

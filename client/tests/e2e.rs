@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{connect, until, until_state, Proxy, TestServer};
-use gitmind_client::{Codec, Outcome, State};
-use gitmind_schema::message::{NodeCreate, NodeUpdate};
+use gitmind_client::{Codec, Event, Outcome, State};
+use gitmind_schema::message::{NodeCreate, NodeUpdate, SyncMode};
 use gitmind_schema::model::{Node, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
@@ -140,6 +140,54 @@ async fn two_clients_editing_one_text_concurrently_end_identical_with_both_edits
             );
         }
         assert!(text.contains("hello world"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_bigger_than_one_sync_chunk_comes_as_a_delta_on_both_codecs() {
+    let server = TestServer::start();
+    for codec in [Codec::Bin, Codec::Json] {
+        let graph = match codec {
+            Codec::Bin => "long-away-bin",
+            Codec::Json => "long-away-json",
+        };
+        let proxy = Proxy::start(server.addr).await;
+        let (alice, _a) = connect(&server.url(), graph, "alice", Codec::Bin).await;
+        let (bob, mut bob_events) = connect(&proxy.url(), graph, "bob", codec).await;
+        alice.mutate(create("doc:0", "")).await.unwrap();
+        until(&bob, "bob sees the first node", |r| {
+            r.node("doc:0").is_some()
+        })
+        .await;
+
+        // Bob is away while more than one sync chunk (256 KiB) of changes
+        // is made, then comes back.
+        proxy.pause();
+        let content = "x".repeat(10_000);
+        for i in 1..=40 {
+            let outcome = alice
+                .mutate(create(&format!("doc:{i}"), &content))
+                .await
+                .unwrap();
+            assert!(matches!(outcome, Outcome::Confirmed(_)), "{outcome:?}");
+        }
+        proxy.resume();
+        until(&bob, "bob has every change", |r| r.server_seq() == 41).await;
+        assert_eq!(bob.replica().nodes().count(), 41);
+
+        let mut modes = Vec::new();
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(100), bob_events.next()).await
+        {
+            if let Event::Synced { mode, .. } = event {
+                modes.push(mode);
+            }
+        }
+        assert_eq!(
+            modes,
+            [SyncMode::Snapshot, SyncMode::Delta],
+            "{codec:?}: bob's first sync, then his resume with the 40 changes he missed"
+        );
     }
 }
 
@@ -280,7 +328,7 @@ async fn five_hundred_clients_reconnecting_after_a_restart_spread_their_retries(
 async fn a_client_rides_out_a_server_restart_and_its_pending_change_applies_once() {
     let mut server = TestServer::start();
     let (alice, _a) = connect(&server.url(), "restart", "alice", Codec::Bin).await;
-    let (bob, _b) = connect(&server.url(), "restart", "bob", Codec::Json).await;
+    let (bob, mut bob_events) = connect(&server.url(), "restart", "bob", Codec::Json).await;
     for i in 0..5 {
         let outcome = alice
             .mutate(create(&format!("doc:before{i}"), "x"))
@@ -332,6 +380,17 @@ async fn a_client_rides_out_a_server_restart_and_its_pending_change_applies_once
         6,
         "every change once: 5 before, 1 after"
     );
+    // The window survived the restart too: after his first sync (the whole
+    // graph), bob resumed with the changes he missed, not the whole graph.
+    let mut modes = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), bob_events.next()).await
+    {
+        if let Event::Synced { mode, .. } = event {
+            modes.push(mode);
+        }
+    }
+    assert_eq!(modes, [SyncMode::Snapshot, SyncMode::Delta], "bob's syncs");
     for client in [&alice, &bob] {
         let replica = client.replica();
         let mut ids: Vec<&str> = replica.nodes().map(|n| n.id.as_str()).collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gitmind_client::client::ClientError;
 use gitmind_client::{Client, Event, Events, Outcome, State};
-use gitmind_schema::message::{BatchOp, NodeUpdate, RollbackReason};
+use gitmind_schema::message::{BatchOp, NodeUpdate, RollbackReason, SyncMode};
 use gitmind_schema::model::{Edge, Node, NodeSet, PropValue};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
@@ -519,6 +519,8 @@ pub struct ReaderReport {
     pub changes: u64,
     /// Syncs after the first (resumes).
     pub resyncs: u64,
+    /// Of those, the ones that took the whole graph.
+    pub snapshots: u64,
 }
 
 /// Drains a client's events until `stop`; a reader (`report` given)
@@ -536,7 +538,9 @@ pub async fn drain(
         delivery_faulted: histogram(),
         changes: 0,
         resyncs: 0,
+        snapshots: 0,
     };
+    let mut first = true;
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => break,
@@ -544,7 +548,14 @@ pub async fn drain(
         };
         match event {
             None => break,
-            Some(Event::Synced { .. }) => report.resyncs += 1,
+            // The first is the client's first sync, not a resume.
+            Some(Event::Synced { mode, .. }) => {
+                if std::mem::replace(&mut first, false) {
+                    continue;
+                }
+                report.resyncs += 1;
+                report.snapshots += u64::from(mode == SyncMode::Snapshot);
+            }
             Some(Event::Change(envelope)) => {
                 report.changes += 1;
                 let now = Instant::now();

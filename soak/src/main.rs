@@ -152,6 +152,10 @@ struct Result {
     unresolved: u64,
     skipped: u64,
     faults: Faults,
+    /// Syncs after the first, at every client.
+    resumes: u64,
+    /// Of those, the ones that took the whole graph (not a delta).
+    resumes_by_snapshot: u64,
     final_seq: u64,
     final_nodes: usize,
     final_edges: usize,
@@ -382,6 +386,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         unresolved: sum(|w| w.unresolved),
         skipped: sum(|w| w.skipped),
         faults,
+        resumes: readers.iter().map(|(_, r)| r.resyncs).sum(),
+        resumes_by_snapshot: readers.iter().map(|(_, r)| r.snapshots).sum(),
         final_seq: snapshot.seq,
         final_nodes: snapshot.nodes.len(),
         final_edges: snapshot.edges.len(),
@@ -569,11 +575,13 @@ fn summary(r: &Result, verdict: &[String]) -> String {
     let _ = writeln!(s, "| changes | {} sent: {} confirmed, {} merged, {} rolled back {:?}, {} without outcome, {} skipped |", r.sent, r.confirmed, r.resolved, r.rolled_back.values().sum::<u64>(), r.rolled_back, r.unresolved, r.skipped);
     let _ = writeln!(
         s,
-        "| faults | {} cuts, {} stalls, {} restarts, {} client disconnects in all |",
+        "| faults | {} cuts, {} stalls, {} restarts, {} client disconnects in all; {} resumes, {} of them by a whole snapshot |",
         r.faults.cuts,
         r.faults.stalls,
         r.faults.restarts.len(),
-        r.faults.client_disconnects
+        r.faults.client_disconnects,
+        r.resumes,
+        r.resumes_by_snapshot
     );
     for (i, x) in r.faults.restarts.iter().enumerate() {
         let _ = writeln!(

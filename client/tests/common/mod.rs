@@ -3,6 +3,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,10 +131,12 @@ pub async fn until_state(client: &Client, what: &str, pred: impl Fn(&State) -> b
     .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"));
 }
 
-/// A TCP proxy whose connections can all be cut at once.
+/// A TCP proxy whose connections can all be cut at once, and which can
+/// refuse new ones for a while.
 pub struct Proxy {
     pub addr: SocketAddr,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    paused: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -143,8 +146,13 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let registry = links.clone();
+        let paused = Arc::new(AtomicBool::new(false));
+        let refusing = paused.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if refusing.load(Ordering::Acquire) {
+                    continue;
+                }
                 let link = tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
@@ -157,12 +165,23 @@ impl Proxy {
         Proxy {
             addr,
             links,
+            paused,
             accept,
         }
     }
 
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::resume`].
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+        self.cut();
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
     }
 
     /// Drops every connection through the proxy, as a network failure would.
