@@ -55,7 +55,8 @@ impl Machine {
     }
 }
 
-/// The current commit, marked dirty when the tree has changes.
+/// The current commit, marked dirty when the code has changes (the
+/// measurements in `perf-reports/` are not code).
 fn commit() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
@@ -68,8 +69,14 @@ fn commit() -> String {
     let Some(head) = run(&["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown".into();
     };
-    let dirty =
-        run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty = run(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ":(top,exclude)perf-reports",
+    ])
+    .is_some_and(|s| !s.is_empty());
     if dirty {
         format!("{head}-dirty")
     } else {
