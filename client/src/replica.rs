@@ -28,6 +28,7 @@
 //! every operation the server applied before it, so it equals the operation
 //! the server applied.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use gitmind_schema::message::{
@@ -351,8 +352,11 @@ pub struct Replica {
     user_id: Option<String>,
     server: Graph,
     pending: VecDeque<Pending>,
-    /// The pending changes applied on top of the server state.
-    view: View,
+    /// The pending changes applied on top of the server state, made when
+    /// first read after a change: a burst of events and outcomes (a
+    /// reconnect settling hundreds of pending changes) costs one rebuild,
+    /// not one per message.
+    view: OnceCell<View>,
     /// Waiting changes dropped unsent (see [`Replica::take_dropped`]).
     dropped: Vec<String>,
 }
@@ -393,39 +397,47 @@ impl Replica {
 
     /// A node as this client sees it (server state plus pending changes).
     pub fn node(&self, id: &str) -> Option<&Node> {
-        if self.view.nodes.contains(id) {
-            return self.view.graph.nodes.get(id);
+        let view = self.view();
+        if view.nodes.contains(id) {
+            return view.graph.nodes.get(id);
         }
         self.server.nodes.get(id)
     }
 
     /// Every node as this client sees it.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
+        let view = self.view();
         let server = self
             .server
             .nodes
             .values()
-            .filter(|n| !self.view.nodes.contains(&n.id));
-        server.chain(self.view.graph.nodes.values())
+            .filter(|n| !view.nodes.contains(&n.id));
+        server.chain(view.graph.nodes.values())
     }
 
     /// An edge as this client sees it.
     pub fn edge(&self, id: &str) -> Option<&Edge> {
-        if self.view.edges.contains(id) {
-            return self.view.graph.edges.get(id);
+        let view = self.view();
+        if view.edges.contains(id) {
+            return view.graph.edges.get(id);
         }
         self.server.edges.get(id)
     }
 
     /// Every edge as this client sees it.
     pub fn edges(&self) -> impl Iterator<Item = &Edge> + '_ {
+        let view = self.view();
         let server = self
             .server
             .edges
             .iter()
-            .filter(|(id, _)| !self.view.edges.contains(*id))
+            .filter(|(id, _)| !view.edges.contains(*id))
             .map(|(_, e)| e);
-        server.chain(self.view.graph.edges.values())
+        server.chain(view.graph.edges.values())
+    }
+
+    fn view(&self) -> &View {
+        self.view.get_or_init(|| self.build_view())
     }
 
     /// Every node as the server has it, as of [`Replica::server_seq`].
@@ -497,7 +509,7 @@ impl Replica {
                 self.seq = seq;
             }
         }
-        self.recompute();
+        self.view.take();
         Ok(self.release())
     }
 
@@ -551,7 +563,7 @@ impl Replica {
                 p.base = seq;
             }
         }
-        self.recompute();
+        self.view.take();
         Ok(self.release())
     }
 
@@ -739,7 +751,7 @@ impl Replica {
             sent: false,
             broken: false,
         });
-        self.recompute();
+        self.view.take();
         Ok(self.release().pop())
     }
 
@@ -778,7 +790,7 @@ impl Replica {
             k += 1;
         }
         if !self.dropped.is_empty() {
-            self.recompute();
+            self.view.take();
         }
         out
     }
@@ -905,7 +917,7 @@ impl Replica {
                 let server_text = text.and_then(|t| t.content.as_ref());
                 let is_batch = matches!(p.body, Body::BatchUpdate(_));
                 if p.broken && is_batch && !text_edited_nodes(&p.body).is_empty() {
-                    self.recompute();
+                    self.view.take();
                     return Err(ReplicaError::Unreproducible(p.id));
                 }
                 let scratch = &mut self.server;
@@ -940,7 +952,7 @@ impl Replica {
                 }
             }
         }
-        self.recompute();
+        self.view.take();
         Ok(self.release())
     }
 
@@ -998,9 +1010,9 @@ impl Replica {
         invert(&forward, &before)
     }
 
-    /// Rebuilds the view: copies the entities the pending changes touch
-    /// (and the edges of nodes they delete) and applies the changes to them.
-    fn recompute(&mut self) {
+    /// The view: copies the entities the pending changes touch (and the
+    /// edges of nodes they delete) and applies the changes to them.
+    fn build_view(&self) -> View {
         let mut view = View::default();
         for p in &self.pending {
             for op in ops_of(&p.body) {
@@ -1051,7 +1063,7 @@ impl Replica {
         }
         // Edges a pending node delete removed in the view.
         view.edges.extend(view.graph.edges.keys().cloned());
-        self.view = view;
+        view
     }
 }
 

@@ -521,6 +521,9 @@ pub struct ReaderReport {
     pub resyncs: u64,
     /// Of those, the ones that took the whole graph.
     pub snapshots: u64,
+    /// The slowest delivery outside faults: (latency, scheduled time since
+    /// the run's start), in microseconds.
+    pub slowest: (u64, u64),
 }
 
 /// Drains a client's events until `stop`; a reader (`report` given)
@@ -539,6 +542,7 @@ pub async fn drain(
         changes: 0,
         resyncs: 0,
         snapshots: 0,
+        slowest: (0, 0),
     };
     let mut first = true;
     loop {
@@ -583,6 +587,7 @@ pub async fn drain(
                 let h = if faulted {
                     &mut report.delivery_faulted
                 } else {
+                    report.slowest = report.slowest.max((latency, t));
                     &mut report.delivery
                 };
                 let _ = h.record(latency);

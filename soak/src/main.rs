@@ -109,6 +109,8 @@ struct Cli {
 #[derive(Serialize)]
 struct Restart {
     signal: &'static str,
+    /// When the server was stopped, in seconds since the run's start.
+    at_s: f64,
     /// From the stop to the server listening again.
     down_ms: u64,
     /// From the stop to every client connected again.
@@ -156,6 +158,12 @@ struct Result {
     resumes: u64,
     /// Of those, the ones that took the whole graph (not a delta).
     resumes_by_snapshot: u64,
+    /// The slowest delivery outside faults, and when it was scheduled
+    /// (seconds since the run's start: the import and connects come first).
+    slowest_delivery_ms: f64,
+    /// When the load began, in seconds since the run's start.
+    load_at_s: f64,
+    slowest_delivery_at_s: f64,
     final_seq: u64,
     final_nodes: usize,
     final_edges: usize,
@@ -284,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             stop_load.clone(),
         ));
     }
+    let load_at_s = shared.start.elapsed().as_secs_f64();
     println!(
         "{} writers at {}/s, {} readers ({} slow); {} s of load with faults",
         cli.writers, cli.rate, cli.readers, cli.slow, cli.duration
@@ -342,6 +351,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Percentiles::of(&all)
     };
     let is_reader = |(i, _): &&(usize, ReaderReport)| *i >= cli.writers;
+    let slowest = readers
+        .iter()
+        .filter(is_reader)
+        .filter(|(_, r)| !r.slow)
+        .map(|(_, r)| r.slowest)
+        .max()
+        .unwrap_or_default();
     let mut rolled_back = std::collections::BTreeMap::new();
     for (reason, n) in writer_reports.iter().flat_map(|w| &w.rolled_back) {
         *rolled_back.entry(format!("{reason:?}")).or_insert(0) += n;
@@ -388,6 +404,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         faults,
         resumes: readers.iter().map(|(_, r)| r.resyncs).sum(),
         resumes_by_snapshot: readers.iter().map(|(_, r)| r.snapshots).sum(),
+        slowest_delivery_ms: slowest.0 as f64 / 1e3,
+        load_at_s,
+        slowest_delivery_at_s: slowest.1 as f64 / 1e6,
         final_seq: snapshot.seq,
         final_nodes: snapshot.nodes.len(),
         final_edges: snapshot.edges.len(),
@@ -518,6 +537,7 @@ async fn inject(
             }
             faults.restarts.push(Restart {
                 signal,
+                at_s: stopped.duration_since(shared.start).as_secs_f64(),
                 down_ms: down.as_millis() as u64,
                 all_resumed_ms: stopped.elapsed().as_millis() as u64,
             });
@@ -586,9 +606,10 @@ fn summary(r: &Result, verdict: &[String]) -> String {
     for (i, x) in r.faults.restarts.iter().enumerate() {
         let _ = writeln!(
             s,
-            "| restart {} ({}) | down {} ms, every client resumed after {} ms |",
+            "| restart {} ({}) | at {:.1} s: down {} ms, every client resumed after {} ms |",
             i + 1,
             x.signal,
+            x.at_s,
             x.down_ms,
             x.all_resumed_ms
         );
@@ -598,6 +619,11 @@ fn summary(r: &Result, verdict: &[String]) -> String {
         "| write -> delivery | {} ({} samples) |",
         r.latency_us.ms(),
         r.latency_us.count
+    );
+    let _ = writeln!(
+        s,
+        "| slowest delivery outside faults | {:.1} ms, scheduled {:.1} s into the run (the load began at {:.1} s) |",
+        r.slowest_delivery_ms, r.slowest_delivery_at_s, r.load_at_s
     );
     let _ = writeln!(
         s,
