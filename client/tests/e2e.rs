@@ -553,14 +553,15 @@ async fn a_snapshot_in_several_chunks_reaches_both_codecs_whole_with_the_events_
             r.node("doc:after").is_some()
         })
         .await;
-        let replica = reader.replica();
-        assert_eq!(replica.nodes().count(), 301, "{codec:?}");
-        assert!(replica
-            .nodes()
-            .filter(|n| n.id != "doc:after")
-            .all(|n| n.content.as_deref() == Some(text.as_str())));
-        assert_eq!(replica.server_seq(), after.seq, "{codec:?}");
-        drop(replica);
+        {
+            let replica = reader.replica();
+            assert_eq!(replica.nodes().count(), 301, "{codec:?}");
+            assert!(replica
+                .nodes()
+                .filter(|n| n.id != "doc:after")
+                .all(|n| n.content.as_deref() == Some(text.as_str())));
+            assert_eq!(replica.server_seq(), after.seq, "{codec:?}");
+        }
         let Outcome::Confirmed(deleted) = writer
             .mutate(Body::NodeDelete(gitmind_schema::message::NodeDelete {
                 id: "doc:after".into(),

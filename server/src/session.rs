@@ -936,6 +936,7 @@ fn validate_presence(body: &Body) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use gitmind_schema::message::CursorMove;

@@ -285,14 +285,14 @@ fn pick(
 
 /// One change, ready to send.
 enum Change {
-    Mutate(Body, Option<String>),
+    Mutate(Box<Body>, Option<String>),
     Text(String, bool, f64, String),
 }
 
 impl Change {
     async fn run(self, client: &Client) -> (Result<Outcome, ClientError>, Option<String>) {
         match self {
-            Change::Mutate(body, created) => (client.mutate(body).await, created),
+            Change::Mutate(body, created) => (client.mutate(*body).await, created),
             Change::Text(id, delete, at, insert) => {
                 let outcome = client
                     .edit_text(&id, move |text| text_op(text, delete, at, &insert))
@@ -405,11 +405,11 @@ fn build(
             };
             let id = Edge::make_id(&edge.source, &edge.edge_type, &edge.target);
             return Change::Mutate(
-                Body::EdgeCreate(gitmind_schema::message::EdgeCreate {
+                Box::new(Body::EdgeCreate(gitmind_schema::message::EdgeCreate {
                     base_seq: None,
                     edge,
                     commit: None,
-                }),
+                })),
                 Some(id),
             );
         }
@@ -435,11 +435,11 @@ fn build(
                 ..Node::default()
             };
             return Change::Mutate(
-                Body::NodeCreate(gitmind_schema::message::NodeCreate {
+                Box::new(Body::NodeCreate(gitmind_schema::message::NodeCreate {
                     base_seq: None,
                     node,
                     commit: None,
-                }),
+                })),
                 Some(id),
             );
         }
@@ -448,7 +448,7 @@ fn build(
             ..Default::default()
         }),
     };
-    Change::Mutate(body, None)
+    Change::Mutate(Box::new(body), None)
 }
 
 fn record(
