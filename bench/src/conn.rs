@@ -91,7 +91,7 @@ impl Conn {
     /// subscribers receive the same bytes (a binary frame, or an element
     /// of a JSON array), and decoding them a thousand times made the
     /// generator, not the server, the bottleneck
-    /// (perf-reports/load-fanout-1000x1000.md). The first decode still
+    /// (perf-reports/profiles.md). The first decode still
     /// checks every message in full.
     ///
     /// # Errors
