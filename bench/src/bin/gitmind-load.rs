@@ -612,10 +612,7 @@ async fn drive(fleet: &mut Fleet, rate: f64, duration: Duration, subscribers: us
         fleet.sent.load(Relaxed),
         fleet.confirmed.load(Relaxed),
     );
-    if let Ok(mut h) = fleet.delivery.lock() {
-        h.reset();
-    }
-    for h in [&fleet.confirm, &fleet.send_lag] {
+    for h in [&fleet.delivery, &fleet.confirm, &fleet.send_lag] {
         if let Ok(mut h) = h.lock() {
             h.reset();
         }
