@@ -27,6 +27,8 @@ pub struct Conn {
     pub codec: Codec,
     /// Bytes received (frame payloads).
     pub bytes_in: u64,
+    /// Envelopes given back with [`Conn::unread`], returned first.
+    unread: Vec<Arc<Envelope>>,
 }
 
 impl Conn {
@@ -68,6 +70,7 @@ impl Conn {
             ws,
             codec,
             bytes_in: 0,
+            unread: Vec::new(),
         })
     }
 
@@ -97,6 +100,9 @@ impl Conn {
     /// # Errors
     /// The connection failed or sent something that does not decode.
     pub async fn recv(&mut self) -> anyhow::Result<Option<Vec<Arc<Envelope>>>> {
+        if !self.unread.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.unread)));
+        }
         loop {
             let Some(message) = self.ws.next().await else {
                 return Ok(None);
@@ -111,6 +117,15 @@ impl Conn {
             let decode = if text { decode_json } else { decode_binary };
             return decode_cached(bytes, decode).map(Some);
         }
+    }
+}
+
+impl Conn {
+    /// Gives back envelopes that were received but not used (those after
+    /// a `graph.sync` in the same frame): the next [`Conn::recv`] returns
+    /// them.
+    pub fn unread(&mut self, envelopes: &[Arc<Envelope>]) {
+        self.unread.extend_from_slice(envelopes);
     }
 }
 

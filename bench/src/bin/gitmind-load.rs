@@ -214,14 +214,15 @@ fn codec_of(args: &Args, i: usize) -> Codec {
         .unwrap_or(if i % 2 == 0 { Codec::Bin } else { Codec::Json })
 }
 
-/// Reads messages until a complete `graph.sync` (all chunks) arrived.
+/// Reads messages until a complete `graph.sync` (all chunks) arrived;
+/// what came after it in the same frame is left for the next `recv`.
 async fn read_sync(conn: &mut Conn) -> anyhow::Result<GraphSync> {
     let mut whole: Option<GraphSync> = None;
     loop {
         let Some(batch) = conn.recv().await? else {
             bail!("closed before graph.sync")
         };
-        for envelope in batch.iter() {
+        for (i, envelope) in batch.iter().enumerate() {
             let Body::GraphSync(part) = &envelope.body else {
                 continue;
             };
@@ -233,12 +234,16 @@ async fn read_sync(conn: &mut Conn) -> anyhow::Result<GraphSync> {
                     w.nodes
                         .get_or_insert_with(Vec::new)
                         .extend(part.nodes.unwrap_or_default());
+                    w.edges
+                        .get_or_insert_with(Vec::new)
+                        .extend(part.edges.unwrap_or_default());
                     w.events
                         .get_or_insert_with(Vec::new)
                         .extend(part.events.unwrap_or_default());
                 }
             }
             if last {
+                conn.unread(&batch[i + 1..]);
                 return whole.context("no sync");
             }
         }
