@@ -749,7 +749,7 @@ impl Worker {
             Body::GraphSync(sync) => {
                 let released = self.lock().apply_sync(sync)?;
                 send.extend(released);
-                if sync.chunk.is_none_or(|c| c.index + 1 == c.count) {
+                if sync.is_last_chunk() {
                     let seq = self.lock().server_seq();
                     self.state.send_replace(State::Connected { seq });
                     let mode = sync.mode.unwrap_or(SyncMode::Snapshot);
@@ -800,7 +800,7 @@ impl Worker {
         let mut part = Envelope::new("sync", Body::GraphSync(first.clone()));
         let mut later = Vec::new();
         loop {
-            let last = matches!(&part.body, Body::GraphSync(s) if s.chunk.is_none_or(|c| c.index + 1 == c.count));
+            let last = matches!(&part.body, Body::GraphSync(s) if s.is_last_chunk());
             if let Err(e) = self.take(part, &mut send).await {
                 // A delta that does not fit: start over from a snapshot.
                 let reason = format!("sync did not apply ({e}); taking a snapshot");

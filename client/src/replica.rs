@@ -482,8 +482,7 @@ impl Replica {
                     self.apply_event(event)?;
                 }
                 // A delta in several chunks reaches `seq` with its last.
-                let last = sync.chunk.is_none_or(|c| c.index + 1 == c.count);
-                if last && self.seq < seq {
+                if sync.is_last_chunk() && self.seq < seq {
                     return Err(ReplicaError::Gap {
                         expected: self.seq + 1,
                         got: seq,

@@ -459,6 +459,14 @@ pub struct GraphSync {
     pub chunk: Option<Chunk>,
 }
 
+impl GraphSync {
+    /// Whether this is the whole sync or its last chunk: the sync is
+    /// complete, and the graph is at `seq`, once it is taken.
+    pub fn is_last_chunk(&self) -> bool {
+        self.chunk.is_none_or(|c| c.index + 1 == c.count)
+    }
+}
+
 /// `update.confirmed`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -227,7 +227,7 @@ async fn read_sync(conn: &mut Conn) -> anyhow::Result<GraphSync> {
                 continue;
             };
             let part = part.clone();
-            let last = part.chunk.is_none_or(|c| c.index + 1 == c.count);
+            let last = part.is_last_chunk();
             match &mut whole {
                 None => whole = Some(part),
                 Some(w) => {
