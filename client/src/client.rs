@@ -708,16 +708,14 @@ impl Worker {
                         Ok(Ok(None)) => return Lost::Retry { reason: "the server closed the connection".into(), server_asked },
                         Ok(Ok(Some(envelope))) => envelope,
                     };
+                    if let Body::SystemReconnect(r) = &envelope.body {
+                        server_asked = Some(Duration::from_millis(r.retry_after_ms));
+                    }
                     let mut send = Vec::new();
-                    {
-                        if let Body::SystemReconnect(r) = &envelope.body {
-                            server_asked = Some(Duration::from_millis(r.retry_after_ms));
-                        }
-                        if self.take(envelope, &mut send).await.is_err() {
-                            // Out of step with the server: ask for a sync from where we are.
-                            self.state.send_replace(State::Resyncing);
-                            send.push(self.resync_request());
-                        }
+                    if self.take(envelope, &mut send).await.is_err() {
+                        // Out of step with the server: ask for a sync from where we are.
+                        self.state.send_replace(State::Resyncing);
+                        send.push(self.resync_request());
                     }
                     self.remember(&send);
                     if !send.is_empty() {
