@@ -204,7 +204,7 @@ pub fn git(
     // The history: seq -> (commit, mutation id).
     let repo = git2::Repository::open_bare(persist::repo_path(data_dir))?;
     let tip = repo
-        .find_reference(&format!("refs/gitmind/graphs/{graph}"))?
+        .find_reference(&format!("{}{graph}", persist::REF_PREFIX))?
         .peel_to_commit()?
         .id();
     let mut walk = repo.revwalk()?;

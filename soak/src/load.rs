@@ -101,8 +101,12 @@ pub struct Shared {
 
 impl Shared {
     fn micros(&self, at: Instant) -> u64 {
-        u64::try_from(at.duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
+        micros(at.duration_since(self.start))
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A latency histogram in microseconds, up to an hour.
@@ -462,10 +466,7 @@ fn record(
         report.unresolved += 1;
         return;
     };
-    let latency = done.finished.duration_since(done.scheduled);
-    let latency = u64::try_from(latency.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1);
+    let latency = micros(done.finished.duration_since(done.scheduled)).max(1);
     let faulted = shared
         .faults
         .touched(&[report.index], done.scheduled, done.finished);
@@ -515,8 +516,6 @@ pub struct ReaderReport {
     pub delivery: Histogram<u64>,
     /// The same, for deliveries a fault touched.
     pub delivery_faulted: Histogram<u64>,
-    /// Changes seen as events.
-    pub changes: u64,
     /// Syncs after the first (resumes).
     pub resyncs: u64,
     /// Of those, the ones that took the whole graph.
@@ -526,8 +525,8 @@ pub struct ReaderReport {
     pub slowest: (u64, u64),
 }
 
-/// Drains a client's events until `stop`; a reader (`report` given)
-/// measures delivery of the writers' counter changes.
+/// Drains a client's events until `stop`, measuring delivery of the
+/// writers' counter changes (the run reports the readers').
 pub async fn drain(
     index: usize,
     mut events: Events,
@@ -539,7 +538,6 @@ pub async fn drain(
         slow,
         delivery: histogram(),
         delivery_faulted: histogram(),
-        changes: 0,
         resyncs: 0,
         snapshots: 0,
         slowest: (0, 0),
@@ -561,7 +559,6 @@ pub async fn drain(
                 report.snapshots += u64::from(mode == SyncMode::Snapshot);
             }
             Some(Event::Change(envelope)) => {
-                report.changes += 1;
                 let now = Instant::now();
                 let Body::NodeUpdate(u) = &envelope.body else {
                     continue;
@@ -580,9 +577,7 @@ pub async fn drain(
                     continue;
                 };
                 let scheduled = shared.start + Duration::from_micros(t);
-                let latency = u64::try_from(now.duration_since(scheduled).as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
+                let latency = micros(now.duration_since(scheduled)).max(1);
                 let faulted = shared.faults.touched(&[index, writer], scheduled, now);
                 let h = if faulted {
                     &mut report.delivery_faulted

@@ -535,17 +535,18 @@ async fn inject(
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            let resumed = stopped.elapsed();
             faults.restarts.push(Restart {
                 signal,
                 at_s: stopped.duration_since(shared.start).as_secs_f64(),
                 down_ms: down.as_millis() as u64,
-                all_resumed_ms: stopped.elapsed().as_millis() as u64,
+                all_resumed_ms: resumed.as_millis() as u64,
             });
             println!(
                 "restart {} ({signal}): server down {} ms, all clients resumed after {} ms",
                 faults.restarts.len(),
                 down.as_millis(),
-                stopped.elapsed().as_millis()
+                resumed.as_millis()
             );
         }
         if now >= next_cut {
@@ -614,41 +615,23 @@ fn summary(r: &Result, verdict: &[String]) -> String {
             x.all_resumed_ms
         );
     }
-    let _ = writeln!(
-        s,
-        "| write -> delivery | {} ({} samples) |",
-        r.latency_us.ms(),
-        r.latency_us.count
-    );
+    let latency_row = |s: &mut String, what: &str, p: &Percentiles| {
+        let _ = writeln!(s, "| {what} | {} ({} samples) |", p.ms(), p.count);
+    };
+    latency_row(&mut s, "write -> delivery", &r.latency_us);
     let _ = writeln!(
         s,
         "| slowest delivery outside faults | {:.1} ms, scheduled {:.1} s into the run (the load began at {:.1} s) |",
         r.slowest_delivery_ms, r.slowest_delivery_at_s, r.load_at_s
     );
-    let _ = writeln!(
-        s,
-        "| write -> confirmation | {} ({} samples) |",
-        r.confirm_latency_us.ms(),
-        r.confirm_latency_us.count
-    );
-    let _ = writeln!(
-        s,
-        "| delivery through a fault | {} ({} samples) |",
-        r.latency_faulted_us.ms(),
-        r.latency_faulted_us.count
-    );
-    let _ = writeln!(
-        s,
-        "| confirmation through a fault | {} ({} samples) |",
-        r.confirm_faulted_us.ms(),
-        r.confirm_faulted_us.count
-    );
-    let _ = writeln!(
-        s,
-        "| delivery at slow readers | {} ({} samples) |",
-        r.latency_slow_readers_us.ms(),
-        r.latency_slow_readers_us.count
-    );
+    for (what, p) in [
+        ("write -> confirmation", &r.confirm_latency_us),
+        ("delivery through a fault", &r.latency_faulted_us),
+        ("confirmation through a fault", &r.confirm_faulted_us),
+        ("delivery at slow readers", &r.latency_slow_readers_us),
+    ] {
+        latency_row(&mut s, what, p);
+    }
     let _ = writeln!(
         s,
         "| final graph | seq {}, {} nodes, {} edges, {} commits |",

@@ -94,6 +94,7 @@ use self::object::ObjectId;
 use self::pack::{sync_dir, PackWriter};
 use crate::change::{Group, Restored};
 
+pub use self::commit::REF_PREFIX;
 pub use self::error::PersistError;
 pub use self::stats::{PersistStats, StatsSnapshot, DURATION_BUCKETS_US};
 pub use self::verify::{verify, GraphReport, VerifyReport};
