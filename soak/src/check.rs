@@ -95,24 +95,35 @@ pub async fn replicas(clients: &[Client], snapshot: &Snapshot, wait: Duration, o
             ));
             continue;
         }
-        let mut nodes: Vec<&Node> = replica.server_nodes().collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut edges: Vec<&Edge> = replica.server_edges().collect();
-        edges.sort_by(|a, b| a.id.cmp(&b.id));
         let mut seen: Vec<&Node> = replica.nodes().collect();
         seen.sort_by(|a, b| a.id.cmp(&b.id));
-        let differences = [
-            difference("node", &nodes, &snapshot.nodes, |n| &n.id),
-            difference("edge", &edges, &snapshot.edges, |e| {
-                e.id.as_deref().unwrap_or("")
-            }),
-            difference("shown node", &seen, &snapshot.nodes, |n| &n.id),
-        ];
-        if let Some(d) = differences.into_iter().flatten().next() {
+        let shown = difference("shown node", &seen, &snapshot.nodes, |n| &n.id);
+        let differences =
+            graph_differences(replica.server_nodes(), replica.server_edges(), snapshot);
+        if let Some(d) = differences.into_iter().chain([shown]).flatten().next() {
             out.diverged += 1;
             out.problem(format!("client {i} ({user}): {d}"));
         }
     }
+}
+
+/// The first difference in the nodes and the first in the edges between
+/// `nodes` and `edges` (in any order) and `snapshot`.
+fn graph_differences<'a>(
+    nodes: impl Iterator<Item = &'a Node>,
+    edges: impl Iterator<Item = &'a Edge>,
+    snapshot: &Snapshot,
+) -> [Option<String>; 2] {
+    let mut nodes: Vec<&Node> = nodes.collect();
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut edges: Vec<&Edge> = edges.collect();
+    edges.sort_by(|a, b| a.id.cmp(&b.id));
+    [
+        difference("node", &nodes, &snapshot.nodes, |n| &n.id),
+        difference("edge", &edges, &snapshot.edges, |e| {
+            e.id.as_deref().unwrap_or("")
+        }),
+    ]
 }
 
 /// The first difference between a replica's entities and the server's, both
@@ -184,19 +195,9 @@ pub fn git(
             stored.seq, stored.epoch, snapshot.seq, snapshot.epoch
         ));
     }
-    let (mut nodes, mut edges) = (stored.nodes, stored.edges);
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
-    edges.sort_by(|a, b| a.id.cmp(&b.id));
-    let nodes: Vec<&Node> = nodes.iter().collect();
-    let edges: Vec<&Edge> = edges.iter().collect();
-    for d in [
-        difference("node", &nodes, &snapshot.nodes, |n| &n.id),
-        difference("edge", &edges, &snapshot.edges, |e| {
-            e.id.as_deref().unwrap_or("")
-        }),
-    ]
-    .into_iter()
-    .flatten()
+    for d in graph_differences(stored.nodes.iter(), stored.edges.iter(), snapshot)
+        .into_iter()
+        .flatten()
     {
         out.problem(format!("git against the server: {d}"));
     }
