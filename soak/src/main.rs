@@ -350,14 +350,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Percentiles::of(&all)
     };
-    let is_reader = |(i, _): &&(usize, ReaderReport)| *i >= cli.writers;
-    let slowest = readers
-        .iter()
-        .filter(is_reader)
-        .filter(|(_, r)| !r.slow)
-        .map(|(_, r)| r.slowest)
-        .max()
-        .unwrap_or_default();
+    // The readers that read at full speed (writers drain their events too).
+    let steady = || {
+        readers
+            .iter()
+            .filter(|(i, r)| *i >= cli.writers && !r.slow)
+            .map(|(_, r)| r)
+    };
+    let slowest = steady().map(|r| r.slowest).max().unwrap_or_default();
     let mut rolled_back = std::collections::BTreeMap::new();
     for (reason, n) in writer_reports.iter().flat_map(|w| &w.rolled_back) {
         *rolled_back.entry(format!("{reason:?}")).or_insert(0) += n;
@@ -373,20 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         readers: cli.readers,
         slow_readers: cli.slow,
         rate_per_writer: cli.rate,
-        latency_us: merge(
-            &mut readers
-                .iter()
-                .filter(is_reader)
-                .filter(|(_, r)| !r.slow)
-                .map(|(_, r)| &r.delivery),
-        ),
-        latency_faulted_us: merge(
-            &mut readers
-                .iter()
-                .filter(is_reader)
-                .filter(|(_, r)| !r.slow)
-                .map(|(_, r)| &r.delivery_faulted),
-        ),
+        latency_us: merge(&mut steady().map(|r| &r.delivery)),
+        latency_faulted_us: merge(&mut steady().map(|r| &r.delivery_faulted)),
         latency_slow_readers_us: merge(
             &mut readers
                 .iter()
