@@ -502,9 +502,14 @@ fn read_envelope(e: fb::Envelope<'_>, limits: &Limits) -> R<Envelope> {
             format!("`id` must be 1 to {MAX_ID_BYTES} bytes"),
         );
     }
+    // From here on the message is known: a mutation is settled with a
+    // rollback, whatever else is wrong with it.
+    let known = |code, message: String| {
+        Err(DecodeError::new(code, message).of_message(id_ref.to_owned(), message_type))
+    };
     if let Some(version) = e.version() {
         if version != PROTOCOL_VERSION {
-            return fail(
+            return known(
                 ErrorCode::Invalid,
                 format!("unsupported protocol version `{version}`; this server speaks `{PROTOCOL_VERSION}`"),
             );
@@ -518,7 +523,7 @@ fn read_envelope(e: fb::Envelope<'_>, limits: &Limits) -> R<Envelope> {
     let body = match read_body(&e, limits) {
         Ok(body) => body,
         Err(err) => {
-            return fail(
+            return known(
                 err.code,
                 format!("bad `data` for `{}`: {}", message_type.name(), err.message),
             );
@@ -853,7 +858,6 @@ fn read_node_delete(d: fb::NodeDelete<'_>) -> R<NodeDelete> {
     Ok(NodeDelete {
         base_seq: d.base_seq(),
         id: need_str(d.id(), "id")?,
-        edges: strings(d.edges()),
         commit: own(d.commit()),
     })
 }
@@ -1798,14 +1802,12 @@ fn put_node_update<'b>(b: &mut B<'b>, d: &NodeUpdate) -> WIPOffset<fb::NodeUpdat
 
 fn put_node_delete<'b>(b: &mut B<'b>, d: &NodeDelete) -> WIPOffset<fb::NodeDelete<'b>> {
     let id = b.create_string(&d.id);
-    let edges = put_opt_strings(b, &d.edges);
     let commit = put_str(b, &d.commit);
     fb::NodeDelete::create(
         b,
         &fb::NodeDeleteArgs {
             base_seq: d.base_seq,
             id: Some(id),
-            edges,
             commit,
         },
     )

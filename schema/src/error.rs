@@ -1,6 +1,6 @@
 //! Decoding failures, each with the protocol error code a client is told.
 
-use crate::message::ErrorCode;
+use crate::message::{ErrorCode, MessageType};
 
 /// A frame or message that could not be taken (PROTOCOL.md section 10).
 ///
@@ -15,6 +15,10 @@ pub struct DecodeError {
     pub message: String,
     /// The `id` of the message concerned, when it could be read.
     pub reference: Option<String>,
+    /// The message's type, when it and a valid `id` could be read: a
+    /// mutation known this far is settled with `update.rollback`, not
+    /// `system.error` (docs/protocol.md section 4.1).
+    pub message_type: Option<MessageType>,
 }
 
 impl DecodeError {
@@ -24,6 +28,7 @@ impl DecodeError {
             code,
             message: message.into(),
             reference: None,
+            message_type: None,
         }
     }
 
@@ -46,5 +51,22 @@ impl DecodeError {
     pub fn with_reference(mut self, id: Option<String>) -> Self {
         self.reference = id;
         self
+    }
+
+    /// The same failure of a message whose type and valid `id` were read.
+    pub fn of_message(mut self, id: String, message_type: MessageType) -> Self {
+        self.reference = Some(id);
+        self.message_type = Some(message_type);
+        self
+    }
+
+    /// The mutation id this failure settles: `Some` when the message is a
+    /// mutation with a valid `id` whose data did not decode. Its outcome is
+    /// an `update.rollback` with this error's code as the reason, so an
+    /// optimistic client can always settle it (docs/protocol.md 4.1).
+    pub fn failed_mutation(&self) -> Option<&str> {
+        self.message_type
+            .filter(|t| t.is_mutation())
+            .and(self.reference.as_deref())
     }
 }

@@ -77,7 +77,7 @@ pub(crate) fn within_limits(
                 batch.ops.len(),
                 limits.max_envelopes
             ))
-            .with_reference(Some(env.id)));
+            .of_message(env.id, MessageType::BatchUpdate));
         }
     }
     Ok(env)
@@ -227,9 +227,14 @@ fn from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, DecodeError> {
             format!("`id` must be 1 to {MAX_ID_BYTES} bytes"),
         );
     }
+    // From here on the message is known: a mutation is settled with a
+    // rollback, whatever else is wrong with it.
+    let known = |code, message: String| {
+        Err(DecodeError::new(code, message).of_message(id_ref.to_owned(), message_type))
+    };
     if let Some(version) = raw.version.as_deref() {
         if version != PROTOCOL_VERSION {
-            return fail(
+            return known(
                 ErrorCode::Invalid,
                 format!("unsupported protocol version `{version}`; this server speaks `{PROTOCOL_VERSION}`"),
             );
@@ -239,7 +244,7 @@ fn from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, DecodeError> {
     let body = match Body::from_json_data(message_type, data) {
         Ok(body) => body,
         Err(e) => {
-            return fail(
+            return known(
                 ErrorCode::Invalid,
                 format!("bad `data` for `{type_name}`: {e}"),
             )

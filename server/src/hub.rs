@@ -64,6 +64,20 @@ pub enum HubCmd {
         /// The mutation.
         body: Body,
     },
+    /// A mutation whose data did not decode: settled with a rollback
+    /// (docs/protocol.md 4.1), remembered like any other (4.4).
+    Refuse {
+        /// The graph.
+        graph: Arc<str>,
+        /// Who sent it.
+        origin: Origin,
+        /// The envelope id: the idempotency key.
+        mutation_id: String,
+        /// `invalid` or `too_large`.
+        reason: RollbackReason,
+        /// What was wrong, for a person.
+        message: String,
+    },
     /// Ephemeral: presence, cursor or selection, already validated.
     Presence {
         /// The graph.
@@ -223,7 +237,18 @@ impl Hub {
                 origin,
                 mutation_id,
                 body,
-            } => self.mutate(graph, origin, &mutation_id, body),
+            } => self.mutate(&graph, origin, |owner, origin| {
+                owner.submit(origin, &mutation_id, body, now_ms())
+            }),
+            HubCmd::Refuse {
+                graph,
+                origin,
+                mutation_id,
+                reason,
+                message,
+            } => self.mutate(&graph, origin, |owner, origin| {
+                owner.refuse(origin, &mutation_id, reason, message, now_ms())
+            }),
             HubCmd::Presence {
                 graph,
                 session,
@@ -288,8 +313,16 @@ impl Hub {
         self.broadcast_ephemeral(graph, session, left);
     }
 
-    fn mutate(&mut self, graph: Arc<str>, origin: Origin, mutation_id: &str, body: Body) {
-        let Some(entry) = self.graphs.get_mut(&graph) else {
+    /// Hands a session's mutation to its graph's owner (`submit`) and
+    /// routes what comes back: an ordered change waits for its commit, a
+    /// reply goes straight to the session.
+    fn mutate(
+        &mut self,
+        graph: &Arc<str>,
+        origin: Origin,
+        submit: impl FnOnce(&mut Owner, Origin) -> Submit,
+    ) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
             // A session always joins before it mutates; this is a race with
             // its own close.
             return;
@@ -298,10 +331,10 @@ impl Hub {
         let Some(shard) = entry.members.get(&session).map(|(m, _)| m.shard) else {
             return;
         };
-        match entry.owner.submit(origin, mutation_id, body, now_ms()) {
+        match submit(&mut entry.owner, origin) {
             Submit::Ordered(_) => {
-                if !self.dirty.contains(&graph) {
-                    self.dirty.push(graph);
+                if !self.dirty.contains(graph) {
+                    self.dirty.push(graph.clone());
                 }
             }
             Submit::Reply(outcome) => {
@@ -328,7 +361,7 @@ impl Hub {
             Body::SelectionChange(s) => state.selection = Some(s.clone()),
             _ => return,
         }
-        let mut envelope = Envelope::new(format!("p-{session}"), body);
+        let mut envelope = stamped(format!("p-{session}"), body);
         envelope.user_id = Some(member.user_id.clone());
         envelope.session_id = Some(member.session_id.clone());
         self.broadcast_ephemeral(graph, session, envelope);
@@ -443,7 +476,7 @@ fn sync_of(owner: &Owner, since: Option<&(u64, String)>) -> SyncData {
 
 /// `user.presence` with `joined` or `left`, about a member.
 fn status_message(member: &Member, status: PresenceStatus) -> Envelope {
-    let mut envelope = Envelope::new(
+    let mut envelope = stamped(
         format!("p-{}", member.session),
         Body::UserPresence(UserPresence {
             status,
@@ -460,7 +493,7 @@ fn status_message(member: &Member, status: PresenceStatus) -> Envelope {
 
 /// A rollback for a mutation the server could not take at all.
 pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
-    Envelope::new(
+    stamped(
         format!("r-{mutation_id}"),
         Body::UpdateRollback(UpdateRollback {
             reference: mutation_id.to_owned(),
@@ -471,6 +504,14 @@ pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
             retry_after_ms: Some(1000),
         }),
     )
+}
+
+/// A message from the server, stamped with the server's clock: everything
+/// the server sends carries `timestamp` (docs/protocol.md 2.1).
+pub fn stamped(id: impl Into<String>, body: Body) -> Envelope {
+    let mut envelope = Envelope::new(id, body);
+    envelope.timestamp = Some(now_ms());
+    envelope
 }
 
 /// A fresh epoch: 128 random bits in hex.

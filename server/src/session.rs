@@ -16,11 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gitmind_schema::message::{
-    Chunk, GraphSync, PresenceState, PresenceStatus, SyncMode, SystemError, SystemHeartbeat,
-    SystemReconnect,
+    Chunk, GraphSync, PresenceState, PresenceStatus, RollbackReason, SyncMode, SystemError,
+    SystemHeartbeat, SystemReconnect,
 };
 use gitmind_schema::model::{Edge, Node};
 use gitmind_schema::{binary, json, Body, DecodeError, Envelope, ErrorCode, MessageType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -413,7 +414,7 @@ impl SyncCursor {
             });
         }
         let mut envelope =
-            Envelope::new(format!("sync-{}-{index}", self.seq), Body::GraphSync(body));
+            hub::stamped(format!("sync-{}-{index}", self.seq), Body::GraphSync(body));
         envelope.seq = Some(self.seq);
         Some(envelope)
     }
@@ -458,8 +459,10 @@ pub struct SessionCtx {
 
 /// Why a session ended, for the close frame.
 enum End {
-    /// The client closed or the connection broke.
+    /// The connection broke.
     Gone,
+    /// The client sent its close frame; the reply is queued.
+    ClientClosed,
     /// The server closes on purpose; the client is told to come back.
     Reconnect { code: u16, reason: &'static str },
     /// Closed with this code, without an invitation to reconnect.
@@ -516,10 +519,18 @@ pub async fn run(
             Ok(Ok(()))
         );
     let end = if clean { end } else { End::Gone };
+    // Out of the graph first: the others see the leave at once, not after
+    // the closing handshake.
+    ctx.shard.borrow_mut().remove(session, &graph);
+    let _ = ctx.hub.send(HubCmd::Leave { graph, session });
     match end {
         End::Gone => {}
+        End::ClientClosed => {
+            // tungstenite queued the reply to the client's close; send it.
+            let _ = tokio::time::timeout(CLOSE_LINGER, ws.flush()).await;
+        }
         End::Reconnect { code, reason } => {
-            let message = Envelope::new(
+            let message = hub::stamped(
                 "reconnect",
                 Body::SystemReconnect(SystemReconnect {
                     reason: reason.to_owned(),
@@ -530,11 +541,19 @@ pub async fn run(
         }
         End::Close { code, reason } => Box::pin(close(&mut ws, codec, None, code, reason)).await,
     }
-    ctx.shard.borrow_mut().remove(session, &graph);
-    let _ = ctx.hub.send(HubCmd::Leave { graph, session });
 }
 
-/// Sends an optional last message and a close frame, bounded in time: a
+/// How long a closing session waits for the client's side of the closing
+/// handshake (and for its own last frames to go out).
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a session from the server's side (docs/protocol.md section 10):
+/// an optional last message and the close frame; then the client's input
+/// is read and dropped until its close frame (or the end of its stream)
+/// and the TCP connection is shut down, its last bytes drained. A client
+/// that is still sending when the close is decided so receives the close
+/// frame and its code, never a reset that would discard them (a socket
+/// closed with unread input sends RST). Bounded by [`CLOSE_LINGER`]: a
 /// client that does not read cannot hold the session open.
 async fn close(
     ws: &mut WebSocketStream<TcpStream>,
@@ -543,6 +562,7 @@ async fn close(
     code: u16,
     reason: &str,
 ) {
+    let deadline = Instant::now() + CLOSE_LINGER;
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from(reason.to_owned()),
@@ -553,7 +573,28 @@ async fn close(
         }
         ws.send(Message::Close(Some(frame))).await
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+    if !matches!(tokio::time::timeout_at(deadline, send).await, Ok(Ok(()))) {
+        return;
+    }
+    // tungstenite still hands over data frames after our close frame: skip
+    // them until the client's close. A stream that no longer parses (the
+    // rest of an oversized frame) is drained as raw bytes below.
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(Ok(message)) = ws.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    let tcp = ws.get_mut();
+    let _ = tokio::time::timeout_at(deadline, async {
+        // Our FIN, then the client's bytes until its own end of stream.
+        let _ = tcp.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// One message for the socket from bytes encoded for `codec`.
@@ -639,7 +680,7 @@ impl State<'_> {
                         }
                     }
                     if now >= self.last_sent + config.heartbeat() {
-                        let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat {
+                        let beat = hub::stamped("hb", Body::SystemHeartbeat(SystemHeartbeat {
                             seq: Some(self.outbox.seq.get()),
                             server_time: Some(hub::now_ms()),
                         }));
@@ -726,7 +767,7 @@ impl State<'_> {
                 self.count_in(Codec::Binary, bytes.len());
                 binary::decode(bytes, &self.limits)
             }
-            Message::Close(_) => return Some(End::Gone),
+            Message::Close(_) => return Some(End::ClientClosed),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
         let envelopes = match decoded {
@@ -736,7 +777,13 @@ impl State<'_> {
         for envelope in envelopes {
             let end = match envelope {
                 Ok(envelope) => self.handle(envelope),
-                Err(error) => self.refuse(error),
+                Err(error) => match error.failed_mutation() {
+                    Some(id) => {
+                        let id = id.to_owned();
+                        self.refuse_mutation(id, error)
+                    }
+                    None => self.refuse(error),
+                },
             };
             if end.is_some() {
                 return end;
@@ -762,13 +809,7 @@ impl State<'_> {
                 mutation_id: id.clone(),
                 body: envelope.body,
             };
-            if self.ctx.hub.try_send(cmd).is_err() {
-                self.outbox.push_envelope(hub::unavailable(
-                    &id,
-                    "the server is overloaded; retry shortly",
-                ));
-                self.outbox.wake();
-            }
+            self.send_mutation(cmd, &id);
             return None;
         }
         match envelope.body {
@@ -851,10 +892,46 @@ impl State<'_> {
         });
     }
 
-    /// Answers a message that could not be taken with `system.error`;
-    /// closes the session (1008) past the error budget.
-    fn refuse(&mut self, error: DecodeError) -> Option<End> {
-        self.ctx.metrics.error(error.code);
+    /// Hands a mutation (or its refusal) to the hub; when the hub's queue
+    /// is full it is settled at once as `unavailable`, which a client
+    /// retries.
+    fn send_mutation(&mut self, cmd: HubCmd, mutation_id: &str) {
+        if self.ctx.hub.try_send(cmd).is_err() {
+            self.outbox.push_envelope(hub::unavailable(
+                mutation_id,
+                "the server is overloaded; retry shortly",
+            ));
+            self.outbox.wake();
+        }
+    }
+
+    /// Settles a mutation whose data did not decode with `update.rollback`
+    /// (docs/protocol.md 4.1), through the owner, which remembers it for a
+    /// resent id (4.4). It counts toward the error budget like any bad
+    /// message.
+    fn refuse_mutation(&mut self, mutation_id: String, error: DecodeError) -> Option<End> {
+        if let Some(end) = self.count_error(error.code) {
+            return Some(end);
+        }
+        let reason = match error.code {
+            ErrorCode::TooLarge => RollbackReason::TooLarge,
+            _ => RollbackReason::Invalid,
+        };
+        let cmd = HubCmd::Refuse {
+            graph: self.graph.clone(),
+            origin: self.origin.clone(),
+            mutation_id: mutation_id.clone(),
+            reason,
+            message: error.message,
+        };
+        self.send_mutation(cmd, &mutation_id);
+        None
+    }
+
+    /// Counts one bad message; past the budget the session is closed with
+    /// 1008 (docs/protocol.md section 10).
+    fn count_error(&mut self, code: ErrorCode) -> Option<End> {
+        self.ctx.metrics.error(code);
         let now = Instant::now();
         if now.duration_since(self.errors_since) > Duration::from_secs(60) {
             self.errors = 0;
@@ -868,7 +945,16 @@ impl State<'_> {
                 reason: "too many bad messages",
             });
         }
-        let message = Envelope::new(
+        None
+    }
+
+    /// Answers a message that could not be taken with `system.error`;
+    /// closes the session (1008) past the error budget.
+    fn refuse(&mut self, error: DecodeError) -> Option<End> {
+        if let Some(end) = self.count_error(error.code) {
+            return Some(end);
+        }
+        let message = hub::stamped(
             format!("e-{}", self.errors),
             Body::SystemError(SystemError {
                 code: error.code,

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::ot::TextOp;
 
 use crate::change::ChangeRecord;
@@ -188,6 +189,78 @@ impl Idempotency {
     }
 }
 
+/// The rollbacks the owner remembers (docs/protocol.md 4.4): a resent
+/// mutation id gets its first answer again, even if the graph changed since.
+/// Transient refusals (`unavailable`, `rate_limited`) are never put here.
+///
+/// Bounded like the replay window: an entry is dropped once there are more
+/// than `keep` and it is older than the time bound, and in any case once
+/// there are more than [`Refused::HARD_CAP_FACTOR`] times `keep`, so a
+/// flood of refused mutations cannot grow memory without bound. Held in
+/// memory only: after a restart a resent id is evaluated again.
+#[derive(Debug, Default)]
+pub(crate) struct Refused {
+    /// Under each [`Idempotency::key`], the refusals with that hash, oldest first.
+    by_key: HashMap<u64, Vec<RefusedEntry>>,
+    /// `(at_ms, key)` of every entry, oldest first.
+    order: VecDeque<(u64, u64)>,
+}
+
+/// One remembered rollback.
+#[derive(Debug)]
+struct RefusedEntry {
+    user: String,
+    id: String,
+    rollback: Arc<UpdateRollback>,
+}
+
+impl Refused {
+    /// Past this many times the count bound, entries go whatever their age.
+    pub const HARD_CAP_FACTOR: usize = 4;
+
+    /// The rollback given to `(user, id)`, whose hash is `key`.
+    pub fn get(&self, key: u64, user: &str, id: &str) -> Option<&Arc<UpdateRollback>> {
+        self.by_key
+            .get(&key)?
+            .iter()
+            .find(|e| e.user == user && e.id == id)
+            .map(|e| &e.rollback)
+    }
+
+    /// Remembers the rollback of `(user, id)`, given at `at_ms`.
+    pub fn insert(&mut self, key: u64, user: &str, id: &str, rollback: UpdateRollback, at_ms: u64) {
+        self.by_key.entry(key).or_default().push(RefusedEntry {
+            user: user.to_owned(),
+            id: id.to_owned(),
+            rollback: Arc::new(rollback),
+        });
+        self.order.push_back((at_ms, key));
+    }
+
+    /// Drops entries past the bounds: more than `keep` and older than
+    /// `horizon_ms`, or more than the hard cap.
+    pub fn trim(&mut self, keep: usize, horizon_ms: u64) {
+        let cap = keep.saturating_mul(Self::HARD_CAP_FACTOR);
+        while let Some(&(at, key)) = self.order.front() {
+            if self.order.len() <= keep || (at >= horizon_ms && self.order.len() <= cap) {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(list) = self.by_key.get_mut(&key) {
+                list.remove(0);
+                if list.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// How many rollbacks it remembers.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +307,32 @@ mod tests {
         assert_eq!(idem.candidates("alice", "m1").collect::<Vec<_>>(), vec![9]);
         idem.remove("alice", "m1", 9);
         assert_eq!(idem.len(), 0);
+    }
+
+    #[test]
+    fn refused_keeps_the_newest_within_its_bounds() {
+        let idem = Idempotency::default();
+        let mut refused = Refused::default();
+        let rollback = |m: &str| UpdateRollback {
+            reference: m.to_owned(),
+            reason: gitmind_schema::message::RollbackReason::NotFound,
+            message: m.to_owned(),
+            current: None,
+            index: None,
+            retry_after_ms: None,
+        };
+        for (i, id) in ["m1", "m2", "m3"].into_iter().enumerate() {
+            let at = i as u64 * 100;
+            refused.insert(idem.key("alice", id), "alice", id, rollback(id), at);
+        }
+        let get = |r: &Refused, id: &str| r.get(idem.key("alice", id), "alice", id).is_some();
+        assert!(get(&refused, "m1") && !get(&refused, "m4"));
+        assert!(refused.get(idem.key("bob", "m1"), "bob", "m1").is_none());
+        // Over the count bound, but only what is older than the horizon goes.
+        refused.trim(1, 50);
+        assert!(!get(&refused, "m1") && get(&refused, "m2") && get(&refused, "m3"));
+        // The hard cap drops entries whatever their age.
+        refused.trim(0, 0);
+        assert_eq!(refused.len(), 0);
     }
 }

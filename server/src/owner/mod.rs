@@ -46,7 +46,7 @@ use gitmind_schema::model::{Edge, Node, OpResolution, Resolution};
 use gitmind_schema::{Body, Envelope};
 
 use self::graph::{Actor, ActorInfo, Cx, EdgeEntry, Live, Meta, NodeEntry, OpRef, Stamp, Tomb};
-use self::history::{CommittedChange, Idempotency, TextHistory, Window};
+use self::history::{CommittedChange, Idempotency, Refused, TextHistory, Window};
 use self::validate::Refusal;
 use crate::change::{ChangeRecord, Group, Restored, Write};
 
@@ -62,6 +62,9 @@ pub struct OwnerConfig {
     pub replay_ms: u64,
     /// The most ops in one `batch.update`.
     pub max_batch_ops: usize,
+    /// The largest event or outcome, in bytes of either codec (the frame
+    /// limit): a change whose event would be larger is refused.
+    pub max_event_bytes: usize,
 }
 
 impl Default for OwnerConfig {
@@ -74,6 +77,7 @@ impl Default for OwnerConfig {
             replay_changes: 100_000,
             replay_ms: 600_000,
             max_batch_ops: 1000,
+            max_event_bytes: gitmind_schema::Limits::default().max_frame_bytes,
         }
     }
 }
@@ -277,6 +281,8 @@ pub struct Owner {
     taken: usize,
     window: Window,
     idempotency: Idempotency,
+    /// The rollbacks given within the window, for resent ids (4.4).
+    refused: Refused,
     actors: HashMap<SessionKey, Actor>,
     /// The latest time seen, for the window's time bound.
     now_ms: u64,
@@ -300,6 +306,7 @@ impl Owner {
             taken: 0,
             window: Window::default(),
             idempotency: Idempotency::default(),
+            refused: Refused::default(),
             actors: HashMap::new(),
             now_ms: 0,
             rollbacks: 0,
@@ -394,6 +401,16 @@ impl Owner {
                     }
                 }
             }
+            // The edges deleted with a node are named only by the writes.
+            for write in &record.writes {
+                if let Write::EdgeDeleted(id) = write {
+                    let tomb = Tomb {
+                        seq: record.seq,
+                        actor: Arc::clone(&stamp.actor),
+                    };
+                    owner.live.edge_tombs.insert(id.clone(), tomb);
+                }
+            }
             owner
                 .idempotency
                 .insert(&record.user_id, &record.mutation_id, record.seq);
@@ -472,9 +489,6 @@ impl Owner {
                     seq,
                     actor: Arc::clone(&stamp.actor),
                 };
-                for edge in d.edges.iter().flatten() {
-                    self.live.edge_tombs.insert(edge.clone(), tomb.clone());
-                }
                 self.live.node_tombs.insert(d.id.clone(), tomb);
             }
             OpRef::EdgeCreate(c) => {
@@ -554,6 +568,9 @@ impl Owner {
         self.now_ms = self.now_ms.max(now_ms);
         let idem_key = self.idempotency.key(&origin.user_id, mutation_id);
         if let Some(answer) = self.repeated(&origin, mutation_id, idem_key) {
+            return answer;
+        }
+        if let Some(answer) = self.refused_before(&origin, mutation_id, idem_key, now_ms) {
             return answer;
         }
         let (base, batch) = match &body {
@@ -670,6 +687,12 @@ impl Owner {
             applied,
             writes,
         );
+        if may_outgrow_a_frame(&body) {
+            if let Err(refusal) = self.fits_in_a_frame(&record) {
+                self.live.revert(undo);
+                return self.rollback(&origin, mutation_id, now_ms, refusal, None);
+            }
+        }
         self.idempotency.insert_by_key(idem_key, seq);
         self.pending.push_back(Pending {
             record: Arc::new(record),
@@ -723,6 +746,53 @@ impl Owner {
         Some(Submit::Reply(outcome))
     }
 
+    /// A mutation the server refused before it reached the owner (its data
+    /// did not decode): answered like any refusal, and remembered, unless
+    /// the id was settled already, in which case that first outcome is the
+    /// answer (4.4). `reason` should not be transient (`unavailable`,
+    /// `rate_limited`): those are not remembered.
+    pub fn refuse(
+        &mut self,
+        origin: Origin,
+        mutation_id: &str,
+        reason: RollbackReason,
+        message: String,
+        now_ms: u64,
+    ) -> Submit {
+        self.now_ms = self.now_ms.max(now_ms);
+        let idem_key = self.idempotency.key(&origin.user_id, mutation_id);
+        if let Some(answer) = self.repeated(&origin, mutation_id, idem_key) {
+            return answer;
+        }
+        if let Some(answer) = self.refused_before(&origin, mutation_id, idem_key, now_ms) {
+            return answer;
+        }
+        self.rollback(
+            &origin,
+            mutation_id,
+            now_ms,
+            Refusal::new(reason, message),
+            None,
+        )
+    }
+
+    /// The rollback a repeated `(user, mutation id)` was given, if any.
+    fn refused_before(
+        &mut self,
+        origin: &Origin,
+        mutation_id: &str,
+        key: u64,
+        now_ms: u64,
+    ) -> Option<Submit> {
+        let body = UpdateRollback::clone(self.refused.get(key, &origin.user_id, mutation_id)?);
+        Some(self.rollback_envelope(origin, now_ms, body))
+    }
+
+    /// How many rollbacks are remembered for resent ids.
+    pub fn remembered_rollbacks(&self) -> usize {
+        self.refused.len()
+    }
+
     /// The record of change `seq`, pending or in the window.
     fn record(&self, seq: u64) -> Option<&Arc<ChangeRecord>> {
         if seq > self.committed_seq {
@@ -759,7 +829,6 @@ impl Owner {
         refusal: Refusal,
         index: Option<u32>,
     ) -> Submit {
-        self.rollbacks += 1;
         let body = UpdateRollback {
             reference: mutation_id.to_owned(),
             reason: refusal.reason,
@@ -768,6 +837,24 @@ impl Owner {
             index,
             retry_after_ms: None,
         };
+        // Settled for good, so a resend gets the same answer (4.4); only the
+        // transient reasons are evaluated again.
+        if !matches!(
+            body.reason,
+            RollbackReason::Unavailable | RollbackReason::RateLimited
+        ) {
+            let key = self.idempotency.key(&origin.user_id, mutation_id);
+            self.refused
+                .insert(key, &origin.user_id, mutation_id, body.clone(), now_ms);
+            let horizon = self.now_ms.saturating_sub(self.config.replay_ms);
+            self.refused.trim(self.config.replay_changes, horizon);
+        }
+        self.rollback_envelope(origin, now_ms, body)
+    }
+
+    /// The `update.rollback` envelope of `body`, addressed to `origin`.
+    fn rollback_envelope(&mut self, origin: &Origin, now_ms: u64, body: UpdateRollback) -> Submit {
+        self.rollbacks += 1;
         let mut env = Envelope::new(format!("r-{}", self.rollbacks), Body::UpdateRollback(body));
         env.timestamp = Some(now_ms);
         env.user_id = Some(origin.user_id.clone());
@@ -861,6 +948,31 @@ impl Owner {
             outcome: stamp(Envelope::new(outcome_id(seq), outcome_body)),
             writes,
         }
+    }
+
+    /// Refuses (`too_large`) a change whose event or outcome would not fit
+    /// in one frame in either codec once its commit id is filled in: no
+    /// client could read it (docs/protocol.md section 5).
+    fn fits_in_a_frame(&self, record: &ChangeRecord) -> Result<(), Refusal> {
+        /// Room for the commit id and the `seq`, filled in after the check.
+        const LATER_FIELDS: usize = 128;
+        let limit = self.config.max_event_bytes.saturating_sub(LATER_FIELDS);
+        for (what, envelope) in [("event", &record.event), ("outcome", &record.outcome)] {
+            let json = gitmind_schema::json::encode(envelope).len();
+            let flat = gitmind_schema::binary::encode_with(
+                std::slice::from_ref(envelope),
+                gitmind_schema::binary::Compression::Never,
+            )
+            .len();
+            let size = json.max(flat);
+            if size > limit {
+                return Err(Refusal::too_large(format!(
+                    "the change's {what} would be {size} bytes; the frame limit is {} bytes: split it",
+                    self.config.max_event_bytes
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The changes ordered since the last call, for the persistence thread.
@@ -1050,6 +1162,18 @@ impl Owner {
             "nodes": nodes,
             "edges": edges,
         })
+    }
+}
+
+/// Whether a mutation's event and outcome can grow past the frame limit:
+/// a batch, or a text edit (its transformed operation). Any other single
+/// op's event is bounded by the entity limits (docs/protocol.md section 3)
+/// well below it, in either codec, so it is not measured on the hot path.
+fn may_outgrow_a_frame(body: &Body) -> bool {
+    match body {
+        Body::BatchUpdate(_) => true,
+        Body::NodeUpdate(u) => u.text.is_some(),
+        _ => false,
     }
 }
 

@@ -394,7 +394,7 @@ fn node_id_must_be_prefix_colon_identifier() {
     }
     let long = format!("c:{}", "x".repeat(300));
     assert_eq!(
-        refused(&mut o, A, "m", create(0, node(&long))).reason,
+        refused(&mut o, A, "m-2", create(0, node(&long))).reason,
         RollbackReason::TooLarge
     );
 }
@@ -427,7 +427,7 @@ fn label_over_1024_bytes_is_too_large_and_names_the_field() {
     let r = refused(
         &mut o,
         A,
-        "m",
+        "m-2",
         create(
             0,
             Node {
@@ -530,11 +530,17 @@ fn props_keys_values_and_count_are_checked() {
         RollbackReason::Invalid
     );
     assert_eq!(
-        refused(&mut o, A, "m", p("k", PropValue::String("s".repeat(1025)))).reason,
+        refused(
+            &mut o,
+            A,
+            "m-2",
+            p("k", PropValue::String("s".repeat(1025)))
+        )
+        .reason,
         RollbackReason::TooLarge
     );
     assert_eq!(
-        refused(&mut o, A, "m", p("k", PropValue::Number(f64::NAN))).reason,
+        refused(&mut o, A, "m-3", p("k", PropValue::Number(f64::NAN))).reason,
         RollbackReason::Invalid
     );
     let many: PropsPatch = (0..65)
@@ -543,7 +549,7 @@ fn props_keys_values_and_count_are_checked() {
     let r = refused(
         &mut o,
         A,
-        "m",
+        "m-4",
         update(
             1,
             "c:a",
@@ -610,7 +616,7 @@ fn confidence_outside_0_to_1_is_invalid_and_rationale_is_bounded() {
         ..edge("c:a", "c:b", "blocks")
     };
     assert_eq!(
-        refused(&mut o, A, "m", create_edge(2, e)).reason,
+        refused(&mut o, A, "m-2", create_edge(2, e)).reason,
         RollbackReason::TooLarge
     );
 }
@@ -904,7 +910,13 @@ fn edge_create_with_endpoint_deleted_after_base_seq_is_deleted() {
         RollbackReason::Deleted
     );
     assert_eq!(
-        refused(&mut o, B, "m", create_edge(3, edge("c:a", "c:b", "blocks"))).reason,
+        refused(
+            &mut o,
+            B,
+            "m-2",
+            create_edge(3, edge("c:a", "c:b", "blocks"))
+        )
+        .reason,
         RollbackReason::NotFound
     );
 }
@@ -936,7 +948,11 @@ fn node_delete_deletes_every_touching_edge_in_the_same_change() {
     let Body::NodeDelete(ev) = &r.event.body else {
         panic!()
     };
-    assert_eq!(ev.edges.as_ref().unwrap().len(), 2);
+    // The event names the node alone; every client drops its edges itself.
+    assert_eq!(
+        serde_json::to_value(ev).unwrap(),
+        serde_json::json!({"id": "c:a", "commit": COMMIT})
+    );
     assert_eq!(r.seq, 7);
     assert_eq!(o.committed_edges.len(), 1);
     assert!(o.live.nodes["c:b"].edges.len() == 1 && o.live.nodes["c:c"].edges.len() == 1);
@@ -1132,13 +1148,13 @@ fn batch_over_the_op_limit_is_too_large() {
         RollbackReason::TooLarge
     );
     assert_eq!(
-        refused(&mut o, A, "m", batch(0, vec![])).reason,
+        refused(&mut o, A, "m-2", batch(0, vec![])).reason,
         RollbackReason::Invalid
     );
     let ops = (0..1000)
         .map(|i| op_of(create(0, node(&format!("c:{i}")))))
         .collect();
-    assert_eq!(submit(&mut o, A, "m", batch(0, ops)), Submit::Ordered(1));
+    assert_eq!(submit(&mut o, A, "m-3", batch(0, ops)), Submit::Ordered(1));
 }
 
 #[test]
@@ -1477,9 +1493,47 @@ fn same_mutation_id_from_another_user_is_a_new_change() {
 }
 
 #[test]
-fn rolled_back_mutation_id_may_be_retried() {
+fn rolled_back_mutation_id_gets_the_same_rollback_again() {
     let mut o = with_a();
-    refused(&mut o, B, "m1", label(9, "c:a", "b"));
+    let first = refused(&mut o, B, "m1", label(1, "c:nope", "b"));
+    assert_eq!(first.reason, RollbackReason::NotFound);
+    // The world changed (the node exists now), and the resend is even
+    // another body: the first answer stands (docs/protocol.md 4.4).
+    ok(&mut o, A, "m2", create(1, node("c:nope")));
+    let again = refused(&mut o, B, "m1", label(2, "c:nope", "b"));
+    assert_eq!(again, first);
+    // Another user's id is their own.
+    confirmed(&ok(&mut o, A, "m1", label(2, "c:nope", "a")));
+    // A mutation refused before it reached the owner is remembered too.
+    let Submit::Reply(e) = o.refuse(origin(B), "m3", RollbackReason::Invalid, "bad".into(), 5)
+    else {
+        panic!()
+    };
+    assert!(matches!(e.body, Body::UpdateRollback(ref r) if r.reason == RollbackReason::Invalid));
+    assert_eq!(
+        refused(&mut o, B, "m3", label(3, "c:a", "b")).message,
+        "bad"
+    );
+    // Refusing an id that was applied answers with its outcome.
+    assert!(matches!(
+        o.refuse(origin(A), "m2", RollbackReason::Invalid, "bad".into(), 5),
+        Submit::Reply(Envelope {
+            body: Body::UpdateConfirmed(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn unavailable_is_not_remembered() {
+    let mut o = with_a();
+    submit(&mut o, B, "m1", label(1, "c:a", "b"));
+    o.take_group();
+    let failed = o.commit_failed(2, "disk full");
+    assert!(
+        matches!(&failed[0].1.body, Body::UpdateRollback(r) if r.reason == RollbackReason::Unavailable)
+    );
+    assert_eq!(o.remembered_rollbacks(), 0);
     assert_eq!(
         submit(&mut o, B, "m1", label(1, "c:a", "b")),
         Submit::Ordered(2)
@@ -1840,6 +1894,9 @@ fn restored_of(o: &Owner) -> Restored {
                 let mut r = (*c.record).clone();
                 r.event = with_commit(&r.event, &c.commit);
                 r.outcome = with_commit(&r.outcome, &c.commit);
+                // As persistence gives them: the deletions only.
+                r.writes
+                    .retain(|w| matches!(w, Write::NodeDeleted(_) | Write::EdgeDeleted(_)));
                 r
             })
             .collect(),
@@ -1926,8 +1983,34 @@ fn restore_rebuilds_seq_window_and_idempotency() {
     );
     conflicted(&ok(&mut r, B, "n5", create(1, node("c:b"))));
     // Adjacency: deleting c:a deletes its edge.
-    let rel = ok(&mut r, B, "n6", delete(11, "c:a"));
-    assert!(matches!(&rel.event.body, Body::NodeDelete(d) if d.edges.as_ref().unwrap().len() == 1));
+    let edges_before = r.committed_edges.len();
+    ok(&mut r, B, "n6", delete(11, "c:a"));
+    assert_eq!(r.committed_edges.len(), edges_before - 1);
+}
+
+#[test]
+fn restore_keeps_the_tombstones_of_edges_deleted_with_their_node() {
+    let mut o = owner();
+    ok(&mut o, A, "m1", create(0, node("c:a")));
+    ok(&mut o, A, "m2", create(1, node("c:b")));
+    ok(
+        &mut o,
+        A,
+        "m3",
+        create_edge(2, edge("c:a", "c:b", "blocks")),
+    );
+    ok(&mut o, A, "m4", delete(3, "c:a"));
+    let mut r = Owner::restore(restored_of(&o), OwnerConfig::default());
+    let id = Edge::make_id("c:a", "blocks", "c:b");
+    // Deleted after base 3: `deleted`, not `not_found`, after the restart too.
+    let set = EdgeSet {
+        confidence: Some(0.5),
+        ..EdgeSet::default()
+    };
+    assert_eq!(
+        refused(&mut r, B, "n1", edge_set(3, &id, set)).reason,
+        RollbackReason::Deleted
+    );
 }
 
 #[test]
@@ -1944,8 +2027,8 @@ fn restore_without_journal_starts_at_the_committed_seq() {
         RollbackReason::Stale
     );
     assert_eq!(
-        refused(&mut r, B, "m", create(0, node("c:a"))).reason,
+        refused(&mut r, B, "m-2", create(0, node("c:a"))).reason,
         RollbackReason::AlreadyExists
     );
-    confirmed(&ok(&mut r, B, "m", text(2, "c:a", ins(0, "y", 1))));
+    confirmed(&ok(&mut r, B, "m-3", text(2, "c:a", ins(0, "y", 1))));
 }
