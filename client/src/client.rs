@@ -113,6 +113,18 @@ pub enum Event {
     Presence(Envelope),
     /// The server could not take one of this client's messages.
     Error(SystemError),
+    /// The connection was lost; the client reconnects after `delay`. A
+    /// frame from the server that this client cannot read (over its frame
+    /// limit, or not decodable) ends up here with the reason, so it is
+    /// seen instead of retried in silence.
+    Reconnecting {
+        /// Attempts so far in a row.
+        attempt: u32,
+        /// The wait before the next one.
+        delay: Duration,
+        /// Why the connection was lost.
+        reason: String,
+    },
 }
 
 /// The outcome of a change.
@@ -545,6 +557,13 @@ impl Worker {
             let delay = self.config.backoff.delay(attempt, server_asked);
             attempt += 1;
             let next_attempt = Instant::now() + delay;
+            // Told without waiting: a program that reads no events must not
+            // stall the reconnect.
+            let _ = self.events.try_send(Event::Reconnecting {
+                attempt,
+                delay,
+                reason: reason.clone(),
+            });
             self.state.send_replace(State::Reconnecting {
                 attempt,
                 next_attempt,

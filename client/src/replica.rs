@@ -609,9 +609,7 @@ impl Replica {
                 }
             }
             BatchOp::NodeDelete(d) => {
-                for e in d.edges.iter().flatten() {
-                    self.server.remove_edge(e);
-                }
+                // Its edges go with it (docs/protocol.md section 5).
                 self.server.remove_node(&d.id);
                 self.orphan_text(&d.id, 0);
             }
@@ -1508,7 +1506,6 @@ mod tests {
         r.settle(&rollback("m1")).unwrap();
         let del = Body::NodeDelete(NodeDelete {
             id: "c:a".into(),
-            edges: Some(vec![]),
             ..NodeDelete::default()
         });
         let sent = r.apply_event(&event("x", "other", 2, del)).unwrap();

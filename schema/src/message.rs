@@ -248,11 +248,9 @@ pub struct NodeDelete {
     /// Mutation: the highest `seq` the client had applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_seq: Option<u64>,
-    /// The node's id.
+    /// The node's id. Every edge that touches the node goes with it;
+    /// the event does not list them (docs/protocol.md section 5).
     pub id: String,
-    /// Event: the ids of the edges deleted with it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub edges: Option<Vec<String>>,
     /// Event: the git commit that holds the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,

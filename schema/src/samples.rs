@@ -603,16 +603,9 @@ impl<'a> Traffic<'a> {
         } else {
             let user = self.user();
             self.seq += 1;
-            let edges: Vec<String> = (0..self.rng.below(4))
-                .map(|_| {
-                    let e = self.edge();
-                    Edge::make_id(&node.id, &e.edge_type, &e.target)
-                })
-                .collect();
             let body = Body::NodeDelete(NodeDelete {
                 base_seq: None,
                 id: node.id,
-                edges: Some(edges),
                 commit: Some(self.commit.clone()),
             });
             self.event_envelope(body, user)

@@ -266,10 +266,9 @@ fn mutation() -> impl Strategy<Value = BatchOp> {
             commit: None
         })),
         node_update().prop_map(BatchOp::NodeUpdate),
-        (ident(), of(vec(text(), 0..3))).prop_map(|(id, edges)| BatchOp::NodeDelete(NodeDelete {
+        ident().prop_map(|id| BatchOp::NodeDelete(NodeDelete {
             base_seq: None,
             id,
-            edges,
             commit: None
         })),
         edge().prop_map(|edge| BatchOp::EdgeCreate(EdgeCreate {
@@ -338,20 +337,13 @@ fn body() -> impl Strategy<Value = Body> {
             })
         }),
         node_update().prop_map(Body::NodeUpdate),
-        (
-            of(any::<u64>()),
-            ident(),
-            of(vec(text(), 0..3)),
-            of("[0-9a-f]{40}")
-        )
-            .prop_map(
-                |(base_seq, id, edges, commit)| Body::NodeDelete(NodeDelete {
-                    base_seq,
-                    id,
-                    edges,
-                    commit
-                })
-            ),
+        (of(any::<u64>()), ident(), of("[0-9a-f]{40}")).prop_map(|(base_seq, id, commit)| {
+            Body::NodeDelete(NodeDelete {
+                base_seq,
+                id,
+                commit,
+            })
+        }),
         (of(any::<u64>()), edge(), of("[0-9a-f]{40}")).prop_map(|(base_seq, edge, commit)| {
             Body::EdgeCreate(EdgeCreate {
                 base_seq,

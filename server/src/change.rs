@@ -73,8 +73,9 @@ pub struct Restored {
     pub edges: Vec<Edge>,
     /// The journal of the most recent changes (the replay window), oldest
     /// first, with `commit` filled in on their events and outcomes. Their
-    /// `writes` are empty: they are in git already, and the current state
-    /// of every entity is in `nodes` and `edges` (git keeps which entities
-    /// each change wrote, for `verify`).
+    /// `writes` hold only the deletions (`NodeDeleted`, `EdgeDeleted`: the
+    /// edges deleted with a node are known from nowhere else); the rest is
+    /// in git already, and the current state of every entity is in `nodes`
+    /// and `edges`.
     pub journal: Vec<ChangeRecord>,
 }

@@ -233,6 +233,7 @@ fn owner_config(config: &Config) -> OwnerConfig {
         replay_changes: config.replay_changes,
         replay_ms: config.replay_ms,
         max_batch_ops: config.max_envelopes,
+        max_event_bytes: config.max_frame_bytes,
         ..owner
     }
 }

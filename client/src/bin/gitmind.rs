@@ -437,6 +437,10 @@ async fn watch(config: ClientConfig, as_json: bool) -> anyhow::Result<()> {
                     (Event::Change(e) | Event::Presence(e), true) => String::from_utf8_lossy(&json::encode(e)).into_owned(),
                     (Event::Synced { mode, seq }, true) => format!("{{\"synced\":{{\"mode\":{},\"seq\":{seq}}}}}", serde_json::to_string(mode)?),
                     (Event::Error(err), true) => serde_json::to_string(err)?,
+                    (Event::Reconnecting { attempt, delay, reason }, true) => serde_json::json!({
+                        "reconnecting": {"attempt": attempt, "delayMs": delay.as_millis(), "reason": reason}
+                    })
+                    .to_string(),
                     (_, false) => describe(&event),
                 };
                 if !line.is_empty() {
@@ -478,11 +482,7 @@ fn describe(event: &Event) -> String {
                     }
                     format!("changed node {}: {}", u.id, fields.join(", "))
                 }
-                Body::NodeDelete(d) => format!(
-                    "deleted node {} and {} edges",
-                    d.id,
-                    d.edges.as_ref().map_or(0, Vec::len)
-                ),
+                Body::NodeDelete(d) => format!("deleted node {} and its edges", d.id),
                 Body::EdgeCreate(c) => format!(
                     "linked {} -[{}]-> {}",
                     c.edge.source, c.edge.edge_type, c.edge.target
@@ -504,6 +504,14 @@ fn describe(event: &Event) -> String {
             _ => String::new(),
         },
         Event::Error(err) => format!("!! server error {:?}: {}", err.code, err.message),
+        Event::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => format!(
+            "!! connection lost ({reason}); reconnecting in {} ms (attempt {attempt})",
+            delay.as_millis()
+        ),
     }
 }
 

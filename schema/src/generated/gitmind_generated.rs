@@ -3129,7 +3129,6 @@ impl<'a> ::flatbuffers::Follow<'a> for NodeDelete<'a> {
 impl<'a> NodeDelete<'a> {
   pub const VT_BASE_SEQ: ::flatbuffers::VOffsetT = 4;
   pub const VT_ID: ::flatbuffers::VOffsetT = 6;
-  pub const VT_EDGES: ::flatbuffers::VOffsetT = 8;
   pub const VT_COMMIT: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
@@ -3144,7 +3143,6 @@ impl<'a> NodeDelete<'a> {
     let mut builder = NodeDeleteBuilder::new(_fbb);
     if let Some(x) = args.base_seq { builder.add_base_seq(x); }
     if let Some(x) = args.commit { builder.add_commit(x); }
-    if let Some(x) = args.edges { builder.add_edges(x); }
     if let Some(x) = args.id { builder.add_id(x); }
     builder.finish()
   }
@@ -3165,13 +3163,6 @@ impl<'a> NodeDelete<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NodeDelete::VT_ID, None)}
   }
   #[inline]
-  pub fn edges(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(NodeDelete::VT_EDGES, None)}
-  }
-  #[inline]
   pub fn commit(&self) -> Option<&'a str> {
     // Safety:
     // Created from valid Table for this object
@@ -3188,7 +3179,6 @@ impl ::flatbuffers::Verifiable for NodeDelete<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("base_seq", Self::VT_BASE_SEQ, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("id", Self::VT_ID, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("edges", Self::VT_EDGES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("commit", Self::VT_COMMIT, false)?
      .finish();
     Ok(())
@@ -3197,7 +3187,6 @@ impl ::flatbuffers::Verifiable for NodeDelete<'_> {
 pub struct NodeDeleteArgs<'a> {
     pub base_seq: Option<u64>,
     pub id: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub edges: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub commit: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for NodeDeleteArgs<'a> {
@@ -3206,7 +3195,6 @@ impl<'a> Default for NodeDeleteArgs<'a> {
     NodeDeleteArgs {
       base_seq: None,
       id: None,
-      edges: None,
       commit: None,
     }
   }
@@ -3224,10 +3212,6 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NodeDeleteBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_id(&mut self, id: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodeDelete::VT_ID, id);
-  }
-  #[inline]
-  pub fn add_edges(&mut self, edges: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodeDelete::VT_EDGES, edges);
   }
   #[inline]
   pub fn add_commit(&mut self, commit: ::flatbuffers::WIPOffset<&'b  str>) {
@@ -3253,7 +3237,6 @@ impl ::core::fmt::Debug for NodeDelete<'_> {
     let mut ds = f.debug_struct("NodeDelete");
       ds.field("base_seq", &self.base_seq());
       ds.field("id", &self.id());
-      ds.field("edges", &self.edges());
       ds.field("commit", &self.commit());
       ds.finish()
   }

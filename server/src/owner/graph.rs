@@ -750,14 +750,12 @@ impl Live {
             return Err(self.missing_node(&op.id, cx.base, "node"));
         };
         let id = op.id.clone();
-        let mut deleted_edges = Vec::with_capacity(entry.edges.len());
         for edge_id in &entry.edges {
             let Some(edge) = self.edges.remove(edge_id) else {
                 continue;
             };
             // The node itself is already gone: only the other end is unlinked.
             self.bury_edge(cx, edge_id, edge);
-            deleted_edges.push(edge_id.clone());
         }
         cx.undo.push(Undo::PutNode(id.clone(), Box::new(entry)));
         let prev = self.node_tombs.insert(
@@ -773,10 +771,11 @@ impl Live {
         });
         cx.text.remove(&id);
         cx.writes.push(Write::NodeDeleted(id.clone()));
+        // The event names the node alone: its edges go with it on every
+        // client, however many there are (docs/protocol.md section 5).
         let event = NodeDelete {
             base_seq: None,
             id,
-            edges: Some(deleted_edges),
             commit: None,
         };
         Ok(Applied::new(BatchOp::NodeDelete(event)))

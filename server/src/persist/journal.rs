@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use super::layout::Kind;
 use super::object::ObjectId;
-use crate::change::ChangeRecord;
+use crate::change::{ChangeRecord, Write};
 
 /// The value of `Gitmind-Format` this version writes and reads.
 pub const FORMAT: u32 = 1;
@@ -134,8 +134,9 @@ struct LineWrite {
 /// # Errors
 /// A message naming the problem.
 pub fn decode_line(line: &str) -> Result<JournalEntry, String> {
-    let raw: Line =
-        serde_json::from_str(line).map_err(|e| format!("journal line is not valid: {e}"))?;
+    let raw: Line = serde_json::from_str(line)
+        .or_else(|e| without_deleted_edge_lists(line).ok_or(e))
+        .map_err(|e| format!("journal line is not valid: {e}"))?;
     let (event, outcome) = (raw.event, raw.outcome);
     let mut writes = Vec::with_capacity(raw.writes.len());
     for w in raw.writes {
@@ -157,6 +158,15 @@ pub fn decode_line(line: &str) -> Result<JournalEntry, String> {
         };
         writes.push(JournalWrite { kind, id, blob });
     }
+    // The owner rebuilds its tombstones from what each change deleted.
+    let deleted = writes
+        .iter()
+        .filter(|w| w.blob.is_none())
+        .map(|w| match w.kind {
+            Kind::Node => Write::NodeDeleted(w.id.clone()),
+            Kind::Edge => Write::EdgeDeleted(w.id.clone()),
+        })
+        .collect();
     Ok(JournalEntry {
         record: ChangeRecord {
             seq: raw.seq,
@@ -166,10 +176,34 @@ pub fn decode_line(line: &str) -> Result<JournalEntry, String> {
             mutation_id: raw.mutation_id,
             event,
             outcome,
-            writes: Vec::new(),
+            writes: deleted,
         },
         writes,
     })
+}
+
+/// A journal line written before `node.delete` events stopped listing the
+/// edges deleted with the node (the `edges` of their data), without those
+/// lists; `None` when the line is not JSON or has none to drop.
+fn without_deleted_edge_lists(line: &str) -> Option<Line> {
+    fn strip(op: &mut serde_json::Value) -> bool {
+        let is_delete = op.get("type").and_then(|t| t.as_str()) == Some("node.delete");
+        let data = op.get_mut("data").and_then(|d| d.as_object_mut());
+        match data {
+            Some(data) if is_delete => data.remove("edges").is_some(),
+            Some(data) => data
+                .get_mut("ops")
+                .and_then(|ops| ops.as_array_mut())
+                .is_some_and(|ops| ops.iter_mut().fold(false, |any, op| strip(op) | any)),
+            None => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if !strip(value.get_mut("event")?) {
+        return None;
+    }
+    // `Line` borrows its envelopes' text: read it back from a string.
+    serde_json::from_str(&value.to_string()).ok()
 }
 
 /// Sets `commit` in an event's data or an outcome, where the type has one.
@@ -382,8 +416,20 @@ mod tests {
         push_line(&mut line, &r, &writes);
         assert!(!line.contains('\n'));
         let back = decode_line(&line).unwrap();
-        assert_eq!(back.record, r);
+        // The deletions come back as the record's writes, for the owner.
+        let mut expected = r.clone();
+        expected.writes = vec![Write::EdgeDeleted("a -[b]-> c".into())];
+        assert_eq!(back.record, expected);
         assert_eq!(back.writes, writes);
+    }
+
+    #[test]
+    fn a_node_delete_listing_its_edges_still_reads() {
+        let line = r#"{"seq":3,"atMs":5,"userId":"a","sessionId":"s","mutationId":"m","event":{"id":"m","type":"batch.update","data":{"ops":[{"type":"node.delete","data":{"id":"c:a","edges":["c:a -[blocks]-> c:b"]}}]}},"outcome":{"id":"o","type":"update.confirmed","data":{"ref":"m","seq":3,"commit":"","rev":3}},"writes":[{"node":"c:a"},{"edge":"c:a -[blocks]-> c:b"}]}"#;
+        let entry = decode_line(line).unwrap();
+        assert!(matches!(&entry.record.event.body, Body::BatchUpdate(b) if b.ops.len() == 1));
+        assert_eq!(entry.record.writes.len(), 2);
+        assert!(decode_line(&line.replace("\"edges\"", "\"edgez\"")).is_err());
     }
 
     #[test]
