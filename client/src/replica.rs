@@ -1,6 +1,6 @@
 //! The client replica: a client's local copy of one graph, as pure logic
 //! (no I/O, no clock), the counterpart of the server's graph owner
-//! (PROTOCOL.md 4.3, 5, 6).
+//! (docs/protocol.md 4.3, 5, 6).
 //!
 //! The replica keeps two things:
 //!

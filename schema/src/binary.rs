@@ -1,4 +1,4 @@
-//! The binary codec (PROTOCOL.md 2.2): one header byte, then a FlatBuffer
+//! The binary codec (docs/protocol.md 2.2): one header byte, then a FlatBuffer
 //! (`schema/gitmind.fbs`, root `Frame`), zstd-compressed with the shipped
 //! dictionary when that pays.
 //!

@@ -2,7 +2,7 @@
 
 use crate::message::{ErrorCode, MessageType};
 
-/// A frame or message that could not be taken (PROTOCOL.md section 10).
+/// A frame or message that could not be taken (docs/protocol.md section 10).
 ///
 /// The message is for a person and names what was wrong; it never carries
 /// server internals.

@@ -1,4 +1,4 @@
-//! The JSON codec (PROTOCOL.md 2.1): a text frame holds one envelope or an
+//! The JSON codec (docs/protocol.md 2.1): a text frame holds one envelope or an
 //! array of them.
 //!
 //! Decoding is bounded before anything is parsed: the frame size, the

@@ -2,12 +2,12 @@
 //! load generator and the soak test (ARCHITECTURE.md, "Workspace").
 //!
 //! - [`message`] and [`model`]: the protocol's messages as Rust types, one
-//!   typed payload per message type (PROTOCOL.md sections 2 to 10).
+//!   typed payload per message type (docs/protocol.md sections 2 to 10).
 //! - [`json`]: the `gitmind.v1.json` codec.
 //! - [`binary`]: the `gitmind.v1.bin` codec: FlatBuffers ([`generated`],
 //!   from `schema/gitmind.fbs`) compressed with zstd and the dictionary in
 //!   `schema/dict/` when that pays.
-//! - [`ot`]: text operations and their transformation (PROTOCOL.md 4.2),
+//! - [`ot`]: text operations and their transformation (docs/protocol.md 4.2),
 //!   needed by the server's graph owner and by every optimistic client.
 //! - [`samples`]: realistic traffic made from a real graph, for the
 //!   dictionary trainer, benchmarks and load generators.

@@ -1,4 +1,4 @@
-//! The limits a decoder enforces (PROTOCOL.md section 11), so that no input
+//! The limits a decoder enforces (docs/protocol.md section 11), so that no input
 //! can make it allocate without bound.
 
 /// Decoder limits; `Default` gives the protocol's defaults.

@@ -1,4 +1,4 @@
-//! Protocol messages (PROTOCOL.md sections 2 and 4 to 10): the envelope and
+//! Protocol messages (docs/protocol.md sections 2 and 4 to 10): the envelope and
 //! one typed payload per message type.
 //!
 //! A payload type serves both directions where the protocol uses one type
@@ -13,7 +13,7 @@ use crate::model::{Edge, EdgeSet, Entity, Node, NodeSet, Props, Resolution, Text
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1";
 
-/// One message: routing fields around a typed payload (PROTOCOL.md 2.1).
+/// One message: routing fields around a typed payload (docs/protocol.md 2.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// Unique per sender, 1 to 64 bytes; the idempotency key of a mutation.
@@ -22,7 +22,7 @@ pub struct Envelope {
     pub timestamp: Option<u64>,
     /// Protocol version, `"1"`.
     pub version: Option<String>,
-    /// Set by the server: the user the message is about (see PROTOCOL.md 2.1).
+    /// Set by the server: the user the message is about (see docs/protocol.md 2.1).
     pub user_id: Option<String>,
     /// Set by the server: the session the message is about.
     pub session_id: Option<String>,
@@ -271,7 +271,7 @@ pub struct EdgeCreate {
 }
 
 /// The id of the edge a message names: `id`, or the id made from
-/// `source`, `type` and `target` (PROTOCOL.md section 4); `None` when
+/// `source`, `type` and `target` (docs/protocol.md section 4); `None` when
 /// neither is complete.
 pub fn edge_key(
     id: &Option<String>,

@@ -1,4 +1,4 @@
-//! The graph's entities as they travel on the wire (PROTOCOL.md section 3).
+//! The graph's entities as they travel on the wire (docs/protocol.md section 3).
 //!
 //! One type serves both directions: a client fills in what it sets, the
 //! server fills in everything (its own fields included). Optional fields are
@@ -155,7 +155,7 @@ pub fn apply_props_patch(props: &mut Option<Props>, patch: &PropsPatch) -> Props
 }
 
 /// The properties of a create, as a patch that sets each of them (how a
-/// create merges into an entity that already exists, PROTOCOL.md 4.2).
+/// create merges into an entity that already exists, docs/protocol.md 4.2).
 fn props_as_patch(props: &Option<Props>) -> Option<PropsPatch> {
     props.as_ref().map(|p| {
         p.iter()
@@ -166,7 +166,7 @@ fn props_as_patch(props: &Option<Props>) -> Option<PropsPatch> {
 
 impl Node {
     /// Fills in every field its creator left out with its default
-    /// (PROTOCOL.md 3: kind `concept`, position 0; empty label, content and
+    /// (docs/protocol.md 3: kind `concept`, position 0; empty label, content and
     /// properties), so a stored node is complete.
     pub fn fill_defaults(&mut self) {
         self.kind.get_or_insert_with(|| DEFAULT_KIND.to_owned());
@@ -240,7 +240,7 @@ impl Node {
 
 impl Edge {
     /// Fills in every field its creator left out with its default
-    /// (PROTOCOL.md 3: confidence 1, not bidirectional; empty rationale and
+    /// (docs/protocol.md 3: confidence 1, not bidirectional; empty rationale and
     /// properties) and sets its `id`.
     pub fn fill_defaults(&mut self) {
         if self.id.is_none() {

@@ -3,7 +3,7 @@
 //! # Operations
 //!
 //! A text operation ([`TextOp`]) is a list of [`Component`]s walked from the
-//! start of the text. On the wire (PROTOCOL.md section 4.2) it is a JSON array:
+//! start of the text. On the wire (docs/protocol.md section 4.2) it is a JSON array:
 //!
 //! * a positive integer `n` retains (keeps) the next `n` characters,
 //! * a string inserts that string at the current position,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use gitmind_schema::Limits;
 use serde::Deserialize;
 
-/// The default port (PROTOCOL.md section 1).
+/// The default port (docs/protocol.md section 1).
 pub const DEFAULT_PORT: u16 = 7432;
 
 /// How connections are spread over shards.

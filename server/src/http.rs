@@ -1,4 +1,4 @@
-//! The HTTP side of the port (PROTOCOL.md section 1): reading a request
+//! The HTTP side of the port (docs/protocol.md section 1): reading a request
 //! head, the plain endpoints (`/healthz`, `/metrics`, the snapshot), and
 //! the WebSocket upgrade with its checks and subprotocol negotiation.
 //!

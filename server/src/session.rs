@@ -156,7 +156,7 @@ impl Outbox {
 
     /// Encodes and queues a message addressed to this session alone (an
     /// outcome, a sync, a system message): it carries the session's own
-    /// `userId` and `sessionId` (PROTOCOL.md 2.1).
+    /// `userId` and `sessionId` (docs/protocol.md 2.1).
     pub fn push_envelope(&self, mut envelope: Envelope) {
         if let Some(seq) = envelope.seq {
             self.seq.set(self.seq.get().max(seq));
@@ -884,7 +884,7 @@ impl State<'_> {
         if matches!(body, Body::CursorMove(_)) {
             self.last_cursor = Some(Instant::now());
         }
-        // Ephemeral: under overload it may be dropped (PROTOCOL.md 8).
+        // Ephemeral: under overload it may be dropped (docs/protocol.md 8).
         let _ = self.ctx.hub.try_send(HubCmd::Presence {
             graph: self.graph.clone(),
             session: self.origin.session,
@@ -969,7 +969,7 @@ impl State<'_> {
     }
 }
 
-/// Checks an ephemeral message (PROTOCOL.md 8); the error names the field.
+/// Checks an ephemeral message (docs/protocol.md 8); the error names the field.
 fn validate_presence(body: &Body) -> Result<(), String> {
     fn text(field: &str, value: Option<&String>, max: usize) -> Result<(), String> {
         match value {

@@ -62,7 +62,7 @@ enum Command {
         graph: String,
         /// The node.
         id: String,
-        /// The operation (PROTOCOL.md 4.2): retain n, insert "text", delete -n.
+        /// The operation (docs/protocol.md 4.2): retain n, insert "text", delete -n.
         op: String,
     },
     /// Print the graph as JSON: {epoch, seq, nodes, edges}.

@@ -1276,7 +1276,7 @@ impl ::core::fmt::Debug for Prop<'_> {
 pub enum NodeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A node (PROTOCOL.md section 3).
+/// A node (docs/protocol.md section 3).
 pub struct Node<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1560,7 +1560,7 @@ impl ::core::fmt::Debug for Node<'_> {
 pub enum EdgeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// An edge (PROTOCOL.md section 3).
+/// An edge (docs/protocol.md section 3).
 pub struct Edge<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -2191,7 +2191,7 @@ impl ::core::fmt::Debug for EdgeSet<'_> {
 pub enum TextComponentOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// One component of a text operation (PROTOCOL.md 4.2): `insert` set (and
+/// One component of a text operation (docs/protocol.md 4.2): `insert` set (and
 /// `n` absent) inserts that text; otherwise `n > 0` retains n characters and
 /// `n < 0` deletes -n characters. A delete longer than 2^63 characters is
 /// several components, as in JSON.
@@ -8377,7 +8377,7 @@ impl ::core::fmt::Debug for Metadata<'_> {
 pub enum EnvelopeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// One message (PROTOCOL.md 2.1); `data`'s union tag is its `type`.
+/// One message (docs/protocol.md 2.1); `data`'s union tag is its `type`.
 pub struct Envelope<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

@@ -1,5 +1,5 @@
 //! The owner's working graph and how one op of a change is applied to it
-//! (PROTOCOL.md 3, 4.2).
+//! (docs/protocol.md 3, 4.2).
 //!
 //! The live graph holds every ordered change, committed or not. Beside each
 //! entity it keeps what concurrency needs: who last changed each field and

@@ -1,7 +1,7 @@
 //! What the owner remembers of the past, all of it bounded by the replay
-//! window (PROTOCOL.md 6): the committed changes themselves (for delta syncs
+//! window (docs/protocol.md 6): the committed changes themselves (for delta syncs
 //! and idempotent answers), each node's recent text operations (for OT), and
-//! the index of mutation ids (PROTOCOL.md 4.4).
+//! the index of mutation ids (docs/protocol.md 4.4).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -14,7 +14,7 @@ use gitmind_schema::ot::TextOp;
 use crate::change::ChangeRecord;
 
 /// The operations applied to one node's `content`, for transforming text
-/// operations made at an older `baseSeq` (PROTOCOL.md 4.2).
+/// operations made at an older `baseSeq` (docs/protocol.md 4.2).
 ///
 /// Complete after `floor`: every change to the content with a `seq` greater
 /// than `floor` is in `ops`, in server order. A `set.content` is kept as the

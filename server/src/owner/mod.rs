@@ -5,7 +5,7 @@
 //!
 //! # Flow
 //!
-//! 1. [`Owner::submit`] validates a mutation (PROTOCOL.md 3), resolves it
+//! 1. [`Owner::submit`] validates a mutation (docs/protocol.md 3), resolves it
 //!    against concurrent changes (4.2), applies it to the live graph and
 //!    gives it the next `seq` ([`Submit::Ordered`]); or refuses it at once
 //!    ([`Submit::Reply`] with `update.rollback`). A repeated mutation id gets
@@ -53,7 +53,7 @@ use crate::change::{ChangeRecord, Group, Restored, Write};
 /// How an owner behaves; `Default` gives the protocol's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerConfig {
-    /// The edge types an edge may have (PROTOCOL.md 3): by default the 12
+    /// The edge types an edge may have (docs/protocol.md 3): by default the 12
     /// of the protocol; a deployment may add more.
     pub edge_types: Vec<String>,
     /// The replay window keeps at least this many changes...
@@ -225,7 +225,7 @@ impl<T: Clone> Default for Entities<T> {
     }
 }
 
-/// What a `graph.sync` carries (PROTOCOL.md 6), as of the committed `seq`.
+/// What a `graph.sync` carries (docs/protocol.md 6), as of the committed `seq`.
 #[derive(Debug, Clone)]
 pub enum SyncData {
     /// The whole committed graph.

@@ -1,4 +1,4 @@
-//! Tests of the graph owner: one per rule of PROTOCOL.md 3 and per case of
+//! Tests of the graph owner: one per rule of docs/protocol.md 3 and per case of
 //! 4.2, plus ordering, idempotency (4.4), commit, sync (6) and restore.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -380,7 +380,7 @@ fn props_null_removes_a_key() {
     assert_eq!(delta.len(), 1, "only the key that existed changed");
 }
 
-// ---- validation (PROTOCOL.md 3) ----
+// ---- validation (docs/protocol.md 3) ----
 
 #[test]
 fn node_id_must_be_prefix_colon_identifier() {
@@ -640,7 +640,7 @@ fn edge_gets_its_id_and_defaults() {
     assert_eq!((e.rev, e.created_by.as_deref()), (Some(3), Some("u1")));
 }
 
-// ---- concurrency (PROTOCOL.md 4.2) ----
+// ---- concurrency (docs/protocol.md 4.2) ----
 
 #[test]
 fn field_changed_by_another_session_after_base_seq_is_conflict_resolved() {

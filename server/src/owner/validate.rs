@@ -1,4 +1,4 @@
-//! The rules of PROTOCOL.md section 3, checked on every mutation before
+//! The rules of docs/protocol.md section 3, checked on every mutation before
 //! anything is applied.
 //!
 //! A value of the wrong type or pattern is refused as `invalid`; a value over
@@ -27,7 +27,7 @@ pub const MAX_RATIONALE_BYTES: usize = 1024;
 /// The longest prefix of a node id and the longest edge type, in characters.
 pub const MAX_PREFIX_CHARS: usize = 32;
 
-/// The edge types of PROTOCOL.md section 3, the default configuration.
+/// The edge types of docs/protocol.md section 3, the default configuration.
 pub const DEFAULT_EDGE_TYPES: [&str; 12] = [
     "implements",
     "augments",

@@ -1,4 +1,4 @@
-//! Where a node or an edge lives in a graph's git tree (PROTOCOL.md 12).
+//! Where a node or an edge lives in a graph's git tree (docs/protocol.md 12).
 //!
 //! ```text
 //! nodes/3/f/a/1/pkg+libc6.json

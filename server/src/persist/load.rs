@@ -282,7 +282,7 @@ impl<'a> Loader<'a, '_> {
 
 /// Reads the replay window: the journals of the newest commits of the
 /// same epoch, until both `replay_changes` changes and `replay_ms`
-/// milliseconds before the newest change are covered (PROTOCOL.md 6:
+/// milliseconds before the newest change are covered (docs/protocol.md 6:
 /// "whichever is more"). Time is measured from the newest change, not
 /// from now, so a server that was down keeps its last window.
 ///

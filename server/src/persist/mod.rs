@@ -1,4 +1,4 @@
-//! Git persistence (ARCHITECTURE.md step 4, PROTOCOL.md 12): one OS thread
+//! Git persistence (ARCHITECTURE.md step 4, docs/protocol.md 12): one OS thread
 //! owns one bare git repository, commits the graph owners' ordered changes
 //! in group commits, and on start loads every graph back.
 //!
@@ -107,7 +107,7 @@ pub const REPO_DIR: &str = "graphs.git";
 pub struct PersistConfig {
     /// The data directory; the repository is `data_dir/graphs.git`.
     pub data_dir: PathBuf,
-    /// Flush packs and refs to disk before confirming (PROTOCOL.md 12).
+    /// Flush packs and refs to disk before confirming (docs/protocol.md 12).
     /// Off only for tests and benchmarks.
     pub fsync: bool,
     /// The replay window holds at least this many changes...
@@ -125,7 +125,7 @@ pub struct PersistConfig {
 }
 
 impl PersistConfig {
-    /// The defaults (PROTOCOL.md 6 and 12) for a data directory.
+    /// The defaults (docs/protocol.md 6 and 12) for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> PersistConfig {
         PersistConfig {
             data_dir: data_dir.into(),
@@ -414,7 +414,7 @@ fn remove_stale_locks(dir: &Path) {
     }
 }
 
-/// Whether a graph name can be stored: PROTOCOL.md 1's pattern, and a valid
+/// Whether a graph name can be stored: docs/protocol.md 1's pattern, and a valid
 /// git ref (which refuses e.g. `a..b`, `a.lock`, `a.`).
 pub fn is_valid_graph_name(name: &str) -> bool {
     let b = name.as_bytes();
