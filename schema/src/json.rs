@@ -197,11 +197,33 @@ struct RawEnvelope<'a> {
 /// Decodes one envelope from its JSON text.
 fn decode_envelope(text: &str) -> Result<Envelope, DecodeError> {
     let raw: RawEnvelope<'_> = serde_json::from_str(text).map_err(|e| {
-        DecodeError::invalid(format!(
+        let error = DecodeError::invalid(format!(
             "a message must be a JSON object with an id, a type and data: {e}"
-        ))
+        ));
+        // A field of the envelope is wrong, but a mutation whose type and
+        // id can be read is still settled with a rollback (docs/protocol.md 4.1).
+        match serde_json::from_str::<IdAndType<'_>>(text) {
+            Ok(IdAndType {
+                id: Some(id),
+                message_type: Some(name),
+            }) if (1..=MAX_ID_BYTES).contains(&id.len()) => match MessageType::from_name(&name) {
+                Some(ty) => error.of_message(id, ty),
+                None => error.with_reference(Some(id)),
+            },
+            _ => error,
+        }
     })?;
     from_raw(raw)
+}
+
+/// The two fields that make a message known, read on their own when the
+/// whole envelope does not decode.
+#[derive(Deserialize)]
+struct IdAndType<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "type", borrow)]
+    message_type: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Types an envelope: checks its fields, then parses `data` by `type`.

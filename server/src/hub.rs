@@ -224,10 +224,17 @@ impl Hub {
                     return;
                 };
                 let sync = sync_of(&entry.owner, since.as_ref());
+                // Every sync carries the presence of the graph's other sessions.
+                let presence = entry
+                    .members
+                    .iter()
+                    .filter(|(key, _)| **key != session)
+                    .map(|(_, (_, p))| p.clone())
+                    .collect();
                 let msg = ShardMsg::Sync {
                     session,
                     sync,
-                    presence: None,
+                    presence: Some(presence),
                     heartbeat_ms: self.heartbeat_ms,
                 };
                 self.shards[member.shard].send(msg);

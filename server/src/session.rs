@@ -349,7 +349,12 @@ impl SyncCursor {
             .chain(edges.iter().map(|e: &Arc<Edge>| edge_size(e)))
             .chain(events.iter().map(|e| json::encode(e).len()));
         let mut ends = Vec::new();
-        let (mut size, mut count) = (0usize, 0usize);
+        // The first chunk carries the presence list too: an entity or event
+        // that does not fit beside it starts the next chunk.
+        let presence_bytes = presence
+            .as_ref()
+            .map_or(0, |p| serde_json::to_vec(p).map_or(0, |v| v.len()));
+        let (mut size, mut count) = (presence_bytes, 0usize);
         for (i, add) in sizes.enumerate() {
             if size > 0 && size + add > SYNC_CHUNK_BYTES {
                 ends.push(i);
@@ -670,7 +675,7 @@ impl State<'_> {
                     let now = Instant::now();
                     if now >= self.last_received + config.idle_timeout() {
                         self.ctx.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
-                        return End::Reconnect { code: 1001, reason: "heartbeat timeout" };
+                        return End::Reconnect { code: 1001, reason: "heartbeat_timeout" };
                     }
                     if let Some(body) = self.pending_cursor.take() {
                         if self.last_cursor.is_some_and(|t| now >= t + self.cursor_interval()) {
@@ -680,10 +685,13 @@ impl State<'_> {
                         }
                     }
                     if now >= self.last_sent + config.heartbeat() {
-                        let beat = hub::stamped("hb", Body::SystemHeartbeat(SystemHeartbeat {
-                            seq: Some(self.outbox.seq.get()),
+                        let seq = self.outbox.seq.get();
+                        let mut beat = hub::stamped("hb", Body::SystemHeartbeat(SystemHeartbeat {
+                            seq: Some(seq),
                             server_time: Some(hub::now_ms()),
                         }));
+                        // The latest seq, on the envelope too (docs/protocol.md 2.1).
+                        beat.seq = Some(seq);
                         self.outbox.push_envelope(beat);
                         if let Err(end) = Box::pin(self.write_or_close(ws)).await {
                             return end;
@@ -826,11 +834,20 @@ impl State<'_> {
                         )
                     }
                 };
-                let _ = self.ctx.hub.try_send(HubCmd::Resync {
+                let cmd = HubCmd::Resync {
                     graph: self.graph.clone(),
                     session: self.origin.session,
                     since,
-                });
+                };
+                if self.ctx.hub.try_send(cmd).is_err() {
+                    // Never dropped in silence: the client asks again.
+                    self.push_error(
+                        ErrorCode::RateLimited,
+                        "the server is busy; ask for the sync again shortly".into(),
+                        Some(id),
+                        Some(1000),
+                    );
+                }
                 None
             }
             body @ (Body::UserPresence(_) | Body::CursorMove(_) | Body::SelectionChange(_)) => {
@@ -954,18 +971,29 @@ impl State<'_> {
         if let Some(end) = self.count_error(error.code) {
             return Some(end);
         }
+        self.push_error(error.code, error.message, error.reference, None);
+        None
+    }
+
+    /// Queues a `system.error` for this session.
+    fn push_error(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        reference: Option<String>,
+        retry_after_ms: Option<u64>,
+    ) {
         let message = hub::stamped(
             format!("e-{}", self.errors),
             Body::SystemError(SystemError {
-                code: error.code,
-                message: error.message,
-                reference: error.reference,
-                retry_after_ms: None,
+                code,
+                message,
+                reference,
+                retry_after_ms,
             }),
         );
         self.outbox.push_envelope(message);
         self.outbox.wake();
-        None
     }
 }
 

@@ -78,7 +78,7 @@ pub enum ShardMsg {
         session: SessionKey,
         /// Snapshot or delta.
         sync: SyncData,
-        /// Presence of the graph's other sessions (on join).
+        /// Presence of the graph's other sessions.
         presence: Option<Vec<PresenceState>>,
         /// The heartbeat interval to announce.
         heartbeat_ms: u64,

@@ -75,6 +75,11 @@ async fn a_mutation_whose_data_does_not_decode_is_rolled_back_not_an_error() {
             RollbackReason::Invalid,
         ),
         (
+            "m-stamp",
+            r#"{"id":"m-stamp","type":"node.delete","timestamp":"noon","data":{"baseSeq":0,"id":"c:a"}}"#,
+            RollbackReason::Invalid,
+        ),
+        (
             "m-field",
             r#"{"id":"m-field","type":"node.delete","data":{"baseSeq":0,"idd":"c:a"}}"#,
             RollbackReason::Invalid,

@@ -951,12 +951,14 @@ impl Owner {
     }
 
     /// Refuses (`too_large`) a change whose event or outcome would not fit
-    /// in one frame in either codec once its commit id is filled in: no
-    /// client could read it (docs/protocol.md section 5).
+    /// in one frame in either codec once its commit id is filled in, or in
+    /// the `graph.sync` chunk that replays it on a resume: no client could
+    /// read it (docs/protocol.md section 5).
     fn fits_in_a_frame(&self, record: &ChangeRecord) -> Result<(), Refusal> {
-        /// Room for the commit id and the `seq`, filled in after the check.
-        const LATER_FIELDS: usize = 128;
-        let limit = self.config.max_event_bytes.saturating_sub(LATER_FIELDS);
+        /// Room for the commit id, filled in after the check, and for the
+        /// envelope of a `graph.sync` chunk holding the event alone.
+        const WRAPPING: usize = 1024;
+        let limit = self.config.max_event_bytes.saturating_sub(WRAPPING);
         for (what, envelope) in [("event", &record.event), ("outcome", &record.outcome)] {
             let json = gitmind_schema::json::encode(envelope).len();
             let flat = gitmind_schema::binary::encode_with(
