@@ -565,10 +565,10 @@ impl Owner {
     /// types (anything else is refused as `invalid`), `mutation_id` its
     /// envelope id, `now_ms` the server's clock (stored as the change's time).
     pub fn submit(&mut self, origin: Origin, mutation_id: &str, body: Body, now_ms: u64) -> Submit {
-        let idem_key = match self.settled_before(&origin, mutation_id, now_ms) {
-            Ok(key) => key,
-            Err(answer) => return answer,
-        };
+        let idem_key = self.idempotency.key(&origin.user_id, mutation_id);
+        if let Some(answer) = self.settled_before(&origin, mutation_id, idem_key, now_ms) {
+            return answer;
+        }
         let (base, batch) = match &body {
             Body::NodeCreate(m) => (m.base_seq, None),
             Body::NodeUpdate(m) => (m.base_seq, None),
@@ -755,7 +755,8 @@ impl Owner {
         message: String,
         now_ms: u64,
     ) -> Submit {
-        if let Err(answer) = self.settled_before(&origin, mutation_id, now_ms) {
+        let idem_key = self.idempotency.key(&origin.user_id, mutation_id);
+        if let Some(answer) = self.settled_before(&origin, mutation_id, idem_key, now_ms) {
             return answer;
         }
         self.rollback(
@@ -767,24 +768,19 @@ impl Owner {
         )
     }
 
-    /// Advances the clock and looks `(user, mutation id)` up: `Err` with its
-    /// first answer when it was settled before (applied or refused, 4.4),
-    /// else `Ok` with its [`Idempotency::key`].
+    /// Advances the clock and answers a `(user, mutation id)` (whose
+    /// [`Idempotency::key`] is `key`) settled before, applied or refused,
+    /// with its first outcome (4.4).
     fn settled_before(
         &mut self,
         origin: &Origin,
         mutation_id: &str,
+        key: u64,
         now_ms: u64,
-    ) -> Result<u64, Submit> {
+    ) -> Option<Submit> {
         self.now_ms = self.now_ms.max(now_ms);
-        let key = self.idempotency.key(&origin.user_id, mutation_id);
-        if let Some(answer) = self.repeated(origin, mutation_id, key) {
-            return Err(answer);
-        }
-        match self.refused_before(origin, mutation_id, key, now_ms) {
-            Some(answer) => Err(answer),
-            None => Ok(key),
-        }
+        self.repeated(origin, mutation_id, key)
+            .or_else(|| self.refused_before(origin, mutation_id, key, now_ms))
     }
 
     /// The rollback a repeated `(user, mutation id)` was given, if any.
