@@ -49,7 +49,7 @@ use zstd::zstd_safe::{
 
 use crate::error::DecodeError;
 use crate::generated as fb;
-use crate::json::MAX_ID_BYTES;
+use crate::json::{is_valid_id, MAX_ID_BYTES};
 use crate::limits::Limits;
 use crate::message::*;
 use crate::model::{
@@ -496,7 +496,7 @@ fn read_envelope(e: fb::Envelope<'_>, limits: &Limits) -> R<Envelope> {
     let Some(id_ref) = id.as_deref() else {
         return fail(ErrorCode::Invalid, "message has no `id`".into());
     };
-    if id_ref.is_empty() || id_ref.len() > MAX_ID_BYTES {
+    if !is_valid_id(id_ref) {
         return fail(
             ErrorCode::Invalid,
             format!("`id` must be 1 to {MAX_ID_BYTES} bytes"),

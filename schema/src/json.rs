@@ -20,6 +20,11 @@ use crate::message::{Body, Envelope, ErrorCode, MessageType, Metadata, PROTOCOL_
 /// The longest envelope `id` in bytes.
 pub const MAX_ID_BYTES: usize = 64;
 
+/// Whether an envelope `id` has a valid length: 1 to [`MAX_ID_BYTES`] bytes.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    (1..=MAX_ID_BYTES).contains(&id.len())
+}
+
 /// Decodes a text frame into its envelopes.
 ///
 /// # Errors
@@ -206,7 +211,7 @@ fn decode_envelope(text: &str) -> Result<Envelope, DecodeError> {
             Ok(IdAndType {
                 id: Some(id),
                 message_type: Some(name),
-            }) if (1..=MAX_ID_BYTES).contains(&id.len()) => match MessageType::from_name(&name) {
+            }) if is_valid_id(&id) => match MessageType::from_name(&name) {
                 Some(ty) => error.of_message(id, ty),
                 None => error.with_reference(Some(id)),
             },
@@ -243,7 +248,7 @@ fn from_raw(raw: RawEnvelope<'_>) -> Result<Envelope, DecodeError> {
     let Some(id_ref) = id.as_deref() else {
         return fail(ErrorCode::Invalid, "message has no `id`".into());
     };
-    if id_ref.is_empty() || id_ref.len() > MAX_ID_BYTES {
+    if !is_valid_id(id_ref) {
         return fail(
             ErrorCode::Invalid,
             format!("`id` must be 1 to {MAX_ID_BYTES} bytes"),

@@ -779,18 +779,9 @@ impl Owner {
         now_ms: u64,
     ) -> Option<Submit> {
         self.now_ms = self.now_ms.max(now_ms);
-        self.repeated(origin, mutation_id, key)
-            .or_else(|| self.refused_before(origin, mutation_id, key, now_ms))
-    }
-
-    /// The rollback a repeated `(user, mutation id)` was given, if any.
-    fn refused_before(
-        &mut self,
-        origin: &Origin,
-        mutation_id: &str,
-        key: u64,
-        now_ms: u64,
-    ) -> Option<Submit> {
+        if let Some(applied) = self.repeated(origin, mutation_id, key) {
+            return Some(applied);
+        }
         let body = UpdateRollback::clone(self.refused.get(key, &origin.user_id, mutation_id)?);
         Some(self.rollback_envelope(origin, now_ms, body))
     }
