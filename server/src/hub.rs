@@ -223,18 +223,10 @@ impl Hub {
                 let Some((member, _)) = entry.members.get(&session) else {
                     return;
                 };
-                let sync = sync_of(&entry.owner, since.as_ref());
-                // Every sync carries the presence of the graph's other sessions.
-                let presence = entry
-                    .members
-                    .iter()
-                    .filter(|(key, _)| **key != session)
-                    .map(|(_, (_, p))| p.clone())
-                    .collect();
                 let msg = ShardMsg::Sync {
                     session,
-                    sync,
-                    presence: Some(presence),
+                    sync: sync_of(&entry.owner, since.as_ref()),
+                    presence: entry.presence_of_others(session),
                     heartbeat_ms: self.heartbeat_ms,
                 };
                 self.shards[member.shard].send(msg);
@@ -279,7 +271,7 @@ impl Hub {
             )
         });
         let sync = sync_of(&entry.owner, since.as_ref());
-        let presence: Vec<PresenceState> = entry.members.values().map(|(_, p)| p.clone()).collect();
+        let presence = entry.presence_of_others(member.session);
         let state = PresenceState {
             user_id: member.user_id.clone(),
             session_id: member.session_id.clone(),
@@ -301,7 +293,7 @@ impl Hub {
         self.shards[shard].send(ShardMsg::Sync {
             session,
             sync,
-            presence: Some(presence),
+            presence,
             heartbeat_ms: self.heartbeat_ms,
         });
         self.broadcast_ephemeral(&graph, session, joined);
@@ -473,6 +465,16 @@ impl GraphEntry {
             per_shard: vec![0; shards],
             per_codec: [0; 2],
         }
+    }
+
+    /// What every `graph.sync` carries: the presence of the graph's
+    /// sessions other than `session` (docs/protocol.md 6 and 8).
+    fn presence_of_others(&self, session: SessionKey) -> Vec<PresenceState> {
+        self.members
+            .iter()
+            .filter(|(key, _)| **key != session)
+            .map(|(_, (_, p))| p.clone())
+            .collect()
     }
 }
 

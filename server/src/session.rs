@@ -19,7 +19,7 @@ use gitmind_schema::message::{
     Chunk, GraphSync, PresenceState, PresenceStatus, RollbackReason, SyncMode, SystemError,
     SystemHeartbeat, SystemReconnect,
 };
-use gitmind_schema::model::{Edge, Node};
+use gitmind_schema::model::{Edge, Node, PropValue, Props};
 use gitmind_schema::{binary, json, Body, DecodeError, Envelope, ErrorCode, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -189,12 +189,7 @@ impl Outbox {
     }
 
     /// Cuts a sync into chunks, encodes and queues them.
-    pub fn push_sync(
-        &self,
-        sync: SyncData,
-        presence: Option<Vec<PresenceState>>,
-        heartbeat_ms: u64,
-    ) {
+    pub fn push_sync(&self, sync: SyncData, presence: Vec<PresenceState>, heartbeat_ms: u64) {
         let cursor = SyncCursor::new(sync, presence, heartbeat_ms);
         self.seq.set(self.seq.get().max(cursor.seq));
         if !self.slow.get() {
@@ -311,7 +306,8 @@ struct SyncCursor {
     epoch: String,
     seq: u64,
     heartbeat_ms: u64,
-    presence: Option<Vec<PresenceState>>,
+    /// The graph's other sessions, sent in the first chunk.
+    presence: Vec<PresenceState>,
     nodes: Vec<Arc<Node>>,
     edges: Vec<Arc<Edge>>,
     events: Vec<Envelope>,
@@ -324,7 +320,7 @@ struct SyncCursor {
 impl SyncCursor {
     /// Cuts a sync into chunks of about [`SYNC_CHUNK_BYTES`], well inside
     /// the frame limit; nothing is encoded yet.
-    fn new(sync: SyncData, presence: Option<Vec<PresenceState>>, heartbeat_ms: u64) -> Self {
+    fn new(sync: SyncData, presence: Vec<PresenceState>, heartbeat_ms: u64) -> Self {
         let (mode, epoch, seq, nodes, edges, events) = match sync {
             SyncData::Snapshot {
                 epoch,
@@ -351,9 +347,7 @@ impl SyncCursor {
         let mut ends = Vec::new();
         // The first chunk carries the presence list too: an entity or event
         // that does not fit beside it starts the next chunk.
-        let presence_bytes = presence
-            .as_ref()
-            .map_or(0, |p| serde_json::to_vec(p).map_or(0, |v| v.len()));
+        let presence_bytes: usize = presence.iter().map(presence_size).sum();
         let (mut size, mut count) = (presence_bytes, 0usize);
         for (i, add) in sizes.enumerate() {
             if size > 0 && size + add > SYNC_CHUNK_BYTES {
@@ -409,7 +403,7 @@ impl SyncCursor {
             body.events = Some(self.events[start..end].to_vec());
         }
         if index == 0 {
-            body.presence = Some(self.presence.take().unwrap_or_default());
+            body.presence = Some(std::mem::take(&mut self.presence));
         }
         let count = self.ends.len();
         if count > 1 {
@@ -430,10 +424,7 @@ fn node_size(node: &Node) -> usize {
     let text = node.id.len()
         + node.label.as_ref().map_or(0, String::len)
         + node.content.as_ref().map_or(0, String::len)
-        + node
-            .props
-            .as_ref()
-            .map_or(0, |p| p.keys().map(|k| k.len() + 32).sum());
+        + props_size(node.props.as_ref());
     2 * text + 256
 }
 
@@ -441,10 +432,37 @@ fn node_size(node: &Node) -> usize {
 fn edge_size(edge: &Edge) -> usize {
     let text = 2 * (edge.source.len() + edge.target.len())
         + edge.rationale.as_ref().map_or(0, String::len)
-        + edge
-            .props
-            .as_ref()
-            .map_or(0, |p| p.keys().map(|k| k.len() + 32).sum());
+        + props_size(edge.props.as_ref());
+    2 * text + 256
+}
+
+/// The text of properties, keys and values (a value string may be 1 KiB).
+fn props_size(props: Option<&Props>) -> usize {
+    props.map_or(0, |p| {
+        p.iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    PropValue::String(s) => s.len(),
+                    PropValue::Number(_) | PropValue::Bool(_) => 0,
+                };
+                k.len() + value + 32
+            })
+            .sum()
+    })
+}
+
+/// A generous estimate of one session's presence entry in a sync.
+fn presence_size(p: &PresenceState) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let text = p.user_id.len()
+        + p.session_id.len()
+        + opt(&p.presence.focus)
+        + opt(&p.presence.display_name)
+        + opt(&p.presence.color)
+        + p.cursor.as_ref().map_or(0, |c| opt(&c.node_id))
+        + p.selection.as_ref().map_or(0, |s| {
+            s.nodes.iter().chain(&s.edges).map(|id| id.len() + 3).sum()
+        });
     2 * text + 256
 }
 
@@ -1053,7 +1071,7 @@ fn validate_presence(body: &Body) -> Result<(), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use gitmind_schema::message::CursorMove;
+    use gitmind_schema::message::{CursorMove, UserPresence};
 
     fn outbox(max: usize) -> Outbox {
         let member = Member {
@@ -1154,7 +1172,7 @@ mod tests {
                 nodes: nodes.into(),
                 edges: Vec::new().into(),
             },
-            None,
+            Vec::new(),
             25_000,
         );
         out.push_shared(Bytes::from_static(b"{\"after\":1}"), 10);
@@ -1213,7 +1231,7 @@ mod tests {
             nodes: nodes.into(),
             edges: Vec::new().into(),
         };
-        let mut cursor = SyncCursor::new(sync, Some(vec![]), 25_000);
+        let mut cursor = SyncCursor::new(sync, Vec::new(), 25_000);
         let messages: Vec<Envelope> = std::iter::from_fn(|| cursor.next_envelope()).collect();
         assert!(messages.len() > 1);
         let mut total = 0;
@@ -1233,5 +1251,50 @@ mod tests {
             total += s.nodes.as_ref().unwrap().len();
         }
         assert_eq!(total, 2000);
+    }
+
+    #[test]
+    fn chunks_count_property_values_and_presence() {
+        // 64 properties of 1 KiB each: most of such a node is its values.
+        let props: Props = (0..64)
+            .map(|k| (format!("k{k}"), PropValue::String("v".repeat(1024))))
+            .collect();
+        let nodes: Vec<Arc<Node>> = (0..100)
+            .map(|i| {
+                Arc::new(Node {
+                    id: format!("n:{i}"),
+                    props: Some(props.clone()),
+                    ..Node::default()
+                })
+            })
+            .collect();
+        let presence: Vec<PresenceState> = (0..700)
+            .map(|i| PresenceState {
+                user_id: format!("user-{i}"),
+                session_id: format!("s-{i}"),
+                presence: UserPresence {
+                    status: PresenceStatus::Active,
+                    focus: Some("f".repeat(256)),
+                    display_name: None,
+                    color: None,
+                    chaos_affinity: None,
+                },
+                cursor: None,
+                selection: None,
+            })
+            .collect();
+        let sync = SyncData::Snapshot {
+            epoch: "e".into(),
+            seq: 9,
+            nodes: nodes.into(),
+            edges: Vec::new().into(),
+        };
+        let mut cursor = SyncCursor::new(sync, presence, 25_000);
+        let messages: Vec<Envelope> = std::iter::from_fn(|| cursor.next_envelope()).collect();
+        assert!(messages.len() > 2);
+        for m in &messages {
+            let len = json::encode(m).len();
+            assert!(len <= SYNC_CHUNK_BYTES, "a chunk of {len} bytes");
+        }
     }
 }

@@ -79,7 +79,7 @@ pub enum ShardMsg {
         /// Snapshot or delta.
         sync: SyncData,
         /// Presence of the graph's other sessions.
-        presence: Option<Vec<PresenceState>>,
+        presence: Vec<PresenceState>,
         /// The heartbeat interval to announce.
         heartbeat_ms: u64,
     },
