@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crossbeam::channel::{unbounded, Receiver};
+use gitmind_owner::change::{ChangeRecord, Group, Write};
 use gitmind_schema::message::{
     BatchOp, BatchUpdate, Body, EdgeCreate, NodeCreate, NodeUpdate, UpdateConfirmed,
 };
 use gitmind_schema::model::{Edge, Node, NodeSet};
 use gitmind_schema::Envelope;
-use gitmind_server::change::{ChangeRecord, Group, Write};
 use gitmind_server::persist::{PersistConfig, PersistEvent, Persister};
 
 const GROUP_SIZES: [usize; 4] = [1, 10, 100, 1_000];

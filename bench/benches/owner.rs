@@ -14,11 +14,11 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
+use gitmind_owner::{Origin, Owner, OwnerConfig, Submit};
 use gitmind_schema::message::{BatchOp, BatchUpdate, NodeCreate, NodeUpdate};
 use gitmind_schema::model::{Node, NodeSet, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
-use gitmind_server::owner::{Origin, Owner, OwnerConfig, Submit};
 
 /// A clock: wall time (what criterion measures by default) or this
 /// thread's CPU time (what one core spends, whatever else runs on the

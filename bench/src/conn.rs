@@ -80,7 +80,7 @@ impl Conn {
     /// The connection failed.
     pub async fn send(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
         let message = match self.codec {
-            Codec::Bin => Message::Binary(binary::encode(envelope)),
+            Codec::Binary => Message::Binary(binary::encode(envelope)),
             Codec::Json => Message::Text(json::encode(envelope).try_into()?),
         };
         self.ws.send(message).await?;

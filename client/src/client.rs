@@ -23,13 +23,13 @@ use gitmind_schema::message::{
 };
 use gitmind_schema::model::{Edge, EdgeSet, Node, NodeSet, TextEdits};
 use gitmind_schema::ot::TextOp;
-use gitmind_schema::{Body, Envelope, MessageType};
+use gitmind_schema::{Body, Codec, Envelope, MessageType};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::replica::{Replica, ReplicaError};
-use crate::transport::{Codec, Transport, TransportError};
+use crate::transport::{Transport, TransportError};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl ClientConfig {
             server: server.into(),
             graph: graph.into(),
             user: None,
-            codec: Codec::Bin,
+            codec: Codec::Binary,
             backoff: Backoff::default(),
             max_attempts: None,
             connect_attempts: None,

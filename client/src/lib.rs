@@ -17,4 +17,4 @@ pub mod replica;
 pub mod transport;
 
 pub use client::{Client, ClientConfig, Event, Events, Outcome, State};
-pub use transport::Codec;
+pub use gitmind_schema::Codec;

@@ -5,32 +5,12 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gitmind_schema::{binary, json, Envelope, Limits};
+use gitmind_schema::{binary, json, Codec, Envelope, Limits};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
-
-/// The wire codec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Codec {
-    /// FlatBuffers, zstd-compressed where it pays (`gitmind.v1.bin`).
-    #[default]
-    Bin,
-    /// JSON text frames (`gitmind.v1.json`).
-    Json,
-}
-
-impl Codec {
-    /// The subprotocol name.
-    pub fn subprotocol(self) -> &'static str {
-        match self {
-            Codec::Bin => gitmind_schema::SUBPROTOCOL_BIN,
-            Codec::Json => gitmind_schema::SUBPROTOCOL_JSON,
-        }
-    }
-}
 
 /// Why a connection attempt or a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,11 +140,13 @@ impl Transport {
     /// # Errors
     /// [`TransportError::Lost`].
     pub async fn send(&mut self, envelopes: &[Envelope]) -> Result<(), TransportError> {
-        let message = match (self.codec, envelopes) {
-            (Codec::Bin, [one]) => Message::Binary(binary::encode(one)),
-            (Codec::Bin, many) => Message::Binary(binary::encode_batch(many)),
-            (Codec::Json, [one]) => Message::Text(utf8(json::encode(one))?),
-            (Codec::Json, many) => Message::Text(utf8(json::encode_batch(many))?),
+        let bytes = match envelopes {
+            [one] => self.codec.encode(one),
+            many => self.codec.encode_batch(many),
+        };
+        let message = match self.codec {
+            Codec::Binary => Message::Binary(bytes),
+            Codec::Json => Message::Text(utf8(bytes)?),
         };
         self.ws
             .send(message)

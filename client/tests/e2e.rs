@@ -69,7 +69,7 @@ fn content(client: &gitmind_client::Client, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_editing_one_text_concurrently_end_identical_with_both_edits() {
-    for codec in [Codec::Bin, Codec::Json] {
+    for codec in [Codec::Binary, Codec::Json] {
         let server = TestServer::start();
         let (alice, _a) = connect(&server.url(), "text", "alice", codec).await;
         let (bob, _b) = connect(&server.url(), "text", "bob", codec).await;
@@ -146,13 +146,13 @@ async fn two_clients_editing_one_text_concurrently_end_identical_with_both_edits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_bigger_than_one_sync_chunk_comes_as_a_delta_on_both_codecs() {
     let server = TestServer::start();
-    for codec in [Codec::Bin, Codec::Json] {
+    for codec in [Codec::Binary, Codec::Json] {
         let graph = match codec {
-            Codec::Bin => "long-away-bin",
+            Codec::Binary => "long-away-bin",
             Codec::Json => "long-away-json",
         };
         let proxy = Proxy::start(server.addr).await;
-        let (alice, _a) = connect(&server.url(), graph, "alice", Codec::Bin).await;
+        let (alice, _a) = connect(&server.url(), graph, "alice", Codec::Binary).await;
         let (bob, mut bob_events) = connect(&proxy.url(), graph, "bob", codec).await;
         alice.mutate(create("doc:0", "")).await.unwrap();
         until(&bob, "bob sees the first node", |r| {
@@ -195,7 +195,7 @@ async fn a_resume_bigger_than_one_sync_chunk_comes_as_a_delta_on_both_codecs() {
 async fn a_cut_connection_resumes_with_every_event_once_and_the_pending_change_applied_once() {
     let server = TestServer::start();
     let proxy = Proxy::start(server.addr).await;
-    let (alice, _a) = connect(&proxy.url(), "cut", "alice", Codec::Bin).await;
+    let (alice, _a) = connect(&proxy.url(), "cut", "alice", Codec::Binary).await;
     let (bob, _b) = connect(&server.url(), "cut", "bob", Codec::Json).await;
     alice.mutate(create("doc:log", "")).await.unwrap();
     until(&bob, "bob sees the node", |r| r.node("doc:log").is_some()).await;
@@ -283,7 +283,11 @@ async fn five_hundred_clients_reconnecting_after_a_restart_spread_their_retries(
     let mut server = TestServer::start();
     let mut clients = Vec::new();
     for i in 0..500 {
-        let codec = if i % 2 == 0 { Codec::Bin } else { Codec::Json };
+        let codec = if i % 2 == 0 {
+            Codec::Binary
+        } else {
+            Codec::Json
+        };
         clients.push(connect(&server.url(), "herd", &format!("u{i}"), codec).await);
     }
     let restarted = Instant::now();
@@ -327,7 +331,7 @@ async fn five_hundred_clients_reconnecting_after_a_restart_spread_their_retries(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_rides_out_a_server_restart_and_its_pending_change_applies_once() {
     let mut server = TestServer::start();
-    let (alice, _a) = connect(&server.url(), "restart", "alice", Codec::Bin).await;
+    let (alice, _a) = connect(&server.url(), "restart", "alice", Codec::Binary).await;
     let (bob, mut bob_events) = connect(&server.url(), "restart", "bob", Codec::Json).await;
     for i in 0..5 {
         let outcome = alice
@@ -416,7 +420,7 @@ async fn the_typed_api_covers_every_change_and_presence() {
     use gitmind_schema::model::{Edge, EdgeSet, NodeSet};
 
     let server = TestServer::start();
-    let (alice, _a) = connect(&server.url(), "typed", "alice", Codec::Bin).await;
+    let (alice, _a) = connect(&server.url(), "typed", "alice", Codec::Binary).await;
     let (bob, mut bob_events) = connect(&server.url(), "typed", "bob", Codec::Json).await;
     let confirmed = |o: Outcome| assert!(matches!(o, Outcome::Confirmed(_)), "{o:?}");
     let node = |id: &str| Node {
@@ -528,7 +532,7 @@ async fn the_typed_api_covers_every_change_and_presence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_in_several_chunks_reaches_both_codecs_whole_with_the_events_after_it() {
     let server = TestServer::start();
-    let (writer, _w) = connect(&server.url(), "big", "writer", Codec::Bin).await;
+    let (writer, _w) = connect(&server.url(), "big", "writer", Codec::Binary).await;
     // About 600 KB of text: the snapshot comes in several chunks, and the
     // server may put more than one in a frame (JSON arrays).
     let mut import = gitmind_client::import::Importer::new(writer.clone());
@@ -542,7 +546,7 @@ async fn a_snapshot_in_several_chunks_reaches_both_codecs_whole_with_the_events_
         import.node(node, text.len()).await.unwrap();
     }
     assert_eq!(import.finish().await.unwrap(), (300, 0));
-    for codec in [Codec::Json, Codec::Bin] {
+    for codec in [Codec::Json, Codec::Binary] {
         let (reader, _r) = connect(&server.url(), "big", "reader", codec).await;
         // A change right after the sync arrives in order, not lost.
         let Outcome::Confirmed(after) = writer.mutate(create("doc:after", "x")).await.unwrap()

@@ -1,6 +1,8 @@
 //! The Gitmind live wire protocol, shared by the server, the client, the
 //! load generator and the soak test (ARCHITECTURE.md, "Workspace").
 //!
+//! - [`codec`]: the two codecs as one [`Codec`] type, their subprotocol
+//!   names, and [`PerCodec`] for what is kept once per codec.
 //! - [`message`] and [`model`]: the protocol's messages as Rust types, one
 //!   typed payload per message type (docs/protocol.md sections 2 to 10).
 //! - [`json`]: the `gitmind.v1.json` codec.
@@ -15,6 +17,7 @@
 //! No I/O happens here: bytes in, messages out, and back.
 
 pub mod binary;
+pub mod codec;
 pub mod error;
 pub mod generated;
 pub mod json;
@@ -24,11 +27,7 @@ pub mod model;
 pub mod ot;
 pub mod samples;
 
+pub use codec::{Codec, PerCodec, SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
 pub use error::DecodeError;
 pub use limits::Limits;
 pub use message::{Body, Envelope, ErrorCode, MessageType};
-
-/// The WebSocket subprotocol of the binary codec.
-pub const SUBPROTOCOL_BIN: &str = "gitmind.v1.bin";
-/// The WebSocket subprotocol of the JSON codec.
-pub const SUBPROTOCOL_JSON: &str = "gitmind.v1.json";

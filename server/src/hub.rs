@@ -21,12 +21,12 @@ use gitmind_schema::message::{
 };
 use gitmind_schema::{Body, Envelope};
 
-use crate::change::Restored;
 use crate::metrics::Metrics;
-use crate::owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 use crate::persist::{PersistEvent, Persister};
 use crate::session::Codec;
 use crate::shard::{Encoded, ShardLink, ShardMsg};
+use gitmind_owner::change::Restored;
+use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 
 /// What shards ask of the hub.
 pub enum HubCmd {

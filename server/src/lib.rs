@@ -21,13 +21,11 @@
 //! - [`metrics`]: what `GET /metrics` reports.
 //! - [`server`]: start and shutdown.
 
-pub mod change;
 pub mod config;
 pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod metrics;
-pub mod owner;
 pub mod persist;
 pub mod server;
 pub mod session;

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use gitmind_schema::model::{Edge, Node};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -27,10 +26,10 @@ use crate::config::{AcceptMode, Config};
 use crate::http::{self, Authenticator, LocalAuth, Response};
 use crate::hub::{self, Hub, HubCmd, Member};
 use crate::metrics::Metrics;
-use crate::owner::{OwnerConfig, SyncData};
 use crate::persist::{PersistConfig, Persister};
 use crate::session::{self, Codec, SessionCtx};
 use crate::shard::{self, Shard, ShardLink, ShardState};
+use gitmind_owner::OwnerConfig;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +233,7 @@ fn owner_config(config: &Config) -> OwnerConfig {
         replay_ms: config.replay_ms,
         max_batch_ops: config.max_envelopes,
         max_event_bytes: config.max_frame_bytes,
+        hash_seed: rand::random(),
         ..owner
     }
 }
@@ -487,13 +487,6 @@ async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {
 
 /// `GET /v1/graphs/{graph}`: the committed snapshot, `{epoch, seq, nodes, edges}`.
 async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String) {
-    #[derive(serde::Serialize)]
-    struct Snapshot<'a> {
-        epoch: &'a str,
-        seq: u64,
-        nodes: Vec<&'a Node>,
-        edges: Vec<&'a Edge>,
-    }
     let (reply, answer) = tokio::sync::oneshot::channel();
     if shared.hub.send(HubCmd::Snapshot { graph, reply }).is_err() {
         return Response::text(503, "shutting down")
@@ -501,30 +494,19 @@ async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String) {
             .send(stream)
             .await;
     }
-    let body = match answer.await {
-        Ok(Some(SyncData::Snapshot {
-            epoch,
-            seq,
-            nodes,
-            edges,
-        })) => serde_json::to_vec(&Snapshot {
-            epoch: &epoch,
-            seq,
-            nodes: nodes.iter().map(|n| &**n).collect(),
-            edges: edges.iter().map(|e| &**e).collect(),
-        }),
-        Ok(_) => return Response::text(404, "no such graph").send(stream).await,
+    match answer.await {
+        Ok(Some(sync)) => match sync.snapshot_json() {
+            Some(body) => Response::json(body).send(stream).await,
+            None => {
+                Response::text(500, "could not encode the snapshot")
+                    .send(stream)
+                    .await
+            }
+        },
+        Ok(None) => Response::text(404, "no such graph").send(stream).await,
         Err(_) => {
-            return Response::text(503, "shutting down")
+            Response::text(503, "shutting down")
                 .retry_after(1)
-                .send(stream)
-                .await
-        }
-    };
-    match body {
-        Ok(body) => Response::json(body).send(stream).await,
-        Err(_) => {
-            Response::text(500, "could not encode the snapshot")
                 .send(stream)
                 .await
         }

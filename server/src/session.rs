@@ -35,8 +35,8 @@ use crate::config::Config;
 use crate::frames::FrameWriter;
 use crate::hub::{self, HubCmd, Member};
 use crate::metrics::Metrics;
-use crate::owner::{Origin, SessionKey, SyncData};
 use crate::shard::{Encoded, Shard};
+use gitmind_owner::{Origin, SessionKey, SyncData};
 
 /// Close code: the session's outgoing queue passed its limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;

@@ -20,8 +20,8 @@ use gitmind_schema::{binary, json, Envelope, MessageType};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
-use crate::owner::{SessionKey, SyncData};
 use crate::session::{Codec, Outbox};
+use gitmind_owner::{SessionKey, SyncData};
 use gitmind_schema::message::PresenceState;
 
 /// Capacity of each hub-to-shard ring, in messages.

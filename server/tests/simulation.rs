@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use gitmind_client::replica::Replica;
+use gitmind_owner::change::ChangeRecord;
+use gitmind_owner::{Origin, Owner, OwnerConfig, Submit, SyncData};
 use gitmind_schema::message::{
     BatchOp, BatchUpdate, EdgeCreate, EdgeDelete, EdgeUpdate, GraphSync, NodeCreate, NodeDelete,
     NodeUpdate, SyncMode,
@@ -25,8 +27,6 @@ use gitmind_schema::message::{
 use gitmind_schema::model::{Edge, EdgeSet, Node, NodeSet, PropValue, PropsPatch, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::{Body, Envelope};
-use gitmind_server::change::ChangeRecord;
-use gitmind_server::owner::{Origin, Owner, OwnerConfig, Submit, SyncData};
 
 /// SplitMix64: small, deterministic, good enough to drive a simulation.
 struct Rng(u64);

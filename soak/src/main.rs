@@ -224,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         edges: slice.edges.iter().map(|(e, _)| e.clone()).collect(),
     });
     let (importer, _events) =
-        Client::connect(config(&direct, "soak-import".into(), Codec::Bin)).await?;
+        Client::connect(config(&direct, "soak-import".into(), Codec::Binary)).await?;
     let mut import = Importer::new(importer.clone());
     for (node, size) in slice.nodes {
         import.node(node, size).await?;
@@ -262,7 +262,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             i if is_slow => (format!("soak-slow{}", i - cli.writers), slow.url()),
             i => (format!("soak-r{}", i - cli.writers), normal.url()),
         };
-        let codec = if i % 2 == 0 { Codec::Bin } else { Codec::Json };
+        let codec = if i % 2 == 0 {
+            Codec::Binary
+        } else {
+            Codec::Json
+        };
         let (client, events) = Client::connect(config(&url, user, codec))
             .await
             .with_context(|| format!("connecting client {i}"))?;

@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[command(version, about = "Load generator for Gitmind live")]
 struct Args {
     /// Codec of every connection (default: half binary, half JSON).
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, global = true)]
     codec: Option<Codec>,
     /// How long to measure, in seconds.
     #[arg(long, global = true, default_value_t = 30)]
@@ -210,8 +210,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// The codec of the i-th connection.
 fn codec_of(args: &Args, i: usize) -> Codec {
-    args.codec
-        .unwrap_or(if i % 2 == 0 { Codec::Bin } else { Codec::Json })
+    args.codec.unwrap_or(if i % 2 == 0 {
+        Codec::Binary
+    } else {
+        Codec::Json
+    })
 }
 
 /// Reads messages until a complete `graph.sync` (all chunks) arrived;
@@ -657,7 +660,7 @@ async fn drive(fleet: &mut Fleet, rate: f64, duration: Duration, subscribers: us
                     }),
                 );
                 let message = match writer.codec {
-                    Codec::Bin => Message::Binary(binary::encode(&update)),
+                    Codec::Binary => Message::Binary(binary::encode(&update)),
                     Codec::Json => match json::encode(&update).try_into() {
                         Ok(text) => Message::Text(text),
                         Err(_) => break,

@@ -34,7 +34,7 @@ struct Cli {
     #[arg(long, global = true, env = "GITMIND_USER")]
     user: Option<String>,
     /// The wire codec.
-    #[arg(long, global = true, value_enum, default_value = "bin")]
+    #[arg(long, global = true, default_value = "bin")]
     codec: Codec,
     #[command(subcommand)]
     command: Command,

@@ -14,7 +14,7 @@ use super::layout::{EntityPath, Kind};
 use super::object::{commit_bytes, ObjectId, ObjectKind};
 use super::pack::PackWriter;
 use super::tree::GraphTree;
-use crate::change::{ChangeRecord, Write};
+use gitmind_owner::change::{ChangeRecord, Write};
 
 /// The prefix of every graph's ref.
 pub const REF_PREFIX: &str = "refs/gitmind/graphs/";

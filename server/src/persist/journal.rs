@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use super::layout::Kind;
 use super::object::ObjectId;
-use crate::change::{ChangeRecord, Write};
+use gitmind_owner::change::{ChangeRecord, Write};
 
 /// The value of `Gitmind-Format` this version writes and reads.
 pub const FORMAT: u32 = 1;

@@ -22,7 +22,7 @@ use super::layout::{is_entity_name, Kind, FANOUT_LEVELS};
 use super::object::{parse_tree, ObjectId};
 use super::tree::{Dir, GraphTree};
 use super::{PersistConfig, PersistError};
-use crate::change::{ChangeRecord, Restored};
+use gitmind_owner::change::{ChangeRecord, Restored};
 
 /// Loads every graph of the repository.
 ///

@@ -92,7 +92,7 @@ use git2::Repository;
 use self::commit::{Built, Chunk, GraphState};
 use self::object::ObjectId;
 use self::pack::{sync_dir, PackWriter};
-use crate::change::{Group, Restored};
+use gitmind_owner::change::{Group, Restored};
 
 pub use self::commit::REF_PREFIX;
 pub use self::error::PersistError;

@@ -14,7 +14,7 @@ use gitmind_schema::model::{Edge, Node, NodeSet};
 use gitmind_schema::Envelope;
 
 use super::*;
-use crate::change::{ChangeRecord, Write};
+use gitmind_owner::change::{ChangeRecord, Write};
 
 /// The graph as the owner would hold it, to compare with what comes back.
 #[derive(Default)]

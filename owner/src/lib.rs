@@ -32,11 +32,14 @@
 //!   mutation ids hold at least the last `replay_changes` changes or
 //!   `replay_ms` of them, whichever is more, and no more.
 
+pub mod change;
 mod graph;
 mod history;
 pub mod validate;
 
 use std::collections::{HashMap, VecDeque};
+
+use imbl::shared_ptr::DefaultSharedPtr;
 use std::sync::Arc;
 
 use gitmind_schema::message::{
@@ -45,10 +48,10 @@ use gitmind_schema::message::{
 use gitmind_schema::model::{Edge, Node, OpResolution, Resolution};
 use gitmind_schema::{Body, Envelope};
 
-use self::graph::{Actor, ActorInfo, Cx, EdgeEntry, Live, Meta, NodeEntry, OpRef, Stamp, Tomb};
-use self::history::{CommittedChange, Idempotency, Refused, TextHistory, Window};
-use self::validate::Refusal;
 use crate::change::{ChangeRecord, Group, Restored, Write};
+use crate::graph::{Actor, ActorInfo, Cx, EdgeEntry, Live, Meta, NodeEntry, OpRef, Stamp, Tomb};
+use crate::history::{CommittedChange, Idempotency, Refused, TextHistory, Window};
+use crate::validate::Refusal;
 
 /// How an owner behaves; `Default` gives the protocol's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +68,21 @@ pub struct OwnerConfig {
     /// The largest event or outcome, in bytes of either codec (the frame
     /// limit): a change whose event would be larger is refused.
     pub max_event_bytes: usize,
+    /// The seed of every map's hasher ([`Hasher`]): the same seed and the
+    /// same input give the same maps in the same order (a snapshot lists
+    /// nodes in the same order). A server picks a random one at start, so
+    /// that ids chosen by clients cannot be aimed at hash collisions.
+    pub hash_seed: u64,
 }
+
+/// How the owner's maps hash: foldhash, seeded by [`OwnerConfig::hash_seed`].
+pub type Hasher = foldhash::fast::FixedState;
+
+/// A hash map of the owner.
+pub(crate) type Map<K, V> = HashMap<K, V, Hasher>;
+
+/// A persistent map of committed entities by id.
+type Committed<T> = imbl::GenericHashMap<Arc<str>, Arc<T>, Hasher, DefaultSharedPtr>;
 
 impl Default for OwnerConfig {
     fn default() -> Self {
@@ -78,6 +95,7 @@ impl Default for OwnerConfig {
             replay_ms: 600_000,
             max_batch_ops: 1000,
             max_event_bytes: gitmind_schema::Limits::default().max_frame_bytes,
+            hash_seed: 0,
         }
     }
 }
@@ -133,7 +151,7 @@ pub struct Release {
 /// Nodes or edges of a committed snapshot: an O(1) clone of the owner's
 /// persistent map, to walk and encode anywhere.
 #[derive(Debug, Clone)]
-pub struct Entities<T: Clone>(imbl::HashMap<Arc<str>, Arc<T>>);
+pub struct Entities<T: Clone>(Committed<T>);
 
 impl<T: Clone> Entities<T> {
     /// How many there are.
@@ -189,9 +207,7 @@ impl<T: Clone + Keyed> From<Vec<Arc<T>>> for Entities<T> {
 
 /// The nodes or edges of a snapshot, by value.
 #[allow(missing_debug_implementations)]
-pub struct IntoIter<T: Clone>(
-    imbl::hashmap::ConsumingIter<(Arc<str>, Arc<T>), imbl::shared_ptr::DefaultSharedPtr>,
-);
+pub struct IntoIter<T: Clone>(imbl::hashmap::ConsumingIter<(Arc<str>, Arc<T>), DefaultSharedPtr>);
 
 impl<T: Clone> Iterator for IntoIter<T> {
     type Item = Arc<T>;
@@ -212,7 +228,7 @@ impl<T: Clone> IntoIterator for Entities<T> {
 
 impl<'a, T: Clone> IntoIterator for &'a Entities<T> {
     type Item = &'a Arc<T>;
-    type IntoIter = imbl::hashmap::Values<'a, Arc<str>, Arc<T>, imbl::shared_ptr::DefaultSharedPtr>;
+    type IntoIter = imbl::hashmap::Values<'a, Arc<str>, Arc<T>, DefaultSharedPtr>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.values()
@@ -221,7 +237,7 @@ impl<'a, T: Clone> IntoIterator for &'a Entities<T> {
 
 impl<T: Clone> Default for Entities<T> {
     fn default() -> Self {
-        Entities(imbl::HashMap::new())
+        Entities(Committed::default())
     }
 }
 
@@ -250,6 +266,42 @@ pub enum SyncData {
     },
 }
 
+impl SyncData {
+    /// A snapshot as the JSON body of `GET /v1/graphs/{graph}`:
+    /// `{epoch, seq, nodes, edges}`, nodes and edges sorted by id so the
+    /// same graph always reads the same; `None` for a delta.
+    pub fn snapshot_json(&self) -> Option<Vec<u8>> {
+        #[derive(serde::Serialize)]
+        struct Snapshot<'a> {
+            epoch: &'a str,
+            seq: u64,
+            nodes: Vec<&'a Node>,
+            edges: Vec<&'a Edge>,
+        }
+        let SyncData::Snapshot {
+            epoch,
+            seq,
+            nodes,
+            edges,
+        } = self
+        else {
+            return None;
+        };
+        let mut nodes: Vec<&Node> = nodes.iter().map(|n| &**n).collect();
+        nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut edges: Vec<&Edge> = edges.iter().map(|e| &**e).collect();
+        edges.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let snapshot = Snapshot {
+            epoch,
+            seq: *seq,
+            nodes,
+            edges,
+        };
+        // Nodes and edges are plain data with string keys: this cannot fail.
+        serde_json::to_vec(&snapshot).ok()
+    }
+}
+
 /// A change ordered but not yet committed.
 #[derive(Debug)]
 struct Pending {
@@ -271,8 +323,8 @@ pub struct Owner {
     epoch: String,
     config: OwnerConfig,
     live: Live,
-    committed_nodes: imbl::HashMap<Arc<str>, Arc<Node>>,
-    committed_edges: imbl::HashMap<Arc<str>, Arc<Edge>>,
+    committed_nodes: Committed<Node>,
+    committed_edges: Committed<Edge>,
     ordered_seq: u64,
     committed_seq: u64,
     /// Uncommitted changes, in `seq` order (the first is `committed_seq + 1`).
@@ -283,7 +335,7 @@ pub struct Owner {
     idempotency: Idempotency,
     /// The rollbacks given within the window, for resent ids (4.4).
     refused: Refused,
-    actors: HashMap<SessionKey, Actor>,
+    actors: Map<SessionKey, Actor>,
     /// The latest time seen, for the window's time bound.
     now_ms: u64,
     /// Counter for rollback ids.
@@ -293,21 +345,22 @@ pub struct Owner {
 impl Owner {
     /// An owner of an empty graph.
     pub fn new(graph: &str, epoch: String, config: OwnerConfig) -> Owner {
+        let hasher = Hasher::with_seed(config.hash_seed);
         Owner {
             graph: graph.to_owned(),
             epoch,
             config,
-            live: Live::default(),
-            committed_nodes: imbl::HashMap::new(),
-            committed_edges: imbl::HashMap::new(),
+            live: Live::with_hasher(&hasher),
+            committed_nodes: Committed::with_hasher(hasher.clone()),
+            committed_edges: Committed::with_hasher(hasher.clone()),
             ordered_seq: 0,
             committed_seq: 0,
             pending: VecDeque::new(),
             taken: 0,
             window: Window::default(),
-            idempotency: Idempotency::default(),
-            refused: Refused::default(),
-            actors: HashMap::new(),
+            idempotency: Idempotency::with_hasher(hasher.clone()),
+            refused: Refused::with_hasher(hasher.clone()),
+            actors: Map::with_hasher(hasher),
             now_ms: 0,
             rollbacks: 0,
         }
@@ -1147,21 +1200,6 @@ impl Owner {
             nodes: Entities(self.committed_nodes.clone()),
             edges: Entities(self.committed_edges.clone()),
         }
-    }
-
-    /// The committed graph as the JSON of `GET /v1/graphs/{graph}`:
-    /// `{epoch, seq, nodes, edges}`, nodes and edges sorted by id.
-    pub fn snapshot_json(&self) -> serde_json::Value {
-        let mut nodes: Vec<&Node> = self.committed_nodes.values().map(|n| &**n).collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut edges: Vec<&Edge> = self.committed_edges.values().map(|e| &**e).collect();
-        edges.sort_by(|a, b| a.id.cmp(&b.id));
-        serde_json::json!({
-            "epoch": self.epoch,
-            "seq": self.committed_seq,
-            "nodes": nodes,
-            "edges": edges,
-        })
     }
 }
 

@@ -3,15 +3,15 @@
 //! and idempotent answers), each node's recent text operations (for OT), and
 //! the index of mutation ids (docs/protocol.md 4.4).
 
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher as _};
 use std::sync::Arc;
 
 use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::ot::TextOp;
 
 use crate::change::ChangeRecord;
+use crate::{Hasher, Map};
 
 /// The operations applied to one node's `content`, for transforming text
 /// operations made at an older `baseSeq` (docs/protocol.md 4.2).
@@ -100,8 +100,8 @@ impl Window {
 /// itself, so a hash collision can never return another user's outcome.
 #[derive(Debug, Default)]
 pub(crate) struct Idempotency {
-    map: HashMap<u64, Slot>,
-    hasher: RandomState,
+    map: Map<u64, Slot>,
+    hasher: Hasher,
 }
 
 /// The seqs under one hash: almost always one.
@@ -112,6 +112,14 @@ enum Slot {
 }
 
 impl Idempotency {
+    /// An empty index whose keys and map hash with `hasher`.
+    pub fn with_hasher(hasher: Hasher) -> Self {
+        Idempotency {
+            map: Map::with_hasher(hasher.clone()),
+            hasher,
+        }
+    }
+
     /// The hash of `(user, id)`: compute it once per mutation.
     pub fn key(&self, user: &str, id: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
@@ -201,7 +209,7 @@ impl Idempotency {
 #[derive(Debug, Default)]
 pub(crate) struct Refused {
     /// Under each [`Idempotency::key`], the refusals with that hash, oldest first.
-    by_key: HashMap<u64, Vec<RefusedEntry>>,
+    by_key: Map<u64, Vec<RefusedEntry>>,
     /// `(at_ms, key)` of every entry, oldest first.
     order: VecDeque<(u64, u64)>,
 }
@@ -217,6 +225,14 @@ struct RefusedEntry {
 impl Refused {
     /// Past this many times the count bound, entries go whatever their age.
     pub const HARD_CAP_FACTOR: usize = 4;
+
+    /// Remembers nothing yet; its map hashes with `hasher`.
+    pub fn with_hasher(hasher: Hasher) -> Self {
+        Refused {
+            by_key: Map::with_hasher(hasher),
+            order: VecDeque::new(),
+        }
+    }
 
     /// The rollback given to `(user, id)`, whose hash is `key`.
     pub fn get(&self, key: u64, user: &str, id: &str) -> Option<&Arc<UpdateRollback>> {

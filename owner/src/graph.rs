@@ -23,9 +23,10 @@ use gitmind_schema::model::{
 };
 use gitmind_schema::ot::TextOp;
 
-use super::history::TextHistory;
-use super::validate::{self, Refusal, MAX_CONTENT_BYTES};
 use crate::change::Write;
+use crate::history::TextHistory;
+use crate::validate::{self, Refusal, MAX_CONTENT_BYTES};
+use crate::{Hasher, Map};
 
 /// Who made a change: its session and user, shared by every stamp it leaves.
 #[derive(Debug, PartialEq, Eq)]
@@ -308,13 +309,13 @@ pub(crate) enum Undo {
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     /// Nodes by id.
-    pub nodes: HashMap<String, NodeEntry>,
+    pub nodes: Map<String, NodeEntry>,
     /// Edges by id.
-    pub edges: HashMap<String, EdgeEntry>,
+    pub edges: Map<String, EdgeEntry>,
     /// Deleted node ids, within the replay window.
-    pub node_tombs: HashMap<String, Tomb>,
+    pub node_tombs: Map<String, Tomb>,
     /// Deleted edge ids, within the replay window.
-    pub edge_tombs: HashMap<String, Tomb>,
+    pub edge_tombs: Map<String, Tomb>,
 }
 
 /// The context of the change being applied: shared by its ops.
@@ -450,6 +451,16 @@ pub(crate) fn replacement(old: &str, new: &str) -> TextOp {
 }
 
 impl Live {
+    /// An empty graph whose maps hash with `hasher`.
+    pub fn with_hasher(hasher: &Hasher) -> Self {
+        Live {
+            nodes: Map::with_hasher(hasher.clone()),
+            edges: Map::with_hasher(hasher.clone()),
+            node_tombs: Map::with_hasher(hasher.clone()),
+            edge_tombs: Map::with_hasher(hasher.clone()),
+        }
+    }
+
     /// Applies one op of the change in `cx`, or refuses it. On refusal the
     /// live graph may hold part of the change: the caller undoes `cx.undo`.
     pub fn apply(&mut self, cx: &mut Cx<'_>, op: OpRef<'_>) -> Result<Applied, Refusal> {
