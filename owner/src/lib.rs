@@ -1136,13 +1136,14 @@ impl Owner {
         }
     }
 
-    /// Persistence could not write the changes from `from_seq` on: undoes
-    /// every uncommitted change (those before `from_seq` that are not yet
-    /// committed too, since later changes may build on them), so the live
-    /// graph is the committed graph again and `seq` goes back to the
-    /// committed `seq`. Returns an `update.rollback` with reason
-    /// `unavailable` for each recipient of each undone change, oldest first.
-    pub fn commit_failed(&mut self, from_seq: u64, reason: &str) -> Vec<(SessionKey, Envelope)> {
+    /// Persistence could not write a group: undoes every uncommitted change
+    /// (those of earlier groups not yet committed too, since later changes
+    /// may build on them), so the live graph is the committed graph again
+    /// and `seq` goes back to the committed `seq`. Returns an
+    /// `update.rollback` with reason `unavailable` for each recipient of
+    /// each undone change, oldest first. Why the commit failed is for the
+    /// server's log, not for clients: the message says only what to do.
+    pub fn commit_failed(&mut self) -> Vec<(SessionKey, Envelope)> {
         let mut out = Vec::new();
         while let Some(p) = self.pending.pop_back() {
             self.live.revert(p.undo);
@@ -1153,12 +1154,10 @@ impl Owner {
                 let body = UpdateRollback {
                     reference: r.mutation_id.clone(),
                     reason: RollbackReason::Unavailable,
-                    message: format!(
-                        "the change could not be stored (commit of seq {from_seq} on failed: {reason}); nothing was applied, retry"
-                    ),
+                    message: "the change could not be stored; nothing was applied, retry".into(),
                     current: None,
                     index: None,
-                    retry_after_ms: None,
+                    retry_after_ms: Some(1000),
                 };
                 let mut env =
                     Envelope::new(format!("r-{}", self.rollbacks), Body::UpdateRollback(body));

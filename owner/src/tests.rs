@@ -1529,7 +1529,7 @@ fn unavailable_is_not_remembered() {
     let mut o = with_a();
     submit(&mut o, B, "m1", label(1, "c:a", "b"));
     o.take_group();
-    let failed = o.commit_failed(2, "disk full");
+    let failed = o.commit_failed();
     assert!(
         matches!(&failed[0].1.body, Body::UpdateRollback(r) if r.reason == RollbackReason::Unavailable)
     );
@@ -1674,7 +1674,7 @@ fn commit_failure_undoes_uncommitted_changes() {
     };
     o.submit(again, "f5", create(3, node("c:a2")), 7);
     assert_eq!(o.ordered_seq(), 8);
-    let answers = o.commit_failed(4, "disk full");
+    let answers = o.commit_failed();
     let refs: Vec<(u64, String)> = answers
         .iter()
         .map(|(s, e)| match &e.body {

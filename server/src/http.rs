@@ -10,12 +10,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use gitmind_schema::{SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
+use gitmind_schema::{Codec, SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-
-use crate::session::Codec;
 
 /// The largest request head we read.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -258,12 +256,8 @@ pub fn negotiate(request: &Request) -> Result<Option<Codec>, Response> {
     if offered.is_empty() {
         return Ok(None);
     }
-    for protocol in &offered {
-        match *protocol {
-            SUBPROTOCOL_BIN => return Ok(Some(Codec::Binary)),
-            SUBPROTOCOL_JSON => return Ok(Some(Codec::Json)),
-            _ => {}
-        }
+    if let Some(codec) = offered.iter().find_map(|p| Codec::from_subprotocol(p)) {
+        return Ok(Some(codec));
     }
     Err(Response::text(
         400,
@@ -304,10 +298,11 @@ pub fn accept(request: &Request, codec: Option<Codec>) -> Result<Vec<u8>, Respon
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
     );
-    match codec {
-        Some(Codec::Binary) => head.push_str("Sec-WebSocket-Protocol: gitmind.v1.bin\r\n"),
-        Some(Codec::Json) => head.push_str("Sec-WebSocket-Protocol: gitmind.v1.json\r\n"),
-        None => {}
+    if let Some(codec) = codec {
+        head.push_str(&format!(
+            "Sec-WebSocket-Protocol: {}\r\n",
+            codec.subprotocol()
+        ));
     }
     head.push_str("\r\n");
     Ok(head.into_bytes())

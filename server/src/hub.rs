@@ -1,5 +1,5 @@
-//! The hub: the thread where every graph's owner lives (ARCHITECTURE.md
-//! steps 3 and 5).
+//! The hub: the thread where every graph's owner lives (docs/architecture.md,
+//! "Threads").
 //!
 //! Shards send it commands through one bounded crossbeam channel; the git
 //! persistence thread reports commits through another. The hub never blocks
@@ -12,21 +12,21 @@
 //! describes.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender};
-use gitmind_schema::message::{
-    PresenceState, PresenceStatus, RollbackReason, UpdateRollback, UserPresence,
-};
-use gitmind_schema::{Body, Envelope};
-
-use crate::metrics::Metrics;
-use crate::persist::{PersistEvent, Persister};
-use crate::session::Codec;
-use crate::shard::{Encoded, ShardLink, ShardMsg};
 use gitmind_owner::change::Restored;
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
+use gitmind_schema::message::RollbackReason;
+use gitmind_schema::{Body, Envelope};
+
+use crate::fanout::{self, Member, Released, ShardLink, ShardMsg};
+use crate::metrics::Metrics;
+use crate::persist::{PersistEvent, Persister};
+use crate::presence::Roster;
+use crate::stamp::now_ms;
 
 /// What shards ask of the hub.
 pub enum HubCmd {
@@ -98,31 +98,10 @@ pub enum HubCmd {
     Shutdown,
 }
 
-/// A session as the hub knows it.
-#[derive(Debug, Clone)]
-pub struct Member {
-    /// The server's handle of the session.
-    pub session: SessionKey,
-    /// The shard it lives on.
-    pub shard: usize,
-    /// Its codec.
-    pub codec: Codec,
-    /// The graph it is on.
-    pub graph: Arc<str>,
-    /// Its user.
-    pub user_id: String,
-    /// Its session id.
-    pub session_id: String,
-}
-
 /// A graph: its owner and the sessions on it.
 struct GraphEntry {
     owner: Owner,
-    members: HashMap<SessionKey, (Member, PresenceState)>,
-    /// Sessions per shard, to know which shards to send events to.
-    per_shard: Vec<usize>,
-    /// Sessions per codec (`[json, binary]`), to encode only what is used.
-    per_codec: [usize; 2],
+    roster: Roster,
 }
 
 /// The hub's state; [`Hub::run`] is its thread's body.
@@ -220,13 +199,13 @@ impl Hub {
                 let Some(entry) = self.graphs.get(&graph) else {
                     return;
                 };
-                let Some((member, _)) = entry.members.get(&session) else {
+                let Some(member) = entry.roster.member(session) else {
                     return;
                 };
                 let msg = ShardMsg::Sync {
                     session,
                     sync: sync_of(&entry.owner, since.as_ref()),
-                    presence: entry.presence_of_others(session),
+                    presence: entry.roster.others(session),
                     heartbeat_ms: self.heartbeat_ms,
                 };
                 self.shards[member.shard].send(msg);
@@ -271,25 +250,9 @@ impl Hub {
             )
         });
         let sync = sync_of(&entry.owner, since.as_ref());
-        let presence = entry.presence_of_others(member.session);
-        let state = PresenceState {
-            user_id: member.user_id.clone(),
-            session_id: member.session_id.clone(),
-            presence: UserPresence {
-                status: PresenceStatus::Active,
-                focus: None,
-                display_name: None,
-                color: None,
-                chaos_affinity: None,
-            },
-            cursor: None,
-            selection: None,
-        };
-        entry.per_shard[member.shard] += 1;
-        entry.per_codec[member.codec as usize] += 1;
+        let presence = entry.roster.others(member.session);
         let (session, shard) = (member.session, member.shard);
-        let joined = status_message(&member, PresenceStatus::Joined);
-        entry.members.insert(session, (member, state));
+        let joined = entry.roster.join(member);
         self.shards[shard].send(ShardMsg::Sync {
             session,
             sync,
@@ -303,13 +266,9 @@ impl Hub {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
         };
-        let Some((member, _)) = entry.members.remove(&session) else {
-            return;
-        };
-        entry.per_shard[member.shard] -= 1;
-        entry.per_codec[member.codec as usize] -= 1;
-        let left = status_message(&member, PresenceStatus::Left);
-        self.broadcast_ephemeral(graph, session, left);
+        if let Some(left) = entry.roster.leave(session) {
+            self.broadcast_ephemeral(graph, session, left);
+        }
     }
 
     /// Hands a session's mutation to its graph's owner (`submit`) and
@@ -327,7 +286,7 @@ impl Hub {
             return;
         };
         let session = origin.session;
-        let Some(shard) = entry.members.get(&session).map(|(m, _)| m.shard) else {
+        let Some(shard) = entry.roster.member(session).map(|m| m.shard) else {
             return;
         };
         match submit(&mut entry.owner, origin) {
@@ -338,9 +297,7 @@ impl Hub {
             }
             Submit::Reply(outcome) => {
                 if matches!(outcome.body, Body::UpdateRollback(_)) {
-                    self.metrics
-                        .rollbacks
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.rollbacks.fetch_add(1, Relaxed);
                 }
                 self.shards[shard].send(ShardMsg::Outcome { session, outcome });
             }
@@ -351,19 +308,9 @@ impl Hub {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
         };
-        let Some((member, state)) = entry.members.get_mut(&session) else {
-            return;
-        };
-        match &body {
-            Body::UserPresence(p) => state.presence = p.clone(),
-            Body::CursorMove(c) => state.cursor = Some(c.clone()),
-            Body::SelectionChange(s) => state.selection = Some(s.clone()),
-            _ => return,
+        if let Some(envelope) = entry.roster.update(session, body) {
+            self.broadcast_ephemeral(graph, session, envelope);
         }
-        let mut envelope = stamped(format!("p-{session}"), body);
-        envelope.user_id = Some(member.user_id.clone());
-        envelope.session_id = Some(member.session_id.clone());
-        self.broadcast_ephemeral(graph, session, envelope);
     }
 
     /// Sends an ephemeral message to every session of the graph but `from`.
@@ -372,8 +319,8 @@ impl Hub {
             return;
         };
         let kind = envelope.body.message_type();
-        let encoded = Arc::new(Encoded::of(&envelope, entry.per_codec));
-        for (shard, _) in entry.per_shard.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let encoded = Arc::new(fanout::encode(&envelope, entry.roster.codecs()));
+        for shard in entry.roster.shards() {
             self.shards[shard].send(ShardMsg::Ephemeral {
                 graph: graph.clone(),
                 from,
@@ -411,20 +358,21 @@ impl Hub {
                 }
                 self.metrics
                     .changes_committed
-                    .fetch_add(releases.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(releases.len() as u64, Relaxed);
+                let codecs = entry.roster.codecs();
                 let items: Vec<_> = releases
                     .into_iter()
-                    .map(|r| crate::shard::Released {
+                    .map(|r| Released {
                         seq: r.seq,
                         recipients: r.recipients,
                         outcome: r.outcome,
-                        event: Encoded::of(&r.event, entry.per_codec),
+                        event: fanout::encode(&r.event, codecs),
                     })
                     .collect();
                 let items = Arc::new(items);
                 let name: Arc<str> = graph.as_str().into();
                 let at = Instant::now();
-                for (shard, _) in entry.per_shard.iter().enumerate().filter(|(_, n)| **n > 0) {
+                for shard in entry.roster.shards() {
                     self.shards[shard].send(ShardMsg::Committed {
                         graph: name.clone(),
                         items: items.clone(),
@@ -438,17 +386,13 @@ impl Hub {
                 error,
             } => {
                 tracing::error!(%graph, from_seq, %error, "commit failed; rolling back uncommitted changes");
-                self.metrics
-                    .commit_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.commit_failures.fetch_add(1, Relaxed);
                 let Some(entry) = self.graphs.get_mut(graph.as_str()) else {
                     return;
                 };
-                for (session, outcome) in entry.owner.commit_failed(from_seq, &error) {
-                    self.metrics
-                        .rollbacks
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Some((member, _)) = entry.members.get(&session) {
+                for (session, outcome) in entry.owner.commit_failed() {
+                    self.metrics.rollbacks.fetch_add(1, Relaxed);
+                    if let Some(member) = entry.roster.member(session) {
                         self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
                     }
                 }
@@ -461,20 +405,8 @@ impl GraphEntry {
     fn new(owner: Owner, shards: usize) -> Self {
         GraphEntry {
             owner,
-            members: HashMap::new(),
-            per_shard: vec![0; shards],
-            per_codec: [0; 2],
+            roster: Roster::new(shards),
         }
-    }
-
-    /// What every `graph.sync` carries: the presence of the graph's
-    /// sessions other than `session` (docs/protocol.md 6 and 8).
-    fn presence_of_others(&self, session: SessionKey) -> Vec<PresenceState> {
-        self.members
-            .iter()
-            .filter(|(key, _)| **key != session)
-            .map(|(_, (_, p))| p.clone())
-            .collect()
     }
 }
 
@@ -483,56 +415,9 @@ fn sync_of(owner: &Owner, since: Option<&(u64, String)>) -> SyncData {
     owner.sync(since.map(|(seq, epoch)| (*seq, epoch.as_str())))
 }
 
-/// `user.presence` with `joined` or `left`, about a member.
-fn status_message(member: &Member, status: PresenceStatus) -> Envelope {
-    let mut envelope = stamped(
-        format!("p-{}", member.session),
-        Body::UserPresence(UserPresence {
-            status,
-            focus: None,
-            display_name: None,
-            color: None,
-            chaos_affinity: None,
-        }),
-    );
-    envelope.user_id = Some(member.user_id.clone());
-    envelope.session_id = Some(member.session_id.clone());
-    envelope
-}
-
-/// A rollback for a mutation the server could not take at all.
-pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
-    stamped(
-        format!("r-{mutation_id}"),
-        Body::UpdateRollback(UpdateRollback {
-            reference: mutation_id.to_owned(),
-            reason: RollbackReason::Unavailable,
-            message: message.to_owned(),
-            current: None,
-            index: None,
-            retry_after_ms: Some(1000),
-        }),
-    )
-}
-
-/// A message from the server, stamped with the server's clock: everything
-/// the server sends carries `timestamp` (docs/protocol.md 2.1).
-pub fn stamped(id: impl Into<String>, body: Body) -> Envelope {
-    let mut envelope = Envelope::new(id, body);
-    envelope.timestamp = Some(now_ms());
-    envelope
-}
-
 /// A fresh epoch: 128 random bits in hex.
 pub fn new_epoch() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-/// The server clock in milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The hub's command channel: bounded so a flood cannot grow memory.

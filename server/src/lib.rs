@@ -22,14 +22,19 @@
 //! - [`server`]: start and shutdown.
 
 pub mod config;
+pub mod fanout;
 pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod outbox;
 pub mod persist;
+pub mod presence;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod stamp;
+pub mod sync_stream;
 
 pub use config::Config;
 pub use server::{Server, StartError};

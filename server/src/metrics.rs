@@ -5,11 +5,10 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
-use gitmind_schema::ErrorCode;
-
-use crate::session::Codec;
+use gitmind_schema::{Codec, ErrorCode, PerCodec};
 
 /// Upper bounds of the fan-out latency histogram buckets, in microseconds.
 const LATENCY_BUCKETS_US: [u64; 12] = [
@@ -38,15 +37,29 @@ pub struct ShardGauges {
     pub queued_bytes: AtomicI64,
 }
 
+/// One session counted in its shard's `connections` gauge; dropping it
+/// (however the session ends) counts it out.
+#[derive(Debug)]
+pub struct OpenSession {
+    metrics: Arc<Metrics>,
+    shard: usize,
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.metrics.shards[self.shard]
+            .connections
+            .fetch_sub(1, Relaxed);
+    }
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
     /// One entry per shard.
     pub shards: Vec<ShardGauges>,
-    /// JSON codec traffic.
-    pub json: CodecCounters,
-    /// Binary codec traffic.
-    pub bin: CodecCounters,
+    /// Traffic per codec.
+    pub codecs: PerCodec<CodecCounters>,
     /// `system.error`s sent, by code (index: position in `ErrorCode::ALL`).
     pub errors: [AtomicU64; 7],
     /// Sessions closed as slow consumers (4008).
@@ -74,8 +87,7 @@ impl Metrics {
     pub fn new(shards: usize) -> Self {
         Metrics {
             shards: (0..shards).map(|_| ShardGauges::default()).collect(),
-            json: CodecCounters::default(),
-            bin: CodecCounters::default(),
+            codecs: PerCodec::default(),
             errors: Default::default(),
             slow_consumer_closes: AtomicU64::new(0),
             policy_closes: AtomicU64::new(0),
@@ -92,10 +104,7 @@ impl Metrics {
 
     /// The counters of one codec.
     pub fn codec(&self, codec: Codec) -> &CodecCounters {
-        match codec {
-            Codec::Json => &self.json,
-            Codec::Binary => &self.bin,
-        }
+        &self.codecs[codec]
     }
 
     /// Counts a `system.error` sent.
@@ -121,6 +130,15 @@ impl Metrics {
             .iter()
             .map(|s| s.connections.load(Relaxed))
             .sum()
+    }
+
+    /// Counts a session open on `shard` until the returned guard is dropped.
+    pub fn session_opened(self: &Arc<Self>, shard: usize) -> OpenSession {
+        self.shards[shard].connections.fetch_add(1, Relaxed);
+        OpenSession {
+            metrics: self.clone(),
+            shard,
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -154,16 +172,16 @@ impl Metrics {
             "gauge",
             per_shard(&|s| s.queued_bytes.load(Relaxed)),
         );
-        let codecs = [("json", &self.json), ("bin", &self.bin)];
         for (name, help, pick) in [
             ("messages_in_total", "Messages received.", 0),
             ("bytes_in_total", "Frame bytes received.", 1),
             ("messages_out_total", "Messages sent.", 2),
             ("bytes_out_total", "Frame bytes sent.", 3),
         ] {
-            let rows = codecs
+            let rows = [Codec::Json, Codec::Binary]
                 .iter()
-                .map(|(codec, c)| {
+                .map(|&codec| {
+                    let c = &self.codecs[codec];
                     let v = [&c.messages_in, &c.bytes_in, &c.messages_out, &c.bytes_out][pick]
                         .load(Relaxed);
                     (format!("{{codec=\"{codec}\"}}"), i128::from(v))

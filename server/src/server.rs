@@ -17,19 +17,22 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AcceptMode, Config};
+use crate::fanout::{Member, ShardLink};
 use crate::http::{self, Authenticator, LocalAuth, Response};
-use crate::hub::{self, Hub, HubCmd, Member};
+use crate::hub::{self, Hub, HubCmd};
 use crate::metrics::Metrics;
 use crate::persist::{PersistConfig, Persister};
-use crate::session::{self, Codec, SessionCtx};
-use crate::shard::{self, Shard, ShardLink, ShardState};
+use crate::session::{self, SessionCtx};
+use crate::shard::{self, Shard, ShardState};
 use gitmind_owner::OwnerConfig;
+use gitmind_schema::Codec;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,8 @@ struct Shared {
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     auth: Arc<dyn Authenticator>,
+    /// One permit per session the server may hold (`max_connections`).
+    capacity: Arc<Semaphore>,
     sessions: Arc<AtomicU64>,
     persist_stats: Arc<crate::persist::PersistStats>,
 }
@@ -135,6 +140,9 @@ impl Server {
             shutdown: CancellationToken::new(),
             draining: Arc::new(AtomicBool::new(false)),
             auth: Arc::new(LocalAuth::default()),
+            capacity: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             sessions: Arc::new(AtomicU64::new(0)),
             persist_stats,
         });
@@ -424,15 +432,15 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
         )
         .await;
     }
-    let open = usize::try_from(shared.metrics.connections()).unwrap_or(0);
-    if open >= config.max_connections {
+    // Held for the session's life: the connection cap.
+    let Ok(_permit) = shared.capacity.clone().try_acquire_owned() else {
         return refuse(
             &shared,
             &mut stream,
             Response::text(429, "too many connections").retry_after(5),
         )
         .await;
-    }
+    };
     let checked = http::negotiate(&request).and_then(|codec| {
         let identity = shared.auth.authenticate(&request, &graph)?;
         let since = http::resume_point(&request)?;
@@ -467,8 +475,7 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
         user_id: identity.user_id,
         session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
     };
-    let gauge = &shared.metrics.shards[shard_index].connections;
-    gauge.fetch_add(1, Relaxed);
+    let _open = shared.metrics.session_opened(shard_index);
     let ctx = SessionCtx {
         config: shared.config.clone(),
         shard: Rc::clone(&shard),
@@ -477,7 +484,6 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
         shutdown: shared.shutdown.clone(),
     };
     session::run(ws, member, since, ctx).await;
-    gauge.fetch_sub(1, Relaxed);
 }
 
 async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {

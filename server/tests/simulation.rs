@@ -90,7 +90,7 @@ struct Sim {
     owner: Owner,
     clients: Vec<Client>,
     /// Groups handed to "persistence", not yet committed: their last seq.
-    inflight: VecDeque<(u64, u64)>,
+    inflight: VecDeque<u64>,
     now: u64,
     next_session: u64,
     fail_percent: u64,
@@ -199,27 +199,26 @@ impl Sim {
 
     fn take_group(&mut self) {
         if let Some(g) = self.owner.take_group() {
-            let first = g.changes.first().map(|c| c.seq).unwrap();
             let last = g.changes.last().map(|c| c.seq).unwrap();
-            self.inflight.push_back((first, last));
+            self.inflight.push_back(last);
         }
     }
 
     fn commit_one(&mut self) {
-        let Some((first, last)) = self.inflight.pop_front() else {
+        let Some(last) = self.inflight.pop_front() else {
             return;
         };
         if self.rng.chance(self.fail_percent) {
             self.failures += 1;
             self.inflight.clear();
-            for (session, env) in self.owner.commit_failed(first, "simulated disk failure") {
+            for (session, env) in self.owner.commit_failed() {
                 self.send_to_session(session, env);
             }
             return;
         }
         // Persistence may merge this group with the next into one commit.
         let upto = if self.rng.chance(30) {
-            self.inflight.pop_front().map_or(last, |(_, l)| l)
+            self.inflight.pop_front().unwrap_or(last)
         } else {
             last
         };

@@ -1,0 +1,157 @@
+//! Fan-out (docs/architecture.md, "The data path"): what the hub sends each
+//! shard, and the lock-free ring it goes through.
+//!
+//! The hub encodes every event once per codec in use ([`Encoded`]) and
+//! pushes one message per shard with sessions on the graph; each shard's
+//! dispatcher drains its ring in order and appends the shared buffers to
+//! its sessions' outboxes. Nothing is encoded per recipient except outcomes
+//! and syncs, which go to one session each. One hub and one FIFO ring per
+//! shard make the order: a session's `graph.sync` is queued at the exact
+//! point of the event stream it describes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam::queue::ArrayQueue;
+use gitmind_owner::{SessionKey, SyncData};
+use gitmind_schema::message::PresenceState;
+use gitmind_schema::{Codec, Envelope, MessageType, PerCodec};
+use tokio::sync::Notify;
+
+/// Capacity of each hub-to-shard ring, in messages.
+const RING_CAPACITY: usize = 1 << 16;
+
+/// A session as the hub and its shard route to it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The server's handle of the session.
+    pub session: SessionKey,
+    /// The shard it lives on.
+    pub shard: usize,
+    /// Its codec.
+    pub codec: Codec,
+    /// The graph it is on.
+    pub graph: Arc<str>,
+    /// Its user.
+    pub user_id: String,
+    /// Its session id.
+    pub session_id: String,
+}
+
+/// A message encoded once for each codec that has sessions.
+pub type Encoded = PerCodec<Option<Bytes>>;
+
+/// Encodes `envelope` for each codec with at least one session in `in_use`.
+pub fn encode(envelope: &Envelope, in_use: PerCodec<usize>) -> Encoded {
+    PerCodec::from_fn(|codec| (in_use[codec] > 0).then(|| codec.encode(envelope)))
+}
+
+/// One committed change, ready for fan-out.
+#[derive(Debug)]
+pub struct Released {
+    /// Its `seq`.
+    pub seq: u64,
+    /// Sessions that get the outcome instead of the event.
+    pub recipients: Vec<SessionKey>,
+    /// The outcome, encoded by the recipient's shard in its codec.
+    pub outcome: Envelope,
+    /// The event, encoded once.
+    pub event: Encoded,
+}
+
+/// What the hub sends a shard.
+// `Sync` is the large one and the rarest (one per join or resync); boxing it
+// would cost an allocation per message on the ring for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum ShardMsg {
+    /// A session's `graph.sync`: after it, the session receives the graph's events.
+    Sync {
+        /// The session.
+        session: SessionKey,
+        /// Snapshot or delta.
+        sync: SyncData,
+        /// Presence of the graph's other sessions.
+        presence: Vec<PresenceState>,
+        /// The heartbeat interval to announce.
+        heartbeat_ms: u64,
+    },
+    /// Committed changes of one graph, in `seq` order.
+    Committed {
+        /// The graph.
+        graph: Arc<str>,
+        /// The changes.
+        items: Arc<Vec<Released>>,
+        /// When the hub released them (for the fan-out latency metric).
+        at: Instant,
+    },
+    /// An outcome for one session, outside the commit stream (a rollback,
+    /// or the stored outcome of a repeated mutation id).
+    Outcome {
+        /// The session.
+        session: SessionKey,
+        /// The outcome.
+        outcome: Envelope,
+    },
+    /// Presence, cursor or selection of session `from`, for the others.
+    Ephemeral {
+        /// The graph.
+        graph: Arc<str>,
+        /// The sender.
+        from: SessionKey,
+        /// Which kind, for coalescing.
+        kind: MessageType,
+        /// The message, encoded once.
+        encoded: Arc<Encoded>,
+    },
+}
+
+/// A hub-to-shard ring: the hub holds a clone to send, the shard's
+/// dispatcher receives.
+#[derive(Clone)]
+pub struct ShardLink {
+    ring: Arc<ArrayQueue<ShardMsg>>,
+    notify: Arc<Notify>,
+}
+
+impl ShardLink {
+    /// A new, empty ring.
+    pub fn new() -> Self {
+        ShardLink {
+            ring: Arc::new(ArrayQueue::new(RING_CAPACITY)),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Queues a message for the shard and wakes it. When the ring is full
+    /// the hub waits for the shard: back-pressure, never loss.
+    pub fn send(&self, mut msg: ShardMsg) {
+        loop {
+            match self.ring.push(msg) {
+                Ok(()) => break,
+                Err(back) => {
+                    msg = back;
+                    self.notify.notify_one();
+                    std::thread::yield_now();
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits until the hub has sent something (for the shard).
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The next message, in the order sent (for the shard).
+    pub fn pop(&self) -> Option<ShardMsg> {
+        self.ring.pop()
+    }
+}
+
+impl Default for ShardLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,420 @@
+//! A session's outgoing queue: what the shard's dispatcher queues for the
+//! session and its task writes, bounded in bytes, with ephemeral messages
+//! that a newer one replaces while they wait and a `graph.sync` streamed a
+//! chunk at a time.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gitmind_owner::{SessionKey, SyncData};
+use gitmind_schema::message::PresenceState;
+use gitmind_schema::{Codec, Envelope, Limits, MessageType};
+use tokio::sync::Notify;
+
+use crate::fanout::Member;
+use crate::metrics::Metrics;
+use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
+
+/// One queued item.
+enum Out {
+    /// Bytes encoded for this session's codec: one envelope (JSON) or one
+    /// frame (binary).
+    Frame(Bytes),
+    /// An ephemeral message that a newer one from the same sender and of
+    /// the same kind replaces while it waits (`version` tells which).
+    Ephemeral {
+        key: (SessionKey, MessageType),
+        version: u64,
+        bytes: Bytes,
+    },
+    /// A `graph.sync` still to send, encoded a chunk at a time as the
+    /// writer reaches it: a snapshot of any size streams out without being
+    /// held encoded, and what is queued after it waits behind it.
+    Sync(Box<SyncCursor>),
+}
+
+/// A session's outgoing queue, shared between its task and its shard's
+/// dispatcher. Bounded: past `max_bytes` the session is a slow consumer,
+/// its queue is dropped and it is closed with 4008 (it resumes with `since`
+/// from the replay window, so nothing is lost).
+pub struct Outbox {
+    /// The session's codec.
+    pub codec: Codec,
+    /// The graph the session is on.
+    pub graph: Arc<str>,
+    /// The session's user, stamped on what is addressed to it.
+    user_id: String,
+    /// The session's id, stamped on what is addressed to it.
+    session_id: String,
+    queue: RefCell<VecDeque<Out>>,
+    bytes: Cell<usize>,
+    max_bytes: usize,
+    slow: Cell<bool>,
+    /// Latest version of each coalescable ephemeral message in the queue.
+    latest: RefCell<HashMap<(SessionKey, MessageType), u64>>,
+    next_version: Cell<u64>,
+    /// The highest `seq` queued for the session (for heartbeats).
+    seq: Cell<u64>,
+    notify: Notify,
+    /// Signalled when the session turns slow, to interrupt a blocked write.
+    closing: Notify,
+    metrics: Arc<Metrics>,
+    shard: usize,
+}
+
+impl Outbox {
+    /// An empty outbox for the session `member`.
+    pub fn new(member: &Member, max_bytes: usize, metrics: Arc<Metrics>) -> Self {
+        Outbox {
+            codec: member.codec,
+            graph: member.graph.clone(),
+            user_id: member.user_id.clone(),
+            session_id: member.session_id.clone(),
+            queue: RefCell::new(VecDeque::new()),
+            bytes: Cell::new(0),
+            max_bytes,
+            slow: Cell::new(false),
+            latest: RefCell::new(HashMap::new()),
+            next_version: Cell::new(0),
+            seq: Cell::new(0),
+            notify: Notify::new(),
+            closing: Notify::new(),
+            metrics,
+            shard: member.shard,
+        }
+    }
+
+    /// Wakes the session's task to write.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits until something is queued for the session to write.
+    pub async fn woken(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Whether the queue passed its limit: the session is a slow consumer
+    /// and must be closed (its queue was dropped).
+    pub fn is_slow(&self) -> bool {
+        self.slow.get()
+    }
+
+    /// Waits until the session turns slow (to interrupt a blocked write).
+    pub async fn turned_slow(&self) {
+        self.closing.notified().await;
+    }
+
+    /// The highest `seq` queued for the session (for heartbeats).
+    pub fn latest_seq(&self) -> u64 {
+        self.seq.get()
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    /// Whether anything waits (a sync still streaming counts).
+    pub fn has_more(&self) -> bool {
+        !self.queue.borrow().is_empty()
+    }
+
+    /// Queues a shared, pre-encoded graph event.
+    pub fn push_shared(&self, bytes: Bytes, seq: u64) {
+        self.seq.set(self.seq.get().max(seq));
+        self.push(Out::Frame(bytes));
+    }
+
+    /// Encodes and queues a message addressed to this session alone (an
+    /// outcome, a sync, a system message): it carries the session's own
+    /// `userId` and `sessionId` (docs/protocol.md 2.1).
+    pub fn push_envelope(&self, mut envelope: Envelope) {
+        if let Some(seq) = envelope.seq {
+            self.seq.set(self.seq.get().max(seq));
+        }
+        envelope.user_id = Some(self.user_id.clone());
+        envelope.session_id = Some(self.session_id.clone());
+        self.push(Out::Frame(self.codec.encode(&envelope)));
+    }
+
+    /// Queues an ephemeral message of `kind` from session `from`. When
+    /// `coalesce` and a backlog waits, it replaces the previous one of the
+    /// same sender and kind still waiting (latest wins).
+    pub fn push_ephemeral(
+        &self,
+        from: SessionKey,
+        kind: MessageType,
+        bytes: Bytes,
+        coalesce: bool,
+    ) {
+        if !coalesce || self.queue.borrow().is_empty() {
+            return self.push(Out::Frame(bytes));
+        }
+        let version = self.next_version.get() + 1;
+        self.next_version.set(version);
+        self.latest.borrow_mut().insert((from, kind), version);
+        self.push(Out::Ephemeral {
+            key: (from, kind),
+            version,
+            bytes,
+        });
+    }
+
+    /// Cuts a sync into chunks, encodes and queues them.
+    pub fn push_sync(&self, sync: SyncData, presence: Vec<PresenceState>, heartbeat_ms: u64) {
+        let cursor = SyncCursor::new(sync, presence, heartbeat_ms);
+        self.seq.set(self.seq.get().max(cursor.seq));
+        if !self.slow.get() {
+            self.queue
+                .borrow_mut()
+                .push_back(Out::Sync(Box::new(cursor)));
+        }
+        self.wake();
+    }
+
+    fn push(&self, out: Out) {
+        if self.slow.get() {
+            return;
+        }
+        let len = match &out {
+            Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+            Out::Sync(_) => 0,
+        };
+        let bytes = self.bytes.get() + len;
+        if bytes > self.max_bytes {
+            self.slow.set(true);
+            self.metrics.shards[self.shard]
+                .queued_bytes
+                .fetch_sub(self.bytes.get() as i64, Relaxed);
+            self.bytes.set(0);
+            self.queue.borrow_mut().clear();
+            self.latest.borrow_mut().clear();
+            self.closing.notify_one();
+            self.wake();
+            return;
+        }
+        self.bytes.set(bytes);
+        self.metrics.shards[self.shard]
+            .queued_bytes
+            .fetch_add(len as i64, Relaxed);
+        self.queue.borrow_mut().push_back(out);
+    }
+
+    /// Takes queued frames for one write: up to `limits.max_frame_bytes`
+    /// bytes and `limits.max_envelopes` envelopes of JSON joined into one
+    /// text frame (the limits a client holds a frame to), or binary frames
+    /// as they are.
+    pub fn take_batch(&self, limits: &Limits, into: &mut Vec<Bytes>) {
+        let max_frame = limits.max_frame_bytes;
+        let mut queue = self.queue.borrow_mut();
+        let mut latest = self.latest.borrow_mut();
+        let mut taken = 0;
+        while let Some(out) = queue.front_mut() {
+            if into.len() >= limits.max_envelopes {
+                break;
+            }
+            let len = match out {
+                Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+                Out::Sync(cursor) => {
+                    // Next chunk of a sync: made now, the cursor stays in
+                    // front until its last chunk is out.
+                    if taken > 0 && taken + 2 * SYNC_CHUNK_BYTES > max_frame {
+                        break;
+                    }
+                    match cursor.next_envelope() {
+                        Some(mut envelope) => {
+                            envelope.user_id = Some(self.user_id.clone());
+                            envelope.session_id = Some(self.session_id.clone());
+                            let bytes = self.codec.encode(&envelope);
+                            taken += bytes.len();
+                            into.push(bytes);
+                        }
+                        None => {
+                            queue.pop_front();
+                        }
+                    }
+                    continue;
+                }
+            };
+            if taken > 0 && taken + len > max_frame {
+                break;
+            }
+            let Some(out) = queue.pop_front() else { break };
+            self.bytes.set(self.bytes.get() - len);
+            self.metrics.shards[self.shard]
+                .queued_bytes
+                .fetch_sub(len as i64, Relaxed);
+            match out {
+                Out::Sync(_) => {}
+                Out::Frame(bytes) => into.push(bytes),
+                Out::Ephemeral {
+                    key,
+                    version,
+                    bytes,
+                } => {
+                    if latest.get(&key) == Some(&version) {
+                        latest.remove(&key);
+                        into.push(bytes);
+                    }
+                    // else: superseded by a newer one further back.
+                }
+            }
+            taken += len;
+        }
+        // Give back what a burst grew, so an idle session holds nothing.
+        if queue.is_empty() && queue.capacity() > 32 {
+            *queue = VecDeque::new();
+        }
+        if latest.is_empty() && latest.capacity() > 0 {
+            *latest = HashMap::new();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gitmind_schema::message::CursorMove;
+    use gitmind_schema::model::Node;
+    use gitmind_schema::{json, Body};
+
+    fn outbox(max: usize) -> Outbox {
+        let member = Member {
+            session: 1,
+            shard: 0,
+            codec: Codec::Json,
+            graph: "g".into(),
+            user_id: "u".into(),
+            session_id: "s".into(),
+        };
+        Outbox::new(&member, max, Arc::new(Metrics::new(1)))
+    }
+
+    fn cursor(x: f64) -> Bytes {
+        let env = Envelope::new(
+            "c",
+            Body::CursorMove(CursorMove {
+                x,
+                y: 0.0,
+                node_id: None,
+            }),
+        );
+        json::encode(&env)
+    }
+
+    #[test]
+    fn a_backlog_goes_out_in_frames_of_at_most_the_envelope_limit() {
+        // Found by the soak test: after a restart, a JSON client's backlog
+        // of small events went out as one array of 2,383 messages, which the
+        // client (rightly) refused as over the limit of 1,000.
+        let out = outbox(1 << 24);
+        for _ in 0..2_500 {
+            out.push_shared(Bytes::from_static(b"{}"), 1);
+        }
+        let limits = Limits::default();
+        let mut sizes = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            out.take_batch(&limits, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+        }
+        assert_eq!(sizes, [1000, 1000, 500]);
+    }
+
+    #[test]
+    fn cursor_moves_coalesce_under_backlog() {
+        let out = outbox(1 << 20);
+        out.push_shared(Bytes::from_static(b"{}"), 1);
+        for x in 0..5 {
+            out.push_ephemeral(7, MessageType::CursorMove, cursor(f64::from(x)), true);
+        }
+        let mut batch = Vec::new();
+        out.take_batch(&Limits::default(), &mut batch);
+        assert_eq!(batch.len(), 2, "the event and only the latest cursor");
+        assert!(std::str::from_utf8(&batch[1]).unwrap().contains("\"x\":4"));
+        assert_eq!(out.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn queue_past_its_limit_marks_slow_and_drops_everything() {
+        let out = outbox(10);
+        out.push_shared(Bytes::from_static(b"12345678"), 1);
+        assert!(!out.slow.get());
+        out.push_shared(Bytes::from_static(b"12345"), 2);
+        assert!(out.slow.get());
+        assert_eq!(out.queued_bytes(), 0);
+        out.push_shared(Bytes::from_static(b"1"), 3);
+        assert_eq!(
+            out.queued_bytes(),
+            0,
+            "nothing is queued for a closing session"
+        );
+    }
+
+    #[test]
+    fn a_sync_larger_than_the_queue_limit_streams_without_turning_slow() {
+        let out = outbox(64 * 1024);
+        let nodes: Vec<Arc<Node>> = (0..3000)
+            .map(|i| {
+                Arc::new(Node {
+                    id: format!("n:{i}"),
+                    content: Some("x".repeat(500)),
+                    ..Node::default()
+                })
+            })
+            .collect();
+        out.push_shared(Bytes::from_static(b"{}"), 1);
+        out.push_sync(
+            SyncData::Snapshot {
+                epoch: "e".into(),
+                seq: 9,
+                nodes: nodes.into(),
+                edges: Vec::new().into(),
+            },
+            Vec::new(),
+            25_000,
+        );
+        out.push_shared(Bytes::from_static(b"{\"after\":1}"), 10);
+        assert!(
+            !out.slow.get(),
+            "a sync is not counted against the queue limit"
+        );
+        let (mut frames, mut total) = (Vec::new(), 0);
+        while out.has_more() {
+            let mut batch = Vec::new();
+            out.take_batch(&Limits::default(), &mut batch);
+            assert!(
+                batch.iter().map(Bytes::len).sum::<usize>() <= 1 << 20,
+                "each write within the frame limit"
+            );
+            frames.extend(batch);
+        }
+        assert_eq!(
+            &frames[0][..],
+            b"{}",
+            "what was queued before the sync goes first"
+        );
+        assert_eq!(
+            &frames[frames.len() - 1][..],
+            b"{\"after\":1}",
+            "what was queued after it waits for its last chunk"
+        );
+        for frame in &frames[1..frames.len() - 1] {
+            let envelope =
+                json::decode_one(std::str::from_utf8(frame).unwrap(), &Limits::default()).unwrap();
+            let Body::GraphSync(s) = envelope.body else {
+                panic!()
+            };
+            total += s.nodes.unwrap().len();
+        }
+        assert_eq!(total, 3000);
+    }
+}

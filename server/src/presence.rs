@@ -1,0 +1,337 @@
+//! Presence (docs/protocol.md 8), all of it: who is on a graph and what
+//! each shows ([`Roster`], kept by the hub), what a session may send
+//! ([`validate`]) and how often ([`Throttle`]), and how a shard relays it
+//! ([`relay`]).
+//!
+//! Presence is ephemeral: never persisted, never ordered with the graph's
+//! changes, and under load a cursor or selection still waiting for a slow
+//! reader is replaced by a newer one. Joins and leaves are never dropped.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use gitmind_owner::SessionKey;
+use gitmind_schema::message::{PresenceState, PresenceStatus, UserPresence};
+use gitmind_schema::{Body, DecodeError, Envelope, ErrorCode, MessageType, PerCodec};
+use tokio::time::Instant;
+
+use crate::fanout::{Encoded, Member};
+use crate::outbox::Outbox;
+use crate::stamp::stamped;
+
+/// The sessions on one graph and the presence of each (the hub's).
+#[derive(Debug)]
+pub struct Roster {
+    members: HashMap<SessionKey, (Member, PresenceState)>,
+    /// Sessions per shard, to know which shards to send to.
+    per_shard: Vec<usize>,
+    /// Sessions per codec, to encode only what is used.
+    per_codec: PerCodec<usize>,
+}
+
+impl Roster {
+    /// An empty roster on a server of `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Roster {
+            members: HashMap::new(),
+            per_shard: vec![0; shards],
+            per_codec: PerCodec::default(),
+        }
+    }
+
+    /// Adds a session, present and active; returns the `joined` notice
+    /// for the others.
+    pub fn join(&mut self, member: Member) -> Envelope {
+        let state = PresenceState {
+            user_id: member.user_id.clone(),
+            session_id: member.session_id.clone(),
+            presence: status(PresenceStatus::Active),
+            cursor: None,
+            selection: None,
+        };
+        self.per_shard[member.shard] += 1;
+        self.per_codec[member.codec] += 1;
+        let joined = notice(&member, Body::UserPresence(status(PresenceStatus::Joined)));
+        self.members.insert(member.session, (member, state));
+        joined
+    }
+
+    /// Removes a session; returns the `left` notice for the others, or
+    /// `None` if it was not here.
+    pub fn leave(&mut self, session: SessionKey) -> Option<Envelope> {
+        let (member, _) = self.members.remove(&session)?;
+        self.per_shard[member.shard] -= 1;
+        self.per_codec[member.codec] -= 1;
+        Some(notice(
+            &member,
+            Body::UserPresence(status(PresenceStatus::Left)),
+        ))
+    }
+
+    /// Records what a session shows (`user.presence`, `cursor.move` or
+    /// `selection.change`, already validated); returns the message to
+    /// relay to the others, or `None` if the session is not here.
+    pub fn update(&mut self, session: SessionKey, body: Body) -> Option<Envelope> {
+        let (member, state) = self.members.get_mut(&session)?;
+        match &body {
+            Body::UserPresence(p) => state.presence = p.clone(),
+            Body::CursorMove(c) => state.cursor = Some(c.clone()),
+            Body::SelectionChange(s) => state.selection = Some(s.clone()),
+            _ => return None,
+        }
+        Some(notice(member, body))
+    }
+
+    /// A session on this graph.
+    pub fn member(&self, session: SessionKey) -> Option<&Member> {
+        self.members.get(&session).map(|(m, _)| m)
+    }
+
+    /// What every `graph.sync` carries: the presence of the sessions other
+    /// than `session` (docs/protocol.md 6 and 8).
+    pub fn others(&self, session: SessionKey) -> Vec<PresenceState> {
+        self.members
+            .iter()
+            .filter(|(key, _)| **key != session)
+            .map(|(_, (_, p))| p.clone())
+            .collect()
+    }
+
+    /// The shards with at least one session here.
+    pub fn shards(&self) -> impl Iterator<Item = usize> + '_ {
+        self.per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(shard, _)| shard)
+    }
+
+    /// Sessions per codec.
+    pub fn codecs(&self) -> PerCodec<usize> {
+        self.per_codec
+    }
+}
+
+/// A `user.presence` of `status` and nothing else.
+fn status(status: PresenceStatus) -> UserPresence {
+    UserPresence {
+        status,
+        focus: None,
+        display_name: None,
+        color: None,
+        chaos_affinity: None,
+    }
+}
+
+/// A presence message about `member`, for the others.
+fn notice(member: &Member, body: Body) -> Envelope {
+    let mut envelope = stamped(format!("p-{}", member.session), body);
+    envelope.user_id = Some(member.user_id.clone());
+    envelope.session_id = Some(member.session_id.clone());
+    envelope
+}
+
+/// Checks an ephemeral message from a client: `invalid` or `too_large`,
+/// the message naming the field.
+///
+/// # Errors
+/// What is wrong with it, with its protocol code.
+pub fn validate(body: &Body) -> Result<(), DecodeError> {
+    fn text(field: &str, value: Option<&String>, max: usize) -> Result<(), DecodeError> {
+        match value {
+            Some(v) if v.len() > max => Err(DecodeError::new(
+                ErrorCode::TooLarge,
+                format!("{field} is {} bytes; the limit is {max}", v.len()),
+            )),
+            Some(v) if v.chars().any(char::is_control) => Err(DecodeError::invalid(format!(
+                "{field} has control characters"
+            ))),
+            _ => Ok(()),
+        }
+    }
+    match body {
+        Body::UserPresence(p) => {
+            if matches!(p.status, PresenceStatus::Joined | PresenceStatus::Left) {
+                return Err(DecodeError::invalid(
+                    "user.presence status `joined` and `left` are sent by the server",
+                ));
+            }
+            text("focus", p.focus.as_ref(), 256)?;
+            text("displayName", p.display_name.as_ref(), 128)?;
+            text("color", p.color.as_ref(), 32)?;
+            match p.chaos_affinity {
+                Some(a) if !(0.0..=1.0).contains(&a) => Err(DecodeError::invalid(
+                    "chaosAffinity must be a number from 0 to 1",
+                )),
+                _ => Ok(()),
+            }
+        }
+        Body::CursorMove(c) => {
+            if !c.x.is_finite() || !c.y.is_finite() {
+                return Err(DecodeError::invalid(
+                    "cursor x and y must be finite numbers",
+                ));
+            }
+            text("nodeId", c.node_id.as_ref(), 256)
+        }
+        Body::SelectionChange(s) => {
+            let ids = s.nodes.len() + s.edges.len();
+            if ids > 1000 {
+                return Err(DecodeError::new(
+                    ErrorCode::TooLarge,
+                    format!("selection has {ids} ids; the limit is 1000"),
+                ));
+            }
+            for id in s.nodes.iter().chain(&s.edges) {
+                text("selection id", Some(id), 1024)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A session's cursor rate limit (docs/protocol.md 8): at most one relayed
+/// per interval; one that comes faster waits, and a newer one replaces it.
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    last: Option<Instant>,
+    pending: Option<Body>,
+}
+
+impl Throttle {
+    /// At most `per_second` messages a second.
+    pub fn new(per_second: u32) -> Self {
+        Throttle {
+            interval: Duration::from_millis(1000 / u64::from(per_second.max(1))),
+            last: None,
+            pending: None,
+        }
+    }
+
+    /// Offers a message at `now`: returns it when it may go now, else
+    /// keeps it (replacing any kept before) for [`Throttle::due`].
+    pub fn offer(&mut self, body: Body, now: Instant) -> Option<Body> {
+        if self.last.is_some_and(|t| now < t + self.interval) {
+            self.pending = Some(body);
+            return None;
+        }
+        self.last = Some(now);
+        Some(body)
+    }
+
+    /// When the kept message may go, if one is kept.
+    pub fn deadline(&self) -> Option<Instant> {
+        Some(self.last? + self.interval).filter(|_| self.pending.is_some())
+    }
+
+    /// The kept message, if its time has come at `now`.
+    pub fn due(&mut self, now: Instant) -> Option<Body> {
+        if self.deadline().is_some_and(|d| now >= d) {
+            self.last = Some(now);
+            return self.pending.take();
+        }
+        None
+    }
+}
+
+/// Whether a message of `kind` waiting for a slow reader may be replaced by
+/// a newer one from the same sender: cursors and selections, never joins,
+/// leaves or status changes, which every client must see.
+pub fn coalesces(kind: MessageType) -> bool {
+    matches!(kind, MessageType::CursorMove | MessageType::SelectionChange)
+}
+
+/// Relays an ephemeral message of session `from` to the outboxes of a
+/// shard's other sessions on the graph.
+pub fn relay<'a>(
+    outboxes: impl Iterator<Item = (SessionKey, &'a Outbox)>,
+    from: SessionKey,
+    kind: MessageType,
+    encoded: &Encoded,
+) {
+    for (session, outbox) in outboxes {
+        if session == from {
+            continue;
+        }
+        if let Some(bytes) = &encoded[outbox.codec] {
+            outbox.push_ephemeral(from, kind, bytes.clone(), coalesces(kind));
+            outbox.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gitmind_schema::message::CursorMove;
+    use gitmind_schema::Codec;
+
+    fn member(session: SessionKey, shard: usize, codec: Codec) -> Member {
+        Member {
+            session,
+            shard,
+            codec,
+            graph: "g".into(),
+            user_id: format!("u{session}"),
+            session_id: format!("s{session}"),
+        }
+    }
+
+    fn cursor(x: f64) -> Body {
+        Body::CursorMove(CursorMove {
+            x,
+            y: 0.0,
+            node_id: None,
+        })
+    }
+
+    #[test]
+    fn the_roster_counts_shards_and_codecs_and_lists_the_others() {
+        let mut roster = Roster::new(2);
+        let joined = roster.join(member(1, 1, Codec::Json));
+        assert_eq!(joined.session_id.as_deref(), Some("s1"));
+        roster.join(member(2, 1, Codec::Binary));
+        assert_eq!(roster.shards().collect::<Vec<_>>(), [1]);
+        assert_eq!((roster.codecs().json, roster.codecs().bin), (1, 1));
+        roster.update(2, cursor(3.0)).unwrap();
+        let others = roster.others(1);
+        assert_eq!(others.len(), 1);
+        assert_eq!(others[0].cursor.as_ref().map(|c| c.x), Some(3.0));
+        assert!(roster.leave(2).is_some());
+        assert!(roster.leave(2).is_none(), "a session leaves once");
+        assert_eq!(roster.codecs().bin, 0);
+    }
+
+    #[test]
+    fn a_bad_presence_gets_its_code_from_the_check_not_its_words() {
+        let long = Body::CursorMove(CursorMove {
+            x: 0.0,
+            y: 0.0,
+            node_id: Some("n".repeat(300)),
+        });
+        assert_eq!(validate(&long).unwrap_err().code, ErrorCode::TooLarge);
+        assert_eq!(
+            validate(&cursor(f64::NAN)).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+    }
+
+    #[test]
+    fn the_throttle_keeps_the_latest_and_lets_it_go_when_due() {
+        let mut throttle = Throttle::new(10);
+        let t0 = Instant::now();
+        assert!(throttle.offer(cursor(1.0), t0).is_some());
+        assert!(throttle.offer(cursor(2.0), t0).is_none());
+        assert!(throttle.offer(cursor(3.0), t0).is_none());
+        assert_eq!(throttle.deadline(), Some(t0 + Duration::from_millis(100)));
+        assert!(throttle.due(t0 + Duration::from_millis(50)).is_none());
+        let Some(Body::CursorMove(c)) = throttle.due(t0 + Duration::from_millis(100)) else {
+            panic!("the kept cursor is due");
+        };
+        assert_eq!(c.x, 3.0, "the latest one");
+        assert_eq!(throttle.deadline(), None);
+    }
+}

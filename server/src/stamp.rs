@@ -1,0 +1,37 @@
+//! The server's clock, and the messages the server makes itself: every one
+//! carries `timestamp` (docs/protocol.md 2.1).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gitmind_schema::message::{RollbackReason, UpdateRollback};
+use gitmind_schema::{Body, Envelope};
+
+/// The server clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A message from the server, stamped with the server's clock.
+pub fn stamped(id: impl Into<String>, body: Body) -> Envelope {
+    let mut envelope = Envelope::new(id, body);
+    envelope.timestamp = Some(now_ms());
+    envelope
+}
+
+/// The rollback of a mutation the server could not take at all (its queue
+/// was full, or its commit failed): `unavailable`, which a client retries.
+pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
+    stamped(
+        format!("r-{mutation_id}"),
+        Body::UpdateRollback(UpdateRollback {
+            reference: mutation_id.to_owned(),
+            reason: RollbackReason::Unavailable,
+            message: message.to_owned(),
+            current: None,
+            index: None,
+            retry_after_ms: Some(1000),
+        }),
+    )
+}
