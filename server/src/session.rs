@@ -593,3 +593,46 @@ impl State<'_> {
         self.outbox.wake();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::shard::ShardState;
+
+    #[test]
+    fn a_panicking_session_still_leaves_its_shard_and_its_graph() {
+        let metrics = Arc::new(Metrics::new(1));
+        let shard = ShardState::new(0, metrics.clone());
+        let (hub, commands) = crossbeam::channel::unbounded();
+        let member = Member {
+            session: 7,
+            shard: 0,
+            codec: Codec::Json,
+            graph: "g".into(),
+            user_id: "u".into(),
+            session_id: "s".into(),
+        };
+        shard
+            .borrow_mut()
+            .add(7, Rc::new(Outbox::new(&member, 1 << 20, metrics.clone())));
+        let open = metrics.session_opened(0);
+        let registration = Registration {
+            shard: shard.clone(),
+            hub,
+            session: 7,
+            graph: "g".into(),
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = (registration, open);
+            panic!("a bug in the session");
+        }));
+        assert!(result.is_err());
+        assert!(!shard.borrow().has(7), "gone from its shard");
+        assert!(matches!(
+            commands.try_recv(),
+            Ok(HubCmd::Leave { session: 7, .. })
+        ));
+        assert_eq!(metrics.connections(), 0, "counted out");
+    }
+}

@@ -48,6 +48,11 @@ impl ShardState {
         self.sessions.insert(session, outbox);
     }
 
+    /// Whether a session is registered here.
+    pub fn has(&self, session: SessionKey) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
     /// Forgets a session.
     pub fn remove(&mut self, session: SessionKey, graph: &Arc<str>) {
         self.sessions.remove(&session);

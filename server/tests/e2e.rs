@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{http_get, Client, TestServer};
 use gitmind_schema::message::*;
 use gitmind_schema::{Body, Envelope, ErrorCode};
@@ -442,15 +444,27 @@ async fn handshake_refusals_are_plain_http() {
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_get_429() {
+async fn connections_past_the_cap_get_429_until_one_closes() {
     let server = TestServer::start_with(|c| c.max_connections = 2);
-    let _a = server.connect("cap", "a", "gitmind.v1.json").await;
+    let a = server.connect("cap", "a", "gitmind.v1.json").await;
     let _b = server.connect("cap", "b", "gitmind.v1.json").await;
     let refused = Client::connect(server.addr, "/v1/graphs/cap", None)
         .await
         .err()
         .unwrap();
     assert_eq!(refused.status, 429);
+    // A session that ends gives its place back.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Client::connect(server.addr, "/v1/graphs/cap", None).await {
+            Ok(_) => break,
+            Err(e) if e.status == 429 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("still refused after a session closed: {}", e.status),
+        }
+    }
 }
 
 #[tokio::test]
