@@ -3,12 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::change::{Restored, Write};
+use crate::snapshot::with_commit;
 use gitmind_schema::message::{
-    BatchOp, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate,
-    UpdateConflictResolved,
+    BatchOp, BatchUpdate, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate,
+    RollbackReason, UpdateConfirmed, UpdateConflictResolved, UpdateRollback,
 };
 use gitmind_schema::model::{EdgeSet, Entity, NodeSet, PropValue, Props, PropsPatch, TextEdits};
 use gitmind_schema::ot::TextOp;
+use gitmind_schema::Body;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const A: u64 = 1;
@@ -1873,6 +1876,26 @@ fn snapshot_json_lists_the_committed_graph() {
     assert_eq!(v["seq"], 1);
     assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(v["nodes"][0]["id"], "c:a");
+}
+
+#[test]
+fn the_same_seed_and_input_give_the_same_snapshot_order() {
+    let run = |seed: u64| {
+        let config = OwnerConfig {
+            hash_seed: seed,
+            ..OwnerConfig::default()
+        };
+        let mut o = Owner::new("g", "e1".into(), config);
+        for i in 0..200 {
+            ok(&mut o, A, &format!("m{i}"), create(0, node(&format!("c:n{i}"))));
+        }
+        let SyncData::Snapshot { nodes, .. } = o.sync(None) else {
+            panic!("a snapshot")
+        };
+        nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8), "the seed changes the order (200 ids)");
 }
 
 // ---- restore ----

@@ -4,6 +4,7 @@
 //! A module's dependencies are the `crate::name` paths in its files
 //! (`src/name.rs` or `src/name/`), tests and comments included: a cycle
 //! anywhere is one a reader has to untangle.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -44,7 +45,10 @@ fn module_graph(src: &Path) -> Graph {
             let group = &rest[..rest.find('}').unwrap_or(0)];
             for item in group.split(',') {
                 let used = item.trim().split("::").next().unwrap_or("").trim();
-                if !used.is_empty() && used != name && used.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                if !used.is_empty()
+                    && used != name
+                    && used.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                {
                     uses.insert(used.to_owned());
                 }
             }

@@ -1,0 +1,161 @@
+//! After ordering: handing changes to persistence in groups, releasing
+//! them once committed (each outcome to its sender, each event to the
+//! others), trimming the replay window, and undoing every uncommitted
+//! change when a commit fails.
+
+use std::sync::Arc;
+
+use gitmind_schema::message::{RollbackReason, UpdateRollback};
+use gitmind_schema::{Body, Envelope};
+
+use crate::change::{Group, Write};
+use crate::history::CommittedChange;
+use crate::snapshot::with_commit;
+use crate::{Owner, Release, SessionKey};
+
+impl Owner {
+    /// The changes ordered since the last call, for the persistence thread.
+    pub fn take_group(&mut self) -> Option<Group> {
+        if self.taken >= self.pending.len() {
+            return None;
+        }
+        let changes = self
+            .pending
+            .iter()
+            .skip(self.taken)
+            .map(|p| Arc::clone(&p.record))
+            .collect();
+        self.taken = self.pending.len();
+        Some(Group {
+            graph: self.graph.clone(),
+            epoch: self.epoch.clone(),
+            changes,
+        })
+    }
+
+    /// Persistence wrote every change up to `upto` in git commit `commit`:
+    /// releases their outcomes and events, in `seq` order.
+    pub fn committed(&mut self, upto: u64, commit: &str) -> Vec<Release> {
+        let upto = upto.min(self.ordered_seq);
+        if upto <= self.committed_seq {
+            return Vec::new();
+        }
+        let commit: Arc<str> = Arc::from(commit);
+        let mut releases =
+            Vec::with_capacity(usize::try_from(upto - self.committed_seq).unwrap_or(0));
+        while self.pending.front().is_some_and(|p| p.record.seq <= upto) {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            self.taken = self.taken.saturating_sub(1);
+            for w in &p.record.writes {
+                match w {
+                    Write::Node(n) => {
+                        self.committed_nodes
+                            .insert(Arc::from(n.id.as_str()), Arc::clone(n));
+                    }
+                    Write::NodeDeleted(id) => {
+                        self.committed_nodes.remove(id.as_str());
+                    }
+                    Write::Edge(e) => {
+                        let id = e.id.clone().unwrap_or_default();
+                        self.committed_edges
+                            .insert(Arc::from(id.as_str()), Arc::clone(e));
+                    }
+                    Write::EdgeDeleted(id) => {
+                        self.committed_edges.remove(id.as_str());
+                    }
+                }
+            }
+            releases.push(Release {
+                seq: p.record.seq,
+                recipients: p.recipients,
+                outcome: with_commit(&p.record.outcome, &commit),
+                event: with_commit(&p.record.event, &commit),
+            });
+            self.committed_seq = p.record.seq;
+            self.window.changes.push_back(CommittedChange {
+                record: p.record,
+                commit: Arc::clone(&commit),
+            });
+        }
+        self.trim_window();
+        releases
+    }
+
+    /// Drops what the replay window no longer needs to hold.
+    fn trim_window(&mut self) {
+        let horizon = self.now_ms.saturating_sub(self.config.replay_ms);
+        while self.window.changes.len() > self.config.replay_changes
+            && self
+                .window
+                .changes
+                .front()
+                .is_some_and(|c| c.record.at_ms < horizon)
+        {
+            let Some(old) = self.window.changes.pop_front() else {
+                break;
+            };
+            let r = &old.record;
+            self.window.floor = r.seq;
+            self.idempotency.remove(&r.user_id, &r.mutation_id, r.seq);
+            for w in &r.writes {
+                match w {
+                    Write::Node(n) => {
+                        if let Some(e) = self.live.nodes.get_mut(&n.id) {
+                            e.text.trim(r.seq);
+                        }
+                    }
+                    Write::NodeDeleted(id) => {
+                        if self.live.node_tombs.get(id).is_some_and(|t| t.seq <= r.seq) {
+                            self.live.node_tombs.remove(id);
+                        }
+                    }
+                    Write::EdgeDeleted(id) => {
+                        if self.live.edge_tombs.get(id).is_some_and(|t| t.seq <= r.seq) {
+                            self.live.edge_tombs.remove(id);
+                        }
+                    }
+                    Write::Edge(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Persistence could not write a group: undoes every uncommitted change
+    /// (those of earlier groups not yet committed too, since later changes
+    /// may build on them), so the live graph is the committed graph again
+    /// and `seq` goes back to the committed `seq`. Returns an
+    /// `update.rollback` with reason `unavailable` for each recipient of
+    /// each undone change, oldest first. Why the commit failed is for the
+    /// server's log, not for clients: the message says only what to do.
+    pub fn commit_failed(&mut self) -> Vec<(SessionKey, Envelope)> {
+        let mut out = Vec::new();
+        while let Some(p) = self.pending.pop_back() {
+            self.live.revert(p.undo);
+            let r = &p.record;
+            self.idempotency.remove(&r.user_id, &r.mutation_id, r.seq);
+            for session in p.recipients.iter().rev() {
+                self.rollbacks += 1;
+                let body = UpdateRollback {
+                    reference: r.mutation_id.clone(),
+                    reason: RollbackReason::Unavailable,
+                    message: "the change could not be stored; nothing was applied, retry".into(),
+                    current: None,
+                    index: None,
+                    retry_after_ms: Some(1000),
+                };
+                let mut env =
+                    Envelope::new(format!("r-{}", self.rollbacks), Body::UpdateRollback(body));
+                env.timestamp = Some(self.now_ms);
+                env.user_id = Some(r.user_id.clone());
+                env.session_id = Some(r.session_id.clone());
+                out.push((*session, env));
+            }
+        }
+        out.reverse();
+        self.taken = 0;
+        self.ordered_seq = self.committed_seq;
+        out
+    }
+}
