@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use gitmind_schema::message::{BatchOp, BatchUpdate, EdgeCreate, NodeCreate};
+use gitmind_schema::message::{BatchOp, BatchUpdate, EdgeCreate, NodeCreate, RollbackReason};
 use gitmind_schema::model::{Edge, Node};
 use gitmind_schema::Body;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
+use crate::client::ClientError;
 use crate::{Client, Outcome};
 
 /// Ops per batch and estimated bytes per batch, inside the server's limits.
@@ -27,7 +27,7 @@ pub struct Importer {
     client: Client,
     batch: Vec<BatchOp>,
     batch_bytes: usize,
-    in_flight: JoinSet<anyhow::Result<()>>,
+    in_flight: JoinSet<Result<(), ImportError>>,
     nodes_in_flight: bool,
     nodes: u64,
     edges: u64,
@@ -55,8 +55,9 @@ impl Importer {
     /// Queues a node; `json_bytes` is about the size of its JSON form.
     ///
     /// # Errors
-    /// An earlier batch was rolled back or got no outcome in time.
-    pub async fn node(&mut self, node: Node, json_bytes: usize) -> anyhow::Result<()> {
+    /// An earlier batch was rolled back, got no outcome in time or could
+    /// not be sent (see [`ImportError`]).
+    pub async fn node(&mut self, node: Node, json_bytes: usize) -> Result<(), ImportError> {
         self.nodes += 1;
         let op = BatchOp::NodeCreate(NodeCreate {
             base_seq: None,
@@ -69,8 +70,9 @@ impl Importer {
     /// Queues an edge; `json_bytes` is about the size of its JSON form.
     ///
     /// # Errors
-    /// An earlier batch was rolled back or got no outcome in time.
-    pub async fn edge(&mut self, edge: Edge, json_bytes: usize) -> anyhow::Result<()> {
+    /// An earlier batch was rolled back, got no outcome in time or could
+    /// not be sent (see [`ImportError`]).
+    pub async fn edge(&mut self, edge: Edge, json_bytes: usize) -> Result<(), ImportError> {
         self.edges += 1;
         let op = BatchOp::EdgeCreate(EdgeCreate {
             base_seq: None,
@@ -80,7 +82,7 @@ impl Importer {
         self.push(op, json_bytes).await
     }
 
-    async fn push(&mut self, op: BatchOp, json_bytes: usize) -> anyhow::Result<()> {
+    async fn push(&mut self, op: BatchOp, json_bytes: usize) -> Result<(), ImportError> {
         // Generous: escaping and the binary form stay well below twice the text.
         self.batch_bytes += 2 * json_bytes + 64;
         self.batch.push(op);
@@ -90,7 +92,7 @@ impl Importer {
         Ok(())
     }
 
-    async fn send(&mut self) -> anyhow::Result<()> {
+    async fn send(&mut self) -> Result<(), ImportError> {
         let has_nodes = self
             .batch
             .iter()
@@ -117,8 +119,9 @@ impl Importer {
     /// and edges imported.
     ///
     /// # Errors
-    /// A batch was rolled back or got no outcome in time.
-    pub async fn finish(mut self) -> anyhow::Result<(u64, u64)> {
+    /// A batch was rolled back, got no outcome in time or could not be
+    /// sent (see [`ImportError`]).
+    pub async fn finish(mut self) -> Result<(u64, u64), ImportError> {
         if !self.batch.is_empty() {
             self.send().await?;
         }
@@ -126,7 +129,7 @@ impl Importer {
         Ok((self.nodes, self.edges))
     }
 
-    async fn drain(&mut self, keep: usize) -> anyhow::Result<()> {
+    async fn drain(&mut self, keep: usize) -> Result<(), ImportError> {
         while self.in_flight.len() > keep {
             match self.in_flight.join_next().await {
                 Some(result) => result??,
@@ -137,7 +140,39 @@ impl Importer {
     }
 }
 
-async fn send_batch(client: &Client, ops: Vec<BatchOp>) -> anyhow::Result<()> {
+/// Why an import stopped. Nothing of the failed batch was applied; the
+/// batches before it may have been.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The client could not send a batch (it is closed).
+    #[error("cannot send a batch")]
+    Client(#[from] ClientError),
+    /// A batch got no outcome within the time allowed.
+    #[error("no outcome for a batch within {0:?}")]
+    Timeout(Duration),
+    /// The server rolled a batch back.
+    #[error(
+        "a batch starting at {first} was rolled back (op {index:?}): {message}; nothing of it was applied"
+    )]
+    RolledBack {
+        /// The id of the batch's first node or edge, to find it in the input.
+        first: String,
+        /// The batch's mutation id (the rollback's `ref`).
+        reference: String,
+        /// Why the server refused it.
+        reason: RollbackReason,
+        /// The index of the op that failed, when the server names one.
+        index: Option<u32>,
+        /// The server's explanation, for a person.
+        message: String,
+    },
+    /// The task waiting for a batch's outcome ended without one (it
+    /// panicked or was cancelled).
+    #[error("the task sending a batch failed")]
+    Task(#[from] JoinError),
+}
+
+async fn send_batch(client: &Client, ops: Vec<BatchOp>) -> Result<(), ImportError> {
     let first = ops.first().map(op_id).unwrap_or_default();
     let outcome = tokio::time::timeout(
         BATCH_TIMEOUT,
@@ -148,16 +183,16 @@ async fn send_batch(client: &Client, ops: Vec<BatchOp>) -> anyhow::Result<()> {
         })),
     )
     .await
-    .with_context(|| format!("no outcome for a batch within {BATCH_TIMEOUT:?}"))??;
+    .map_err(|_| ImportError::Timeout(BATCH_TIMEOUT))??;
     match outcome {
         Outcome::Confirmed(_) | Outcome::Resolved(_) => Ok(()),
-        Outcome::RolledBack(r) => {
-            bail!(
-                "a batch starting at {first} was rolled back (op {:?}): {}; nothing of it was applied",
-                r.index,
-                r.message
-            )
-        }
+        Outcome::RolledBack(r) => Err(ImportError::RolledBack {
+            first,
+            reference: r.reference,
+            reason: r.reason,
+            index: r.index,
+            message: r.message,
+        }),
     }
 }
 
@@ -166,5 +201,28 @@ fn op_id(op: &BatchOp) -> String {
         BatchOp::NodeCreate(c) => c.node.id.clone(),
         BatchOp::EdgeCreate(c) => Edge::make_id(&c.edge.source, &c.edge.edge_type, &c.edge.target),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_client_error_stays_in_the_source_chain() {
+        // The CLI looks for a `ClientError` in the chain to give hints.
+        let e = ImportError::from(ClientError::Closed("gone".into()));
+        assert_eq!(e.to_string(), "cannot send a batch");
+        let source = e.source().and_then(|s| s.downcast_ref::<ClientError>());
+        assert!(matches!(source, Some(ClientError::Closed(_))));
+    }
+
+    #[test]
+    fn binaries_can_carry_it_in_anyhow() {
+        // What `anyhow::Error: From<E>` asks of `E` (`gitmind`, the soak test).
+        fn carried<E: std::error::Error + Send + Sync + 'static>() {}
+        carried::<ImportError>();
     }
 }
