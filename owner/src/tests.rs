@@ -1887,7 +1887,12 @@ fn the_same_seed_and_input_give_the_same_snapshot_order() {
         };
         let mut o = Owner::new("g", "e1".into(), config);
         for i in 0..200 {
-            ok(&mut o, A, &format!("m{i}"), create(0, node(&format!("c:n{i}"))));
+            ok(
+                &mut o,
+                A,
+                &format!("m{i}"),
+                create(0, node(&format!("c:n{i}"))),
+            );
         }
         let SyncData::Snapshot { nodes, .. } = o.sync(None) else {
             panic!("a snapshot")

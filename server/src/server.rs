@@ -50,7 +50,7 @@ pub enum StartError {
     },
     /// The data directory could not be opened or loaded.
     #[error("cannot open the data directory: {0}")]
-    Persist(#[from] crate::persist::PersistError),
+    Persist(#[from] crate::persist::OpenError),
     /// A thread or runtime could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),

@@ -1,11 +1,14 @@
-//! What can go wrong in persistence, as the server sees it.
+//! What can go wrong in persistence: one error type per operation, because
+//! callers handle each differently. Opening stops the server from starting;
+//! a failed commit rolls its changes back (clients see only `unavailable`);
+//! `verify` lists problems for a person to read.
 
 use std::path::PathBuf;
 
-/// An error of the persistence layer: opening, loading, committing,
-/// verifying, shutting down.
+/// The data directory could not be opened, or its graphs not loaded: the
+/// server does not start on half a graph.
 #[derive(Debug, thiserror::Error)]
-pub enum PersistError {
+pub enum OpenError {
     /// The data directory or its repository could not be created or opened.
     #[error("cannot open the repository at {path}: {source}")]
     Open {
@@ -22,7 +25,25 @@ pub enum PersistError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// A git operation failed (reading an object, moving a ref).
+    /// A stored graph could not be read back.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl OpenError {
+    /// An I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> OpenError {
+        OpenError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// A stored graph could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A git operation failed (reading an object, a ref).
     #[error("git: {0}")]
     Git(#[from] git2::Error),
     /// Stored data is not what this version writes: damaged or edited by hand.
@@ -33,35 +54,58 @@ pub enum PersistError {
         /// What is wrong, and where.
         detail: String,
     },
-    /// A group could not be committed as handed over (bad graph name or
-    /// epoch, changes out of order).
-    #[error("refused: {0}")]
-    Refused(String),
-    /// `verify` found the repository inconsistent.
-    #[error("verify found {} problem(s), first: {}", problems.len(), problems.first().map_or("", String::as_str))]
-    Inconsistent {
-        /// Every problem found, one line each.
-        problems: Vec<String>,
-    },
-    /// The persistence thread stopped unexpectedly (it panicked).
-    #[error("the persistence thread stopped unexpectedly")]
-    ThreadGone,
 }
 
-impl PersistError {
-    /// An I/O error with what was being done.
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> PersistError {
-        PersistError::Io {
-            context: context.into(),
-            source,
-        }
-    }
-
+impl LoadError {
     /// Damage found in a graph.
-    pub(crate) fn corrupt(graph: &str, detail: impl Into<String>) -> PersistError {
-        PersistError::Corrupt {
+    pub(crate) fn corrupt(graph: &str, detail: impl Into<String>) -> LoadError {
+        LoadError::Corrupt {
             graph: graph.to_owned(),
             detail: detail.into(),
         }
     }
 }
+
+/// Why a group of changes was not committed ([`super::PersistEvent::Failed`]).
+/// For the server's log: clients are told only `unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Back-pressure: too many changes wait for the thread.
+    #[error("the persistence queue is full ({waiting} changes waiting)")]
+    QueueFull {
+        /// Changes waiting when the group came.
+        waiting: u64,
+    },
+    /// The thread has stopped.
+    #[error("persistence has stopped")]
+    Stopped,
+    /// The group cannot be stored as handed over (a graph name that is not
+    /// a ref, changes out of order): a bug in the caller.
+    #[error("group refused: {0}")]
+    Refused(String),
+    /// Writing failed: the pack, a ref, the disk.
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// What `verify` found.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// There is no readable repository.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A graph could not be read at all.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The repository is inconsistent.
+    #[error("verify found {} problem(s), first: {}", problems.len(), problems.first().map_or("", String::as_str))]
+    Inconsistent {
+        /// Every problem found, one line each.
+        problems: Vec<String>,
+    },
+}
+
+/// The persistence thread stopped unexpectedly (it panicked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the persistence thread stopped unexpectedly")]
+pub struct ThreadGone;

@@ -21,7 +21,7 @@ use super::journal::{self, fill_commit};
 use super::layout::{is_entity_name, Kind, FANOUT_LEVELS};
 use super::object::{parse_tree, ObjectId};
 use super::tree::{Dir, GraphTree};
-use super::{PersistConfig, PersistError};
+use super::{LoadError, PersistConfig};
 use gitmind_owner::change::{ChangeRecord, Restored};
 
 /// Loads every graph of the repository.
@@ -31,7 +31,7 @@ use gitmind_owner::change::{ChangeRecord, Restored};
 pub fn load_all(
     repo: &Repository,
     config: &PersistConfig,
-) -> Result<Vec<(Restored, GraphState)>, PersistError> {
+) -> Result<Vec<(Restored, GraphState)>, LoadError> {
     let mut out = Vec::new();
     for (name, tip) in graph_refs(repo)? {
         out.push(load_graph(repo, &name, tip, config)?);
@@ -43,7 +43,7 @@ pub fn load_all(
 ///
 /// # Errors
 /// The refs cannot be read.
-pub fn graph_refs(repo: &Repository) -> Result<Vec<(String, Oid)>, PersistError> {
+pub fn graph_refs(repo: &Repository) -> Result<Vec<(String, Oid)>, LoadError> {
     let mut out = Vec::new();
     for r in repo.references_glob(&format!("{REF_PREFIX}*"))? {
         let r = r?;
@@ -54,7 +54,7 @@ pub fn graph_refs(repo: &Repository) -> Result<Vec<(String, Oid)>, PersistError>
         let tip = r
             .resolve()?
             .target()
-            .ok_or_else(|| PersistError::corrupt(&name, "ref has no target"))?;
+            .ok_or_else(|| LoadError::corrupt(&name, "ref has no target"))?;
         out.push((name, tip));
     }
     out.sort();
@@ -70,13 +70,13 @@ pub fn load_graph(
     graph: &str,
     tip: Oid,
     config: &PersistConfig,
-) -> Result<(Restored, GraphState), PersistError> {
+) -> Result<(Restored, GraphState), LoadError> {
     let started = std::time::Instant::now();
     let commit = repo.find_commit(tip)?;
     let message = std::str::from_utf8(commit.message_raw_bytes())
-        .map_err(|_| PersistError::corrupt(graph, format!("commit {tip} message is not UTF-8")))?;
+        .map_err(|_| LoadError::corrupt(graph, format!("commit {tip} message is not UTF-8")))?;
     let parsed = journal::parse_message(message)
-        .map_err(|e| PersistError::corrupt(graph, format!("commit {tip}: {e}")))?;
+        .map_err(|e| LoadError::corrupt(graph, format!("commit {tip}: {e}")))?;
     let (seq, epoch) = (parsed.seq_to, parsed.epoch.to_owned());
     // The tree (every blob) and the journal (the newest commits' messages)
     // are independent: read them on two cores, each with its own handle.
@@ -91,14 +91,14 @@ pub fn load_graph(
         let t = std::time::Instant::now();
         let tree = repo
             .odb()
-            .map_err(PersistError::from)
+            .map_err(LoadError::from)
             .and_then(|odb| load_tree(&odb, graph, commit.tree_id()))
             .map(|tree| (tree, t.elapsed()));
         (tree, journal.join())
     });
     let ((tree, nodes, edges), tree_time) = tree?;
     let (journal, journal_time) =
-        journal.map_err(|_| PersistError::corrupt(graph, "reading the journal panicked"))??;
+        journal.map_err(|_| LoadError::corrupt(graph, "reading the journal panicked"))??;
     tracing::info!(
         graph,
         seq,
@@ -138,7 +138,7 @@ pub fn load_tree(
     odb: &Odb<'_>,
     graph: &str,
     root: Oid,
-) -> Result<(GraphTree, Vec<Node>, Vec<Edge>), PersistError> {
+) -> Result<(GraphTree, Vec<Node>, Vec<Edge>), LoadError> {
     let mut loader = Loader {
         odb,
         graph,
@@ -187,8 +187,8 @@ struct Loader<'a, 'r> {
 }
 
 impl<'a> Loader<'a, '_> {
-    fn damage(&self, detail: &str) -> PersistError {
-        PersistError::corrupt(
+    fn damage(&self, detail: &str) -> LoadError {
+        LoadError::corrupt(
             self.graph,
             format!(
                 "{}: {detail}",
@@ -201,7 +201,7 @@ impl<'a> Loader<'a, '_> {
         )
     }
 
-    fn read(&self, id: Oid, kind: git2::ObjectType) -> Result<OdbObject<'a>, PersistError> {
+    fn read(&self, id: Oid, kind: git2::ObjectType) -> Result<OdbObject<'a>, LoadError> {
         let obj = self
             .odb
             .read(id)
@@ -213,7 +213,7 @@ impl<'a> Loader<'a, '_> {
     }
 
     /// Reads a folder with `levels` fan-out levels left above its leaves.
-    fn dir(&mut self, id: Oid, kind: Kind, levels: usize) -> Result<Arc<Dir>, PersistError> {
+    fn dir(&mut self, id: Oid, kind: Kind, levels: usize) -> Result<Arc<Dir>, LoadError> {
         let data = self.read(id, git2::ObjectType::Tree)?;
         let entries = parse_tree(data.data()).map_err(|e| self.damage(&e))?;
         let own = ObjectId::from_oid(id);
@@ -294,7 +294,7 @@ pub fn load_journal(
     tip: Oid,
     epoch: &str,
     config: &PersistConfig,
-) -> Result<Vec<ChangeRecord>, PersistError> {
+) -> Result<Vec<ChangeRecord>, LoadError> {
     let mut newest_first: Vec<Vec<ChangeRecord>> = Vec::new();
     let mut count = 0usize;
     let mut newest_at: Option<u64> = None;

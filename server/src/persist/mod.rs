@@ -95,7 +95,7 @@ use self::pack::{sync_dir, PackWriter};
 use gitmind_owner::change::{Group, Restored};
 
 pub use self::commit::REF_PREFIX;
-pub use self::error::PersistError;
+pub use self::error::{CommitError, LoadError, OpenError, ThreadGone, VerifyError};
 pub use self::stats::{PersistStats, StatsSnapshot, DURATION_BUCKETS_US};
 pub use self::verify::{verify, GraphReport, VerifyReport};
 
@@ -165,7 +165,7 @@ pub enum PersistEvent {
         /// The first `seq` lost.
         from_seq: u64,
         /// Why, for logs (not for clients).
-        error: String,
+        error: CommitError,
     },
 }
 
@@ -178,7 +178,7 @@ enum Msg {
     Refused {
         graph: String,
         from_seq: u64,
-        error: String,
+        error: CommitError,
     },
     /// Commit what is queued, then stop.
     Shutdown,
@@ -208,7 +208,7 @@ impl Persister {
     pub fn start(
         config: PersistConfig,
         events: Sender<PersistEvent>,
-    ) -> Result<(Persister, Vec<Restored>), PersistError> {
+    ) -> Result<(Persister, Vec<Restored>), OpenError> {
         let started = Instant::now();
         // Reading 300,000 blobs, libgit2 would hash each again (SHA-1DC, a
         // third of the start-up time). Packs are written and checked by this
@@ -241,7 +241,7 @@ impl Persister {
         let (tx, rx) = channel::unbounded();
         let pack_dir = config.repo_path().join("objects").join("pack");
         let packs = pack::list_packs(&pack_dir)
-            .map_err(|e| PersistError::io(format!("listing {}", pack_dir.display()), e))?
+            .map_err(|e| OpenError::io(format!("listing {}", pack_dir.display()), e))?
             .iter()
             .filter(|(_, size)| *size < repack::MAX_MERGE_BYTES)
             .count();
@@ -252,7 +252,7 @@ impl Persister {
             packs,
             Arc::clone(&stats),
         )
-        .map_err(|e| PersistError::io("starting the pack merging thread", e))?;
+        .map_err(|e| OpenError::io("starting the pack merging thread", e))?;
         let worker = Worker {
             merger,
             pack_dir,
@@ -266,7 +266,7 @@ impl Persister {
         let thread = std::thread::Builder::new()
             .name("gitmind-persist".into())
             .spawn(move || worker.run())
-            .map_err(|e| PersistError::io("starting the persistence thread", e))?;
+            .map_err(|e| OpenError::io("starting the persistence thread", e))?;
         let max_queued = config.max_queued_changes as u64;
         Ok((
             Persister {
@@ -301,7 +301,7 @@ impl Persister {
             Msg::Refused {
                 graph: group.graph,
                 from_seq,
-                error: format!("persistence queue is full ({before} changes waiting)"),
+                error: CommitError::QueueFull { waiting: before },
             }
         } else {
             Msg::Group(group)
@@ -318,7 +318,7 @@ impl Persister {
             let _ = self.events.send(PersistEvent::Failed {
                 graph,
                 from_seq,
-                error: "persistence has stopped".into(),
+                error: CommitError::Stopped,
             });
         }
     }
@@ -331,17 +331,17 @@ impl Persister {
     /// Commits what is queued, then stops the thread and waits for it.
     ///
     /// # Errors
-    /// [`PersistError::ThreadGone`] when the thread had panicked.
-    pub fn shutdown(mut self) -> Result<(), PersistError> {
+    /// [`ThreadGone`] when the thread had panicked.
+    pub fn shutdown(mut self) -> Result<(), ThreadGone> {
         self.stop()
     }
 
-    fn stop(&mut self) -> Result<(), PersistError> {
+    fn stop(&mut self) -> Result<(), ThreadGone> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
         let _ = self.tx.send(Msg::Shutdown);
-        thread.join().map_err(|_| PersistError::ThreadGone)
+        thread.join().map_err(|_| ThreadGone)
     }
 }
 
@@ -354,9 +354,9 @@ impl Drop for Persister {
 }
 
 /// Opens the bare repository, creating it (and the data directory) if needed.
-fn open_or_init(config: &PersistConfig) -> Result<Repository, PersistError> {
+fn open_or_init(config: &PersistConfig) -> Result<Repository, OpenError> {
     let path = config.repo_path();
-    let open_err = |source| PersistError::Open {
+    let open_err = |source| OpenError::Open {
         path: path.clone(),
         source,
     };
@@ -364,7 +364,7 @@ fn open_or_init(config: &PersistConfig) -> Result<Repository, PersistError> {
         return Repository::open_bare(&path).map_err(open_err);
     }
     std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| PersistError::io(format!("creating {}", config.data_dir.display()), e))?;
+        .map_err(|e| OpenError::io(format!("creating {}", config.data_dir.display()), e))?;
     let repo = Repository::init_opts(
         &path,
         git2::RepositoryInitOptions::new()
@@ -373,15 +373,16 @@ fn open_or_init(config: &PersistConfig) -> Result<Repository, PersistError> {
     )
     .map_err(open_err)?;
     {
-        let mut cfg = repo.config()?;
+        let mut cfg = repo.config().map_err(open_err)?;
         // The server is the only writer: no reflogs, and a person's `git`
         // must not start a gc under it.
-        cfg.set_bool("core.logAllRefUpdates", false)?;
-        cfg.set_i32("gc.auto", 0)?;
+        cfg.set_bool("core.logAllRefUpdates", false)
+            .map_err(open_err)?;
+        cfg.set_i32("gc.auto", 0).map_err(open_err)?;
     }
     let pack_dir = path.join("objects").join("pack");
     std::fs::create_dir_all(&pack_dir)
-        .map_err(|e| PersistError::io(format!("creating {}", pack_dir.display()), e))?;
+        .map_err(|e| OpenError::io(format!("creating {}", pack_dir.display()), e))?;
     if config.fsync {
         for dir in [
             &pack_dir,
@@ -390,7 +391,7 @@ fn open_or_init(config: &PersistConfig) -> Result<Repository, PersistError> {
             &path,
             &config.data_dir,
         ] {
-            sync_dir(dir).map_err(|e| PersistError::io(format!("syncing {}", dir.display()), e))?;
+            sync_dir(dir).map_err(|e| OpenError::io(format!("syncing {}", dir.display()), e))?;
         }
     }
     Ok(repo)
@@ -447,7 +448,7 @@ struct Plan {
     /// How many changes the chunks hold.
     count: u64,
     /// The first refused `seq` of this round and why.
-    failure: Option<(u64, String)>,
+    failure: Option<(u64, CommitError)>,
 }
 
 /// The persistence thread's state.
@@ -543,7 +544,7 @@ impl Worker {
                 Ok(b) => built.push((name.clone(), b, first)),
                 Err(e) => {
                     pack.truncate(mark);
-                    self.fail(name, first, &e);
+                    self.fail(name, first, CommitError::Storage(e));
                     failed.push(name.clone());
                 }
             }
@@ -559,9 +560,12 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    let error = format!("writing the pack in {}: {e}", self.pack_dir.display());
+                    let error = CommitError::Storage(format!(
+                        "writing the pack in {}: {e}",
+                        self.pack_dir.display()
+                    ));
                     for (name, _, first) in built.drain(..) {
-                        self.fail(&name, first, &error);
+                        self.fail(&name, first, error.clone());
                         failed.push(name);
                     }
                 }
@@ -572,7 +576,7 @@ impl Worker {
                 continue;
             };
             if let Err(e) = self.move_ref(&name, tip) {
-                self.fail(&name, first, &e);
+                self.fail(&name, first, CommitError::Storage(e));
                 failed.push(name);
                 continue;
             }
@@ -629,7 +633,7 @@ impl Worker {
         if !is_valid_graph_name(&group.graph) {
             plan.failure.get_or_insert((
                 first,
-                format!("`{}` cannot be stored as a git ref", group.graph),
+                CommitError::Refused(format!("`{}` cannot be stored as a git ref", group.graph)),
             ));
             return;
         }
@@ -646,11 +650,17 @@ impl Worker {
                 .enumerate()
                 .all(|(i, c)| c.seq == first + i as u64);
             if !consecutive {
-                plan.failure = Some((first, "the group's changes are not consecutive".into()));
+                plan.failure = Some((
+                    first,
+                    CommitError::Refused("the group's changes are not consecutive".into()),
+                ));
                 return;
             }
             if !is_valid_epoch(&group.epoch) {
-                plan.failure = Some((first, "the epoch cannot be stored in a trailer".into()));
+                plan.failure = Some((
+                    first,
+                    CommitError::Refused("the epoch cannot be stored in a trailer".into()),
+                ));
                 return;
             }
             state.failed_from = None;
@@ -673,14 +683,16 @@ impl Worker {
         } else if plan.failure.is_none() {
             plan.failure = Some((
                 first,
-                format!("out of order: expected seq {expected}, got {first}"),
+                CommitError::Refused(format!(
+                    "out of order: expected seq {expected}, got {first}"
+                )),
             ));
         }
     }
 
     /// Reports a failed commit and poisons the graph from `from_seq`.
-    fn fail(&mut self, graph: &str, from_seq: u64, error: &str) {
-        tracing::error!(graph, from_seq, error, "commit failed");
+    fn fail(&mut self, graph: &str, from_seq: u64, error: CommitError) {
+        tracing::error!(graph, from_seq, %error, "commit failed");
         self.stats.failed();
         if let Some(state) = self.graphs.get_mut(graph) {
             state.failed_from = Some(from_seq);
@@ -688,7 +700,7 @@ impl Worker {
         let _ = self.events.send(PersistEvent::Failed {
             graph: graph.to_owned(),
             from_seq,
-            error: error.to_owned(),
+            error,
         });
     }
 
@@ -719,7 +731,7 @@ pub fn repo_path(data_dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// There is no repository, or the graph cannot be read or is damaged.
-pub fn read_graph(data_dir: &Path, graph: &str) -> Result<Option<Restored>, PersistError> {
+pub fn read_graph(data_dir: &Path, graph: &str) -> Result<Option<Restored>, OpenError> {
     let (repo, config) = open_for_reading(data_dir)?;
     let Some((_, tip)) = load::graph_refs(&repo)?
         .into_iter()
@@ -732,10 +744,9 @@ pub fn read_graph(data_dir: &Path, graph: &str) -> Result<Option<Restored>, Pers
 
 /// Opens the repository of `data_dir` to read every graph whole: the
 /// settings load without a replay window.
-fn open_for_reading(data_dir: &Path) -> Result<(Repository, PersistConfig), PersistError> {
+fn open_for_reading(data_dir: &Path) -> Result<(Repository, PersistConfig), OpenError> {
     let path = repo_path(data_dir);
-    let repo =
-        Repository::open_bare(&path).map_err(|source| PersistError::Open { path, source })?;
+    let repo = Repository::open_bare(&path).map_err(|source| OpenError::Open { path, source })?;
     let config = PersistConfig {
         replay_changes: 0,
         replay_ms: 0,

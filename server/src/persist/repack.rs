@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::pack::{list_packs, read_raw_objects, sync_dir, PackWriter};
-use super::{PersistError, PersistStats};
+use super::PersistStats;
 
 /// Packs at least this large are never merged.
 pub const MAX_MERGE_BYTES: u64 = 32 << 20;
@@ -51,8 +51,10 @@ pub fn consolidate(
     pack_dir: &Path,
     max_packs: usize,
     fsync: bool,
-) -> Result<(Option<Merged>, usize), PersistError> {
-    let io = |what: &str, e| PersistError::io(format!("{what} in {}", pack_dir.display()), e);
+) -> std::io::Result<(Option<Merged>, usize)> {
+    let io = |what: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{what} in {}: {e}", pack_dir.display()))
+    };
     let mut packs = list_packs(pack_dir).map_err(|e| io("listing packs", e))?;
     packs.retain(|(_, size)| *size < MAX_MERGE_BYTES);
     if packs.len() <= max_packs.max(2) {

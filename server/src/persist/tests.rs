@@ -500,7 +500,10 @@ fn a_failed_commit_moves_no_ref_and_the_thread_goes_on() {
             error,
         } => {
             assert_eq!((graph.as_str(), from_seq), ("g", 3));
-            assert!(error.contains("pack"), "{error}");
+            assert!(
+                matches!(&error, CommitError::Storage(e) if e.contains("pack")),
+                "{error}"
+            );
         }
         e => panic!("expected Failed, got {e:?}"),
     }
@@ -606,7 +609,7 @@ fn refusals_fail_in_order_and_cover_later_groups() {
         Msg::Refused {
             graph: "g".into(),
             from_seq: 2,
-            error: "full".into(),
+            error: CommitError::QueueFull { waiting: 1 },
         },
         Msg::Group(group("g", vec![c])),
     ]);
@@ -627,7 +630,7 @@ fn refusals_fail_in_order_and_cover_later_groups() {
         Msg::Refused {
             graph: "g".into(),
             from_seq: 4,
-            error: "full".into(),
+            error: CommitError::QueueFull { waiting: 1 },
         },
         Msg::Group(group("g", vec![b])),
     ]);
@@ -732,7 +735,7 @@ fn verify_fails_on_tampered_repositories() {
         .unwrap();
     repo.reference("refs/gitmind/graphs/g", forged, true, "tamper")
         .unwrap();
-    let Err(PersistError::Inconsistent { problems }) = verify(dir.path()) else {
+    let Err(VerifyError::Inconsistent { problems }) = verify(dir.path()) else {
         panic!("verify passed a tampered repo")
     };
     assert!(
@@ -761,7 +764,7 @@ fn verify_fails_on_tampered_repositories() {
         .unwrap();
     repo.reference("refs/gitmind/graphs/g", forged, true, "tamper")
         .unwrap();
-    let Err(PersistError::Inconsistent { problems }) = verify(dir.path()) else {
+    let Err(VerifyError::Inconsistent { problems }) = verify(dir.path()) else {
         panic!("verify passed a misplaced file")
     };
     assert!(

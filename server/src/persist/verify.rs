@@ -19,7 +19,7 @@ use super::journal;
 use super::layout::{EntityPath, Kind};
 use super::load::{graph_refs, load_graph};
 use super::object::{ObjectId, ObjectKind};
-use super::{PersistConfig, PersistError};
+use super::{LoadError, PersistConfig, VerifyError};
 
 /// What `verify` found in a sound repository.
 #[derive(Debug, Clone, Default)]
@@ -50,9 +50,9 @@ pub struct GraphReport {
 /// Verifies the repository in `data_dir` (read only).
 ///
 /// # Errors
-/// [`PersistError::Open`] when there is no repository;
-/// [`PersistError::Inconsistent`] with every problem found otherwise.
-pub fn verify(data_dir: &Path) -> Result<VerifyReport, PersistError> {
+/// [`VerifyError::Open`] when there is no repository;
+/// [`VerifyError::Inconsistent`] with every problem found otherwise.
+pub fn verify(data_dir: &Path) -> Result<VerifyReport, VerifyError> {
     // Every object read is hashed again (see `Persister::start`).
     git2::opts::strict_hash_verification(true);
     let (repo, config) = super::open_for_reading(data_dir)?;
@@ -69,7 +69,7 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, PersistError> {
     if problems.is_empty() {
         Ok(report)
     } else {
-        Err(PersistError::Inconsistent { problems })
+        Err(VerifyError::Inconsistent { problems })
     }
 }
 
@@ -79,7 +79,7 @@ fn check_graph(
     tip: Oid,
     config: &PersistConfig,
     problems: &mut Vec<String>,
-) -> Result<GraphReport, PersistError> {
+) -> Result<GraphReport, LoadError> {
     let (restored, _) = load_graph(repo, graph, tip, config)?;
     let mut report = GraphReport {
         graph: graph.to_owned(),
@@ -95,7 +95,7 @@ fn check_graph(
     let mut scratch = Vec::new();
     let mut node_ids = HashSet::new();
     for node in &restored.nodes {
-        let bytes = node_json(node, &mut scratch).map_err(|e| PersistError::corrupt(graph, e))?;
+        let bytes = node_json(node, &mut scratch).map_err(|e| LoadError::corrupt(graph, e))?;
         expected.insert(
             EntityPath::of(Kind::Node, &node.id).to_path(),
             ObjectId::hash(ObjectKind::Blob, bytes),
@@ -104,8 +104,7 @@ fn check_graph(
     }
     for edge in &restored.edges {
         let id = edge.id.clone().unwrap_or_default();
-        let bytes =
-            edge_json(edge, &id, &mut scratch).map_err(|e| PersistError::corrupt(graph, e))?;
+        let bytes = edge_json(edge, &id, &mut scratch).map_err(|e| LoadError::corrupt(graph, e))?;
         expected.insert(
             EntityPath::of(Kind::Edge, &id).to_path(),
             ObjectId::hash(ObjectKind::Blob, bytes),
@@ -226,7 +225,7 @@ fn check_graph(
 }
 
 /// Every file of a tree: path and blob id.
-fn files_of(tree: &Tree<'_>) -> Result<BTreeMap<String, ObjectId>, PersistError> {
+fn files_of(tree: &Tree<'_>) -> Result<BTreeMap<String, ObjectId>, LoadError> {
     let mut out = BTreeMap::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
         if entry.kind() == Some(git2::ObjectType::Blob) {
