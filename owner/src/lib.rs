@@ -1,4 +1,4 @@
-//! The graph owner (ARCHITECTURE.md step 3): the single place where one
+//! The graph owner (docs/architecture.md): the single place where one
 //! graph's changes are validated, ordered, merged with concurrent changes and
 //! applied, as pure logic: mutations in, outcomes and events out, no I/O, no
 //! clock, no thread.
@@ -21,7 +21,7 @@
 //!
 //! # Data structures
 //!
-//! - The live graph ([`graph::Live`]) is a set of plain hash maps, changed
+//! - The live graph (`graph::Live`) is a set of plain hash maps, changed
 //!   in place; every change records undo steps so a failing batch op or a
 //!   failed commit can be undone exactly.
 //! - The committed graph is a pair of persistent maps (`imbl`) of shared
@@ -31,6 +31,21 @@
 //! - The replay window, the text histories, the tombstones and the index of
 //!   mutation ids hold at least the last `replay_changes` changes or
 //!   `replay_ms` of them, whichever is more, and no more.
+//! - Every hash map hashes with foldhash seeded by [`OwnerConfig::hash_seed`]
+//!   ([`Hasher`]): the same seed and input give the same state in the same
+//!   order, so a simulation replays exactly.
+//!
+//! # Modules
+//!
+//! - [`change`]: the record of one ordered change, as persistence takes it.
+//! - `submit`: taking a mutation, or refusing it.
+//! - `graph`: the live graph; how one op is applied, stamped and undone.
+//! - `history`: the replay window, text histories, the idempotency index
+//!   and the remembered rollbacks.
+//! - `release`: groups to persistence, commits released, failures undone.
+//! - `snapshot`: `graph.sync` as a snapshot or a delta.
+//! - `restore`: rebuilding an owner after a restart.
+//! - [`validate`]: the rules of protocol section 3.
 
 pub mod change;
 mod graph;

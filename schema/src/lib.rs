@@ -1,5 +1,5 @@
 //! The Gitmind live wire protocol, shared by the server, the client, the
-//! load generator and the soak test (ARCHITECTURE.md, "Workspace").
+//! load generator and the soak test (docs/architecture.md, "Crates").
 //!
 //! - [`codec`]: the two codecs as one [`Codec`] type, their subprotocol
 //!   names, and [`PerCodec`] for what is kept once per codec.

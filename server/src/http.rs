@@ -328,7 +328,7 @@ pub struct Identity {
     pub user_id: String,
 }
 
-/// The pluggable authentication step (ARCHITECTURE.md step 2). Local mode
+/// The pluggable authentication step of the handshake. Local mode
 /// trusts the `user` parameter; JWT comes later behind the same trait.
 pub trait Authenticator: Send + Sync {
     /// Establishes who the client is.

@@ -1,25 +1,30 @@
-//! The Gitmind live server (ARCHITECTURE.md, "The server, as data flows
-//! through it").
+//! The Gitmind live server (docs/architecture.md).
 //!
 //! A connection is accepted onto one [`shard`] (a pinned thread with a
 //! single-threaded runtime) and lives there as a [`session`]. Mutations go
-//! through a bounded channel to the [`hub`], where each graph's [`owner`]
-//! validates, orders and merges them; ordered changes go in groups to the
-//! [`persist`] thread, which commits them to git. Once committed, the hub
-//! encodes each event once per codec and pushes it through a lock-free ring
-//! to every shard with sessions on that graph; each session's writer sends
-//! what is queued in as few frames as it can.
+//! through a bounded channel to the [`hub`], where each graph's owner
+//! (the `gitmind-owner` crate) validates, orders and merges them; ordered
+//! changes go in groups to the [`persist`] thread, which commits them to
+//! git. Once committed, the hub encodes each event once per codec and
+//! pushes it through a lock-free ring ([`fanout`]) to every shard with
+//! sessions on that graph; each session's writer sends what its [`outbox`]
+//! holds in as few frames as it can.
 //!
 //! - [`config`]: every knob, with defaults that need no configuration.
-//! - [`frames`]: WebSocket frames written straight from shared buffers.
+//! - [`server`]: start, listeners, accept, shutdown.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
-//! - [`change`]: the record of one ordered change (owner to persistence).
-//! - [`owner`]: the graph owner, where each graph's changes are validated,
-//!   ordered, merged and applied (pure logic, no I/O).
+//! - [`session`]: one connection's loop, from handshake to close.
+//! - [`outbox`]: a session's bounded outgoing queue.
+//! - [`sync_stream`]: a `graph.sync` cut into chunks as it goes out.
+//! - [`presence`]: who is on a graph, what a session may show, the relay.
+//! - [`shard`]: a shard's sessions and the dispatcher of its ring.
+//! - [`fanout`]: what the hub sends shards, encoded once, and the rings.
+//! - [`hub`]: the thread of the graph owners.
+//! - [`frames`]: WebSocket frames written straight from shared buffers.
 //! - [`persist`]: the git persistence thread: group commits into one bare
 //!   repository, and every graph loaded back on start.
 //! - [`metrics`]: what `GET /metrics` reports.
-//! - [`server`]: start and shutdown.
+//! - [`stamp`]: the server's clock and the messages it makes itself.
 
 pub mod config;
 pub mod fanout;

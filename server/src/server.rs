@@ -1,5 +1,5 @@
 //! Starting and stopping the whole server: listeners, shards, the hub and
-//! persistence, and the shutdown sequence (STYLE.md 7).
+//! persistence, and the shutdown sequence (docs/architecture.md, "Shutdown").
 //!
 //! Threads: one per shard (pinned, single-threaded tokio runtime), one hub
 //! (graph owners), one git persistence thread, and in handoff mode one

@@ -1,4 +1,4 @@
-//! Git persistence (ARCHITECTURE.md step 4, docs/protocol.md 12): one OS thread
+//! Git persistence (docs/architecture.md, docs/protocol.md 12): one OS thread
 //! owns one bare git repository, commits the graph owners' ordered changes
 //! in group commits, and on start loads every graph back.
 //!
