@@ -8,10 +8,13 @@
 //!   pending changes, with the OT client for text (pure logic, no I/O).
 //! - [`transport`]: one WebSocket connection in either codec.
 //! - [`import`]: loading many nodes and edges in pipelined batches.
+//! - [`dataset`]: reading a graph dataset (JSON Lines, maybe zstd), for
+//!   `gitmind import`, the soak test, benchmarks and test traffic.
 //! - [`backoff`]: reconnect delays.
 
 pub mod backoff;
 pub mod client;
+pub mod dataset;
 pub mod import;
 pub mod replica;
 pub mod transport;
