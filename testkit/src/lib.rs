@@ -41,7 +41,14 @@ pub const DATASET_ENV: &str = "GITMIND_BENCH_DATASET";
 /// `../shared/datasets/debian-bookworm.jsonl.zst` from the workspace root
 /// (an absolute path, so it does not depend on the working directory).
 pub fn default_dataset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/debian-bookworm.jsonl.zst")
+    let testkit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The folder that holds the workspace (this crate's grandparent), where
+    // there is one; `..` otherwise, which names the same folder.
+    let beside = testkit
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| testkit.join("../.."), Path::to_path_buf);
+    beside.join("shared/datasets/debian-bookworm.jsonl.zst")
 }
 
 /// The dataset of the benchmarks: the file named by `GITMIND_BENCH_DATASET`
