@@ -15,11 +15,13 @@
 //!
 //! # Layout
 //!
-//! This crate depends on `gitmind-client` and `gitmind-schema`; the crates
-//! that use it in their tests (`gitmind-client`, `gitmind-schema`,
-//! `gitmind-server`) take it as a dev-dependency. Cargo allows that cycle,
-//! and it is sound because only integration tests, examples and benchmarks
-//! use this crate: they link the same library of `gitmind-client` and
+//! This crate depends on `gitmind-client` (for the dataset reader) and
+//! `gitmind-schema`. The soak test takes it as a normal dependency;
+//! `gitmind-bench` (benchmarks), `gitmind-server` (the simulation) and
+//! `gitmind-client` and `gitmind-schema` themselves take it as a
+//! dev-dependency. For the last two that is a cycle, which Cargo allows,
+//! and it is sound because there only integration tests and examples use
+//! this crate: they link the same library of `gitmind-client` and
 //! `gitmind-schema` as this crate does, so the types match. A unit test
 //! inside `gitmind-client` or `gitmind-schema` must not use it: there the
 //! crate under test is a second copy, whose types are not this crate's.
