@@ -10,28 +10,20 @@
 //! dataset (`../shared/datasets/debian-bookworm.jsonl.zst` beside the
 //! repository), or of a few built-in real nodes when it is not there.
 
-use std::fs::File;
 use std::hint::black_box;
-use std::io::BufReader;
-use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gitmind_schema::binary::{self, Compression};
 use gitmind_schema::message::Envelope;
-use gitmind_schema::samples::{builtin_dataset, read_dataset, Dataset, Traffic};
 use gitmind_schema::{json, Limits};
+use gitmind_testkit::traffic::{builtin_dataset, read_dataset, Dataset, Traffic};
 
 /// The batch sizes measured.
 const SIZES: &[usize] = &[1, 10, 100];
 
 fn dataset() -> Dataset {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datasets/debian-bookworm.jsonl.zst");
-    File::open(&path)
-        .ok()
-        .and_then(|f| zstd::Decoder::new(f).ok())
-        .and_then(|d| read_dataset(BufReader::new(d), 5_000, 5_000).ok())
-        .unwrap_or_else(builtin_dataset)
+    read_dataset(gitmind_testkit::default_dataset(), 5_000, 5_000)
+        .unwrap_or_else(|_| builtin_dataset())
 }
 
 /// A batch of `n` typical node updates (label, position or props of a real node).

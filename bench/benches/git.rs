@@ -1,5 +1,5 @@
 //! Group commit throughput and start-up load of the git persistence layer
-//! (ARCHITECTURE.md step 4; report in `perf-reports/git.md`).
+//! (docs/architecture.md, "Threads"; report in `perf-reports/git.md`).
 //!
 //! Graphs: the first 1,000 nodes of the Debian dataset, and the whole
 //! dataset (63,666 nodes, 274,686 edges). One iteration submits a group of
@@ -13,13 +13,13 @@
 //! Set `GITMIND_BENCH_DATASET` to use another dataset file.
 
 use std::cell::RefCell;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crossbeam::channel::{unbounded, Receiver};
+use gitmind_client::dataset::{Dataset, DatasetError};
 use gitmind_owner::change::{ChangeRecord, Group, Write};
 use gitmind_schema::message::{
     BatchOp, BatchUpdate, Body, EdgeCreate, NodeCreate, NodeUpdate, UpdateConfirmed,
@@ -30,37 +30,18 @@ use gitmind_server::persist::{PersistConfig, PersistEvent, Persister};
 
 const GROUP_SIZES: [usize; 4] = [1, 10, 100, 1_000];
 
-fn dataset_path() -> PathBuf {
-    std::env::var_os("GITMIND_BENCH_DATASET").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/datasets/debian-bookworm.jsonl.zst")
-        },
-        PathBuf::from,
-    )
-}
-
-/// Reads the dataset: nodes, then edges (ids set).
-fn read_dataset() -> anyhow::Result<(Vec<Node>, Vec<Edge>)> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        node: Option<Node>,
-        edge: Option<Edge>,
+/// Reads the dataset: nodes, then edges (ids set), at revision 1.
+fn read_dataset() -> Result<(Vec<Node>, Vec<Edge>), DatasetError> {
+    let Dataset {
+        mut nodes,
+        mut edges,
+    } = Dataset::read(gitmind_testkit::bench_dataset())?;
+    for n in &mut nodes {
+        n.rev = Some(1);
     }
-    let file = std::fs::File::open(dataset_path())?;
-    let reader = std::io::BufReader::new(zstd::Decoder::new(file)?);
-    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
-    for line in reader.lines() {
-        let line: Line = serde_json::from_str(&line?)?;
-        if let Some(mut n) = line.node {
-            n.rev = Some(1);
-            nodes.push(n);
-        }
-        if let Some(mut e) = line.edge {
-            e.id = Some(Edge::make_id(&e.source, &e.edge_type, &e.target));
-            e.rev = Some(1);
-            edges.push(e);
-        }
+    for e in &mut edges {
+        e.id = Some(Edge::make_id(&e.source, &e.edge_type, &e.target));
+        e.rev = Some(1);
     }
     Ok((nodes, edges))
 }

@@ -1,4 +1,4 @@
-//! Benchmarks and the load generator of Gitmind live (ARCHITECTURE.md,
+//! Benchmarks and the load generator of Gitmind live (docs/architecture.md,
 //! "Measured, not assumed").
 //!
 //! This library holds what `gitmind-load` and the soak test share: the

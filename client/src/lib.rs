@@ -1,4 +1,4 @@
-//! The Gitmind live client library (ARCHITECTURE.md, "Clients"), used by
+//! The Gitmind live client library (docs/architecture.md, "Crates"), used by
 //! the `gitmind` CLI, the load generator, the soak test and Gonzai agents.
 //!
 //! - [`client`]: a connected client: reconnects by itself with full-jitter
@@ -8,10 +8,13 @@
 //!   pending changes, with the OT client for text (pure logic, no I/O).
 //! - [`transport`]: one WebSocket connection in either codec.
 //! - [`import`]: loading many nodes and edges in pipelined batches.
+//! - [`dataset`]: reading a graph dataset (JSON Lines, maybe zstd), for
+//!   `gitmind import`, the soak test, benchmarks and test traffic.
 //! - [`backoff`]: reconnect delays.
 
 pub mod backoff;
 pub mod client;
+pub mod dataset;
 pub mod import;
 pub mod replica;
 pub mod transport;

@@ -5,12 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, until, until_state, Proxy, TestServer};
+use common::{connect, until, until_state, TestServer};
 use gitmind_client::{Codec, Event, Outcome, State};
 use gitmind_schema::message::{NodeCreate, NodeUpdate, SyncMode};
 use gitmind_schema::model::{Node, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
+use gitmind_testkit::Proxy;
 
 fn create(id: &str, content: &str) -> Body {
     Body::NodeCreate(NodeCreate {
@@ -151,7 +152,7 @@ async fn a_resume_bigger_than_one_sync_chunk_comes_as_a_delta_on_both_codecs() {
             Codec::Binary => "long-away-bin",
             Codec::Json => "long-away-json",
         };
-        let proxy = Proxy::start(server.addr).await;
+        let proxy = Proxy::start(server.addr).await.unwrap();
         let (alice, _a) = connect(&server.url(), graph, "alice", Codec::Binary).await;
         let (bob, mut bob_events) = connect(&proxy.url(), graph, "bob", codec).await;
         alice.mutate(create("doc:0", "")).await.unwrap();
@@ -194,7 +195,7 @@ async fn a_resume_bigger_than_one_sync_chunk_comes_as_a_delta_on_both_codecs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_resumes_with_every_event_once_and_the_pending_change_applied_once() {
     let server = TestServer::start();
-    let proxy = Proxy::start(server.addr).await;
+    let proxy = Proxy::start(server.addr).await.unwrap();
     let (alice, _a) = connect(&proxy.url(), "cut", "alice", Codec::Binary).await;
     let (bob, _b) = connect(&server.url(), "cut", "bob", Codec::Json).await;
     alice.mutate(create("doc:log", "")).await.unwrap();

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use gitmind_schema::binary::{self, Compression};
-use gitmind_schema::samples::{builtin_dataset, Traffic};
 use gitmind_schema::Limits;
+use gitmind_testkit::traffic::{builtin_dataset, Traffic};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = builtin_dataset();

@@ -6,18 +6,18 @@
 //! ```
 //!
 //! Uses the Debian dataset (default `../shared/datasets/debian-bookworm.jsonl.zst`
-//! relative to the repository root) when it is there, else a few built-in
-//! real nodes. Deterministic: the same dataset gives the same byte counts.
+//! relative to the repository root, `gitmind_testkit::default_dataset`) when
+//! it is there, else a few built-in real nodes. Deterministic: the same dataset gives the same byte counts.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use gitmind_schema::binary::{self, Compression, DICTIONARY};
 use gitmind_schema::json;
 use gitmind_schema::message::Envelope;
-use gitmind_schema::samples::{builtin_dataset, read_dataset, Dataset, Kind, Traffic};
+use gitmind_testkit::traffic::{
+    builtin_dataset, read_dataset, Dataset, DatasetError, Kind, Traffic,
+};
 
 const KINDS: &[Kind] = &[
     Kind::NodeUpdate,
@@ -36,20 +36,19 @@ const KINDS: &[Kind] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = std::env::args()
         .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/datasets/debian-bookworm.jsonl.zst"));
-    let data = match File::open(&path) {
-        Ok(file) => {
+        .map_or_else(gitmind_testkit::default_dataset, PathBuf::from);
+    let data = match read_dataset(&path, 20_000, 20_000) {
+        Ok(data) => {
             println!("dataset: {}", path.display());
-            read_dataset(BufReader::new(zstd::Decoder::new(file)?), 20_000, 20_000)?
+            data
         }
-        Err(_) => {
+        Err(DatasetError::Open { .. }) => {
             println!("dataset: built-in nodes ({} not found)", path.display());
             builtin_dataset()
         }
+        Err(e) => return Err(e.into()),
     };
 
     println!("\n## Bytes per message (mean of 2,000 single-message frames)\n");

@@ -8,7 +8,7 @@
 //! The dataset defaults to `../shared/datasets/debian-bookworm.jsonl.zst`
 //! relative to the repository root, the output to `schema/dict/gitmind-v1.dict`.
 //! Samples are frames of realistic traffic over the real graph
-//! ([`gitmind_schema::samples::Traffic`], fixed seed), encoded in the binary
+//! (`gitmind_testkit::traffic::Traffic`, fixed seed), encoded in the binary
 //! form without compression. Every candidate size is trained on the same
 //! samples and measured on frames made from another seed; the one that
 //! compresses them smallest is written. The run is reproducible: the same
@@ -17,13 +17,11 @@
 //! Once a dictionary ships, changing it breaks protocol version 1: see
 //! `schema/dict/README.md`.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use gitmind_schema::binary::{self, Compression, COMPRESS_MIN_BYTES, ZSTD_LEVEL};
-use gitmind_schema::samples::{read_dataset, Dataset, Traffic};
+use gitmind_testkit::traffic::{Dataset, Traffic};
 
 /// Seed of the training frames.
 const TRAIN_SEED: u64 = 0x6769_746d_696e_6401;
@@ -51,15 +49,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dataset_path = positional
         .first()
         .cloned()
-        .unwrap_or_else(|| root.join("../shared/datasets/debian-bookworm.jsonl.zst"));
+        .unwrap_or_else(gitmind_testkit::default_dataset);
     let out_path = positional
         .get(1)
         .cloned()
         .unwrap_or_else(|| root.join("schema/dict/gitmind-v1.dict"));
 
     let started = Instant::now();
-    let reader = BufReader::new(zstd::Decoder::new(File::open(&dataset_path)?)?);
-    let data = read_dataset(reader, usize::MAX, usize::MAX)?;
+    let data = Dataset::read(&dataset_path)?;
     eprintln!(
         "read {} nodes and {} edges from {} in {:.1?}",
         data.nodes.len(),

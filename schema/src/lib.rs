@@ -11,8 +11,6 @@
 //!   `schema/dict/` when that pays.
 //! - [`ot`]: text operations and their transformation (docs/protocol.md 4.2),
 //!   needed by the server's graph owner and by every optimistic client.
-//! - [`samples`]: realistic traffic made from a real graph, for the
-//!   dictionary trainer, benchmarks and load generators.
 //!
 //! No I/O happens here: bytes in, messages out, and back.
 
@@ -25,7 +23,6 @@ pub mod limits;
 pub mod message;
 pub mod model;
 pub mod ot;
-pub mod samples;
 
 pub use codec::{Codec, PerCodec, SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
 pub use error::DecodeError;

@@ -6,7 +6,7 @@
 
 use gitmind_schema::binary::{self, Compression};
 use gitmind_schema::json;
-use gitmind_schema::samples::{builtin_dataset, Traffic};
+use gitmind_testkit::traffic::{builtin_dataset, Traffic};
 
 #[test]
 fn ten_node_updates_take_at_most_40_percent_of_json() {

@@ -27,32 +27,7 @@ use gitmind_schema::message::{
 use gitmind_schema::model::{Edge, EdgeSet, Node, NodeSet, PropValue, PropsPatch, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::{Body, Envelope};
-
-/// SplitMix64: small, deterministic, good enough to drive a simulation.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() {
-            None
-        } else {
-            Some(&items[self.below(items.len())])
-        }
-    }
-}
+use gitmind_testkit::Rng;
 
 const COMMIT: &str = "c0ffee0000000000000000000000000000000000";
 
@@ -145,7 +120,7 @@ fn boundaries(text: &str) -> Vec<u64> {
 impl Sim {
     fn new(seed: u64, clients: usize, config: OwnerConfig) -> Sim {
         let mut sim = Sim {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             owner: Owner::new("sim", "epoch-1".into(), config),
             clients: Vec::new(),
             inflight: VecDeque::new(),
@@ -190,7 +165,7 @@ impl Sim {
             85..=91 => self.take_group(),
             92..=98 => self.commit_one(),
             _ => {
-                if self.rng.chance(self.reconnect_percent * 10) {
+                if self.rng.percent(self.reconnect_percent * 10) {
                     self.reconnect(c);
                 }
             }
@@ -208,7 +183,7 @@ impl Sim {
         let Some(last) = self.inflight.pop_front() else {
             return;
         };
-        if self.rng.chance(self.fail_percent) {
+        if self.rng.percent(self.fail_percent) {
             self.failures += 1;
             self.inflight.clear();
             for (session, env) in self.owner.commit_failed() {
@@ -217,7 +192,7 @@ impl Sim {
             return;
         }
         // Persistence may merge this group with the next into one commit.
-        let upto = if self.rng.chance(30) {
+        let upto = if self.rng.percent(30) {
             self.inflight.pop_front().unwrap_or(last)
         } else {
             last
@@ -353,7 +328,7 @@ impl Sim {
 
     /// A random mutation, made against what the client sees.
     fn random_mutation(&mut self, c: usize) -> Option<(Body, Intent)> {
-        let batch = self.rng.chance(15);
+        let batch = self.rng.percent(15);
         let count = if batch { 2 + self.rng.below(3) } else { 1 };
         let mut ops = Vec::new();
         let mut intent = Intent::default();
@@ -401,12 +376,12 @@ impl Sim {
         let roll = self.rng.below(100);
         if nodes.len() < 3 || roll < 12 {
             // Shared ids now and then, so creates race.
-            let id = if self.rng.chance(30) {
+            let id = if self.rng.percent(30) {
                 format!("n:shared-{}", self.rng.below(4))
             } else {
                 format!("n:{tag}-{}", self.rng.below(1000))
             };
-            let content = self.rng.chance(30).then(|| format!("[{tag}.init]"));
+            let content = self.rng.percent(30).then(|| format!("[{tag}.init]"));
             if let Some(text) = &content {
                 intent.replaced.push(id.clone());
                 intent.replacing.push((id.clone(), text.clone()));
@@ -444,7 +419,7 @@ impl Sim {
             30..=37 => {
                 let mut p = PropsPatch::new();
                 let key = format!("k{}", self.rng.below(3));
-                let value = if self.rng.chance(20) {
+                let value = if self.rng.percent(20) {
                     None
                 } else {
                     Some(PropValue::Number(self.rng.below(50) as f64))
@@ -466,7 +441,7 @@ impl Sim {
                 let text = node.content.clone().unwrap_or_default();
                 let total = text.chars().count() as u64;
                 let ms = markers(&text);
-                let op = if ms.is_empty() || self.rng.chance(65) {
+                let op = if ms.is_empty() || self.rng.percent(65) {
                     let at = *self.rng.pick(&boundaries(&text))?;
                     let marker = format!("[{tag}.{}]", self.rng.below(1000));
                     intent.inserted.push((node.id.clone(), marker.clone()));

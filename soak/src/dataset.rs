@@ -2,10 +2,9 @@
 //! all of it or a connected slice of it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use anyhow::{bail, Context as _};
+use gitmind_client::dataset::{DatasetError, Item, Reader};
 use gitmind_schema::model::{Edge, Node};
 
 /// Nodes and edges, each with the size of its JSON line (for batching).
@@ -24,36 +23,14 @@ pub struct Slice {
 ///
 /// # Errors
 /// The file cannot be read or a line is not a node or an edge.
-pub fn read(path: &Path, max_nodes: usize) -> anyhow::Result<Slice> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "zst") {
-        Box::new(BufReader::new(zstd::stream::read::Decoder::new(file)?))
-    } else {
-        Box::new(BufReader::new(file))
-    };
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Line {
-        node: Option<Node>,
-        edge: Option<Edge>,
-    }
+pub fn read(path: &Path, max_nodes: usize) -> Result<Slice, DatasetError> {
     let mut nodes = Vec::new();
     let mut edges = Vec::new();
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}", path.display(), number + 1))?;
-        match (parsed.node, parsed.edge) {
-            (Some(node), None) => nodes.push((node, line.len())),
-            (None, Some(edge)) => edges.push((edge, line.len())),
-            _ => bail!(
-                "{} line {}: not a node or an edge",
-                path.display(),
-                number + 1
-            ),
+    for line in Reader::open(path)? {
+        let line = line?;
+        match line.item {
+            Item::Node(node) => nodes.push((node, line.len)),
+            Item::Edge(edge) => edges.push((edge, line.len)),
         }
     }
     if max_nodes == 0 || nodes.len() <= max_nodes {

@@ -11,9 +11,8 @@ use gitmind_schema::message::{BatchOp, NodeUpdate, RollbackReason, SyncMode};
 use gitmind_schema::model::{Edge, Node, NodeSet, PropValue};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
+use gitmind_testkit::Rng;
 use hdrhistogram::Histogram;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -196,7 +195,7 @@ pub async fn writer(
     stop: CancellationToken,
 ) -> WriterReport {
     let user = client.identity().0;
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = Rng::new(seed);
     let mut report = WriterReport {
         index,
         confirm: histogram(),
@@ -211,7 +210,7 @@ pub async fn writer(
         skipped: 0,
     };
     let period = Duration::from_secs_f64(1.0 / rate);
-    let mut next = Instant::now() + period.mul_f64(rng.random::<f64>());
+    let mut next = Instant::now() + period.mul_f64(rng.unit());
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let (mut my_nodes, mut my_edges) = (Vec::new(), Vec::new());
     let mut counter = 0;
@@ -263,13 +262,13 @@ pub async fn writer(
 /// The mix: a third counter changes (the latency probe), the rest spread
 /// over every kind of change a person or Gonzai makes.
 fn pick(
-    rng: &mut StdRng,
+    rng: &mut Rng,
     counter: &mut u64,
     shared: &Shared,
     my_nodes: &[String],
     my_edges: &[String],
 ) -> Op {
-    match rng.random_range(0..100) {
+    match rng.below(100) {
         0..35 => {
             *counter += 1;
             Op::Counter(*counter)
@@ -278,7 +277,7 @@ fn pick(
         45..65 => Op::Text,
         65..73 => Op::Layout,
         73..83 => Op::EdgeCreate,
-        83..90 if !my_edges.is_empty() || (!shared.edges.is_empty() && rng.random_bool(0.3)) => {
+        83..90 if !my_edges.is_empty() || (!shared.edges.is_empty() && rng.chance(0.3)) => {
             Op::EdgeDelete
         }
         90..96 => Op::NodeCreate,
@@ -324,7 +323,7 @@ fn text_op(text: &str, delete: bool, at: f64, insert: &str) -> TextOp {
 #[allow(clippy::too_many_arguments)]
 fn build(
     op: Op,
-    rng: &mut StdRng,
+    rng: &mut Rng,
     shared: &Shared,
     user: &str,
     index: usize,
@@ -335,14 +334,14 @@ fn build(
 ) -> Change {
     // A third of the changes go to a few hot nodes, as when a team works on
     // one document: there concurrent changes meet and are merged.
-    let any_node = |rng: &mut StdRng| {
+    let any_node = |rng: &mut Rng| {
         let n = shared.node_ids.len();
-        let range = if rng.random_bool(1.0 / 3.0) {
+        let range = if rng.chance(1.0 / 3.0) {
             HOT_NODES.min(n)
         } else {
             n
         };
-        shared.node_ids[rng.random_range(0..range)].clone()
+        shared.node_ids[rng.below(range)].clone()
     };
     let update = |id: String, set: NodeSet| NodeUpdate {
         id,
@@ -376,8 +375,8 @@ fn build(
         Op::Text => {
             return Change::Text(
                 any_node(rng),
-                rng.random_bool(0.4),
-                rng.random(),
+                rng.chance(0.4),
+                rng.unit(),
                 format!(" [{user} {made}]"),
             )
         }
@@ -388,8 +387,8 @@ fn build(
                     BatchOp::NodeUpdate(update(
                         any_node(rng),
                         NodeSet {
-                            x: Some(rng.random_range(-1000.0..1000.0)),
-                            y: Some(rng.random_range(-1000.0..1000.0)),
+                            x: Some(rng.uniform(-1000.0..1000.0)),
+                            y: Some(rng.uniform(-1000.0..1000.0)),
                             ..NodeSet::default()
                         },
                     ))
@@ -421,7 +420,7 @@ fn build(
             // Its own edges first; else one of the starting graph's, which
             // may be gone already (then it is rolled back: not found).
             let id = my_edges.pop().unwrap_or_else(|| {
-                let e = &shared.edges[rng.random_range(0..shared.edges.len())];
+                let e = &shared.edges[rng.below(shared.edges.len())];
                 Edge::make_id(&e.source, &e.edge_type, &e.target)
             });
             Body::EdgeDelete(gitmind_schema::message::EdgeDelete {
@@ -448,7 +447,7 @@ fn build(
             );
         }
         Op::NodeDelete => Body::NodeDelete(gitmind_schema::message::NodeDelete {
-            id: my_nodes.swap_remove(rng.random_range(0..my_nodes.len())),
+            id: my_nodes.swap_remove(rng.below(my_nodes.len())),
             ..Default::default()
         }),
     };
@@ -603,7 +602,7 @@ pub async fn watch(
     seed: u64,
     stop: CancellationToken,
 ) -> u64 {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = Rng::new(seed);
     let mut state = client.state();
     let mut open = None;
     let mut lost = 0;
@@ -626,8 +625,8 @@ pub async fn watch(
             changed = state.changed() => if changed.is_err() { break },
             _ = cursor.tick() => {
                 if connected {
-                    let node = shared.node_ids[rng.random_range(0..shared.node_ids.len())].clone();
-                    let _ = client.cursor(rng.random_range(0.0..1000.0), rng.random_range(0.0..1000.0), Some(node)).await;
+                    let node = shared.node_ids[rng.below(shared.node_ids.len())].clone();
+                    let _ = client.cursor(rng.uniform(0.0..1000.0), rng.uniform(0.0..1000.0), Some(node)).await;
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! `gitmind-soak`: the soak test of ARCHITECTURE.md, "Measured, not
+//! `gitmind-soak`: the soak test of docs/architecture.md, "Measured, not
 //! assumed".
 //!
 //! It starts a fresh server from the same build, imports the real graph
@@ -17,7 +17,6 @@
 mod check;
 mod dataset;
 mod load;
-mod proxy;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,16 +30,14 @@ use gitmind_bench::server::{ServerUnderTest, Stop};
 use gitmind_client::import::Importer;
 use gitmind_client::{Client, ClientConfig, Codec, State};
 use gitmind_schema::model::Node;
+use gitmind_testkit::{Proxy, Rng};
 use hdrhistogram::Histogram;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::load::{FaultLog, ReaderReport, Shared, Who, WriterReport};
-use crate::proxy::Proxy;
 
 /// The graph the soak runs on.
 const GRAPH: &str = "soak";
@@ -57,7 +54,7 @@ struct Cli {
     #[arg(long, default_value_t = 60)]
     duration: u64,
     /// The dataset (JSON Lines, `.zst` for zstd).
-    #[arg(long, default_value = "../shared/datasets/debian-bookworm.jsonl.zst")]
+    #[arg(long, default_value_os_t = gitmind_testkit::default_dataset())]
     dataset: PathBuf,
     /// Nodes of the dataset to start from, a connected slice (0: all of it).
     #[arg(long, default_value_t = 2_000)]
@@ -201,7 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     anyhow::ensure!(cli.rate > 0.0, "--rate must be above 0");
     anyhow::ensure!(cli.slow <= cli.readers, "--slow cannot be above --readers");
     let seed = cli.seed.unwrap_or_else(rand::random);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = Rng::new(seed);
     let machine = Machine::describe();
     println!("gitmind-soak: seed {seed}; {}", machine.line());
 
@@ -280,7 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             i,
             client.clone(),
             shared.clone(),
-            rng.random(),
+            rng.next_u64(),
             stop_events.clone(),
         ));
     }
@@ -292,7 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             client.clone(),
             shared.clone(),
             cli.rate,
-            rng.random(),
+            rng.next_u64(),
             stop_load.clone(),
         ));
     }
@@ -463,7 +460,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 /// (exponential gaps), restarts evenly spread.
 async fn inject(
     cli: &Cli,
-    rng: &mut StdRng,
+    rng: &mut Rng,
     server: &mut ServerUnderTest,
     normal: &Proxy,
     slow: &Proxy,
@@ -472,9 +469,9 @@ async fn inject(
 ) -> anyhow::Result<Faults> {
     let start = Instant::now();
     let end = start + Duration::from_secs(cli.duration);
-    let gap = |rng: &mut StdRng, mean: f64| {
+    let gap = |rng: &mut Rng, mean: f64| {
         if mean > 0.0 {
-            Duration::from_secs_f64(-mean * (1.0 - rng.random::<f64>()).ln())
+            Duration::from_secs_f64(-mean * (1.0 - rng.unit()).ln())
         } else {
             Duration::from_secs(u64::from(u32::MAX))
         }
@@ -543,7 +540,7 @@ async fn inject(
         }
         if now >= next_cut {
             next_cut = now + gap(rng, cli.cut_every);
-            let proxy = if rng.random_range(0..clients.len()) < cli.slow {
+            let proxy = if rng.below(clients.len()) < cli.slow {
                 slow
             } else {
                 normal
@@ -552,7 +549,7 @@ async fn inject(
         }
         if now >= next_stall {
             next_stall = now + gap(rng, stall_every);
-            let time = Duration::from_millis(rng.random_range(500..4_000));
+            let time = Duration::from_millis(500 + rng.below(3_500) as u64);
             faults.stalls += u64::from(slow.stall_one(rng, time));
         }
     }

@@ -4,11 +4,12 @@
 //! reason when the change is rolled back.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+use gitmind_client::dataset::{Item, Reader};
 use gitmind_client::import::Importer;
 use gitmind_client::{Client, ClientConfig, Codec, Event, Outcome, State};
 use gitmind_schema::message::{
@@ -33,7 +34,7 @@ struct Cli {
     /// The user to act as (local mode).
     #[arg(long, global = true, env = "GITMIND_USER")]
     user: Option<String>,
-    /// The wire codec.
+    /// The wire codec: `bin` or `json`.
     #[arg(long, global = true, default_value = "bin")]
     codec: Codec,
     #[command(subcommand)]
@@ -550,41 +551,18 @@ async fn import(config: ClientConfig, file: &Path) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    let counted = progress.wrap_read(opened);
-    let reader: Box<dyn BufRead> = if file.extension().is_some_and(|e| e == "zst") {
-        Box::new(BufReader::new(zstd::stream::read::Decoder::new(counted)?))
-    } else {
-        Box::new(BufReader::new(counted))
-    };
+    let reader = Reader::new(file, progress.wrap_read(opened))?;
     let (client, _events) = Client::connect(config).await.context("cannot connect")?;
     let mut importer = Importer::new(client.clone());
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
+    for line in reader {
+        let line = line?;
+        match line.item {
+            Item::Node(node) => importer.node(node, line.len).await?,
+            Item::Edge(edge) => importer.edge(edge, line.len).await?,
         }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Line {
-            node: Option<Node>,
-            edge: Option<Edge>,
-        }
-        let parsed: Line = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "line {}: expected {{\"node\": ...}} or {{\"edge\": ...}}",
-                number + 1
-            )
-        })?;
-        match (parsed.node, parsed.edge) {
-            (Some(node), None) => importer.node(node, line.len()).await?,
-            (None, Some(edge)) => importer.edge(edge, line.len()).await?,
-            _ => bail!(
-                "line {}: expected exactly one of \"node\" or \"edge\"",
-                number + 1
-            ),
-        }
-        if number % 1000 == 0 {
-            let (nodes, edges) = importer.counts();
+        let (nodes, edges) = importer.counts();
+        // The first line and every thousandth.
+        if (nodes + edges) % 1000 == 1 {
             progress.set_message(format!("{nodes} nodes, {edges} edges"));
         }
     }

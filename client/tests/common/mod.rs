@@ -1,16 +1,12 @@
-//! Helpers of the client's end-to-end tests: a real server on port 0, and
-//! a TCP proxy in front of it that a test can cut.
+//! Helpers of the client's end-to-end tests: a real server on port 0 (the
+//! TCP proxy in front of it that a test can cut is `gitmind_testkit::Proxy`).
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gitmind_client::{Client, ClientConfig, Codec, Events, State};
 use gitmind_server::{Config, Server};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -129,72 +125,4 @@ pub async fn until_state(client: &Client, what: &str, pred: impl Fn(&State) -> b
     })
     .await
     .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"));
-}
-
-/// A TCP proxy whose connections can all be cut at once, and which can
-/// refuse new ones for a while.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    paused: Arc<AtomicBool>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let registry = links.clone();
-        let paused = Arc::new(AtomicBool::new(false));
-        let refusing = paused.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if refusing.load(Ordering::Acquire) {
-                    continue;
-                }
-                let link = tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-                registry.lock().unwrap().push(link);
-            }
-        });
-        Proxy {
-            addr,
-            links,
-            paused,
-            accept,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-
-    /// Cuts every connection and refuses new ones until [`Proxy::resume`].
-    pub fn pause(&self) {
-        self.paused.store(true, Ordering::Release);
-        self.cut();
-    }
-
-    pub fn resume(&self) {
-        self.paused.store(false, Ordering::Release);
-    }
-
-    /// Drops every connection through the proxy, as a network failure would.
-    pub fn cut(&self) {
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
 }

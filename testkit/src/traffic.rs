@@ -1,128 +1,52 @@
 //! Realistic protocol traffic made from a real graph, for the zstd
-//! dictionary trainer (`examples/train_dict.rs`), the codec benchmarks and
-//! size reports, and load generators.
+//! dictionary trainer (`schema/examples/train_dict.rs`), the codec
+//! benchmarks and size reports.
 //!
-//! Nothing here touches a file: [`read_dataset`] reads the JSON Lines of
-//! `shared/datasets/debian-bookworm.jsonl.zst` (after decompression) from
-//! any reader, and [`Traffic`] turns the nodes and edges into messages of
+//! [`Traffic`] turns the nodes and edges of a [`Dataset`] into messages of
 //! every kind a live session sees, from a seed, so that the same seed gives
-//! the same messages on every machine.
+//! the same messages on every machine. The dataset comes from
+//! [`read_dataset`] (the client's one dataset reader, with limits) or,
+//! where the file may be missing, [`builtin_dataset`].
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::path::Path;
 
-use serde::Deserialize;
+use gitmind_client::dataset::{Item, Reader};
+use gitmind_schema::message::*;
+use gitmind_schema::model::{
+    Edge, EdgeSet, Node, NodeSet, PropValue, Props, PropsPatch, TextEdits,
+};
+use gitmind_schema::ot::TextOp;
 
-use crate::message::*;
-use crate::model::{Edge, EdgeSet, Node, NodeSet, PropValue, Props, PropsPatch, TextEdits};
-use crate::ot::TextOp;
+pub use gitmind_client::dataset::{Dataset, DatasetError};
 
-/// A small, fast, portable random number generator (SplitMix64), so that
-/// samples do not depend on the `rand` crate's version.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+use crate::rng::Rng;
 
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        // The remainder is below `n`, which is a usize.
-        usize::try_from(self.next_u64() % n as u64).unwrap_or(0)
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// A number in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        // 53 random bits: exact in an f64.
-        #[allow(clippy::cast_precision_loss)]
-        let bits = (self.next_u64() >> 11) as f64;
-        bits / (1u64 << 53) as f64
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        items.get(self.below(items.len()))
-    }
-
-    /// `n` lowercase hex digits.
-    pub fn hex(&mut self, n: usize) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        (0..n).map(|_| char::from(DIGITS[self.below(16)])).collect()
-    }
-}
-
-/// The nodes and edges of a dataset.
-#[derive(Debug, Clone, Default)]
-pub struct Dataset {
-    /// The nodes, in file order.
-    pub nodes: Vec<Node>,
-    /// The edges, in file order.
-    pub edges: Vec<Edge>,
-}
-
-/// One line of the dataset: a node or an edge.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    #[serde(default)]
-    node: Option<Node>,
-    #[serde(default)]
-    edge: Option<Edge>,
-}
-
-/// Reads a dataset in the JSON Lines form of `shared/datasets/README.md`
-/// (already decompressed), keeping at most `max_nodes` nodes and
-/// `max_edges` edges.
+/// Reads the dataset at `path`, keeping the first `max_nodes` nodes and
+/// stopping at the edge after the first `max_edges` edges: a sample of the
+/// real graph that is quick to read.
 ///
 /// # Errors
-/// A read error, or a line that is not a node or an edge (`InvalidData`).
+/// The file cannot be read, or a line is not a node or an edge.
 pub fn read_dataset(
-    reader: impl BufRead,
+    path: impl AsRef<Path>,
     max_nodes: usize,
     max_edges: usize,
-) -> std::io::Result<Dataset> {
+) -> Result<Dataset, DatasetError> {
     let mut data = Dataset::default();
-    for (number, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("line {}: {e}", number + 1),
-            )
-        })?;
-        if let Some(node) = parsed.node {
-            if data.nodes.len() < max_nodes {
-                data.nodes.push(node);
+    for line in Reader::open(path)? {
+        match line?.item {
+            Item::Node(node) => {
+                if data.nodes.len() < max_nodes {
+                    data.nodes.push(node);
+                }
             }
-        }
-        if let Some(edge) = parsed.edge {
-            if data.edges.len() >= max_edges {
-                break;
+            Item::Edge(edge) => {
+                if data.edges.len() >= max_edges {
+                    break;
+                }
+                data.edges.push(edge);
             }
-            data.edges.push(edge);
         }
     }
     Ok(data)
@@ -771,7 +695,7 @@ impl<'a> Traffic<'a> {
                         user_id: user,
                         index: None,
                     }],
-                    resolution: crate::model::Resolution {
+                    resolution: gitmind_schema::model::Resolution {
                         label,
                         ..Default::default()
                     },
@@ -958,10 +882,10 @@ mod tests {
         for &(kind, _) in MIX {
             for _ in 0..20 {
                 let env = t.message_of(kind);
-                let text = crate::json::encode(&env);
-                let back = crate::json::decode_one(
+                let text = gitmind_schema::json::encode(&env);
+                let back = gitmind_schema::json::decode_one(
                     std::str::from_utf8(&text).unwrap(),
-                    &crate::Limits::default(),
+                    &gitmind_schema::Limits::default(),
                 );
                 assert_eq!(back.unwrap(), env, "{kind:?}");
             }
@@ -969,10 +893,27 @@ mod tests {
     }
 
     #[test]
-    fn reads_dataset_lines() {
-        let text = "{\"node\": {\"id\": \"pkg:a\", \"label\": \"A\"}}\n{\"edge\": {\"source\": \"pkg:a\", \"type\": \"depends-on\", \"target\": \"pkg:b\"}}\n";
-        let data = read_dataset(text.as_bytes(), 10, 10).unwrap();
-        assert_eq!((data.nodes.len(), data.edges.len()), (1, 1));
-        assert!(read_dataset("{\"nope\": 1}\n".as_bytes(), 10, 10).is_err());
+    fn reads_a_sample_of_a_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let node = |id: &str| format!("{{\"node\": {{\"id\": \"{id}\"}}}}\n");
+        let edge = |t: &str| {
+            format!("{{\"edge\": {{\"source\": \"a\", \"type\": \"t\", \"target\": \"{t}\"}}}}\n")
+        };
+        let text = [
+            node("a"),
+            node("b"),
+            node("c"),
+            edge("b"),
+            edge("c"),
+            edge("d"),
+        ]
+        .concat();
+        std::fs::write(&path, text + "not json\n").unwrap();
+        let data = read_dataset(&path, 2, 2).unwrap();
+        let ids: Vec<&str> = data.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(data.edges.len(), 2, "and stops before the bad line");
+        assert!(read_dataset(&path, 10, 10).is_err());
     }
 }

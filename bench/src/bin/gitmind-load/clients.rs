@@ -1,0 +1,62 @@
+//! What every scenario does with its connections: the codec of each,
+//! reading the whole `graph.sync`, and waiting for connects in flight.
+
+use anyhow::{bail, Context as _};
+use gitmind_bench::conn::{Codec, Conn};
+use gitmind_schema::message::GraphSync;
+use gitmind_schema::Body;
+use tokio::sync::Semaphore;
+
+use crate::Args;
+
+/// The codec of the i-th connection.
+pub fn codec_of(args: &Args, i: usize) -> Codec {
+    args.codec.unwrap_or(if i % 2 == 0 {
+        Codec::Binary
+    } else {
+        Codec::Json
+    })
+}
+
+/// Reads messages until a complete `graph.sync` (all chunks) arrived;
+/// what came after it in the same frame is left for the next `recv`.
+pub async fn read_sync(conn: &mut Conn) -> anyhow::Result<GraphSync> {
+    let mut whole: Option<GraphSync> = None;
+    loop {
+        let Some(batch) = conn.recv().await? else {
+            bail!("closed before graph.sync")
+        };
+        for (i, envelope) in batch.iter().enumerate() {
+            let Body::GraphSync(part) = &envelope.body else {
+                continue;
+            };
+            let part = part.clone();
+            let last = part.is_last_chunk();
+            match &mut whole {
+                None => whole = Some(part),
+                Some(w) => {
+                    w.nodes
+                        .get_or_insert_with(Vec::new)
+                        .extend(part.nodes.unwrap_or_default());
+                    w.edges
+                        .get_or_insert_with(Vec::new)
+                        .extend(part.edges.unwrap_or_default());
+                    w.events
+                        .get_or_insert_with(Vec::new)
+                        .extend(part.events.unwrap_or_default());
+                }
+            }
+            if last {
+                conn.unread(&batch[i + 1..]);
+                return whole.context("no sync");
+            }
+        }
+    }
+}
+
+/// Waits until every permit is back: all connections in flight are done.
+pub async fn wait_all_ready(limit: &Semaphore, permits: u32) {
+    if let Ok(all) = limit.acquire_many(permits).await {
+        drop(all);
+    }
+}

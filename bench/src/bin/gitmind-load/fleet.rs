@@ -1,0 +1,411 @@
+//! The writers and subscribers of the fan-out scenarios (`fanout`,
+//! `ramp`): connecting them to one graph, and driving the writers on a
+//! fixed schedule while the subscribers measure write -> delivery.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use gitmind_bench::conn::{self, Codec, Conn};
+use gitmind_bench::report::Percentiles;
+use gitmind_schema::message::{NodeCreate, NodeUpdate, SystemHeartbeat};
+use gitmind_schema::model::{Node, NodeSet};
+use gitmind_schema::{binary, json, Body, Envelope, Limits};
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clients::{codec_of, read_sync};
+use crate::Args;
+
+/// The writers and subscribers of the fan-out scenarios.
+pub struct Fleet {
+    /// Write -> delivery latency, at every subscriber.
+    delivery: Arc<Mutex<Histogram<u64>>>,
+    /// Write -> confirmation latency, at writers.
+    confirm: Arc<Mutex<Histogram<u64>>>,
+    received: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    duplicates: Arc<AtomicU64>,
+    confirmed: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    /// How far behind schedule each send went out (µs): tokio's 1 ms
+    /// timer adds up to about a millisecond; more is the generator's own
+    /// saturation.
+    send_lag: Arc<Mutex<Histogram<u64>>>,
+    writers: Vec<Writer>,
+    /// The runtime that writers send and read confirmations on: a thread
+    /// of their own, so that a busy subscriber side cannot delay a send
+    /// past its schedule.
+    writer_runtime: tokio::runtime::Handle,
+    start: Instant,
+}
+
+/// A single-threaded runtime on a thread of its own, which lives as long
+/// as the process.
+fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
+}
+
+/// A writer's connection, between runs of [`drive`].
+struct Writer {
+    sink: futures_util::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        Message,
+    >,
+    codec: Codec,
+    node: String,
+    seq: Arc<AtomicU64>,
+}
+
+/// A send this far (µs) behind its schedule shows a saturated generator.
+const SATURATED_LAG_US: u64 = 5_000;
+
+pub fn histogram() -> Arc<Mutex<Histogram<u64>>> {
+    // Up to 100 s in microseconds, 3 significant digits; never fails for these bounds.
+    #[allow(clippy::expect_used)]
+    Arc::new(Mutex::new(
+        Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
+    ))
+}
+
+/// Connects subscribers and writers to one graph; writers create their node.
+pub async fn connect(
+    args: &Args,
+    addr: SocketAddr,
+    subscribers: usize,
+    writers: usize,
+) -> anyhow::Result<Fleet> {
+    let graph = format!("fanout-{}", rand::random::<u32>());
+    let start = Instant::now();
+    let mut fleet = Fleet {
+        delivery: histogram(),
+        confirm: histogram(),
+        received: Arc::new(AtomicU64::new(0)),
+        lost: Arc::new(AtomicU64::new(0)),
+        duplicates: Arc::new(AtomicU64::new(0)),
+        confirmed: Arc::new(AtomicU64::new(0)),
+        sent: Arc::new(AtomicU64::new(0)),
+        send_lag: histogram(),
+        writers: Vec::new(),
+        writer_runtime: dedicated_runtime("load-writers")?,
+        start,
+    };
+    let limit = Arc::new(Semaphore::new(128));
+    let mut joins = Vec::new();
+    for i in 0..subscribers {
+        let permit = limit.clone().acquire_owned().await?;
+        let codec = codec_of(args, i);
+        let path = format!("/v1/graphs/{graph}?user=sub{i}");
+        let (delivery, received, lost, duplicates) = (
+            fleet.delivery.clone(),
+            fleet.received.clone(),
+            fleet.lost.clone(),
+            fleet.duplicates.clone(),
+        );
+        joins.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
+            let sync = read_sync(&mut conn).await?;
+            drop(permit);
+            let mut last = sync.seq.unwrap_or(0);
+            tokio::spawn(async move {
+                let mut local = Vec::with_capacity(1024);
+                while let Ok(Some(batch)) = conn.recv().await {
+                    let now = start.elapsed().as_micros() as u64;
+                    for e in batch.iter() {
+                        if let Body::SystemHeartbeat(_) = e.body {
+                            let _ = conn
+                                .send(&Envelope::new(
+                                    "hb",
+                                    Body::SystemHeartbeat(SystemHeartbeat::default()),
+                                ))
+                                .await;
+                            continue;
+                        }
+                        let Some(seq) = e.seq else { continue };
+                        if seq <= last {
+                            duplicates.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        if seq > last + 1 {
+                            lost.fetch_add(seq - last - 1, Relaxed);
+                        }
+                        last = seq;
+                        if let Body::NodeUpdate(u) = &e.body {
+                            if let Some(x) = u.set.as_ref().and_then(|s| s.x) {
+                                local.push(now.saturating_sub(x as u64).max(1));
+                            }
+                        }
+                    }
+                    if !local.is_empty() {
+                        received.fetch_add(local.len() as u64, Relaxed);
+                        if let Ok(mut h) = delivery.lock() {
+                            for v in local.drain(..) {
+                                let _ = h.record(v);
+                            }
+                        }
+                    }
+                }
+            });
+            anyhow::Ok(())
+        }));
+    }
+    for join in joins {
+        join.await??;
+    }
+    for w in 0..writers {
+        let i = subscribers + w;
+        let codec = codec_of(args, i);
+        let (graph, confirm, confirmed) = (
+            graph.clone(),
+            fleet.confirm.clone(),
+            fleet.confirmed.clone(),
+        );
+        let writer = fleet.writer_runtime.spawn(async move {
+            let mut conn = Conn::connect(
+                addr,
+                Some(conn::source_addr(i)),
+                &format!("/v1/graphs/{graph}?user=writer{w}"),
+                codec,
+            )
+            .await?;
+            let sync = read_sync(&mut conn).await?;
+            let node = format!("load:writer-{w}");
+            let create = Envelope::new(
+                format!("create-{w}"),
+                Body::NodeCreate(NodeCreate {
+                    base_seq: Some(sync.seq.unwrap_or(0)),
+                    node: Node {
+                        id: node.clone(),
+                        label: Some(format!("writer {w}")),
+                        ..Node::default()
+                    },
+                    commit: None,
+                }),
+            );
+            conn.send(&create).await?;
+            let seq = Arc::new(AtomicU64::new(sync.seq.unwrap_or(0)));
+            let (sink, mut stream) = conn.ws.split();
+            let seq_seen = seq.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = stream.next().await {
+                    let now = start.elapsed().as_micros() as u64;
+                    let decoded = match message {
+                        Message::Text(t) => json::decode(t.as_str(), &Limits::default()),
+                        Message::Binary(b) => binary::decode(&b, &Limits::default()),
+                        _ => continue,
+                    };
+                    let Ok(batch) = decoded else { continue };
+                    for e in batch.into_iter().flatten() {
+                        if let Some(s) = e.seq {
+                            seq_seen.fetch_max(s, Relaxed);
+                        }
+                        if let Body::UpdateConfirmed(c) = &e.body {
+                            // Mutation ids are "u-{scheduled µs}".
+                            if let Some(at) = c
+                                .reference
+                                .strip_prefix("u-")
+                                .and_then(|v| v.parse::<u64>().ok())
+                            {
+                                confirmed.fetch_add(1, Relaxed);
+                                if let Ok(mut h) = confirm.lock() {
+                                    let _ = h.record(now.saturating_sub(at).max(1));
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            anyhow::Ok(Writer {
+                sink,
+                codec,
+                node,
+                seq,
+            })
+        });
+        fleet.writers.push(writer.await??);
+    }
+    // Let the creates commit and the join storm settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(fleet)
+}
+
+/// Runs writers on a fixed schedule at `rate` per writer per second for
+/// `duration`, then waits for deliveries to drain.
+pub async fn drive(
+    fleet: &mut Fleet,
+    rate: f64,
+    duration: Duration,
+    subscribers: usize,
+) -> StepResult {
+    let (received0, lost0, dup0, sent0, confirmed0) = (
+        fleet.received.load(Relaxed),
+        fleet.lost.load(Relaxed),
+        fleet.duplicates.load(Relaxed),
+        fleet.sent.load(Relaxed),
+        fleet.confirmed.load(Relaxed),
+    );
+    for h in [&fleet.delivery, &fleet.confirm, &fleet.send_lag] {
+        if let Ok(mut h) = h.lock() {
+            h.reset();
+        }
+    }
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let began = Instant::now();
+    let mut handles = Vec::new();
+    for (w, writer) in fleet.writers.drain(..).enumerate() {
+        let (start, sent, lag) = (fleet.start, fleet.sent.clone(), fleet.send_lag.clone());
+        // Writers start staggered over one period so they do not send in lockstep.
+        let offset = period.mul_f64(w as f64 / 16.0 % 1.0);
+        handles.push(fleet.writer_runtime.spawn(async move {
+            let mut writer = writer;
+            let first = tokio::time::Instant::from_std(began) + offset;
+            let mut k = 0u32;
+            loop {
+                let scheduled = first + period * k;
+                if scheduled.duration_since(tokio::time::Instant::from_std(began)) >= duration {
+                    break;
+                }
+                tokio::time::sleep_until(scheduled).await;
+                let behind = tokio::time::Instant::now().duration_since(scheduled);
+                if let Ok(mut h) = lag.lock() {
+                    let _ = h.record((behind.as_micros() as u64).max(1));
+                }
+                let at = scheduled.into_std().duration_since(start).as_micros() as u64;
+                let update = Envelope::new(
+                    format!("u-{at}"),
+                    Body::NodeUpdate(NodeUpdate {
+                        base_seq: Some(writer.seq.load(Relaxed)),
+                        id: writer.node.clone(),
+                        set: Some(NodeSet {
+                            x: Some(at as f64),
+                            ..NodeSet::default()
+                        }),
+                        ..NodeUpdate::default()
+                    }),
+                );
+                let message = match writer.codec {
+                    Codec::Binary => Message::Binary(binary::encode(&update)),
+                    Codec::Json => match json::encode(&update).try_into() {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => break,
+                    },
+                };
+                if writer.sink.send(message).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Relaxed);
+                k += 1;
+            }
+            writer
+        }));
+    }
+    for handle in handles {
+        if let Ok(writer) = handle.await {
+            fleet.writers.push(writer);
+        }
+    }
+    let sent = fleet.sent.load(Relaxed) - sent0;
+    let expected = sent * subscribers as u64;
+    // Drain: wait until every delivery arrived or nothing moved for 5 s.
+    let mut last = 0;
+    let mut still = Instant::now();
+    while fleet.received.load(Relaxed) - received0 < expected
+        && still.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = fleet.received.load(Relaxed);
+        if now != last {
+            last = now;
+            still = Instant::now();
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let received = fleet.received.load(Relaxed) - received0;
+    let delivery = fleet.delivery.lock().map(|h| h.clone()).ok();
+    let confirm = fleet.confirm.lock().map(|h| h.clone()).ok();
+    let send_lag = fleet.send_lag.lock().map(|h| h.clone()).ok();
+    StepResult {
+        rate_total: rate * fleet.writers.len() as f64,
+        sent,
+        confirmed: fleet.confirmed.load(Relaxed) - confirmed0,
+        expected,
+        received,
+        lost: (fleet.lost.load(Relaxed) - lost0).max(expected.saturating_sub(received)),
+        duplicates: fleet.duplicates.load(Relaxed) - dup0,
+        deliveries_per_sec: received as f64 / duration.as_secs_f64().min(elapsed),
+        delivery,
+        confirm,
+        send_lag,
+    }
+}
+
+/// What one run of [`drive`] measured.
+pub struct StepResult {
+    /// Updates per second over all writers.
+    pub rate_total: f64,
+    /// Updates sent.
+    pub sent: u64,
+    /// Updates confirmed.
+    pub confirmed: u64,
+    /// Deliveries expected: every update at every subscriber.
+    pub expected: u64,
+    /// Deliveries received.
+    pub received: u64,
+    /// Deliveries that never came.
+    pub lost: u64,
+    /// Deliveries that came more than once.
+    pub duplicates: u64,
+    /// Deliveries per second over all subscribers.
+    pub deliveries_per_sec: f64,
+    /// Write -> delivery, microseconds.
+    pub delivery: Option<Histogram<u64>>,
+    /// Write -> confirmation, microseconds.
+    pub confirm: Option<Histogram<u64>>,
+    /// How far behind schedule sends went out, microseconds.
+    pub send_lag: Option<Histogram<u64>>,
+}
+
+impl StepResult {
+    /// Write -> delivery.
+    pub fn latency(&self) -> Percentiles {
+        self.delivery
+            .as_ref()
+            .map(Percentiles::of)
+            .unwrap_or_default()
+    }
+
+    /// How far behind schedule sends went out.
+    pub fn send_lag(&self) -> Percentiles {
+        self.send_lag
+            .as_ref()
+            .map(Percentiles::of)
+            .unwrap_or_default()
+    }
+
+    /// Whether the generator fell behind its own schedule: more than 1% of
+    /// the sends went out over 5 ms late (tokio's timer alone accounts
+    /// for up to about 1 ms).
+    pub fn generator_saturated(&self) -> bool {
+        self.send_lag.as_ref().is_some_and(|h| {
+            h.count_between(SATURATED_LAG_US, h.max().max(SATURATED_LAG_US)) * 100 > h.len()
+        })
+    }
+
+    /// Write -> confirmation.
+    pub fn confirm_latency(&self) -> Percentiles {
+        self.confirm
+            .as_ref()
+            .map(Percentiles::of)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,181 @@
+//! `gitmind-load`: the load generator that reproduces Gitmind live's
+//! performance targets (docs/architecture.md, "Measured, not assumed").
+//!
+//! By default it starts a fresh `gitmind-server` from the same build with
+//! its own data directory and measures that process; `--server URL
+//! --server-pid PID` measures one already running. Every run prints a
+//! summary and writes JSON and Markdown (with SVG plots) into
+//! `perf-reports/`. Latency is measured from the time a message was
+//! *scheduled* to be sent, so a stall in the generator or the server cannot
+//! hide (no coordinated omission).
+//!
+//! One module per scenario: `idle`, `fanout`, `ramp` and `reconnect`;
+//! `fleet` holds the writers and subscribers that fan-out and ramp share,
+//! `clients` what every scenario does with its connections, and `result`
+//! the JSON result they all write. This file is the command line.
+
+mod clients;
+mod fanout;
+mod fleet;
+mod idle;
+mod ramp;
+mod reconnect;
+mod result;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gitmind_bench::conn::Codec;
+use gitmind_bench::machine::Machine;
+use gitmind_bench::procstat::CpuMeter;
+use gitmind_bench::report::{self, Markdown};
+use gitmind_bench::server::ServerUnderTest;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator for Gitmind live")]
+struct Args {
+    /// Codec of every connection (default: half binary, half JSON).
+    #[arg(long, global = true)]
+    codec: Option<Codec>,
+    /// How long to measure, in seconds.
+    #[arg(long, global = true, default_value_t = 30)]
+    duration: u64,
+    /// Also write the JSON result here.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
+    /// Measure this running server (`ws://HOST:PORT`) instead of starting one.
+    #[arg(long, global = true, requires = "server_pid")]
+    server: Option<String>,
+    /// The process id of `--server`, for its memory and CPU.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Extra arguments for the server this program starts.
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Report file name (default: `load-SCENARIO`).
+    #[arg(long, global = true)]
+    report: Option<String>,
+    /// Generator threads that receive (writers send on a thread of their own).
+    #[arg(long, global = true, default_value_t = 2)]
+    threads: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Scenario {
+    /// Open N connections and hold them: memory per connection, CPU, idle bandwidth.
+    Idle {
+        /// Connections to hold.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Connections per graph (sessions in one graph see each other's presence).
+        #[arg(long, default_value_t = 100)]
+        per_graph: usize,
+    },
+    /// W writers at R updates/s each, S subscribers; write-to-delivery latency.
+    Fanout {
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Writers.
+        #[arg(long, default_value_t = 10)]
+        writers: usize,
+        /// Updates per second per writer.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+    },
+    /// Raise the rate step by step until p99 passes 100 ms or anything is lost.
+    Ramp {
+        /// Subscribers.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Writers.
+        #[arg(long, default_value_t = 10)]
+        writers: usize,
+        /// First total rate (updates/s over all writers).
+        #[arg(long, default_value_t = 500.0)]
+        start: f64,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5)]
+        step: u64,
+    },
+    /// All clients lose their connection at once (server restart); time to resume.
+    Reconnect {
+        /// Clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // 10,000 connections need more than the usual 1,024 descriptors.
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut server = match (&args.server, args.server_pid) {
+        (Some(url), Some(pid)) => {
+            let addr = url
+                .trim_start_matches("ws://")
+                .trim_end_matches('/')
+                .parse()
+                .context("--server must be ws://HOST:PORT")?;
+            ServerUnderTest::attach(addr, pid)
+        }
+        _ => ServerUnderTest::start(&args.server_args).await?,
+    };
+    let machine = Machine::describe();
+    let generator = CpuMeter::start(std::process::id());
+    let (name, mut result, mut md) = match args.scenario.clone() {
+        Scenario::Idle {
+            connections,
+            per_graph,
+        } => idle::run(&args, &server, connections, per_graph).await?,
+        Scenario::Fanout {
+            subscribers,
+            writers,
+            rate,
+        } => fanout::run(&args, &server, subscribers, writers, rate).await?,
+        Scenario::Ramp {
+            subscribers,
+            writers,
+            start,
+            step,
+        } => ramp::run(&args, &server, subscribers, writers, start, step).await?,
+        Scenario::Reconnect { clients } => reconnect::run(&args, &mut server, clients).await?,
+    };
+    result.generator_cpu_percent = generator.percent();
+    result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;
+    result.codec = args
+        .codec
+        .map_or("mixed".into(), |c| format!("{c:?}").to_lowercase());
+    let mut report = Markdown::new(&format!("gitmind-load {name}"), &machine);
+    report.push(&std::mem::take(&mut md));
+    report.push(&format!(
+        "\ngenerator CPU: {:.1}% of one core{}\n",
+        result.generator_cpu_percent,
+        if result.generator_saturated {
+            " (SATURATED: the figures are bounded by the generator)"
+        } else {
+            ""
+        }
+    ));
+    let dir = report::reports_dir();
+    let file = args
+        .report
+        .clone()
+        .unwrap_or_else(|| format!("load-{name}"));
+    report.write(&dir, &file, &result, args.json.as_deref())?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    println!("report: {}", dir.join(format!("{file}.md")).display());
+    server.stop().await;
+    Ok(())
+}
