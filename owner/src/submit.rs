@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gitmind_schema::message::{
-    BatchOp, BatchUpdate, RollbackReason, UpdateConfirmed, UpdateConflictResolved, UpdateRollback,
+    BatchUpdate, RollbackReason, UpdateConfirmed, UpdateConflictResolved, UpdateRollback,
 };
 use gitmind_schema::model::{OpResolution, Resolution};
 use gitmind_schema::{Body, Envelope};
@@ -340,7 +340,7 @@ impl Owner {
             })
         } else {
             match events.pop() {
-                Some(op) => body_of_op(op),
+                Some(op) => Body::from(op),
                 None => Body::BatchUpdate(BatchUpdate::default()),
             }
         };
@@ -459,18 +459,6 @@ pub(crate) fn op_of_body(body: &Body) -> Option<OpRef<'_>> {
         Body::EdgeDelete(o) => OpRef::EdgeDelete(o),
         _ => return None,
     })
-}
-
-/// The body of a single event op.
-fn body_of_op(op: BatchOp) -> Body {
-    match op {
-        BatchOp::NodeCreate(o) => Body::NodeCreate(o),
-        BatchOp::NodeUpdate(o) => Body::NodeUpdate(o),
-        BatchOp::NodeDelete(o) => Body::NodeDelete(o),
-        BatchOp::EdgeCreate(o) => Body::EdgeCreate(o),
-        BatchOp::EdgeUpdate(o) => Body::EdgeUpdate(o),
-        BatchOp::EdgeDelete(o) => Body::EdgeDelete(o),
-    }
 }
 
 /// A batch's writes with each entity once, at its final state, in the order

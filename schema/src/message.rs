@@ -386,6 +386,20 @@ pub enum BatchOp {
     EdgeDelete(EdgeDelete),
 }
 
+impl From<BatchOp> for Body {
+    /// The op as a message of its own.
+    fn from(op: BatchOp) -> Body {
+        match op {
+            BatchOp::NodeCreate(o) => Body::NodeCreate(o),
+            BatchOp::NodeUpdate(o) => Body::NodeUpdate(o),
+            BatchOp::NodeDelete(o) => Body::NodeDelete(o),
+            BatchOp::EdgeCreate(o) => Body::EdgeCreate(o),
+            BatchOp::EdgeUpdate(o) => Body::EdgeUpdate(o),
+            BatchOp::EdgeDelete(o) => Body::EdgeDelete(o),
+        }
+    }
+}
+
 /// `batch.update`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

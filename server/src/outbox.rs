@@ -279,8 +279,8 @@ impl Outbox {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::sync_stream::test_snapshot;
     use gitmind_schema::message::CursorMove;
-    use gitmind_schema::model::Node;
     use gitmind_schema::{json, Body};
 
     fn outbox(max: usize) -> Outbox {
@@ -362,26 +362,8 @@ mod tests {
     #[test]
     fn a_sync_larger_than_the_queue_limit_streams_without_turning_slow() {
         let out = outbox(64 * 1024);
-        let nodes: Vec<Arc<Node>> = (0..3000)
-            .map(|i| {
-                Arc::new(Node {
-                    id: format!("n:{i}"),
-                    content: Some("x".repeat(500)),
-                    ..Node::default()
-                })
-            })
-            .collect();
         out.push_shared(Bytes::from_static(b"{}"), 1);
-        out.push_sync(
-            SyncData::Snapshot {
-                epoch: "e".into(),
-                seq: 9,
-                nodes: nodes.into(),
-                edges: Vec::new().into(),
-            },
-            Vec::new(),
-            25_000,
-        );
+        out.push_sync(test_snapshot(3000), Vec::new(), 25_000);
         out.push_shared(Bytes::from_static(b"{\"after\":1}"), 10);
         assert!(
             !out.slow.get(),

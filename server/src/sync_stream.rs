@@ -183,6 +183,26 @@ fn presence_size(p: &PresenceState) -> usize {
     2 * text + 256
 }
 
+/// A snapshot of `count` nodes with 500 bytes of content each, for tests.
+#[cfg(test)]
+pub(crate) fn test_snapshot(count: usize) -> SyncData {
+    let nodes: Vec<Arc<Node>> = (0..count)
+        .map(|i| {
+            Arc::new(Node {
+                id: format!("n:{i}"),
+                content: Some("x".repeat(500)),
+                ..Node::default()
+            })
+        })
+        .collect();
+    SyncData::Snapshot {
+        epoch: "e".into(),
+        seq: 9,
+        nodes: nodes.into(),
+        edges: Vec::new().into(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -191,22 +211,7 @@ mod tests {
 
     #[test]
     fn large_snapshot_is_cut_into_chunks_within_the_frame_limit() {
-        let nodes: Vec<Arc<Node>> = (0..2000)
-            .map(|i| {
-                Arc::new(Node {
-                    id: format!("n:{i}"),
-                    content: Some("x".repeat(500)),
-                    ..Node::default()
-                })
-            })
-            .collect();
-        let sync = SyncData::Snapshot {
-            epoch: "e".into(),
-            seq: 9,
-            nodes: nodes.into(),
-            edges: Vec::new().into(),
-        };
-        let mut cursor = SyncCursor::new(sync, Vec::new(), 25_000);
+        let mut cursor = SyncCursor::new(test_snapshot(2000), Vec::new(), 25_000);
         let messages: Vec<Envelope> = std::iter::from_fn(|| cursor.next_envelope()).collect();
         assert!(messages.len() > 1);
         let mut total = 0;

@@ -348,14 +348,7 @@ impl Sim {
                 commit: None,
             })
         } else {
-            match ops.pop()? {
-                BatchOp::NodeCreate(o) => Body::NodeCreate(o),
-                BatchOp::NodeUpdate(o) => Body::NodeUpdate(o),
-                BatchOp::NodeDelete(o) => Body::NodeDelete(o),
-                BatchOp::EdgeCreate(o) => Body::EdgeCreate(o),
-                BatchOp::EdgeUpdate(o) => Body::EdgeUpdate(o),
-                BatchOp::EdgeDelete(o) => Body::EdgeDelete(o),
-            }
+            Body::from(ops.pop()?)
         };
         Some((body, intent))
     }
