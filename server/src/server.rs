@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -374,7 +374,37 @@ async fn accept_error(error: &std::io::Error) {
 }
 
 /// One connection, from its first byte: HTTP request or WebSocket session.
-async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+async fn connection(stream: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+    // The handshake's leftovers (the request head, the answer) are dropped
+    // before the session starts: an idle session holds none of them.
+    let Some(accepted) = handshake(stream, shard_index, &shared).await else {
+        return;
+    };
+    let _open = (accepted.permit, shared.metrics.session_opened(shard_index));
+    let ctx = SessionCtx {
+        config: shared.config.clone(),
+        shard: Rc::clone(&shard),
+        hub: shared.hub.clone(),
+        metrics: shared.metrics.clone(),
+        shutdown: shared.shutdown.clone(),
+    };
+    session::run(accepted.ws, accepted.member, accepted.since, ctx).await;
+}
+
+/// A WebSocket handshake that succeeded.
+struct Accepted {
+    ws: WebSocketStream<TcpStream>,
+    member: Member,
+    /// The resume point the client asked for.
+    since: Option<(u64, String)>,
+    /// Its place under the connection cap, for the session's life.
+    permit: OwnedSemaphorePermit,
+}
+
+/// Reads a connection's request head and answers it: plain endpoints and
+/// refusals are answered here (`None`); a WebSocket upgrade is accepted
+/// and returned.
+async fn handshake(mut stream: TcpStream, shard_index: usize, shared: &Shared) -> Option<Accepted> {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
     let head = tokio::time::timeout(
@@ -384,9 +414,10 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
     let request = match head.await {
         Ok(Ok(request)) => request,
         Ok(Err(http::HeadError::Bad(message))) => {
-            return refuse(&shared, &mut stream, Response::text(400, message)).await
+            refuse(shared, &mut stream, Response::text(400, message)).await;
+            return None;
         }
-        Ok(Err(http::HeadError::Closed)) | Err(_) => return,
+        Ok(Err(http::HeadError::Closed)) | Err(_) => return None,
     };
     let graph = match (request.path.as_str(), http::graph_of(&request.path)) {
         ("/healthz", _) => {
@@ -396,50 +427,51 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
             } else {
                 Response::text(200, "ok")
             };
-            return response.send(&mut stream).await;
+            response.send(&mut stream).await;
+            return None;
         }
         ("/metrics", _) => {
             let mut text = shared.metrics.render();
             text.push_str(&shared.persist_stats.snapshot().to_prometheus());
             let mut response = Response::text(200, text);
             response.content_type = "text/plain; version=0.0.4";
-            return response.send(&mut stream).await;
+            response.send(&mut stream).await;
+            return None;
         }
         ("/", _) => {
-            return Response::text(
+            Response::text(
                 200,
                 "Gitmind live: connect a WebSocket to /v1/graphs/{graph}",
             )
             .send(&mut stream)
             .await;
+            return None;
         }
         (_, None) => {
-            return Response::text(404, "no such endpoint")
+            Response::text(404, "no such endpoint")
                 .send(&mut stream)
-                .await
+                .await;
+            return None;
         }
-        (_, Some(Err(response))) => return refuse(&shared, &mut stream, response).await,
+        (_, Some(Err(response))) => {
+            refuse(shared, &mut stream, response).await;
+            return None;
+        }
         (_, Some(Ok(graph))) => graph.to_owned(),
     };
     if !request.is_upgrade() {
-        return snapshot(&shared, &mut stream, graph).await;
+        snapshot(shared, &mut stream, graph).await;
+        return None;
     }
     if shared.draining.load(Relaxed) {
-        return refuse(
-            &shared,
-            &mut stream,
-            Response::text(503, "the server is shutting down").retry_after(1),
-        )
-        .await;
+        let response = Response::text(503, "the server is shutting down").retry_after(1);
+        refuse(shared, &mut stream, response).await;
+        return None;
     }
-    // Held for the session's life: the connection cap.
-    let Ok(_permit) = shared.capacity.clone().try_acquire_owned() else {
-        return refuse(
-            &shared,
-            &mut stream,
-            Response::text(429, "too many connections").retry_after(5),
-        )
-        .await;
+    let Ok(permit) = shared.capacity.clone().try_acquire_owned() else {
+        let response = Response::text(429, "too many connections").retry_after(5);
+        refuse(shared, &mut stream, response).await;
+        return None;
     };
     let checked = http::negotiate(&request).and_then(|codec| {
         let identity = shared.auth.authenticate(&request, &graph)?;
@@ -449,14 +481,14 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
     });
     let (codec, identity, since, accept) = match checked {
         Ok(checked) => checked,
-        Err(response) => return refuse(&shared, &mut stream, response).await,
+        Err(response) => {
+            refuse(shared, &mut stream, response).await;
+            return None;
+        }
     };
-    if tokio::io::AsyncWriteExt::write_all(&mut stream, &accept)
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &accept)
         .await
-        .is_err()
-    {
-        return;
-    }
+        .ok()?;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(64 * 1024)
@@ -475,15 +507,12 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
         user_id: identity.user_id,
         session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
     };
-    let _open = shared.metrics.session_opened(shard_index);
-    let ctx = SessionCtx {
-        config: shared.config.clone(),
-        shard: Rc::clone(&shard),
-        hub: shared.hub.clone(),
-        metrics: shared.metrics.clone(),
-        shutdown: shared.shutdown.clone(),
-    };
-    session::run(ws, member, since, ctx).await;
+    Some(Accepted {
+        ws,
+        member,
+        since,
+        permit,
+    })
 }
 
 async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {
