@@ -1,9 +1,14 @@
 //! Benchmarks and the load generator of Gitmind live (docs/architecture.md,
 //! "Measured, not assumed").
 //!
-//! This library holds what `gitmind-load` and the soak test share: the
-//! machine's description, process statistics from `/proc`, starting a
-//! server under test, a minimal protocol connection, and report writing.
+//! This library holds what `gitmind-load` and the soak test share:
+//!
+//! - [`machine`]: the facts of the machine a measurement ran on.
+//! - [`procstat`]: memory and CPU of a process, from `/proc`.
+//! - [`server`]: a fresh server under test, from the same build.
+//! - [`conn`]: a lean protocol connection for load generation.
+//! - [`metrics`]: reading the server's `/metrics` and snapshots.
+//! - [`report`]: results as JSON and Markdown, with SVG charts.
 
 pub mod conn;
 pub mod machine;

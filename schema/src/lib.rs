@@ -11,6 +11,8 @@
 //!   `schema/dict/` when that pays.
 //! - [`ot`]: text operations and their transformation (docs/protocol.md 4.2),
 //!   needed by the server's graph owner and by every optimistic client.
+//! - [`error`]: why a message did not decode, with its protocol code.
+//! - [`limits`]: how large a frame, a batch or a field may be.
 //!
 //! No I/O happens here: bytes in, messages out, and back.
 

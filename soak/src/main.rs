@@ -13,6 +13,10 @@
 //! history where its outcome said; and it fails on any of that, or when
 //! the p99 of write -> delivery or write -> confirmation, outside the
 //! faults, passes `--max-p99-ms`.
+//!
+//! - `dataset`: the starting graph, all of it or a connected slice.
+//! - `load`: the writers, readers and faults.
+//! - `check`: the end-of-run comparison of replicas, server and git.
 
 mod check;
 mod dataset;
