@@ -79,9 +79,10 @@ impl Conn {
     /// # Errors
     /// The connection failed.
     pub async fn send(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
+        let bytes = self.codec.encode(envelope);
         let message = match self.codec {
-            Codec::Binary => Message::Binary(binary::encode(envelope)),
-            Codec::Json => Message::Text(json::encode(envelope).try_into()?),
+            Codec::Binary => Message::Binary(bytes),
+            Codec::Json => Message::Text(bytes.try_into()?),
         };
         self.ws.send(message).await?;
         Ok(())

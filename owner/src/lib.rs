@@ -88,7 +88,8 @@ pub struct OwnerConfig {
     /// The seed of every map's hasher ([`Hasher`]): the same seed and the
     /// same input give the same maps in the same order (a snapshot lists
     /// nodes in the same order). A server picks a random one at start, so
-    /// that ids chosen by clients cannot be aimed at hash collisions.
+    /// that ids chosen by clients do not hash alike on every server
+    /// (foldhash is only minimally resistant to crafted collisions).
     pub hash_seed: u64,
 }
 

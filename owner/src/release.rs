@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use gitmind_schema::message::{RollbackReason, UpdateRollback};
+use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::{Body, Envelope};
 
 use crate::change::{Group, Write};
@@ -137,14 +137,11 @@ impl Owner {
             self.idempotency.remove(&r.user_id, &r.mutation_id, r.seq);
             for session in p.recipients.iter().rev() {
                 self.rollbacks += 1;
-                let body = UpdateRollback {
-                    reference: r.mutation_id.clone(),
-                    reason: RollbackReason::Unavailable,
-                    message: "the change could not be stored; nothing was applied, retry".into(),
-                    current: None,
-                    index: None,
-                    retry_after_ms: Some(1000),
-                };
+                let body = UpdateRollback::unavailable(
+                    r.mutation_id.clone(),
+                    "the change could not be stored; nothing was applied, retry",
+                    None,
+                );
                 let mut env =
                     Envelope::new(format!("r-{}", self.rollbacks), Body::UpdateRollback(body));
                 env.timestamp = Some(self.now_ms);

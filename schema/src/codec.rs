@@ -17,10 +17,12 @@ pub const SUBPROTOCOL_JSON: &str = "gitmind.v1.json";
 
 /// A wire codec, chosen by the WebSocket subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Codec {
     /// `gitmind.v1.bin`: binary frames, FlatBuffers, zstd-compressed where
     /// it pays.
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "bin"))]
     Binary,
     /// `gitmind.v1.json`: text frames.
     Json,

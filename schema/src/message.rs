@@ -581,6 +581,26 @@ pub struct UpdateRollback {
     pub retry_after_ms: Option<u64>,
 }
 
+impl UpdateRollback {
+    /// `unavailable`: the server could not take the mutation `reference`;
+    /// nothing was applied and the client retries (after `retry_after_ms`
+    /// when given).
+    pub fn unavailable(
+        reference: impl Into<String>,
+        message: impl Into<String>,
+        retry_after_ms: Option<u64>,
+    ) -> Self {
+        UpdateRollback {
+            reference: reference.into(),
+            reason: RollbackReason::Unavailable,
+            message: message.into(),
+            current: None,
+            index: None,
+            retry_after_ms,
+        }
+    }
+}
+
 /// A session's presence status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,9 +13,10 @@
 //! - [`config`]: every knob, with defaults that need no configuration.
 //! - [`server`]: start, listeners, accept, shutdown.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
-//! - [`session`]: one connection's loop, from handshake to close.
+//! - [`session`]: one connection's loop, from the accepted handshake to
+//!   the close.
 //! - [`outbox`]: a session's bounded outgoing queue.
-//! - [`sync_stream`]: a `graph.sync` cut into chunks as it goes out.
+//! - `sync_stream`: a `graph.sync` cut into chunks as it goes out.
 //! - [`presence`]: who is on a graph, what a session may show, the relay.
 //! - [`shard`]: a shard's sessions and the dispatcher of its ring.
 //! - [`fanout`]: what the hub sends shards, encoded once, and the rings.
@@ -39,7 +40,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod stamp;
-pub mod sync_stream;
+mod sync_stream;
 
 pub use config::Config;
 pub use server::{Server, StartError};

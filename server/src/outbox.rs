@@ -14,7 +14,6 @@ use gitmind_schema::message::PresenceState;
 use gitmind_schema::{Codec, Envelope, Limits, MessageType};
 use tokio::sync::Notify;
 
-use crate::fanout::Member;
 use crate::metrics::Metrics;
 use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
 
@@ -67,12 +66,22 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox for the session `member`.
-    pub fn new(member: &Member, max_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    /// `user_id` and `session_id` are stamped on what is addressed to the
+    /// session; its queued bytes count in shard `shard`'s gauge.
+    pub fn new(
+        codec: Codec,
+        graph: Arc<str>,
+        user_id: String,
+        session_id: String,
+        shard: usize,
+        max_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Outbox {
-            codec: member.codec,
-            graph: member.graph.clone(),
-            user_id: member.user_id.clone(),
-            session_id: member.session_id.clone(),
+            codec,
+            graph,
+            user_id,
+            session_id,
             queue: RefCell::new(VecDeque::new()),
             bytes: Cell::new(0),
             max_bytes,
@@ -83,7 +92,7 @@ impl Outbox {
             notify: Notify::new(),
             closing: Notify::new(),
             metrics,
-            shard: member.shard,
+            shard,
         }
     }
 
@@ -284,15 +293,16 @@ mod tests {
     use gitmind_schema::{json, Body};
 
     fn outbox(max: usize) -> Outbox {
-        let member = Member {
-            session: 1,
-            shard: 0,
-            codec: Codec::Json,
-            graph: "g".into(),
-            user_id: "u".into(),
-            session_id: "s".into(),
-        };
-        Outbox::new(&member, max, Arc::new(Metrics::new(1)))
+        let metrics = Arc::new(Metrics::new(1));
+        Outbox::new(
+            Codec::Json,
+            "g".into(),
+            "u".into(),
+            "s".into(),
+            0,
+            max,
+            metrics,
+        )
     }
 
     fn cursor(x: f64) -> Bytes {

@@ -217,6 +217,8 @@ impl Throttle {
             self.pending = Some(body);
             return None;
         }
+        // Anything kept is older than this one: it must not follow it.
+        self.pending = None;
         self.last = Some(now);
         Some(body)
     }
@@ -333,5 +335,20 @@ mod tests {
         };
         assert_eq!(c.x, 3.0, "the latest one");
         assert_eq!(throttle.deadline(), None);
+    }
+
+    #[test]
+    fn a_cursor_that_goes_now_drops_the_older_one_kept() {
+        let mut throttle = Throttle::new(10);
+        let t0 = Instant::now();
+        assert!(throttle.offer(cursor(1.0), t0).is_some());
+        assert!(throttle.offer(cursor(2.0), t0).is_none(), "kept");
+        // Due, but the timer has not fired yet when a newer one comes.
+        let later = t0 + Duration::from_millis(150);
+        assert!(throttle.offer(cursor(3.0), later).is_some());
+        assert!(
+            throttle.due(later + Duration::from_secs(1)).is_none(),
+            "the older cursor never follows the newer one"
+        );
     }
 }

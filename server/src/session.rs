@@ -67,26 +67,53 @@ enum End {
 }
 
 /// A session's registration: on its shard (to receive) and with the hub
-/// (in its graph's roster). Dropping it leaves both, whatever ended the
-/// session, a panic included.
+/// (in its graph's roster). [`Registration::leave`] ends it; dropping it
+/// without leaving (a panic, or a task dropped at shutdown) leaves too.
 struct Registration {
     shard: Shard,
     hub: crossbeam::channel::Sender<HubCmd>,
     session: SessionKey,
     graph: Arc<str>,
+    left: bool,
+}
+
+impl Registration {
+    /// Leaves the shard and the graph; waits for room in the hub's queue
+    /// so the others always hear of it.
+    fn leave(mut self) {
+        self.leave_shard();
+        let _ = self.hub.send(self.leave_command());
+        self.left = true;
+    }
+
+    fn leave_shard(&self) {
+        match self.shard.try_borrow_mut() {
+            Ok(mut shard) => shard.remove(self.session, &self.graph),
+            // Only a panic inside a borrow of the shard on this thread gets
+            // here; the dispatcher would then be gone too.
+            Err(_) => tracing::error!(session = self.session, "shard busy: session not removed"),
+        }
+    }
+
+    fn leave_command(&self) -> HubCmd {
+        HubCmd::Leave {
+            graph: self.graph.clone(),
+            session: self.session,
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // A panic inside a borrow of the shard unwinds through here too:
-        // then the shard is poisoned anyway, and the hub still hears.
-        if let Ok(mut shard) = self.shard.try_borrow_mut() {
-            shard.remove(self.session, &self.graph);
+        if self.left {
+            return;
         }
-        let _ = self.hub.send(HubCmd::Leave {
-            graph: self.graph.clone(),
-            session: self.session,
-        });
+        self.leave_shard();
+        // Never block here: at shutdown the hub may itself be waiting for
+        // this shard's ring, which no one drains any more.
+        if self.hub.try_send(self.leave_command()).is_err() {
+            tracing::warn!(session = self.session, "hub queue full: leave not sent");
+        }
     }
 }
 
@@ -102,7 +129,11 @@ pub async fn run(
     let graph = member.graph.clone();
     let codec = member.codec;
     let outbox = Rc::new(Outbox::new(
-        &member,
+        codec,
+        graph.clone(),
+        member.user_id.clone(),
+        member.session_id.clone(),
+        member.shard,
         config.max_queue_bytes,
         ctx.metrics.clone(),
     ));
@@ -117,6 +148,7 @@ pub async fn run(
         hub: ctx.hub.clone(),
         session,
         graph: graph.clone(),
+        left: false,
     };
     if ctx.hub.send(HubCmd::Join { member, since }).is_err() {
         return;
@@ -146,7 +178,7 @@ pub async fn run(
     let end = if clean { end } else { End::Gone };
     // Out of the graph first: the others see the leave at once, not after
     // the closing handshake.
-    drop(registration);
+    registration.leave();
     match end {
         End::Gone => {}
         End::ClientClosed => {
@@ -605,23 +637,23 @@ mod tests {
         let metrics = Arc::new(Metrics::new(1));
         let shard = ShardState::new(0, metrics.clone());
         let (hub, commands) = crossbeam::channel::unbounded();
-        let member = Member {
-            session: 7,
-            shard: 0,
-            codec: Codec::Json,
-            graph: "g".into(),
-            user_id: "u".into(),
-            session_id: "s".into(),
-        };
-        shard
-            .borrow_mut()
-            .add(7, Rc::new(Outbox::new(&member, 1 << 20, metrics.clone())));
+        let outbox = Outbox::new(
+            Codec::Json,
+            "g".into(),
+            "u".into(),
+            "s".into(),
+            0,
+            1 << 20,
+            metrics.clone(),
+        );
+        shard.borrow_mut().add(7, Rc::new(outbox));
         let open = metrics.session_opened(0);
         let registration = Registration {
             shard: shard.clone(),
             hub,
             session: 7,
             graph: "g".into(),
+            left: false,
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _held = (registration, open);

@@ -49,7 +49,8 @@ impl ShardState {
     }
 
     /// Whether a session is registered here.
-    pub fn has(&self, session: SessionKey) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has(&self, session: SessionKey) -> bool {
         self.sessions.contains_key(&session)
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gitmind_schema::message::{RollbackReason, UpdateRollback};
+use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::{Body, Envelope};
 
 /// The server clock in milliseconds since the Unix epoch.
@@ -20,18 +20,15 @@ pub fn stamped(id: impl Into<String>, body: Body) -> Envelope {
     envelope
 }
 
-/// The rollback of a mutation the server could not take at all (its queue
-/// was full, or its commit failed): `unavailable`, which a client retries.
+/// The rollback of a mutation the server could not take at all (the hub's
+/// queue was full): `unavailable`, which a client retries.
 pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
     stamped(
         format!("r-{mutation_id}"),
-        Body::UpdateRollback(UpdateRollback {
-            reference: mutation_id.to_owned(),
-            reason: RollbackReason::Unavailable,
-            message: message.to_owned(),
-            current: None,
-            index: None,
-            retry_after_ms: Some(1000),
-        }),
+        Body::UpdateRollback(UpdateRollback::unavailable(
+            mutation_id,
+            message,
+            Some(1000),
+        )),
     )
 }

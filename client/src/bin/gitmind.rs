@@ -34,8 +34,8 @@ struct Cli {
     /// The user to act as (local mode).
     #[arg(long, global = true, env = "GITMIND_USER")]
     user: Option<String>,
-    /// The wire codec: `bin` or `json`.
-    #[arg(long, global = true, default_value = "bin")]
+    /// The wire codec.
+    #[arg(long, global = true, value_enum, default_value = "bin")]
     codec: Codec,
     #[command(subcommand)]
     command: Command,

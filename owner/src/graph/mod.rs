@@ -32,7 +32,11 @@ use crate::change::Write;
 use crate::history::TextHistory;
 use crate::{Hasher, Map};
 
-pub(crate) use self::stamps::*;
+pub(crate) use self::stamps::{
+    edge_fields_given, node_fields_given, same_session, Actor, ActorInfo, FieldRef, Meta, Stamp,
+    Stamps, BIDIRECTIONAL, CONFIDENCE, CONTENT, EDGE_FIELDS, KIND, LABEL, NODE_FIELDS, RATIONALE,
+    X, Y,
+};
 pub(crate) use self::undo::Undo;
 
 /// A node with what the owner keeps beside it.

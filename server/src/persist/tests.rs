@@ -322,31 +322,23 @@ fn tree_equals_model_after_many_changes_and_groupings() {
         ..config(dir.path())
     });
     let mut m = Model::default();
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut rand = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = gitmind_testkit::Rng::new(0x2545_f491_4f6c_dd1d);
+    let mut rand = move |n: usize| rng.below(n);
     let mut pending = Vec::new();
     for _ in 0..400 {
         let ids: Vec<String> = m.nodes.keys().cloned().collect();
         let change = match (rand(10), ids.len()) {
             (_, 0..=2) | (0..=3, _) => m.create_node(&format!("n:{}", rand(1000))),
             (4..=5, n) => {
-                let (s, t) = (&ids[rand(n as u64) as usize], &ids[rand(n as u64) as usize]);
+                let (s, t) = (&ids[rand(n)], &ids[rand(n)]);
                 m.create_edge(s, t)
             }
-            (6, n) => m.delete_node(&ids[rand(n as u64) as usize].clone()),
+            (6, n) => m.delete_node(&ids[rand(n)].clone()),
             (7, _) if !m.edges.is_empty() => {
                 let e = m.edges.keys().next().cloned().unwrap_or_default();
                 m.delete_edge(&e)
             }
-            (_, n) => m.update_node(
-                &ids[rand(n as u64) as usize].clone(),
-                &format!("v{}", rand(99)),
-            ),
+            (_, n) => m.update_node(&ids[rand(n)].clone(), &format!("v{}", rand(99))),
         };
         pending.push(change);
         if rand(4) == 0 {

@@ -34,7 +34,7 @@ use gitmind_bench::server::ServerUnderTest;
 #[command(version, about = "Load generator for Gitmind live")]
 struct Args {
     /// Codec of every connection (default: half binary, half JSON).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_enum)]
     codec: Option<Codec>,
     /// How long to measure, in seconds.
     #[arg(long, global = true, default_value_t = 30)]
@@ -154,9 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     result.generator_cpu_percent = generator.percent();
     result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;
-    result.codec = args
-        .codec
-        .map_or("mixed".into(), |c| format!("{c:?}").to_lowercase());
+    result.codec = args.codec.map_or("mixed".into(), |c| c.name().to_owned());
     let mut report = Markdown::new(&format!("gitmind-load {name}"), &machine);
     report.push(&std::mem::take(&mut md));
     report.push(&format!(
