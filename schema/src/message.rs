@@ -599,6 +599,20 @@ impl UpdateRollback {
             retry_after_ms,
         }
     }
+
+    /// `rate_limited`: the mutation `reference` came too fast; nothing was
+    /// applied and the client retries after `retry_after_ms`.
+    pub fn rate_limited(
+        reference: impl Into<String>,
+        message: impl Into<String>,
+        retry_after_ms: u64,
+    ) -> Self {
+        UpdateRollback {
+            reason: RollbackReason::RateLimited,
+            retry_after_ms: Some(retry_after_ms),
+            ..UpdateRollback::unavailable(reference, message, None)
+        }
+    }
 }
 
 /// A session's presence status.

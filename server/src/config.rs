@@ -44,8 +44,11 @@ pub struct Config {
     pub fsync: bool,
     /// Listen backlog: bursts of connects beyond it wait for SYN retries.
     pub backlog: u32,
-    /// Connections refused (429) beyond this many.
+    /// Connections refused (429) beyond this many, those still in their
+    /// handshake included.
     pub max_connections: usize,
+    /// Connections from one client address refused (429) beyond this many.
+    pub max_connections_per_ip: usize,
     /// Frame, envelope and nesting limits.
     pub max_frame_bytes: usize,
     /// Envelopes in one frame, ops in one batch.
@@ -66,6 +69,13 @@ pub struct Config {
     pub max_errors_per_minute: u32,
     /// Cursor messages relayed per second per session; faster ones coalesce.
     pub cursor_rate: u32,
+    /// `user.presence` and `selection.change` relayed per second per
+    /// session, each; faster ones coalesce.
+    pub presence_rate: u32,
+    /// Mutations of one session sent on and not yet answered; past it a
+    /// mutation is rolled back `rate_limited`, so one client cannot fill the
+    /// hub's queue that every session shares.
+    pub max_mutations_in_flight: usize,
     /// Edge types beyond the protocol's twelve.
     pub extra_edge_types: Vec<String>,
     /// Changes kept for resume, at least.
@@ -89,6 +99,7 @@ impl Default for Config {
             fsync: true,
             backlog: 4096,
             max_connections: 100_000,
+            max_connections_per_ip: 1024,
             max_frame_bytes: limits.max_frame_bytes,
             max_envelopes: limits.max_envelopes,
             max_json_depth: limits.max_depth,
@@ -99,6 +110,8 @@ impl Default for Config {
             shutdown_timeout_ms: 5_000,
             max_errors_per_minute: 100,
             cursor_rate: 30,
+            presence_rate: 10,
+            max_mutations_in_flight: 1000,
             extra_edge_types: Vec::new(),
             replay_changes: 100_000,
             replay_ms: 600_000,
@@ -157,6 +170,11 @@ impl Config {
         }
         if self.heartbeat_ms == 0 {
             return Err("heartbeat_ms must be positive".into());
+        }
+        if self.max_mutations_in_flight == 0 || self.max_connections_per_ip == 0 {
+            return Err(
+                "max_mutations_in_flight and max_connections_per_ip must be positive".into(),
+            );
         }
         Ok(())
     }

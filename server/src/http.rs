@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use gitmind_schema::{Codec, SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -198,9 +199,20 @@ impl Response {
         // One write: a client that reads the response once gets all of it.
         let mut response = head.into_bytes();
         response.extend_from_slice(&self.body);
-        let _ = stream.write_all(&response).await;
-        let _ = stream.shutdown().await;
+        // A client that does not read cannot hold the connection.
+        let limit = write_timeout(response.len());
+        let _ = tokio::time::timeout(limit, async {
+            stream.write_all(&response).await?;
+            stream.shutdown().await
+        })
+        .await;
     }
+}
+
+/// How long a response of `len` bytes may take to write: 10 s, and 1 s
+/// more per MiB (a whole graph's snapshot is tens of MiB).
+pub fn write_timeout(len: usize) -> Duration {
+    Duration::from_secs(10 + (len >> 20) as u64)
 }
 
 fn reason(status: u16) -> &'static str {

@@ -4,14 +4,14 @@
 //! chunk at a time.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use gitmind_owner::{SessionKey, SyncData};
 use gitmind_schema::message::PresenceState;
-use gitmind_schema::{Codec, Envelope, Limits, MessageType};
+use gitmind_schema::{Body, Codec, Envelope, Limits, MessageType};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -57,6 +57,10 @@ pub struct Outbox {
     next_version: Cell<u64>,
     /// The highest `seq` queued for the session (for heartbeats).
     seq: Cell<u64>,
+    /// Ids of the session's mutations sent on and not yet answered.
+    in_flight: RefCell<HashSet<String>>,
+    /// A `graph.sync` was asked of the hub and has not arrived yet.
+    sync_asked: Cell<bool>,
     notify: Notify,
     /// Signalled when the session turns slow, to interrupt a blocked write.
     closing: Notify,
@@ -89,6 +93,8 @@ impl Outbox {
             latest: RefCell::new(HashMap::new()),
             next_version: Cell::new(0),
             seq: Cell::new(0),
+            in_flight: RefCell::new(HashSet::new()),
+            sync_asked: Cell::new(false),
             notify: Notify::new(),
             closing: Notify::new(),
             metrics,
@@ -132,6 +138,43 @@ impl Outbox {
         !self.queue.borrow().is_empty()
     }
 
+    /// Notes mutation `id` as sent on, unless `max` are already waiting for
+    /// their outcome: then it must not go (`false`). A resent id that is
+    /// still waiting counts once.
+    pub fn mutation_sent(&self, id: &str, max: usize) -> bool {
+        let mut in_flight = self.in_flight.borrow_mut();
+        if in_flight.contains(id) {
+            return true;
+        }
+        if in_flight.len() >= max {
+            return false;
+        }
+        in_flight.insert(id.to_owned());
+        true
+    }
+
+    /// Mutations sent on and not yet answered.
+    pub fn mutations_in_flight(&self) -> usize {
+        self.in_flight.borrow().len()
+    }
+
+    /// Whether a `graph.sync` is on its way: asked of the hub, or queued
+    /// and still streaming. One at a time: a flood of requests cannot
+    /// make the server copy snapshots without bound.
+    pub fn sync_busy(&self) -> bool {
+        self.sync_asked.get()
+            || self
+                .queue
+                .borrow()
+                .iter()
+                .any(|out| matches!(out, Out::Sync(_)))
+    }
+
+    /// Notes that a `graph.sync` was asked of the hub.
+    pub fn sync_asked(&self) {
+        self.sync_asked.set(true);
+    }
+
     /// Queues a shared, pre-encoded graph event.
     pub fn push_shared(&self, bytes: Bytes, seq: u64) {
         self.seq.set(self.seq.get().max(seq));
@@ -144,6 +187,13 @@ impl Outbox {
     pub fn push_envelope(&self, mut envelope: Envelope) {
         if let Some(seq) = envelope.seq {
             self.seq.set(self.seq.get().max(seq));
+        }
+        if let Some(reference) = outcome_of(&envelope.body) {
+            let mut in_flight = self.in_flight.borrow_mut();
+            in_flight.remove(reference);
+            if in_flight.is_empty() && in_flight.capacity() > 16 {
+                *in_flight = HashSet::new();
+            }
         }
         envelope.user_id = Some(self.user_id.clone());
         envelope.session_id = Some(self.session_id.clone());
@@ -175,6 +225,7 @@ impl Outbox {
 
     /// Cuts a sync into chunks, encodes and queues them.
     pub fn push_sync(&self, sync: SyncData, presence: Vec<PresenceState>, heartbeat_ms: u64) {
+        self.sync_asked.set(false);
         let cursor = SyncCursor::new(sync, presence, heartbeat_ms);
         self.seq.set(self.seq.get().max(cursor.seq));
         if !self.slow.get() {
@@ -284,13 +335,23 @@ impl Outbox {
     }
 }
 
+/// The mutation an outcome answers, if `body` is an outcome.
+fn outcome_of(body: &Body) -> Option<&str> {
+    match body {
+        Body::UpdateConfirmed(o) => Some(&o.reference),
+        Body::UpdateConflictResolved(o) => Some(&o.reference),
+        Body::UpdateRollback(o) => Some(&o.reference),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::sync_stream::test_snapshot;
+    use gitmind_schema::json;
     use gitmind_schema::message::CursorMove;
-    use gitmind_schema::{json, Body};
 
     fn outbox(max: usize) -> Outbox {
         let metrics = Arc::new(Metrics::new(1));

@@ -238,6 +238,52 @@ impl Throttle {
     }
 }
 
+/// A session's rate limits on what it shows: cursors at `cursor_rate`,
+/// selections and presence changes at `presence_rate` each (docs/protocol.md
+/// 8). Each kind keeps only its latest message while it waits.
+#[derive(Debug)]
+pub struct Throttles {
+    cursor: Throttle,
+    selection: Throttle,
+    presence: Throttle,
+}
+
+impl Throttles {
+    /// The limits of one session.
+    pub fn new(cursor_rate: u32, presence_rate: u32) -> Self {
+        Throttles {
+            cursor: Throttle::new(cursor_rate),
+            selection: Throttle::new(presence_rate),
+            presence: Throttle::new(presence_rate),
+        }
+    }
+
+    /// Offers a validated `cursor.move`, `selection.change` or
+    /// `user.presence` at `now`: returns it when it may go now.
+    pub fn offer(&mut self, body: Body, now: Instant) -> Option<Body> {
+        match body {
+            Body::CursorMove(_) => self.cursor.offer(body, now),
+            Body::SelectionChange(_) => self.selection.offer(body, now),
+            _ => self.presence.offer(body, now),
+        }
+    }
+
+    /// When the earliest kept message may go.
+    pub fn deadline(&self) -> Option<Instant> {
+        [&self.cursor, &self.selection, &self.presence]
+            .into_iter()
+            .filter_map(Throttle::deadline)
+            .min()
+    }
+
+    /// The kept messages whose time has come at `now`.
+    pub fn due(&mut self, now: Instant) -> impl Iterator<Item = Body> + '_ {
+        [&mut self.cursor, &mut self.selection, &mut self.presence]
+            .into_iter()
+            .filter_map(move |t| t.due(now))
+    }
+}
+
 /// Whether a message of `kind` waiting for a slow reader may be replaced by
 /// a newer one from the same sender: cursors and selections, never joins,
 /// leaves or status changes, which every client must see.
@@ -335,6 +381,25 @@ mod tests {
         };
         assert_eq!(c.x, 3.0, "the latest one");
         assert_eq!(throttle.deadline(), None);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_limit() {
+        let mut throttles = Throttles::new(30, 10);
+        let t0 = Instant::now();
+        let selection = |n: &str| {
+            Body::SelectionChange(gitmind_schema::message::SelectionChange {
+                nodes: vec![n.to_owned()],
+                edges: Vec::new(),
+            })
+        };
+        assert!(throttles.offer(selection("a"), t0).is_some());
+        assert!(throttles.offer(cursor(1.0), t0).is_some(), "another kind");
+        assert!(throttles.offer(selection("b"), t0).is_none());
+        assert!(throttles.offer(selection("c"), t0).is_none());
+        assert_eq!(throttles.deadline(), Some(t0 + Duration::from_millis(100)));
+        let due: Vec<Body> = throttles.due(t0 + Duration::from_millis(100)).collect();
+        assert_eq!(due, [selection("c")], "the latest selection, once");
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! close, the shards wait for their sessions (bounded), then the hub hands
 //! what is ordered to persistence and waits for the last commit.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -75,8 +76,10 @@ struct Shared {
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     auth: Arc<dyn Authenticator>,
-    /// One permit per session the server may hold (`max_connections`).
+    /// One permit per connection the server may hold (`max_connections`).
     capacity: Arc<Semaphore>,
+    /// Connections per client address (`max_connections_per_ip`).
+    per_ip: Arc<PerIp>,
     sessions: Arc<AtomicU64>,
     persist_stats: Arc<crate::persist::PersistStats>,
 }
@@ -143,6 +146,7 @@ impl Server {
             capacity: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
+            per_ip: Arc::default(),
             sessions: Arc::new(AtomicU64::new(0)),
             persist_stats,
         });
@@ -374,13 +378,24 @@ async fn accept_error(error: &std::io::Error) {
 }
 
 /// One connection, from its first byte: HTTP request or WebSocket session.
-async fn connection(stream: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+    // Its place is taken before its first byte: a connection still in its
+    // handshake counts toward the caps, so slow handshakes cannot pile up.
+    let admission = match admit(&stream, &shared) {
+        Ok(admission) => admission,
+        Err(response) => {
+            // Read the request first: closing on unread bytes would reset
+            // the connection and lose the answer.
+            let _ = tokio::time::timeout(REFUSAL_READ, http::read_head(&mut stream)).await;
+            return refuse(&shared, &mut stream, response).await;
+        }
+    };
     // The handshake's leftovers (the request head, the answer) are dropped
     // before the session starts: an idle session holds none of them.
     let Some(accepted) = handshake(stream, shard_index, &shared).await else {
         return;
     };
-    let _open = (accepted.permit, shared.metrics.session_opened(shard_index));
+    let _open = (admission, shared.metrics.session_opened(shard_index));
     let ctx = SessionCtx {
         config: shared.config.clone(),
         shard: Rc::clone(&shard),
@@ -391,14 +406,81 @@ async fn connection(stream: TcpStream, shard_index: usize, shard: Shard, shared:
     session::run(accepted.ws, accepted.member, accepted.since, ctx).await;
 }
 
+/// How long a refused connection is given to send its request head.
+const REFUSAL_READ: Duration = Duration::from_secs(1);
+
+/// A connection's place under the server's cap and its address's cap,
+/// given back when dropped.
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<PerIp>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.per_ip.release(self.ip);
+    }
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerIp {
+    /// Counts one more connection from `ip`, unless it has `max` already.
+    fn admit(&self, ip: IpAddr, max: usize) -> bool {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Takes a place for a new connection, or says why there is none (429).
+fn admit(stream: &TcpStream, shared: &Arc<Shared>) -> Result<Admission, Response> {
+    let full =
+        |what: &str| Response::text(429, format!("too many connections{what}")).retry_after(5);
+    let ip = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let permit = shared
+        .capacity
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| full(""))?;
+    if !shared
+        .per_ip
+        .admit(ip, shared.config.max_connections_per_ip)
+    {
+        return Err(full(" from this address"));
+    }
+    Ok(Admission {
+        _permit: permit,
+        ip,
+        per_ip: shared.per_ip.clone(),
+    })
+}
+
 /// A WebSocket handshake that succeeded.
 struct Accepted {
     ws: WebSocketStream<TcpStream>,
     member: Member,
     /// The resume point the client asked for.
     since: Option<(u64, String)>,
-    /// Its place under the connection cap, for the session's life.
-    permit: OwnedSemaphorePermit,
 }
 
 /// Reads a connection's request head and answers it: plain endpoints and
@@ -468,11 +550,6 @@ async fn handshake(mut stream: TcpStream, shard_index: usize, shared: &Shared) -
         refuse(shared, &mut stream, response).await;
         return None;
     }
-    let Ok(permit) = shared.capacity.clone().try_acquire_owned() else {
-        let response = Response::text(429, "too many connections").retry_after(5);
-        refuse(shared, &mut stream, response).await;
-        return None;
-    };
     let checked = http::negotiate(&request).and_then(|codec| {
         let identity = shared.auth.authenticate(&request, &graph)?;
         let since = http::resume_point(&request)?;
@@ -507,12 +584,7 @@ async fn handshake(mut stream: TcpStream, shard_index: usize, shared: &Shared) -
         user_id: identity.user_id,
         session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
     };
-    Some(Accepted {
-        ws,
-        member,
-        since,
-        permit,
-    })
+    Some(Accepted { ws, member, since })
 }
 
 async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {

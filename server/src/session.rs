@@ -16,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gitmind_owner::{Origin, SessionKey};
-use gitmind_schema::message::{RollbackReason, SystemError, SystemHeartbeat, SystemReconnect};
+use gitmind_schema::message::{
+    RollbackReason, SystemError, SystemHeartbeat, SystemReconnect, UpdateRollback,
+};
 use gitmind_schema::{binary, json, Body, Codec, DecodeError, Envelope, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,7 +35,7 @@ use crate::frames::FrameWriter;
 use crate::hub::HubCmd;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::presence::{self, Throttle};
+use crate::presence::{self, Throttles};
 use crate::shard::Shard;
 use crate::stamp::{now_ms, stamped, unavailable};
 
@@ -163,7 +165,7 @@ pub async fn run(
         errors_since: Instant::now(),
         last_sent: Instant::now(),
         last_received: Instant::now(),
-        cursor: Throttle::new(config.cursor_rate),
+        throttles: Throttles::new(config.cursor_rate, config.presence_rate),
         writer: FrameWriter::default(),
     };
     let end = Box::pin(state.serve(&mut ws)).await;
@@ -276,8 +278,8 @@ struct State<'a> {
     errors_since: Instant,
     last_sent: Instant,
     last_received: Instant,
-    /// The cursor rate limit.
-    cursor: Throttle,
+    /// The rate limits of what the session shows.
+    throttles: Throttles,
     /// The batch being written, kept across interruptions.
     writer: FrameWriter,
 }
@@ -288,7 +290,7 @@ impl State<'_> {
         loop {
             let mut deadline = (self.last_sent + config.heartbeat())
                 .min(self.last_received + config.idle_timeout());
-            if let Some(due) = self.cursor.deadline() {
+            if let Some(due) = self.throttles.deadline() {
                 deadline = deadline.min(due);
             }
             tokio::select! {
@@ -328,7 +330,8 @@ impl State<'_> {
                         self.ctx.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
                         return End::Reconnect { code: 1001, reason: "heartbeat_timeout" };
                     }
-                    if let Some(body) = self.cursor.due(now) {
+                    let due: Vec<Body> = self.throttles.due(now).collect();
+                    for body in due {
                         self.relay(body);
                     }
                     if now >= self.last_sent + config.heartbeat() {
@@ -477,6 +480,16 @@ impl State<'_> {
                         )
                     }
                 };
+                if self.outbox.sync_busy() {
+                    // One at a time: the one on its way is as of its time.
+                    self.push_error(
+                        ErrorCode::RateLimited,
+                        "a graph.sync is already on its way; ask again after it".into(),
+                        Some(id),
+                        Some(1000),
+                    );
+                    return None;
+                }
                 let cmd = HubCmd::Resync {
                     graph: self.graph.clone(),
                     session: self.origin.session,
@@ -490,6 +503,8 @@ impl State<'_> {
                         Some(id),
                         Some(1000),
                     );
+                } else {
+                    self.outbox.sync_asked();
                 }
                 None
             }
@@ -497,11 +512,8 @@ impl State<'_> {
                 if let Err(error) = presence::validate(&body) {
                     return self.refuse(error.with_reference(Some(id)));
                 }
-                let body = match body {
-                    // Faster than the rate: the latest waits until it is due.
-                    Body::CursorMove(_) => self.cursor.offer(body, Instant::now())?,
-                    body => body,
-                };
+                // Faster than the rate: the latest waits until it is due.
+                let body = self.throttles.offer(body, Instant::now())?;
                 self.relay(body);
                 None
             }
@@ -538,10 +550,25 @@ impl State<'_> {
         });
     }
 
-    /// Hands a mutation (or its refusal) to the hub; when the hub's queue
-    /// is full it is settled at once as `unavailable`, which a client
-    /// retries.
+    /// Hands a mutation (or its refusal) to the hub. It is settled at once,
+    /// and the client retries, when the session already has its share of
+    /// mutations waiting for an outcome (`rate_limited`), or when the hub's
+    /// queue is full (`unavailable`).
     fn send_mutation(&mut self, cmd: HubCmd, mutation_id: &str) {
+        let max = self.ctx.config.max_mutations_in_flight;
+        if !self.outbox.mutation_sent(mutation_id, max) {
+            let rollback = UpdateRollback::rate_limited(
+                mutation_id,
+                format!("{max} mutations of this session are waiting for their outcome; send more as they settle"),
+                1000,
+            );
+            self.outbox.push_envelope(stamped(
+                format!("r-{mutation_id}"),
+                Body::UpdateRollback(rollback),
+            ));
+            self.outbox.wake();
+            return;
+        }
         if self.ctx.hub.try_send(cmd).is_err() {
             self.outbox.push_envelope(unavailable(
                 mutation_id,
