@@ -72,6 +72,9 @@ pub struct Config {
     /// `user.presence` and `selection.change` relayed per second per
     /// session, each; faster ones coalesce.
     pub presence_rate: u32,
+    /// Joins, leaves and presence changes of a graph go out together, as
+    /// one digest per this many milliseconds.
+    pub presence_tick_ms: u64,
     /// Mutations of one session sent on and not yet answered; past it a
     /// mutation is rolled back `rate_limited`, so one client cannot fill the
     /// hub's queue that every session shares.
@@ -111,6 +114,7 @@ impl Default for Config {
             max_errors_per_minute: 100,
             cursor_rate: 30,
             presence_rate: 10,
+            presence_tick_ms: 100,
             max_mutations_in_flight: 1000,
             extra_edge_types: Vec::new(),
             replay_changes: 100_000,
@@ -168,8 +172,8 @@ impl Config {
         if self.max_frame_bytes < 1024 || self.max_envelopes == 0 || self.max_json_depth < 4 {
             return Err("limits are too small to carry a single message".into());
         }
-        if self.heartbeat_ms == 0 {
-            return Err("heartbeat_ms must be positive".into());
+        if self.heartbeat_ms == 0 || self.presence_tick_ms == 0 {
+            return Err("heartbeat_ms and presence_tick_ms must be positive".into());
         }
         if self.max_mutations_in_flight == 0 || self.max_connections_per_ip == 0 {
             return Err(

@@ -47,6 +47,18 @@ pub fn encode(envelope: &Envelope, in_use: PerCodec<usize>) -> Encoded {
     PerCodec::from_fn(|codec| (in_use[codec] > 0).then(|| codec.encode(envelope)))
 }
 
+/// Presence notices of one tick, each with the session it is about.
+pub type Digest = Vec<(SessionKey, Encoded)>;
+
+/// Encodes each notice once for each codec in use. The subject of a notice
+/// is the session in its envelope; the hub gives it alongside.
+pub fn encode_digest(notices: Vec<(SessionKey, Envelope)>, in_use: PerCodec<usize>) -> Digest {
+    notices
+        .into_iter()
+        .map(|(session, notice)| (session, encode(&notice, in_use)))
+        .collect()
+}
+
 /// One committed change, ready for fan-out.
 #[derive(Debug)]
 pub struct Released {
@@ -93,7 +105,15 @@ pub enum ShardMsg {
         /// The outcome.
         outcome: Envelope,
     },
-    /// Presence, cursor or selection of session `from`, for the others.
+    /// A graph's presence notices of one tick (joins, leaves, changes), for
+    /// every synced session of the graph but each notice's own subject.
+    Digest {
+        /// The graph.
+        graph: Arc<str>,
+        /// The notices, each encoded once ([`encode_digest`]).
+        notices: Arc<Digest>,
+    },
+    /// A cursor or selection of session `from`, for the others.
     Ephemeral {
         /// The graph.
         graph: Arc<str>,

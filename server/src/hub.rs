@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_owner::change::Restored;
@@ -22,6 +22,7 @@ use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 use gitmind_schema::message::RollbackReason;
 use gitmind_schema::{Body, Envelope};
 
+use crate::config::Config;
 use crate::fanout::{self, Member, Released, ShardLink, ShardMsg};
 use crate::metrics::Metrics;
 use crate::persist::{PersistEvent, Persister};
@@ -112,8 +113,13 @@ pub struct Hub {
     owner_config: OwnerConfig,
     metrics: Arc<Metrics>,
     heartbeat_ms: u64,
+    /// How often presence notices go out.
+    presence_tick: Duration,
     /// Graphs with changes not yet handed to persistence.
     dirty: Vec<Arc<str>>,
+    /// Graphs with presence notices not yet sent, and when they are due.
+    noticed: Vec<Arc<str>>,
+    digest_due: Option<Instant>,
 }
 
 impl Hub {
@@ -124,7 +130,7 @@ impl Hub {
         persister: Persister,
         owner_config: OwnerConfig,
         metrics: Arc<Metrics>,
-        heartbeat_ms: u64,
+        config: &Config,
     ) -> Self {
         let shard_count = shards.len();
         let graphs = restored
@@ -141,8 +147,11 @@ impl Hub {
             persister,
             owner_config,
             metrics,
-            heartbeat_ms,
+            heartbeat_ms: config.heartbeat_ms,
+            presence_tick: Duration::from_millis(config.presence_tick_ms),
             dirty: Vec::new(),
+            noticed: Vec::new(),
+            digest_due: None,
         }
     }
 
@@ -150,6 +159,10 @@ impl Hub {
     /// then commits what is queued and stops persistence.
     pub fn run(mut self, commands: Receiver<HubCmd>, persisted: Receiver<PersistEvent>) {
         loop {
+            let digest = match self.digest_due {
+                Some(at) => crossbeam::channel::at(at),
+                None => crossbeam::channel::never(),
+            };
             crossbeam::select! {
                 recv(commands) -> cmd => match cmd {
                     Ok(HubCmd::Shutdown) | Err(_) => break,
@@ -160,6 +173,7 @@ impl Hub {
                         self.persisted(event);
                     }
                 }
+                recv(digest) -> _ => self.send_digests(),
             }
             // Take everything else that is already waiting before handing a
             // group to persistence: that is what makes commits grouped.
@@ -173,8 +187,42 @@ impl Hub {
                 self.persisted(event);
             }
             self.flush_groups();
+            if self.digest_due.is_some_and(|at| Instant::now() >= at) {
+                self.send_digests();
+            }
         }
         self.stop();
+    }
+
+    /// Notes that `graph` has presence notices for the next digest.
+    fn noticed(&mut self, graph: &Arc<str>) {
+        if !self.noticed.contains(graph) {
+            self.noticed.push(graph.clone());
+        }
+        self.digest_due
+            .get_or_insert_with(|| Instant::now() + self.presence_tick);
+    }
+
+    /// Sends each graph's presence notices since the last digest to every
+    /// shard with sessions on it, encoded once.
+    fn send_digests(&mut self) {
+        self.digest_due = None;
+        for graph in std::mem::take(&mut self.noticed) {
+            let Some(entry) = self.graphs.get_mut(&graph) else {
+                continue;
+            };
+            let notices = entry.roster.take_notices();
+            if notices.is_empty() {
+                continue;
+            }
+            let notices = Arc::new(fanout::encode_digest(notices, entry.roster.codecs()));
+            for shard in entry.roster.shards() {
+                self.shards[shard].send(ShardMsg::Digest {
+                    graph: graph.clone(),
+                    notices: notices.clone(),
+                });
+            }
+        }
     }
 
     /// Hands remaining changes to persistence and waits until it has
@@ -252,22 +300,22 @@ impl Hub {
         let sync = sync_of(&entry.owner, since.as_ref());
         let presence = entry.roster.others(member.session);
         let (session, shard) = (member.session, member.shard);
-        let joined = entry.roster.join(member);
+        entry.roster.join(member);
         self.shards[shard].send(ShardMsg::Sync {
             session,
             sync,
             presence,
             heartbeat_ms: self.heartbeat_ms,
         });
-        self.broadcast_ephemeral(&graph, session, joined);
+        self.noticed(&graph);
     }
 
     fn leave(&mut self, graph: &Arc<str>, session: SessionKey) {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
         };
-        if let Some(left) = entry.roster.leave(session) {
-            self.broadcast_ephemeral(graph, session, left);
+        if entry.roster.leave(session) {
+            self.noticed(graph);
         }
     }
 
@@ -308,8 +356,10 @@ impl Hub {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
         };
-        if let Some(envelope) = entry.roster.update(session, body) {
-            self.broadcast_ephemeral(graph, session, envelope);
+        match entry.roster.update(session, body) {
+            Some(envelope) => self.broadcast_ephemeral(graph, session, envelope),
+            None if entry.roster.has_notices() => self.noticed(graph),
+            None => {}
         }
     }
 

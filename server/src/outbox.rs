@@ -14,6 +14,7 @@ use gitmind_schema::message::PresenceState;
 use gitmind_schema::{Body, Codec, Envelope, Limits, MessageType};
 use tokio::sync::Notify;
 
+use crate::fanout::Encoded;
 use crate::metrics::Metrics;
 use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
 
@@ -198,6 +199,18 @@ impl Outbox {
         envelope.user_id = Some(self.user_id.clone());
         envelope.session_id = Some(self.session_id.clone());
         self.push(Out::Frame(self.codec.encode(&envelope)));
+    }
+
+    /// Queues the presence notices of a digest about sessions other than
+    /// `own` (`session`'s own notices are not echoed back to it).
+    pub fn push_notices(&self, own: SessionKey, notices: &[(SessionKey, Encoded)]) {
+        for (about, encoded) in notices {
+            if *about != own {
+                if let Some(bytes) = &encoded[self.codec] {
+                    self.push(Out::Frame(bytes.clone()));
+                }
+            }
+        }
     }
 
     /// Queues an ephemeral message of `kind` from session `from`. When

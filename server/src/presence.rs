@@ -19,10 +19,20 @@ use crate::fanout::{Encoded, Member};
 use crate::outbox::Outbox;
 use crate::stamp::stamped;
 
-/// The sessions on one graph and the presence of each (the hub's).
+/// The sessions on one graph and the presence of each (the hub's), and
+/// the notices of joins, leaves and presence changes not yet sent.
+///
+/// Notices go out together once per tick ([`Roster::take_notices`]), as one
+/// digest encoded once for everyone: a thousand arrivals cost every member
+/// a few frames, not a thousand. A session's changes within a tick coalesce
+/// (the latest wins); joins and leaves never do.
 #[derive(Debug)]
 pub struct Roster {
     members: HashMap<SessionKey, (Member, PresenceState)>,
+    /// Notices not yet sent, in order, each with the session it is about.
+    notices: Vec<(SessionKey, Envelope)>,
+    /// Where each session's pending presence change is in `notices`.
+    changed: HashMap<SessionKey, usize>,
     /// Sessions per shard, to know which shards to send to.
     per_shard: Vec<usize>,
     /// Sessions per codec, to encode only what is used.
@@ -34,14 +44,15 @@ impl Roster {
     pub fn new(shards: usize) -> Self {
         Roster {
             members: HashMap::new(),
+            notices: Vec::new(),
+            changed: HashMap::new(),
             per_shard: vec![0; shards],
             per_codec: PerCodec::default(),
         }
     }
 
-    /// Adds a session, present and active; returns the `joined` notice
-    /// for the others.
-    pub fn join(&mut self, member: Member) -> Envelope {
+    /// Adds a session, present and active, with a `joined` notice.
+    pub fn join(&mut self, member: Member) {
         let state = PresenceState {
             user_id: member.user_id.clone(),
             session_id: member.session_id.clone(),
@@ -52,34 +63,59 @@ impl Roster {
         self.per_shard[member.shard] += 1;
         self.per_codec[member.codec] += 1;
         let joined = notice(&member, Body::UserPresence(status(PresenceStatus::Joined)));
+        self.notices.push((member.session, joined));
         self.members.insert(member.session, (member, state));
-        joined
     }
 
-    /// Removes a session; returns the `left` notice for the others, or
-    /// `None` if it was not here.
-    pub fn leave(&mut self, session: SessionKey) -> Option<Envelope> {
-        let (member, _) = self.members.remove(&session)?;
+    /// Removes a session, with a `left` notice; `false` if it was not here.
+    pub fn leave(&mut self, session: SessionKey) -> bool {
+        let Some((member, _)) = self.members.remove(&session) else {
+            return false;
+        };
         self.per_shard[member.shard] -= 1;
         self.per_codec[member.codec] -= 1;
-        Some(notice(
-            &member,
-            Body::UserPresence(status(PresenceStatus::Left)),
-        ))
+        self.changed.remove(&session);
+        let left = notice(&member, Body::UserPresence(status(PresenceStatus::Left)));
+        self.notices.push((session, left));
+        true
     }
 
     /// Records what a session shows (`user.presence`, `cursor.move` or
-    /// `selection.change`, already validated); returns the message to
-    /// relay to the others, or `None` if the session is not here.
+    /// `selection.change`, already validated). A presence change waits for
+    /// the next digest; a cursor or selection is returned, to relay to the
+    /// others now. `None` as well if the session is not here.
     pub fn update(&mut self, session: SessionKey, body: Body) -> Option<Envelope> {
         let (member, state) = self.members.get_mut(&session)?;
         match &body {
-            Body::UserPresence(p) => state.presence = p.clone(),
+            Body::UserPresence(p) => {
+                state.presence = p.clone();
+                let change = notice(member, body);
+                match self.changed.get(&session) {
+                    Some(&at) => self.notices[at].1 = change,
+                    None => {
+                        self.changed.insert(session, self.notices.len());
+                        self.notices.push((session, change));
+                    }
+                }
+                return None;
+            }
             Body::CursorMove(c) => state.cursor = Some(c.clone()),
             Body::SelectionChange(s) => state.selection = Some(s.clone()),
             _ => return None,
         }
         Some(notice(member, body))
+    }
+
+    /// Whether notices wait for the next digest.
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
+    /// The notices since the last digest, in order, each with the session
+    /// it is about.
+    pub fn take_notices(&mut self) -> Vec<(SessionKey, Envelope)> {
+        self.changed.clear();
+        std::mem::take(&mut self.notices)
     }
 
     /// A session on this graph.
@@ -339,8 +375,7 @@ mod tests {
     #[test]
     fn the_roster_counts_shards_and_codecs_and_lists_the_others() {
         let mut roster = Roster::new(2);
-        let joined = roster.join(member(1, 1, Codec::Json));
-        assert_eq!(joined.session_id.as_deref(), Some("s1"));
+        roster.join(member(1, 1, Codec::Json));
         roster.join(member(2, 1, Codec::Binary));
         assert_eq!(roster.shards().collect::<Vec<_>>(), [1]);
         assert_eq!((roster.codecs().json, roster.codecs().bin), (1, 1));
@@ -348,9 +383,50 @@ mod tests {
         let others = roster.others(1);
         assert_eq!(others.len(), 1);
         assert_eq!(others[0].cursor.as_ref().map(|c| c.x), Some(3.0));
-        assert!(roster.leave(2).is_some());
-        assert!(roster.leave(2).is_none(), "a session leaves once");
+        assert!(roster.leave(2));
+        assert!(!roster.leave(2), "a session leaves once");
         assert_eq!(roster.codecs().bin, 0);
+    }
+
+    #[test]
+    fn notices_wait_for_the_digest_and_a_sessions_changes_coalesce() {
+        let status = |focus: &str| {
+            Body::UserPresence(UserPresence {
+                status: PresenceStatus::Away,
+                focus: Some(focus.into()),
+                display_name: None,
+                color: None,
+                chaos_affinity: None,
+            })
+        };
+        let mut roster = Roster::new(1);
+        roster.join(member(1, 0, Codec::Json));
+        roster.join(member(2, 0, Codec::Json));
+        assert!(roster.update(1, status("a")).is_none(), "waits");
+        roster.update(1, status("b"));
+        roster.update(2, status("c"));
+        roster.leave(2);
+        let kinds: Vec<(String, PresenceStatus, Option<String>)> = roster
+            .take_notices()
+            .into_iter()
+            .map(|(_, n)| match n.body {
+                Body::UserPresence(p) => (n.session_id.unwrap(), p.status, p.focus),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("s1".into(), PresenceStatus::Joined, None),
+                ("s2".into(), PresenceStatus::Joined, None),
+                ("s1".into(), PresenceStatus::Away, Some("b".into())),
+                ("s2".into(), PresenceStatus::Away, Some("c".into())),
+                ("s2".into(), PresenceStatus::Left, None),
+            ]
+        );
+        assert!(!roster.has_notices());
+        roster.update(1, status("d"));
+        assert_eq!(roster.take_notices().len(), 1, "a new tick starts afresh");
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Server {
             persister,
             owner_config,
             metrics.clone(),
-            config.heartbeat_ms,
+            &config,
         );
         let hub_thread = std::thread::Builder::new()
             .name("gitmind-hub".into())

@@ -120,6 +120,17 @@ impl ShardState {
                     outbox.wake();
                 }
             }
+            ShardMsg::Digest { graph, notices } => {
+                let Some(list) = self.graphs.get(&graph) else {
+                    return;
+                };
+                for session in list {
+                    if let Some(outbox) = self.sessions.get(session) {
+                        outbox.push_notices(*session, &notices);
+                        outbox.wake();
+                    }
+                }
+            }
             ShardMsg::Ephemeral {
                 graph,
                 from,

@@ -24,13 +24,13 @@ pub(crate) struct SyncCursor {
     /// The `seq` it brings the session to.
     pub seq: u64,
     heartbeat_ms: u64,
-    /// The graph's other sessions, sent in the first chunk.
+    /// The graph's other sessions, spread over the first chunks.
     presence: Vec<PresenceState>,
     nodes: Vec<Arc<Node>>,
     edges: Vec<Arc<Edge>>,
     events: Vec<Envelope>,
-    /// Where each chunk ends in nodes, then edges, then events (one running
-    /// index over the three).
+    /// Where each chunk ends in presence, then nodes, edges and events (one
+    /// running index over the four).
     ends: Vec<usize>,
     next: usize,
 }
@@ -57,16 +57,16 @@ impl SyncCursor {
                 (SyncMode::Delta, epoch, seq, Vec::new(), Vec::new(), events)
             }
         };
-        let sizes = nodes
+        // One running index over presence, nodes, edges and events: the
+        // presence of thousands of sessions is cut into chunks like entities.
+        let sizes = presence
             .iter()
-            .map(|n: &Arc<Node>| node_size(n))
+            .map(presence_size)
+            .chain(nodes.iter().map(|n: &Arc<Node>| node_size(n)))
             .chain(edges.iter().map(|e: &Arc<Edge>| edge_size(e)))
             .chain(events.iter().map(|e| json::encode(e).len()));
         let mut ends = Vec::new();
-        // The first chunk carries the presence list too: an entity or event
-        // that does not fit beside it starts the next chunk.
-        let presence_bytes: usize = presence.iter().map(presence_size).sum();
-        let (mut size, mut count) = (presence_bytes, 0usize);
+        let (mut size, mut count) = (0, 0usize);
         for (i, add) in sizes.enumerate() {
             if size > 0 && size + add > SYNC_CHUNK_BYTES {
                 ends.push(i);
@@ -96,7 +96,11 @@ impl SyncCursor {
         let end = *self.ends.get(index)?;
         let start = if index == 0 { 0 } else { self.ends[index - 1] };
         self.next += 1;
-        let (n, e) = (self.nodes.len(), self.edges.len());
+        let (p, n, e) = (self.presence.len(), self.nodes.len(), self.edges.len());
+        // The part of `items` (which start at `at` in the running index)
+        // that this chunk holds.
+        let part =
+            |at: usize, len: usize| start.clamp(at, at + len) - at..end.clamp(at, at + len) - at;
         let mut body = GraphSync {
             mode: Some(self.mode),
             epoch: Some(self.epoch.clone()),
@@ -106,22 +110,24 @@ impl SyncCursor {
         };
         if self.mode == SyncMode::Snapshot {
             body.nodes = Some(
-                self.nodes[start.min(n)..end.min(n)]
+                self.nodes[part(p, n)]
                     .iter()
                     .map(|x| Node::clone(x))
                     .collect(),
             );
             body.edges = Some(
-                self.edges[start.clamp(n, n + e) - n..end.clamp(n, n + e) - n]
+                self.edges[part(p + n, e)]
                     .iter()
                     .map(|x| Edge::clone(x))
                     .collect(),
             );
         } else {
-            body.events = Some(self.events[start..end].to_vec());
+            body.events = Some(self.events[part(p, self.events.len())].to_vec());
         }
-        if index == 0 {
-            body.presence = Some(std::mem::take(&mut self.presence));
+        // The first chunk always says who is present; later ones add to it.
+        let present = &self.presence[part(0, p)];
+        if index == 0 || !present.is_empty() {
+            body.presence = Some(present.to_vec());
         }
         let count = self.ends.len();
         if count > 1 {
@@ -276,5 +282,44 @@ mod tests {
             let len = json::encode(m).len();
             assert!(len <= SYNC_CHUNK_BYTES, "a chunk of {len} bytes");
         }
+    }
+
+    #[test]
+    fn the_presence_of_ten_thousand_sessions_is_cut_into_chunks_too() {
+        let presence: Vec<PresenceState> = (0..10_000)
+            .map(|i| PresenceState {
+                user_id: format!("user-{i}"),
+                session_id: format!("s-{i}"),
+                presence: UserPresence {
+                    status: PresenceStatus::Active,
+                    focus: Some("f".repeat(100)),
+                    display_name: Some(format!("User {i}")),
+                    color: None,
+                    chaos_affinity: None,
+                },
+                cursor: None,
+                selection: None,
+            })
+            .collect();
+        let mut cursor = SyncCursor::new(test_snapshot(10), presence, 25_000);
+        let messages: Vec<Envelope> = std::iter::from_fn(|| cursor.next_envelope()).collect();
+        assert!(messages.len() > 4, "{} chunks", messages.len());
+        let (mut present, mut nodes) = (Vec::new(), 0);
+        for (i, m) in messages.iter().enumerate() {
+            let len = json::encode(m).len();
+            assert!(len <= SYNC_CHUNK_BYTES, "chunk {i} is {len} bytes");
+            let Body::GraphSync(s) = &m.body else {
+                panic!()
+            };
+            assert!(
+                i > 0 || s.presence.is_some(),
+                "the first chunk says who is present"
+            );
+            present.extend(s.presence.clone().unwrap_or_default());
+            nodes += s.nodes.as_ref().map_or(0, Vec::len);
+        }
+        assert_eq!(present.len(), 10_000);
+        assert_eq!(present[9_999].session_id, "s-9999", "in order");
+        assert_eq!(nodes, 10);
     }
 }

@@ -228,6 +228,12 @@ async fn silent_session_is_closed_after_the_heartbeat_timeout_and_others_see_it_
         unreachable!()
     };
     assert!(h.server_time.is_some() && h.seq.is_some());
+    alice
+        .send(&Envelope::new(
+            "hb",
+            Body::SystemHeartbeat(SystemHeartbeat::default()),
+        ))
+        .await;
     let alice_task = tokio::spawn(async move {
         let left = loop {
             let e = alice.recv().await;

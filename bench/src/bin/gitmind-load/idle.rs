@@ -58,22 +58,28 @@ pub async fn run(
             drop(permit);
             sync?;
             let mut counted = conn.bytes_in;
+            // The protocol (10.1): a client sends something at least every
+            // heartbeat interval (25 s), whatever the server sends it.
+            let mut last_beat = Instant::now();
             while !stop.load(Relaxed) {
                 let frame = tokio::time::timeout(Duration::from_millis(500), conn.recv()).await;
                 received.fetch_add(conn.bytes_in - counted, Relaxed);
                 counted = conn.bytes_in;
+                let beat_due = last_beat.elapsed() >= CLIENT_HEARTBEAT;
                 match frame {
+                    Err(_) if beat_due => {
+                        send_heartbeat(&mut conn).await?;
+                        last_beat = Instant::now();
+                    }
                     Err(_) => {}
                     Ok(Ok(Some(batch))) => {
-                        if batch
-                            .iter()
-                            .any(|e| matches!(e.body, Body::SystemHeartbeat(_)))
+                        if beat_due
+                            || batch
+                                .iter()
+                                .any(|e| matches!(e.body, Body::SystemHeartbeat(_)))
                         {
-                            let beat = Envelope::new(
-                                "hb",
-                                Body::SystemHeartbeat(SystemHeartbeat::default()),
-                            );
-                            conn.send(&beat).await?;
+                            send_heartbeat(&mut conn).await?;
+                            last_beat = Instant::now();
                         }
                     }
                     Ok(_) => {
@@ -146,4 +152,14 @@ pub async fn run(
         rss as f64 / f64::from(1u32 << 20),
     );
     Ok(("idle", result, md))
+}
+
+/// How often an idle client sends a heartbeat of its own: well inside the
+/// server's default heartbeat interval of 25 s.
+const CLIENT_HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// Sends `system.heartbeat` `{}`.
+async fn send_heartbeat(conn: &mut Conn) -> anyhow::Result<()> {
+    let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat::default()));
+    conn.send(&beat).await
 }
