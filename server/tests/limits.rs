@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{http_get, Client, TestServer};
+use futures_util::StreamExt;
 use gitmind_schema::message::*;
 use gitmind_schema::model::Node;
 use gitmind_schema::{binary, json, Body, Envelope, ErrorCode};
@@ -270,4 +271,48 @@ async fn a_request_head_dribbled_in_is_cut_at_the_handshake_timeout() {
         .expect("the server kept a dribbling handshake open");
     let held = started.elapsed();
     assert!(held >= Duration::from_millis(250), "cut after {held:?}");
+}
+
+#[tokio::test]
+async fn a_crowd_arriving_reaches_each_member_as_a_few_digests() {
+    let server = TestServer::start_with(|c| c.presence_tick_ms = 500);
+    let mut alice = server.connect("crowd", "alice", "gitmind.v1.json").await;
+    let users: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+    let crowd: Vec<Client> = futures_util::future::join_all(
+        users
+            .iter()
+            .map(|user| server.connect("crowd", user, "gitmind.v1.json")),
+    )
+    .await;
+    // Read raw frames: each digest is one text frame of many notices.
+    let (mut joined, mut frames) = (Vec::new(), 0);
+    while joined.len() < 20 {
+        let message = tokio::time::timeout(Duration::from_secs(5), alice.ws.next())
+            .await
+            .expect("the joins arrive")
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let notices: Vec<Envelope> = json::decode(
+            text.as_str(),
+            &gitmind_schema::Limits::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| matches!(&e.body, Body::UserPresence(p) if p.status == PresenceStatus::Joined))
+        .collect();
+        if !notices.is_empty() {
+            frames += 1;
+        }
+        joined.extend(notices.into_iter().map(|e| e.user_id.unwrap()));
+    }
+    joined.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+    expected.sort();
+    assert_eq!(joined, expected, "every arrival, once, and not alice's own");
+    assert!(frames <= 3, "20 arrivals in {frames} frames");
+    drop(crowd);
 }
