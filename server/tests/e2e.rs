@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{http_get, Client, TestServer};
 use gitmind_schema::message::*;
 use gitmind_schema::{Body, Envelope, ErrorCode};
@@ -461,16 +459,7 @@ async fn connections_past_the_cap_get_429_until_one_closes() {
     assert_eq!(refused.status, 429);
     // A session that ends gives its place back.
     drop(a);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match Client::connect(server.addr, "/v1/graphs/cap", None).await {
-            Ok(_) => break,
-            Err(e) if e.status == 429 && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("still refused after a session closed: {}", e.status),
-        }
-    }
+    Client::connect_when_free(server.addr, "/v1/graphs/cap").await;
 }
 
 #[tokio::test]

@@ -160,6 +160,21 @@ impl Client {
         Ok(client)
     }
 
+    /// Connects once a place under the caps is free (429 meanwhile), or
+    /// panics after [`WAIT`].
+    pub async fn connect_when_free(addr: SocketAddr, path: &str) -> Client {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match Client::connect(addr, path, None).await {
+                Ok(client) => return client,
+                Err(e) if e.status == 429 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("refused: {} {}", e.status, e.body),
+            }
+        }
+    }
+
     pub fn id(&mut self) -> String {
         self.next_id += 1;
         format!("m{}", self.next_id)
