@@ -62,6 +62,8 @@ pub struct Outbox {
     in_flight: RefCell<HashSet<String>>,
     /// A `graph.sync` was asked of the hub and has not arrived yet.
     sync_asked: Cell<bool>,
+    /// `graph.sync`s queued and not yet streamed out.
+    syncs_queued: Cell<usize>,
     notify: Notify,
     /// Signalled when the session turns slow, to interrupt a blocked write.
     closing: Notify,
@@ -96,6 +98,7 @@ impl Outbox {
             seq: Cell::new(0),
             in_flight: RefCell::new(HashSet::new()),
             sync_asked: Cell::new(false),
+            syncs_queued: Cell::new(0),
             notify: Notify::new(),
             closing: Notify::new(),
             metrics,
@@ -163,12 +166,7 @@ impl Outbox {
     /// and still streaming. One at a time: a flood of requests cannot
     /// make the server copy snapshots without bound.
     pub fn sync_busy(&self) -> bool {
-        self.sync_asked.get()
-            || self
-                .queue
-                .borrow()
-                .iter()
-                .any(|out| matches!(out, Out::Sync(_)))
+        self.sync_asked.get() || self.syncs_queued.get() > 0
     }
 
     /// Notes that a `graph.sync` was asked of the hub.
@@ -245,6 +243,7 @@ impl Outbox {
             self.queue
                 .borrow_mut()
                 .push_back(Out::Sync(Box::new(cursor)));
+            self.syncs_queued.set(self.syncs_queued.get() + 1);
         }
         self.wake();
     }
@@ -265,6 +264,7 @@ impl Outbox {
                 .fetch_sub(self.bytes.get() as i64, Relaxed);
             self.bytes.set(0);
             self.queue.borrow_mut().clear();
+            self.syncs_queued.set(0);
             self.latest.borrow_mut().clear();
             self.closing.notify_one();
             self.wake();
@@ -308,6 +308,7 @@ impl Outbox {
                         }
                         None => {
                             queue.pop_front();
+                            self.syncs_queued.set(self.syncs_queued.get() - 1);
                         }
                     }
                     continue;
@@ -482,5 +483,19 @@ mod tests {
             total += s.nodes.unwrap().len();
         }
         assert_eq!(total, 3000);
+    }
+
+    #[test]
+    fn a_sync_is_on_its_way_from_the_ask_until_its_last_chunk_is_taken() {
+        let out = outbox(1 << 20);
+        assert!(!out.sync_busy());
+        out.sync_asked();
+        assert!(out.sync_busy(), "asked");
+        out.push_sync(test_snapshot(3000), Vec::new(), 25_000);
+        assert!(out.sync_busy(), "queued");
+        while out.has_more() {
+            out.take_batch(&Limits::default(), &mut Vec::new());
+        }
+        assert!(!out.sync_busy(), "streamed out");
     }
 }
