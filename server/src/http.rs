@@ -101,41 +101,50 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<Request, HeadError> {
             return Err(HeadError::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let target = parsed.path.unwrap_or("/");
-                let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                let request = Request {
-                    method: parsed.method.unwrap_or("").to_owned(),
-                    path: path.to_owned(),
-                    query: form_urlencoded::parse(query.as_bytes())
-                        .into_owned()
-                        .collect(),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_ascii_lowercase(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect(),
-                    rest: buf[len..].to_vec(),
-                };
-                return Ok(request);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(HeadError::Bad("request head is over 8 KiB"))
-            }
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(HeadError::Bad("request has more than 32 headers"))
-            }
-            Err(_) => return Err(HeadError::Bad("not an HTTP request")),
+        if let Some(request) = parse_head(&buf)? {
+            return Ok(request);
         }
+    }
+}
+
+/// Parses a request head from the bytes read so far: `Ok(None)` when more
+/// are needed. What follows the head is kept in [`Request::rest`].
+///
+/// # Errors
+/// [`HeadError::Bad`] when it is not an HTTP/1.1 request head within
+/// 8 KiB and 32 headers.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let target = parsed.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            Ok(Some(Request {
+                method: parsed.method.unwrap_or("").to_owned(),
+                path: path.to_owned(),
+                query: form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect(),
+                headers: parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
+                rest: buf[len..].to_vec(),
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => Ok(None),
+        Ok(httparse::Status::Partial) => Err(HeadError::Bad("request head is over 8 KiB")),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HeadError::Bad("request has more than 32 headers"))
+        }
+        Err(_) => Err(HeadError::Bad("not an HTTP request")),
     }
 }
 
@@ -447,5 +456,37 @@ mod tests {
         assert!(!valid_user(""));
         assert!(!valid_user("a b"));
         assert!(!valid_user(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_complete_and_what_follows_is_kept() {
+        let head =
+            b"GET /v1/graphs/g?user=al%20ice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n";
+        assert!(matches!(parse_head(&head[..20]), Ok(None)), "partial");
+        let mut bytes = head.to_vec();
+        bytes.extend_from_slice(b"\x81\x00");
+        let request = parse_head(&bytes).unwrap().unwrap();
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("GET", "/v1/graphs/g")
+        );
+        assert_eq!(request.query, [("user".to_owned(), "al ice".to_owned())]);
+        assert_eq!(request.header("upgrade"), Some("websocket"));
+        assert_eq!(request.rest, b"\x81\x00");
+        let many: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
+        let too_many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(
+            parse_head(too_many.as_bytes()),
+            Err(HeadError::Bad(_))
+        ));
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(9000));
+        assert!(matches!(
+            parse_head(long.as_bytes()),
+            Err(HeadError::Bad(_))
+        ));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01 not http\r\n\r\n"),
+            Err(HeadError::Bad(_))
+        ));
     }
 }
