@@ -404,6 +404,7 @@ pub fn resume_point(request: &Request) -> Result<Option<(u64, String)>, Response
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
