@@ -157,11 +157,6 @@ impl Outbox {
         true
     }
 
-    /// Mutations sent on and not yet answered.
-    pub fn mutations_in_flight(&self) -> usize {
-        self.in_flight.borrow().len()
-    }
-
     /// Whether a `graph.sync` is on its way: asked of the hub, or queued
     /// and still streaming. One at a time: a flood of requests cannot
     /// make the server copy snapshots without bound.

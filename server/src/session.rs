@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::presence::{self, Throttles};
 use crate::shard::Shard;
-use crate::stamp::{now_ms, stamped, unavailable};
+use crate::stamp::{self, now_ms, stamped};
 
 /// Close code: the session's outgoing queue passed its limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -556,26 +556,23 @@ impl State<'_> {
     /// queue is full (`unavailable`).
     fn send_mutation(&mut self, cmd: HubCmd, mutation_id: &str) {
         let max = self.ctx.config.max_mutations_in_flight;
-        if !self.outbox.mutation_sent(mutation_id, max) {
-            let rollback = UpdateRollback::rate_limited(
+        let refused = if !self.outbox.mutation_sent(mutation_id, max) {
+            UpdateRollback::rate_limited(
                 mutation_id,
                 format!("{max} mutations of this session are waiting for their outcome; send more as they settle"),
                 1000,
-            );
-            self.outbox.push_envelope(stamped(
-                format!("r-{mutation_id}"),
-                Body::UpdateRollback(rollback),
-            ));
-            self.outbox.wake();
-            return;
-        }
-        if self.ctx.hub.try_send(cmd).is_err() {
-            self.outbox.push_envelope(unavailable(
+            )
+        } else if self.ctx.hub.try_send(cmd).is_err() {
+            UpdateRollback::unavailable(
                 mutation_id,
                 "the server is overloaded; retry shortly",
-            ));
-            self.outbox.wake();
-        }
+                Some(1000),
+            )
+        } else {
+            return;
+        };
+        self.outbox.push_envelope(stamp::rollback(refused));
+        self.outbox.wake();
     }
 
     /// Settles a mutation whose data did not decode with `update.rollback`

@@ -20,15 +20,8 @@ pub fn stamped(id: impl Into<String>, body: Body) -> Envelope {
     envelope
 }
 
-/// The rollback of a mutation the server could not take at all (the hub's
-/// queue was full): `unavailable`, which a client retries.
-pub fn unavailable(mutation_id: &str, message: &str) -> Envelope {
-    stamped(
-        format!("r-{mutation_id}"),
-        Body::UpdateRollback(UpdateRollback::unavailable(
-            mutation_id,
-            message,
-            Some(1000),
-        )),
-    )
+/// A rollback the server gives without the owner (a mutation it could not
+/// take at all), as the message `r-{ref}`.
+pub fn rollback(body: UpdateRollback) -> Envelope {
+    stamped(format!("r-{}", body.reference), Body::UpdateRollback(body))
 }
