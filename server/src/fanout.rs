@@ -84,7 +84,7 @@ pub enum ShardMsg {
         /// Snapshot or delta.
         sync: SyncData,
         /// Presence of the graph's other sessions.
-        presence: Vec<PresenceState>,
+        presence: Vec<Arc<PresenceState>>,
         /// The heartbeat interval to announce.
         heartbeat_ms: u64,
     },

@@ -26,6 +26,7 @@
 //!   repository, and every graph loaded back on start.
 //! - [`metrics`]: what `GET /metrics` reports.
 //! - [`stamp`]: the server's clock and the messages it makes itself.
+//! - [`trim`]: memory given back to the system after a crowd comes or goes.
 
 pub mod config;
 pub mod fanout;
@@ -41,6 +42,7 @@ pub mod session;
 pub mod shard;
 pub mod stamp;
 mod sync_stream;
+pub mod trim;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -70,6 +70,10 @@ pub struct Metrics {
     pub heartbeat_timeouts: AtomicU64,
     /// Handshakes refused, any status.
     pub handshakes_refused: AtomicU64,
+    /// Sessions opened since the start.
+    pub sessions_opened: AtomicU64,
+    /// Times the allocator was asked to give freed memory back (the trim thread).
+    pub memory_trims: AtomicU64,
     /// Changes committed and released.
     pub changes_committed: AtomicU64,
     /// Mutations rolled back.
@@ -93,6 +97,8 @@ impl Metrics {
             policy_closes: AtomicU64::new(0),
             heartbeat_timeouts: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
+            sessions_opened: AtomicU64::new(0),
+            memory_trims: AtomicU64::new(0),
             changes_committed: AtomicU64::new(0),
             rollbacks: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
@@ -135,6 +141,7 @@ impl Metrics {
     /// Counts a session open on `shard` until the returned guard is dropped.
     pub fn session_opened(self: &Arc<Self>, shard: usize) -> OpenSession {
         self.shards[shard].connections.fetch_add(1, Relaxed);
+        self.sessions_opened.fetch_add(1, Relaxed);
         OpenSession {
             metrics: self.clone(),
             shard,
@@ -225,6 +232,16 @@ impl Metrics {
                 "handshakes_refused_total",
                 "Handshakes refused.",
                 &self.handshakes_refused,
+            ),
+            (
+                "sessions_opened_total",
+                "WebSocket sessions opened.",
+                &self.sessions_opened,
+            ),
+            (
+                "memory_trims_total",
+                "Times freed memory was given back to the system after arrivals or departures.",
+                &self.memory_trims,
             ),
             (
                 "changes_committed_total",

@@ -230,7 +230,7 @@ impl Outbox {
     }
 
     /// Cuts a sync into chunks, encodes and queues them.
-    pub fn push_sync(&self, sync: SyncData, presence: Vec<PresenceState>, heartbeat_ms: u64) {
+    pub fn push_sync(&self, sync: SyncData, presence: Vec<Arc<PresenceState>>, heartbeat_ms: u64) {
         self.sync_asked.set(false);
         let cursor = SyncCursor::new(sync, presence, heartbeat_ms);
         self.seq.set(self.seq.get().max(cursor.seq));

@@ -8,6 +8,7 @@
 //! reader is replaced by a newer one. Joins and leaves are never dropped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gitmind_owner::SessionKey;
@@ -28,7 +29,9 @@ use crate::stamp::stamped;
 /// (the latest wins); joins and leaves never do.
 #[derive(Debug)]
 pub struct Roster {
-    members: HashMap<SessionKey, (Member, PresenceState)>,
+    /// Each session's presence is shared with the syncs that list it, so an
+    /// arrival in a crowd copies pointers, not the crowd's presence.
+    members: HashMap<SessionKey, (Member, Arc<PresenceState>)>,
     /// Notices not yet sent, in order, each with the session it is about.
     notices: Vec<(SessionKey, Envelope)>,
     /// Where each session's pending presence change is in `notices`.
@@ -53,13 +56,13 @@ impl Roster {
 
     /// Adds a session, present and active, with a `joined` notice.
     pub fn join(&mut self, member: Member) {
-        let state = PresenceState {
+        let state = Arc::new(PresenceState {
             user_id: member.user_id.clone(),
             session_id: member.session_id.clone(),
             presence: status(PresenceStatus::Active),
             cursor: None,
             selection: None,
-        };
+        });
         self.per_shard[member.shard] += 1;
         self.per_codec[member.codec] += 1;
         let joined = notice(&member, Body::UserPresence(status(PresenceStatus::Joined)));
@@ -86,6 +89,8 @@ impl Roster {
     /// others now. `None` as well if the session is not here.
     pub fn update(&mut self, session: SessionKey, body: Body) -> Option<Envelope> {
         let (member, state) = self.members.get_mut(&session)?;
+        // A sync still on its way keeps the presence it was given.
+        let state = Arc::make_mut(state);
         match &body {
             Body::UserPresence(p) => {
                 state.presence = p.clone();
@@ -125,11 +130,11 @@ impl Roster {
 
     /// What every `graph.sync` carries: the presence of the sessions other
     /// than `session` (docs/protocol.md 6 and 8).
-    pub fn others(&self, session: SessionKey) -> Vec<PresenceState> {
+    pub fn others(&self, session: SessionKey) -> Vec<Arc<PresenceState>> {
         self.members
             .iter()
             .filter(|(key, _)| **key != session)
-            .map(|(_, (_, p))| p.clone())
+            .map(|(_, (_, p))| Arc::clone(p))
             .collect()
     }
 

@@ -150,6 +150,7 @@ impl Server {
             sessions: Arc::new(AtomicU64::new(0)),
             persist_stats,
         });
+        crate::trim::spawn(metrics.clone(), shared.shutdown.clone()).map_err(StartError::Thread)?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut threads = Vec::new();
         let mut handoff = Vec::new();

@@ -25,7 +25,7 @@ pub(crate) struct SyncCursor {
     pub seq: u64,
     heartbeat_ms: u64,
     /// The graph's other sessions, spread over the first chunks.
-    presence: Vec<PresenceState>,
+    presence: Vec<Arc<PresenceState>>,
     nodes: Vec<Arc<Node>>,
     edges: Vec<Arc<Edge>>,
     events: Vec<Envelope>,
@@ -38,7 +38,7 @@ pub(crate) struct SyncCursor {
 impl SyncCursor {
     /// Cuts a sync into chunks of about [`SYNC_CHUNK_BYTES`], well inside
     /// the frame limit; nothing is encoded yet.
-    pub fn new(sync: SyncData, presence: Vec<PresenceState>, heartbeat_ms: u64) -> Self {
+    pub fn new(sync: SyncData, presence: Vec<Arc<PresenceState>>, heartbeat_ms: u64) -> Self {
         let (mode, epoch, seq, nodes, edges, events) = match sync {
             SyncData::Snapshot {
                 epoch,
@@ -61,7 +61,7 @@ impl SyncCursor {
         // presence of thousands of sessions is cut into chunks like entities.
         let sizes = presence
             .iter()
-            .map(presence_size)
+            .map(|p| presence_size(p))
             .chain(nodes.iter().map(|n: &Arc<Node>| node_size(n)))
             .chain(edges.iter().map(|e: &Arc<Edge>| edge_size(e)))
             .chain(events.iter().map(|e| json::encode(e).len()));
@@ -127,7 +127,7 @@ impl SyncCursor {
         // The first chunk always says who is present; later ones add to it.
         let present = &self.presence[part(0, p)];
         if index == 0 || !present.is_empty() {
-            body.presence = Some(present.to_vec());
+            body.presence = Some(present.iter().map(|p| PresenceState::clone(p)).collect());
         }
         let count = self.ends.len();
         if count > 1 {
@@ -254,19 +254,21 @@ mod tests {
                 })
             })
             .collect();
-        let presence: Vec<PresenceState> = (0..700)
-            .map(|i| PresenceState {
-                user_id: format!("user-{i}"),
-                session_id: format!("s-{i}"),
-                presence: UserPresence {
-                    status: PresenceStatus::Active,
-                    focus: Some("f".repeat(256)),
-                    display_name: None,
-                    color: None,
-                    chaos_affinity: None,
-                },
-                cursor: None,
-                selection: None,
+        let presence: Vec<Arc<PresenceState>> = (0..700)
+            .map(|i| {
+                Arc::new(PresenceState {
+                    user_id: format!("user-{i}"),
+                    session_id: format!("s-{i}"),
+                    presence: UserPresence {
+                        status: PresenceStatus::Active,
+                        focus: Some("f".repeat(256)),
+                        display_name: None,
+                        color: None,
+                        chaos_affinity: None,
+                    },
+                    cursor: None,
+                    selection: None,
+                })
             })
             .collect();
         let sync = SyncData::Snapshot {
@@ -286,19 +288,21 @@ mod tests {
 
     #[test]
     fn the_presence_of_ten_thousand_sessions_is_cut_into_chunks_too() {
-        let presence: Vec<PresenceState> = (0..10_000)
-            .map(|i| PresenceState {
-                user_id: format!("user-{i}"),
-                session_id: format!("s-{i}"),
-                presence: UserPresence {
-                    status: PresenceStatus::Active,
-                    focus: Some("f".repeat(100)),
-                    display_name: Some(format!("User {i}")),
-                    color: None,
-                    chaos_affinity: None,
-                },
-                cursor: None,
-                selection: None,
+        let presence: Vec<Arc<PresenceState>> = (0..10_000)
+            .map(|i| {
+                Arc::new(PresenceState {
+                    user_id: format!("user-{i}"),
+                    session_id: format!("s-{i}"),
+                    presence: UserPresence {
+                        status: PresenceStatus::Active,
+                        focus: Some("f".repeat(100)),
+                        display_name: Some(format!("User {i}")),
+                        color: None,
+                        chaos_affinity: None,
+                    },
+                    cursor: None,
+                    selection: None,
+                })
             })
             .collect();
         let mut cursor = SyncCursor::new(test_snapshot(10), presence, 25_000);
