@@ -134,6 +134,12 @@ impl SyncData {
     /// `{epoch, seq, nodes, edges}`, nodes and edges sorted by id so the
     /// same graph always reads the same; `None` for a delta.
     pub fn snapshot_json(&self) -> Option<Vec<u8>> {
+        self.snapshot_json_of(|_| true)
+    }
+
+    /// [`SyncData::snapshot_json`] of the nodes `may_read` accepts, and of
+    /// the edges between them.
+    pub fn snapshot_json_of(&self, may_read: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
         #[derive(serde::Serialize)]
         struct Snapshot<'a> {
             epoch: &'a str,
@@ -150,9 +156,17 @@ impl SyncData {
         else {
             return None;
         };
-        let mut nodes: Vec<&Node> = nodes.iter().map(|n| &**n).collect();
+        let mut nodes: Vec<&Node> = nodes
+            .iter()
+            .map(|n| &**n)
+            .filter(|n| may_read(&n.id))
+            .collect();
         nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let mut edges: Vec<&Edge> = edges.iter().map(|e| &**e).collect();
+        let mut edges: Vec<&Edge> = edges
+            .iter()
+            .map(|e| &**e)
+            .filter(|e| may_read(&e.source) && may_read(&e.target))
+            .collect();
         edges.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let snapshot = Snapshot {
             epoch,

@@ -9,6 +9,8 @@ use std::time::Duration;
 use gitmind_schema::Limits;
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
+
 /// The default port (docs/protocol.md section 1).
 pub const DEFAULT_PORT: u16 = 7432;
 
@@ -34,6 +36,9 @@ pub struct Config {
     pub port: u16,
     /// Serve non-loopback addresses although authentication is off.
     pub insecure_open: bool,
+    /// Authentication and the origins and hosts allowed (docs/security.md);
+    /// the `[auth]` table of the TOML file.
+    pub auth: AuthConfig,
     /// Number of shards (one pinned thread each); 0 means one per core.
     pub shards: usize,
     /// How connections reach shards.
@@ -49,6 +54,18 @@ pub struct Config {
     pub max_connections: usize,
     /// Connections from one client address refused (429) beyond this many.
     pub max_connections_per_ip: usize,
+    /// Connections of one user refused (429) beyond this many.
+    pub max_connections_per_user: usize,
+    /// Handshakes per second of one user (a burst of as many is allowed);
+    /// beyond it, 429 with `Retry-After`.
+    pub handshake_rate_per_user: u32,
+    /// Mutations per second of one user over all its sessions (a burst of
+    /// as many is allowed); beyond it, `update.rollback` `rate_limited`.
+    pub mutation_rate_per_user: u32,
+    /// Presence, cursor and selection messages per second of one user over
+    /// all its sessions, as received (before coalescing); beyond it,
+    /// `system.error` `rate_limited`.
+    pub ephemeral_rate_per_user: u32,
     /// Frame, envelope and nesting limits.
     pub max_frame_bytes: usize,
     /// Envelopes in one frame, ops in one batch.
@@ -96,6 +113,7 @@ impl Default for Config {
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: DEFAULT_PORT,
             insecure_open: false,
+            auth: AuthConfig::default(),
             shards: 0,
             accept: AcceptMode::Handoff,
             data_dir: PathBuf::from("gitmind-data"),
@@ -103,6 +121,10 @@ impl Default for Config {
             backlog: 4096,
             max_connections: 100_000,
             max_connections_per_ip: 1024,
+            max_connections_per_user: 256,
+            handshake_rate_per_user: 50,
+            mutation_rate_per_user: 2000,
+            ephemeral_rate_per_user: 200,
             max_frame_bytes: limits.max_frame_bytes,
             max_envelopes: limits.max_envelopes,
             max_json_depth: limits.max_depth,
@@ -162,7 +184,7 @@ impl Config {
     /// # Errors
     /// A sentence saying what is wrong and how to fix it.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.addr.is_loopback() && !self.insecure_open {
+        if !self.addr.is_loopback() && !self.insecure_open && !self.auth.enabled() {
             return Err(format!(
                 "refusing to serve {} without authentication: anyone who can reach it could change \
                  every graph; bind a loopback address or pass --insecure-open",
@@ -175,10 +197,17 @@ impl Config {
         if self.heartbeat_ms == 0 || self.presence_tick_ms == 0 {
             return Err("heartbeat_ms and presence_tick_ms must be positive".into());
         }
-        if self.max_mutations_in_flight == 0 || self.max_connections_per_ip == 0 {
-            return Err(
-                "max_mutations_in_flight and max_connections_per_ip must be positive".into(),
-            );
+        if self.max_mutations_in_flight == 0
+            || self.max_connections_per_ip == 0
+            || self.max_connections_per_user == 0
+        {
+            return Err("max_mutations_in_flight and the connection caps must be positive".into());
+        }
+        if self.handshake_rate_per_user == 0
+            || self.mutation_rate_per_user == 0
+            || self.ephemeral_rate_per_user == 0
+        {
+            return Err("the rates per user must be positive".into());
         }
         Ok(())
     }

@@ -342,46 +342,6 @@ impl Namer {
     }
 }
 
-/// The identity a handshake establishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The user id sessions act as.
-    pub user_id: String,
-}
-
-/// The pluggable authentication step of the handshake. Local mode
-/// trusts the `user` parameter; JWT comes later behind the same trait.
-pub trait Authenticator: Send + Sync {
-    /// Establishes who the client is.
-    ///
-    /// # Errors
-    /// The HTTP response refusing the handshake (400, 401 or 403).
-    fn authenticate(&self, request: &Request, graph: &str) -> Result<Identity, Response>;
-}
-
-/// Local mode: no credentials; `?user=NAME` or `anon-N`.
-#[derive(Debug, Default)]
-pub struct LocalAuth {
-    namer: Namer,
-}
-
-impl Authenticator for LocalAuth {
-    fn authenticate(&self, request: &Request, _graph: &str) -> Result<Identity, Response> {
-        match request.param("user") {
-            Some(user) if valid_user(user) => Ok(Identity {
-                user_id: user.to_owned(),
-            }),
-            Some(_) => Err(Response::text(
-                400,
-                "`user` must match ^[A-Za-z0-9_.-]{1,64}$",
-            )),
-            None => Ok(Identity {
-                user_id: self.namer.anon(),
-            }),
-        }
-    }
-}
-
 /// The resume point from `since` and `epoch` query parameters.
 ///
 /// # Errors

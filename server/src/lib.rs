@@ -10,6 +10,7 @@
 //! sessions on that graph; each session's writer sends what its [`outbox`]
 //! holds in as few frames as it can.
 //!
+//! - [`auth`]: origins, hosts, credentials and what they allow.
 //! - [`config`]: every knob, with defaults that need no configuration.
 //! - [`server`]: start, listeners, accept, shutdown.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
@@ -18,6 +19,7 @@
 //! - [`outbox`]: a session's bounded outgoing queue.
 //! - `sync_stream`: a `graph.sync` cut into chunks as it goes out.
 //! - [`presence`]: who is on a graph, what a session may show, the relay.
+//! - [`quota`]: rates and connection counts per user and per address.
 //! - [`shard`]: a shard's sessions and the dispatcher of its ring.
 //! - [`fanout`]: what the hub sends shards, encoded once, and the rings.
 //! - [`hub`]: the thread of the graph owners.
@@ -28,6 +30,7 @@
 //! - [`stamp`]: the server's clock and the messages it makes itself.
 //! - [`trim`]: memory given back to the system after a crowd comes or goes.
 
+pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod frames;
@@ -37,6 +40,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod persist;
 pub mod presence;
+pub mod quota;
 pub mod server;
 pub mod session;
 pub mod shard;

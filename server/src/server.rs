@@ -8,11 +8,10 @@
 //! close, the shards wait for their sessions (bounded), then the hub hands
 //! what is ordered to persistence and waits for the last commit.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,12 +23,14 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Access, Authenticator, Credentials, OriginPolicy};
 use crate::config::{AcceptMode, Config};
 use crate::fanout::{Member, ShardLink};
-use crate::http::{self, Authenticator, LocalAuth, Response};
+use crate::http::{self, Request, Response};
 use crate::hub::{self, Hub, HubCmd};
 use crate::metrics::Metrics;
 use crate::persist::{PersistConfig, Persister};
+use crate::quota::{self, Quotas, Slot};
 use crate::session::{self, SessionCtx};
 use crate::shard::{self, Shard, ShardState};
 use gitmind_owner::OwnerConfig;
@@ -76,10 +77,11 @@ struct Shared {
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     auth: Arc<dyn Authenticator>,
+    origins: OriginPolicy,
     /// One permit per connection the server may hold (`max_connections`).
     capacity: Arc<Semaphore>,
-    /// Connections per client address (`max_connections_per_ip`).
-    per_ip: Arc<PerIp>,
+    /// Rates and connection counts per user and per address.
+    quotas: Arc<Quotas>,
     sessions: Arc<AtomicU64>,
     persist_stats: Arc<crate::persist::PersistStats>,
 }
@@ -91,6 +93,7 @@ impl Server {
     /// [`StartError`] says what could not be done.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let auth = crate::auth::authenticator(&config.auth).map_err(StartError::Config)?;
         let config = Arc::new(config);
         let shards = config.shard_count();
         let metrics = Arc::new(Metrics::new(shards));
@@ -142,11 +145,12 @@ impl Server {
             metrics: metrics.clone(),
             shutdown: CancellationToken::new(),
             draining: Arc::new(AtomicBool::new(false)),
-            auth: Arc::new(LocalAuth::default()),
+            auth,
+            origins: OriginPolicy::new(&config.auth, addr),
             capacity: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
-            per_ip: Arc::default(),
+            quotas: Arc::new(Quotas::new(&config)),
             sessions: Arc::new(AtomicU64::new(0)),
             persist_stats,
         });
@@ -396,15 +400,27 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
     let Some(accepted) = handshake(stream, shard_index, &shared).await else {
         return;
     };
-    let _open = (admission, shared.metrics.session_opened(shard_index));
+    let _open = (
+        admission,
+        accepted.slot,
+        shared.metrics.session_opened(shard_index),
+    );
     let ctx = SessionCtx {
         config: shared.config.clone(),
         shard: Rc::clone(&shard),
         hub: shared.hub.clone(),
         metrics: shared.metrics.clone(),
+        quotas: shared.quotas.clone(),
         shutdown: shared.shutdown.clone(),
     };
-    session::run(accepted.ws, accepted.member, accepted.since, ctx).await;
+    session::run(
+        accepted.ws,
+        accepted.member,
+        accepted.access,
+        accepted.since,
+        ctx,
+    )
+    .await;
 }
 
 /// How long a refused connection is given to send its request head.
@@ -414,41 +430,7 @@ const REFUSAL_READ: Duration = Duration::from_secs(1);
 /// given back when dropped.
 struct Admission {
     _permit: OwnedSemaphorePermit,
-    ip: IpAddr,
-    per_ip: Arc<PerIp>,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.per_ip.release(self.ip);
-    }
-}
-
-/// Open connections per client address.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-impl PerIp {
-    /// Counts one more connection from `ip`, unless it has `max` already.
-    fn admit(&self, ip: IpAddr, max: usize) -> bool {
-        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= max {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    fn release(&self, ip: IpAddr) {
-        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&ip);
-            }
-        }
-    }
+    _ip: Slot<IpAddr>,
 }
 
 /// Takes a place for a new connection, or says why there is none (429).
@@ -463,16 +445,14 @@ fn admit(stream: &TcpStream, shared: &Arc<Shared>) -> Result<Admission, Response
         .clone()
         .try_acquire_owned()
         .map_err(|_| full(""))?;
-    if !shared
+    let ip = shared
+        .quotas
         .per_ip
-        .admit(ip, shared.config.max_connections_per_ip)
-    {
-        return Err(full(" from this address"));
-    }
+        .take(ip, shared.config.max_connections_per_ip)
+        .ok_or_else(|| full(" from this address"))?;
     Ok(Admission {
         _permit: permit,
-        ip,
-        per_ip: shared.per_ip.clone(),
+        _ip: ip,
     })
 }
 
@@ -480,6 +460,10 @@ fn admit(stream: &TcpStream, shared: &Arc<Shared>) -> Result<Admission, Response
 struct Accepted {
     ws: WebSocketStream<TcpStream>,
     member: Member,
+    /// What the session may do.
+    access: Access,
+    /// Its place under the user's connection cap.
+    slot: Slot<Arc<str>>,
     /// The resume point the client asked for.
     since: Option<(u64, String)>,
 }
@@ -502,90 +486,165 @@ async fn handshake(mut stream: TcpStream, shard_index: usize, shared: &Shared) -
         }
         Ok(Err(http::HeadError::Closed)) | Err(_) => return None,
     };
-    let graph = match (request.path.as_str(), http::graph_of(&request.path)) {
-        ("/healthz", _) => {
-            let draining = shared.draining.load(Relaxed);
-            let response = if draining {
+    match answer(&request, shard_index, shared) {
+        Answer::Refuse(response) => refuse(shared, &mut stream, response).await,
+        Answer::Plain(response) => response.send(&mut stream).await,
+        Answer::Snapshot(graph, access) => snapshot(shared, &mut stream, graph, &access).await,
+        Answer::Upgrade(upgrade) => {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &upgrade.accept)
+                .await
+                .ok()?;
+            let ws_config = WebSocketConfig::default()
+                .read_buffer_size(config.read_buffer_bytes)
+                .write_buffer_size(64 * 1024)
+                .max_write_buffer_size(config.max_frame_bytes + (128 << 10))
+                .max_message_size(Some(config.max_frame_bytes))
+                .max_frame_size(Some(config.max_frame_bytes));
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                request.rest,
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
+            let Upgrade {
+                member,
+                access,
+                slot,
+                since,
+                ..
+            } = *upgrade;
+            return Some(Accepted {
+                ws,
+                member,
+                access,
+                slot,
+                since,
+            });
+        }
+    }
+    None
+}
+
+/// What a request head gets.
+enum Answer {
+    /// A refusal (counted).
+    Refuse(Response),
+    /// A plain endpoint's answer.
+    Plain(Response),
+    /// The snapshot of a graph, as this access may see it.
+    Snapshot(String, Access),
+    /// The WebSocket upgrade.
+    Upgrade(Box<Upgrade>),
+}
+
+/// An upgrade that passed every check.
+struct Upgrade {
+    accept: Vec<u8>,
+    member: Member,
+    access: Access,
+    slot: Slot<Arc<str>>,
+    since: Option<(u64, String)>,
+}
+
+/// Decides what a request gets, in the order of docs/security.md: the
+/// endpoint, then origin and host, then credentials, then the rates and
+/// caps of the user, then the WebSocket headers.
+fn answer(request: &Request, shard_index: usize, shared: &Shared) -> Answer {
+    let path = request.path.as_str();
+    let graph = match http::graph_of(path) {
+        Some(Ok(graph)) => Some(graph),
+        Some(Err(response)) => return Answer::Refuse(response),
+        None if matches!(path, "/" | "/metrics") => None,
+        None if path == "/healthz" => {
+            return Answer::Plain(if shared.draining.load(Relaxed) {
                 Response::text(503, "draining").retry_after(1)
             } else {
                 Response::text(200, "ok")
-            };
-            response.send(&mut stream).await;
-            return None;
+            });
         }
-        ("/metrics", _) => {
-            let mut text = shared.metrics.render();
-            text.push_str(&shared.persist_stats.snapshot().to_prometheus());
-            let mut response = Response::text(200, text);
-            response.content_type = "text/plain; version=0.0.4";
-            response.send(&mut stream).await;
-            return None;
+        None => return Answer::Plain(Response::text(404, "no such endpoint")),
+    };
+    if let Err(response) = shared.origins.check(request) {
+        return Answer::Refuse(response);
+    }
+    if path == "/" {
+        return Answer::Plain(Response::text(
+            200,
+            "Gitmind live: connect a WebSocket to /v1/graphs/{graph}",
+        ));
+    }
+    let credentials = match shared.auth.authenticate(request) {
+        Ok(credentials) => credentials,
+        Err(response) => return Answer::Refuse(response),
+    };
+    let Some(graph) = graph else {
+        if !credentials.may_read_metrics() {
+            return Answer::Refuse(Response::text(
+                403,
+                "the metrics need `admin` on every graph (`\"*\": \"admin\"`)",
+            ));
         }
-        ("/", _) => {
-            Response::text(
-                200,
-                "Gitmind live: connect a WebSocket to /v1/graphs/{graph}",
-            )
-            .send(&mut stream)
-            .await;
-            return None;
-        }
-        (_, None) => {
-            Response::text(404, "no such endpoint")
-                .send(&mut stream)
-                .await;
-            return None;
-        }
-        (_, Some(Err(response))) => {
-            refuse(shared, &mut stream, response).await;
-            return None;
-        }
-        (_, Some(Ok(graph))) => graph.to_owned(),
+        let mut text = shared.metrics.render();
+        text.push_str(&shared.persist_stats.snapshot().to_prometheus());
+        let mut response = Response::text(200, text);
+        response.content_type = "text/plain; version=0.0.4";
+        return Answer::Plain(response);
+    };
+    let access = match credentials.access(graph) {
+        Ok(access) => access,
+        Err(response) => return Answer::Refuse(response),
     };
     if !request.is_upgrade() {
-        snapshot(shared, &mut stream, graph).await;
-        return None;
+        return Answer::Snapshot(graph.to_owned(), access);
     }
     if shared.draining.load(Relaxed) {
-        let response = Response::text(503, "the server is shutting down").retry_after(1);
-        refuse(shared, &mut stream, response).await;
-        return None;
+        return Answer::Refuse(Response::text(503, "the server is shutting down").retry_after(1));
     }
-    let checked = http::negotiate(&request).and_then(|codec| {
-        let identity = shared.auth.authenticate(&request, &graph)?;
-        let since = http::resume_point(&request)?;
-        let accept = http::accept(&request, codec)?;
-        Ok((codec.unwrap_or(Codec::Json), identity, since, accept))
-    });
-    let (codec, identity, since, accept) = match checked {
-        Ok(checked) => checked,
-        Err(response) => {
-            refuse(shared, &mut stream, response).await;
-            return None;
-        }
-    };
-    tokio::io::AsyncWriteExt::write_all(&mut stream, &accept)
-        .await
-        .ok()?;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(config.max_frame_bytes + (128 << 10))
-        .max_message_size(Some(config.max_frame_bytes))
-        .max_frame_size(Some(config.max_frame_bytes));
-    let ws =
-        WebSocketStream::from_partially_read(stream, request.rest, Role::Server, Some(ws_config))
-            .await;
+    match upgrade(request, shard_index, shared, graph, &credentials, access) {
+        Ok(upgrade) => Answer::Upgrade(Box::new(upgrade)),
+        Err(response) => Answer::Refuse(response),
+    }
+}
+
+/// The checks of a WebSocket upgrade once the client is known.
+fn upgrade(
+    request: &Request,
+    shard_index: usize,
+    shared: &Shared,
+    graph: &str,
+    credentials: &Credentials,
+    access: Access,
+) -> Result<Upgrade, Response> {
+    let user: Arc<str> = credentials.user_id().into();
+    shared.quotas.handshake(&user).map_err(|wait| {
+        Response::text(429, "too many handshakes of this user; retry later")
+            .retry_after(quota::retry_after_s(wait))
+    })?;
+    let slot = shared
+        .quotas
+        .per_user
+        .take(user, shared.config.max_connections_per_user)
+        .ok_or_else(|| Response::text(429, "too many connections of this user").retry_after(5))?;
+    let codec = http::negotiate(request)?;
+    let since = http::resume_point(request)?;
+    let accept = http::accept(request, codec)?;
     let key = shared.sessions.fetch_add(1, Relaxed) + 1;
     let member = Member {
         session: key,
         shard: shard_index,
-        codec,
-        graph: graph.as_str().into(),
-        user_id: identity.user_id,
+        codec: codec.unwrap_or(Codec::Json),
+        graph: graph.into(),
+        user_id: access.user_id.clone(),
         session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
     };
-    Some(Accepted { ws, member, since })
+    Ok(Upgrade {
+        accept,
+        member,
+        access,
+        slot,
+        since,
+    })
 }
 
 async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {
@@ -594,7 +653,7 @@ async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {
 }
 
 /// `GET /v1/graphs/{graph}`: the committed snapshot, `{epoch, seq, nodes, edges}`.
-async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String) {
+async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String, access: &Access) {
     let (reply, answer) = tokio::sync::oneshot::channel();
     if shared.hub.send(HubCmd::Snapshot { graph, reply }).is_err() {
         return Response::text(503, "shutting down")
@@ -603,7 +662,7 @@ async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String) {
             .await;
     }
     match answer.await {
-        Ok(Some(sync)) => match sync.snapshot_json() {
+        Ok(Some(sync)) => match sync.snapshot_json_of(|id| access.may_read(id)) {
             Some(body) => Response::json(body).send(stream).await,
             None => {
                 Response::text(500, "could not encode the snapshot")

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Access;
 use crate::config::Config;
 use crate::fanout::Member;
 use crate::frames::FrameWriter;
@@ -36,11 +37,14 @@ use crate::hub::HubCmd;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::presence::{self, Throttles};
+use crate::quota::{self, Quotas};
 use crate::shard::Shard;
 use crate::stamp::{self, now_ms, stamped};
 
 /// Close code: the session's outgoing queue passed its limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code: the session's credentials expired.
+pub const CLOSE_CREDENTIALS_EXPIRED: u16 = 4001;
 
 /// What a session needs besides its socket.
 pub struct SessionCtx {
@@ -52,6 +56,8 @@ pub struct SessionCtx {
     pub hub: crossbeam::channel::Sender<HubCmd>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Rates per user.
+    pub quotas: Arc<Quotas>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
 }
@@ -123,6 +129,7 @@ impl Drop for Registration {
 pub async fn run(
     mut ws: WebSocketStream<TcpStream>,
     member: Member,
+    access: Access,
     since: Option<(u64, String)>,
     ctx: SessionCtx,
 ) {
@@ -167,6 +174,12 @@ pub async fn run(
         last_received: Instant::now(),
         throttles: Throttles::new(config.cursor_rate, config.presence_rate),
         writer: FrameWriter::default(),
+        user: access.user_id.as_str().into(),
+        expires: access.expires_at.map(|at| {
+            let left = at.saturating_mul(1000).saturating_sub(now_ms());
+            Instant::now() + Duration::from_millis(left)
+        }),
+        access,
     };
     let end = Box::pin(state.serve(&mut ws)).await;
     // A batch cut short by the close must be finished before anything else
@@ -282,6 +295,12 @@ struct State<'a> {
     throttles: Throttles,
     /// The batch being written, kept across interruptions.
     writer: FrameWriter,
+    /// What the session may do.
+    access: Access,
+    /// Its user, as the quotas know it.
+    user: Arc<str>,
+    /// When its credentials expire.
+    expires: Option<Instant>,
 }
 
 impl State<'_> {
@@ -292,6 +311,9 @@ impl State<'_> {
                 .min(self.last_received + config.idle_timeout());
             if let Some(due) = self.throttles.deadline() {
                 deadline = deadline.min(due);
+            }
+            if let Some(expires) = self.expires {
+                deadline = deadline.min(expires);
             }
             tokio::select! {
                 biased;
@@ -326,6 +348,12 @@ impl State<'_> {
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
+                    if self.expires.is_some_and(|at| now >= at) {
+                        return End::Reconnect {
+                            code: CLOSE_CREDENTIALS_EXPIRED,
+                            reason: "credentials_expired",
+                        };
+                    }
                     if now >= self.last_received + config.idle_timeout() {
                         self.ctx.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
                         return End::Reconnect { code: 1001, reason: "heartbeat_timeout" };
@@ -457,6 +485,27 @@ impl State<'_> {
         let ty = envelope.body.message_type();
         let id = envelope.id;
         if ty.is_mutation() {
+            if let Some(message) = self.access.refuses(&envelope.body) {
+                let cmd = HubCmd::Refuse {
+                    graph: self.graph.clone(),
+                    origin: self.origin.clone(),
+                    mutation_id: id.clone(),
+                    reason: RollbackReason::Forbidden,
+                    message,
+                };
+                self.send_mutation(cmd, &id);
+                return None;
+            }
+            if let Err(wait) = self.ctx.quotas.mutation(&self.user) {
+                let refused = UpdateRollback::rate_limited(
+                    &id,
+                    "too many mutations of this user; retry after retryAfterMs",
+                    quota::retry_after_ms(wait),
+                );
+                self.outbox.push_envelope(stamp::rollback(refused));
+                self.outbox.wake();
+                return None;
+            }
             let cmd = HubCmd::Mutate {
                 graph: self.graph.clone(),
                 origin: self.origin.clone(),
@@ -511,6 +560,18 @@ impl State<'_> {
             body @ (Body::UserPresence(_) | Body::CursorMove(_) | Body::SelectionChange(_)) => {
                 if let Err(error) = presence::validate(&body) {
                     return self.refuse(error.with_reference(Some(id)));
+                }
+                if let Err(wait) = self.ctx.quotas.ephemeral(&self.user) {
+                    if let Some(end) = self.count_error(ErrorCode::RateLimited) {
+                        return Some(end);
+                    }
+                    self.push_error(
+                        ErrorCode::RateLimited,
+                        "too many presence, cursor and selection messages of this user".into(),
+                        Some(id),
+                        Some(quota::retry_after_ms(wait)),
+                    );
+                    return None;
                 }
                 // Faster than the rate: the latest waits until it is due.
                 let body = self.throttles.offer(body, Instant::now())?;

@@ -101,12 +101,26 @@ impl Client {
         path: &str,
         codec: Option<&str>,
     ) -> Result<Client, Refused> {
+        Self::connect_with(addr, path, codec, &[]).await
+    }
+
+    /// [`Client::connect`] with extra request headers (`Origin`,
+    /// `Authorization`, ...).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        codec: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, Refused> {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(codec) = codec {
             request
                 .headers_mut()
                 .insert("Sec-WebSocket-Protocol", codec.parse().unwrap());
+        }
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse().unwrap());
         }
         let (ws, response) = match tokio_tungstenite::client_async(request, stream).await {
             Ok(ok) => ok,
