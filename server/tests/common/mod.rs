@@ -101,6 +101,17 @@ impl Client {
         path: &str,
         codec: Option<&str>,
     ) -> Result<Client, Refused> {
+        let mut client = Client::open(addr, path, codec).await?;
+        client.read_sync().await;
+        Ok(client)
+    }
+
+    /// Connects, and reads nothing yet.
+    pub async fn open(
+        addr: SocketAddr,
+        path: &str,
+        codec: Option<&str>,
+    ) -> Result<Client, Refused> {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(codec) = codec {
@@ -122,7 +133,7 @@ impl Client {
             .headers()
             .get("sec-websocket-protocol")
             .is_some_and(|v| v == "gitmind.v1.bin");
-        let mut client = Client {
+        Ok(Client {
             ws,
             binary,
             inbox: VecDeque::new(),
@@ -130,7 +141,13 @@ impl Client {
             session_id: String::new(),
             sync: None,
             next_id: 0,
-        };
+        })
+    }
+
+    /// Reads the first `graph.sync` (all its chunks) into `sync`, and the
+    /// session's ids from it.
+    pub async fn read_sync(&mut self) {
+        let client = self;
         let first = client.recv().await;
         let Body::GraphSync(mut sync) = first.body else {
             panic!("first message is not graph.sync: {first:?}")
@@ -157,7 +174,6 @@ impl Client {
             sync.chunk = more.chunk;
         }
         client.sync = Some(sync);
-        Ok(client)
     }
 
     /// Connects once a place under the caps is free (429 meanwhile), or
