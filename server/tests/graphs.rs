@@ -105,7 +105,7 @@ async fn an_idle_graph_is_unloaded_and_comes_back_whole() {
             m.graph_unloads.load(Relaxed) == unloads + 1
         })
         .await;
-        assert_eq!(m.graphs_open.load(Relaxed), 0, "{codec}");
+        until("the gauge to show it", || m.graphs_open.load(Relaxed) == 0).await;
 
         // Back from git: the same epoch, seq and nodes.
         let bob = server.connect(&graph, "bob", codec).await;
@@ -387,4 +387,42 @@ async fn a_flood_of_graph_names_keeps_the_open_graphs_bounded() {
     // What was written comes back.
     let c = server.connect("flood-0", "alice", "gitmind.v1.json").await;
     assert_eq!(node_ids(c.sync.as_ref().unwrap()), ["concept:f0"]);
+}
+
+#[tokio::test]
+async fn a_graph_that_cannot_be_read_closes_its_sessions_with_1011_and_spares_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = TestServer::start_with(|c| c.data_dir = data.clone());
+    for graph in ["broken", "sound"] {
+        let mut c = first.connect(graph, "alice", "gitmind.v1.json").await;
+        create_nodes(&mut c, graph, 1).await;
+        leave(c).await;
+    }
+    first.shutdown().await;
+    // The ref now names a commit that is not there.
+    let refpath = data.join("graphs.git/refs/gitmind/graphs/broken");
+    std::fs::write(&refpath, "0123456789abcdef0123456789abcdef01234567\n").unwrap();
+
+    // The server starts all the same: it reads a graph when asked for it.
+    let server = TestServer::start_with(|c| c.data_dir = data.clone());
+    let m = metrics(&server);
+    for codec in CODECS {
+        let mut c = Client::open(server.addr, "/v1/graphs/broken?user=bob", Some(codec))
+            .await
+            .unwrap();
+        let (code, seen) = c.closed().await;
+        assert_eq!(code, Some(1011), "{codec}: {seen:?}");
+        assert!(seen.iter().all(|e| !matches!(e.body, Body::GraphSync(_))));
+    }
+    let (status, _) = http_get(server.addr, "/v1/graphs/broken", "").await;
+    assert_eq!(status, 500);
+    let sound = server.connect("sound", "bob", "gitmind.v1.bin").await;
+    assert_eq!(node_ids(sound.sync.as_ref().unwrap()), ["concept:sound0"]);
+    assert_eq!(m.graph_loads.load(Relaxed), 1);
+    assert_eq!(
+        m.graphs_open.load(Relaxed),
+        1,
+        "nothing held for the broken one"
+    );
 }
