@@ -44,6 +44,17 @@ async fn leave(mut client: Client) {
     let _ = tokio::time::timeout(WAIT, client.closed()).await;
 }
 
+/// One unlabelled metric's value, as `GET /metrics` shows it.
+async fn scrape(server: &TestServer, name: &str) -> i64 {
+    let (status, text) = http_get(server.addr, "/metrics", "").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 fn create(id: &str, node: &str) -> Envelope {
     Envelope::new(
         id,
@@ -189,7 +200,10 @@ async fn the_snapshot_endpoint_loads_an_unloaded_graph_and_lets_it_go_again() {
     // A graph never written to is not created by a read.
     let (status, _) = http_get(server.addr, "/v1/graphs/never-written", "").await;
     assert_eq!(status, 404);
-    assert_eq!(m.graphs_open.load(Relaxed), 0);
+    assert_eq!(scrape(&server, "gitmind_graphs_open").await, 0);
+    assert_eq!(scrape(&server, "gitmind_graph_loads_total").await, 1);
+    assert_eq!(scrape(&server, "gitmind_graph_unloads_total").await, 2);
+    assert_eq!(scrape(&server, "gitmind_graph_refusals_total").await, 0);
 }
 
 #[tokio::test]
