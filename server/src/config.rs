@@ -96,6 +96,13 @@ pub struct Config {
     /// mutation is rolled back `rate_limited`, so one client cannot fill the
     /// hub's queue that every session shares.
     pub max_mutations_in_flight: usize,
+    /// Graphs held open at once (each an owner with its replay window).
+    /// A session asking for one more first makes idle graphs give way
+    /// (the oldest first); with none idle it is refused with 1013.
+    pub max_open_graphs: usize,
+    /// A graph with no session and nothing waiting for git is unloaded
+    /// after this many milliseconds; it loads again when asked for.
+    pub graph_idle_unload_ms: u64,
     /// Edge types beyond the protocol's twelve.
     pub extra_edge_types: Vec<String>,
     /// Changes kept for resume, at least.
@@ -138,6 +145,8 @@ impl Default for Config {
             presence_rate: 10,
             presence_tick_ms: 100,
             max_mutations_in_flight: 1000,
+            max_open_graphs: 10_000,
+            graph_idle_unload_ms: 60_000,
             extra_edge_types: Vec::new(),
             replay_changes: 100_000,
             replay_ms: 600_000,
@@ -174,6 +183,11 @@ impl Config {
         Duration::from_millis(self.heartbeat_ms)
     }
 
+    /// How long a graph stays open with no session and nothing pending.
+    pub fn graph_idle_unload(&self) -> Duration {
+        Duration::from_millis(self.graph_idle_unload_ms)
+    }
+
     /// How long a session may stay silent: twice the heartbeat plus grace.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.saturating_mul(2) + self.heartbeat_grace_ms)
@@ -200,8 +214,12 @@ impl Config {
         if self.max_mutations_in_flight == 0
             || self.max_connections_per_ip == 0
             || self.max_connections_per_user == 0
+            || self.max_open_graphs == 0
         {
-            return Err("max_mutations_in_flight and the connection caps must be positive".into());
+            return Err(
+                "max_mutations_in_flight, max_open_graphs and the connection caps must be positive"
+                    .into(),
+            );
         }
         if self.handshake_rate_per_user == 0
             || self.mutation_rate_per_user == 0

@@ -72,6 +72,17 @@ pub struct Released {
     pub event: Encoded,
 }
 
+/// Why the hub cannot give a session its graph: the session is closed
+/// (docs/protocol.md 10.3 and 10.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The hub holds `max_open_graphs` graphs and none is idle: the client
+    /// is told to come back later (`too_many_graphs`, 1013).
+    TooManyGraphs,
+    /// The graph could not be read from git (1011; the cause is logged).
+    LoadFailed,
+}
+
 /// What the hub sends a shard.
 // `Sync` is the large one and the rarest (one per join or resync); boxing it
 // would cost an allocation per message on the ring for nothing.
@@ -104,6 +115,13 @@ pub enum ShardMsg {
         session: SessionKey,
         /// The outcome.
         outcome: Envelope,
+    },
+    /// A session that joined cannot have its graph (it gets no sync).
+    Refused {
+        /// The session.
+        session: SessionKey,
+        /// Why.
+        refusal: Refusal,
     },
     /// A graph's presence notices of one tick (joins, leaves, changes), for
     /// every synced session of the graph but each notice's own subject.

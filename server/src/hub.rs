@@ -10,23 +10,28 @@
 //! come from there being one hub and one FIFO ring per shard: a session's
 //! `graph.sync` is queued at the exact point of the event stream it
 //! describes.
+//!
+//! Graphs are held open only while they are used ([`crate::graphs`]): a
+//! graph with no session and nothing on its way to git is released after
+//! `graph_idle_unload_ms`, or sooner when `max_open_graphs` are open and
+//! another is asked for. A graph in git that is not open is read by the
+//! persistence thread, never here: what its sessions ask meanwhile waits,
+//! in order, and is served once it arrives ([`Loaded`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
-use gitmind_owner::change::Restored;
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 use gitmind_schema::message::RollbackReason;
 use gitmind_schema::{Body, Envelope};
 
 use crate::config::Config;
-use crate::fanout::{self, Member, Released, ShardLink, ShardMsg};
+use crate::fanout::{self, Member, Refusal, Released, ShardLink, ShardMsg};
+use crate::graphs::{Graph, Graphs, Place};
 use crate::metrics::Metrics;
-use crate::persist::{PersistEvent, Persister};
-use crate::presence::Roster;
+use crate::persist::{Loaded, PersistEvent, Persister};
 use crate::stamp::now_ms;
 
 /// What shards ask of the hub.
@@ -92,22 +97,54 @@ pub enum HubCmd {
     Snapshot {
         /// The graph.
         graph: String,
-        /// Where to send it; `None` when there is no such graph.
-        reply: tokio::sync::oneshot::Sender<Option<SyncData>>,
+        /// Where to send it.
+        reply: tokio::sync::oneshot::Sender<SnapshotReply>,
     },
     /// Commit what is queued and stop.
     Shutdown,
 }
 
-/// A graph: its owner and the sessions on it.
-struct GraphEntry {
-    owner: Owner,
-    roster: Roster,
+impl HubCmd {
+    /// The graph the command is about.
+    fn graph(&self) -> Option<&str> {
+        match self {
+            HubCmd::Join { member, .. } => Some(&member.graph),
+            HubCmd::Leave { graph, .. }
+            | HubCmd::Resync { graph, .. }
+            | HubCmd::Mutate { graph, .. }
+            | HubCmd::Refuse { graph, .. }
+            | HubCmd::Presence { graph, .. } => Some(graph),
+            HubCmd::Snapshot { graph, .. } => Some(graph),
+            HubCmd::Shutdown => None,
+        }
+    }
 }
+
+/// The answer to [`HubCmd::Snapshot`].
+#[derive(Debug)]
+pub enum SnapshotReply {
+    /// The graph as committed.
+    Graph(Box<SyncData>),
+    /// No such graph: nothing of it in git, and not open.
+    NotFound,
+    /// It is in git, but no more graphs can be opened now.
+    Busy,
+    /// It could not be read from git.
+    Failed,
+}
+
+/// Presence messages that may wait for one graph being loaded; past it
+/// they are dropped, as when the hub's queue is full (docs/protocol.md 8).
+/// Everything else a session sends is bounded by the session itself (its
+/// mutations in flight, one sync at a time, one join, one leave).
+const MAX_WAITING: usize = 4096;
 
 /// The hub's state; [`Hub::run`] is its thread's body.
 pub struct Hub {
-    graphs: HashMap<Arc<str>, GraphEntry>,
+    graphs: Graphs<HubCmd>,
+    /// Where persistence answers the hub's loads.
+    loaded_tx: Sender<Loaded>,
+    loaded_rx: Receiver<Loaded>,
     shards: Vec<ShardLink>,
     persister: Persister,
     owner_config: OwnerConfig,
@@ -123,26 +160,21 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over the graphs persistence restored.
+    /// A hub with no graph open; `stored` are the graphs in git
+    /// ([`Persister::open`]).
     pub fn new(
-        restored: Vec<Restored>,
+        stored: Vec<String>,
         shards: Vec<ShardLink>,
         persister: Persister,
         owner_config: OwnerConfig,
         metrics: Arc<Metrics>,
         config: &Config,
     ) -> Self {
-        let shard_count = shards.len();
-        let graphs = restored
-            .into_iter()
-            .map(|r| {
-                let name: Arc<str> = r.graph.as_str().into();
-                let owner = Owner::restore(r, owner_config.clone());
-                (name, GraphEntry::new(owner, shard_count))
-            })
-            .collect();
+        let (loaded_tx, loaded_rx) = crossbeam::channel::unbounded();
         Hub {
-            graphs,
+            graphs: Graphs::new(stored, config.max_open_graphs, config.graph_idle_unload()),
+            loaded_tx,
+            loaded_rx,
             shards,
             persister,
             owner_config,
@@ -158,8 +190,13 @@ impl Hub {
     /// Runs until [`HubCmd::Shutdown`] or until every shard has hung up,
     /// then commits what is queued and stops persistence.
     pub fn run(mut self, commands: Receiver<HubCmd>, persisted: Receiver<PersistEvent>) {
+        let loaded = self.loaded_rx.clone();
         loop {
             let digest = match self.digest_due {
+                Some(at) => crossbeam::channel::at(at),
+                None => crossbeam::channel::never(),
+            };
+            let sweep = match self.graphs.next_expiry() {
                 Some(at) => crossbeam::channel::at(at),
                 None => crossbeam::channel::never(),
             };
@@ -173,7 +210,13 @@ impl Hub {
                         self.persisted(event);
                     }
                 }
+                recv(loaded) -> answer => {
+                    if let Ok(answer) = answer {
+                        self.loaded(answer);
+                    }
+                }
                 recv(digest) -> _ => self.send_digests(),
+                recv(sweep) -> _ => self.sweep(),
             }
             // Take everything else that is already waiting before handing a
             // group to persistence: that is what makes commits grouped.
@@ -187,11 +230,138 @@ impl Hub {
                 self.persisted(event);
             }
             self.flush_groups();
-            if self.digest_due.is_some_and(|at| Instant::now() >= at) {
+            let now = Instant::now();
+            if self.digest_due.is_some_and(|at| now >= at) {
                 self.send_digests();
             }
+            if self.graphs.next_expiry().is_some_and(|at| now >= at) {
+                self.sweep();
+            }
+            let held = i64::try_from(self.graphs.held()).unwrap_or(i64::MAX);
+            self.metrics.graphs_open.store(held, Relaxed);
         }
         self.stop();
+    }
+
+    /// Releases every graph idle for its time.
+    fn sweep(&mut self) {
+        while let Some((name, graph)) = self.graphs.take_expired(Instant::now()) {
+            self.unloaded(&name, graph);
+        }
+    }
+
+    /// A graph was released: persistence forgets it too.
+    fn unloaded(&mut self, name: &str, graph: Graph) {
+        tracing::debug!(
+            graph = name,
+            seq = graph.owner.committed_seq(),
+            "graph unloaded"
+        );
+        drop(graph);
+        self.persister.unload(name);
+        self.metrics.graph_unloads.fetch_add(1, Relaxed);
+    }
+
+    /// Makes room under `max_open_graphs` for one more graph, releasing
+    /// the graphs idle the longest if need be; `false` when none can go.
+    fn make_room(&mut self) -> bool {
+        while self.graphs.is_full() {
+            let Some((name, graph)) = self.graphs.take_oldest_idle() else {
+                return false;
+            };
+            self.unloaded(&name, graph);
+        }
+        true
+    }
+
+    /// Gets `graph` open for `cmd` (a join, or a snapshot request) and
+    /// gives the command back to serve now; or queues it behind the
+    /// graph's load from git (starting it if need be); or refuses it when
+    /// no more graphs can be opened. A graph nowhere is created when
+    /// `create`, else given back for the caller to find missing.
+    fn open(&mut self, graph: &Arc<str>, cmd: HubCmd, create: bool) -> Option<HubCmd> {
+        let place = self.graphs.place(graph);
+        match place {
+            Place::Open => return Some(cmd),
+            Place::Unknown if !create => return Some(cmd),
+            Place::Loading => {
+                let _ = self.graphs.wait(graph, cmd);
+                return None;
+            }
+            Place::Stored | Place::Unknown => {}
+        }
+        if !self.make_room() {
+            self.refuse(cmd, Refusal::TooManyGraphs);
+            return None;
+        }
+        if place == Place::Stored {
+            self.persister.load(graph, &self.loaded_tx);
+            self.graphs.start_loading(graph.clone(), cmd);
+            return None;
+        }
+        let owner = Owner::new(graph, new_epoch(), self.owner_config.clone());
+        self.graphs
+            .insert(graph.clone(), Graph::new(owner, self.shards.len()));
+        Some(cmd)
+    }
+
+    /// Answers a join or a snapshot request whose graph cannot be had.
+    fn refuse(&mut self, cmd: HubCmd, refusal: Refusal) {
+        match cmd {
+            HubCmd::Join { member, .. } => {
+                if refusal == Refusal::TooManyGraphs {
+                    self.metrics.graph_refusals.fetch_add(1, Relaxed);
+                }
+                self.shards[member.shard].send(ShardMsg::Refused {
+                    session: member.session,
+                    refusal,
+                });
+            }
+            HubCmd::Snapshot { reply, .. } => {
+                let _ = reply.send(match refusal {
+                    Refusal::TooManyGraphs => SnapshotReply::Busy,
+                    Refusal::LoadFailed => SnapshotReply::Failed,
+                });
+            }
+            // The rest came from sessions that are refused (and closed):
+            // they resend after reconnecting.
+            _ => {}
+        }
+    }
+
+    /// Persistence read a graph back: it opens, and what waited for it
+    /// is served in order.
+    fn loaded(&mut self, answer: Loaded) {
+        let Loaded { graph, result } = answer;
+        let Some((name, waiting)) = self.graphs.loaded(&graph) else {
+            // Never asked for: let persistence forget it again.
+            self.persister.unload(&graph);
+            return;
+        };
+        match result {
+            Ok(restored) => {
+                let owner = match restored {
+                    Some(restored) => {
+                        self.metrics.graph_loads.fetch_add(1, Relaxed);
+                        Owner::restore(restored, self.owner_config.clone())
+                    }
+                    // Listed, but gone from git: a new graph.
+                    None => Owner::new(&name, new_epoch(), self.owner_config.clone()),
+                };
+                self.graphs
+                    .insert(name.clone(), Graph::new(owner, self.shards.len()));
+                for cmd in waiting {
+                    self.handle(cmd);
+                }
+                self.graphs.settle(&name, Instant::now());
+            }
+            Err(error) => {
+                tracing::error!(graph = %name, %error, "graph cannot be loaded; its sessions are closed");
+                for cmd in waiting {
+                    self.refuse(cmd, Refusal::LoadFailed);
+                }
+            }
+        }
     }
 
     /// Notes that `graph` has presence notices for the next digest.
@@ -236,8 +406,24 @@ impl Hub {
     }
 
     fn handle(&mut self, cmd: HubCmd) {
+        if let Some(graph) = cmd.graph().filter(|g| self.graphs.is_loading(g)) {
+            let graph: Arc<str> = graph.into();
+            if matches!(cmd, HubCmd::Presence { .. }) && self.graphs.waiting(&graph) >= MAX_WAITING
+            {
+                return;
+            }
+            let _ = self.graphs.wait(&graph, cmd);
+            return;
+        }
         match cmd {
-            HubCmd::Join { member, since } => self.join(member, since),
+            HubCmd::Join { member, since } => {
+                let graph = member.graph.clone();
+                if let Some(HubCmd::Join { member, since }) =
+                    self.open(&graph, HubCmd::Join { member, since }, true)
+                {
+                    self.join(member, since);
+                }
+            }
             HubCmd::Leave { graph, session } => self.leave(&graph, session),
             HubCmd::Resync {
                 graph,
@@ -281,26 +467,33 @@ impl Hub {
                 body,
             } => self.presence(&graph, session, body),
             HubCmd::Snapshot { graph, reply } => {
-                let sync = self.graphs.get(graph.as_str()).map(|e| e.owner.sync(None));
-                let _ = reply.send(sync);
+                let name: Arc<str> = graph.as_str().into();
+                if let Some(HubCmd::Snapshot { reply, .. }) =
+                    self.open(&name, HubCmd::Snapshot { graph, reply }, false)
+                {
+                    let answer = match self.graphs.get(&name) {
+                        Some(entry) => SnapshotReply::Graph(Box::new(entry.owner.sync(None))),
+                        None => SnapshotReply::NotFound,
+                    };
+                    self.graphs.touch(&name, Instant::now());
+                    let _ = reply.send(answer);
+                }
             }
             HubCmd::Shutdown => {}
         }
     }
 
+    /// A session joins its graph, which is open.
     fn join(&mut self, member: Member, since: Option<(u64, String)>) {
-        let shard_count = self.shards.len();
         let graph = member.graph.clone();
-        let entry = self.graphs.entry(graph.clone()).or_insert_with(|| {
-            GraphEntry::new(
-                Owner::new(&graph, new_epoch(), self.owner_config.clone()),
-                shard_count,
-            )
-        });
+        let Some(entry) = self.graphs.get_mut(&graph) else {
+            return;
+        };
         let sync = sync_of(&entry.owner, since.as_ref());
         let presence = entry.roster.others(member.session);
         let (session, shard) = (member.session, member.shard);
         entry.roster.join(member);
+        self.graphs.settle(&graph, Instant::now());
         self.shards[shard].send(ShardMsg::Sync {
             session,
             sync,
@@ -315,6 +508,7 @@ impl Hub {
             return;
         };
         if entry.roster.leave(session) {
+            self.graphs.settle(graph, Instant::now());
             self.noticed(graph);
         }
     }
@@ -406,6 +600,7 @@ impl Hub {
                 if releases.is_empty() {
                     return;
                 }
+                let idle = entry.is_idle();
                 self.metrics
                     .changes_committed
                     .fetch_add(releases.len() as u64, Relaxed);
@@ -429,6 +624,9 @@ impl Hub {
                         at,
                     });
                 }
+                if idle {
+                    self.graphs.settle(&name, at);
+                }
             }
             PersistEvent::Failed {
                 graph,
@@ -446,16 +644,8 @@ impl Hub {
                         self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
                     }
                 }
+                self.graphs.settle(&graph, Instant::now());
             }
-        }
-    }
-}
-
-impl GraphEntry {
-    fn new(owner: Owner, shards: usize) -> Self {
-        GraphEntry {
-            owner,
-            roster: Roster::new(shards),
         }
     }
 }

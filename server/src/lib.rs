@@ -23,9 +23,10 @@
 //! - [`shard`]: a shard's sessions and the dispatcher of its ring.
 //! - [`fanout`]: what the hub sends shards, encoded once, and the rings.
 //! - [`hub`]: the thread of the graph owners.
+//! - [`graphs`]: which graphs the hub holds open, loads, and releases.
 //! - [`frames`]: WebSocket frames written straight from shared buffers.
 //! - [`persist`]: the git persistence thread: group commits into one bare
-//!   repository, and every graph loaded back on start.
+//!   repository, and graphs read back when asked for.
 //! - [`metrics`]: what `GET /metrics` reports.
 //! - [`stamp`]: the server's clock and the messages it makes itself.
 //! - [`trim`]: memory given back to the system after a crowd comes or goes.
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod frames;
+pub mod graphs;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -80,6 +80,15 @@ pub struct Metrics {
     pub rollbacks: AtomicU64,
     /// Commits that failed.
     pub commit_failures: AtomicU64,
+    /// Graphs held open by the hub, those being loaded included: what
+    /// `max_open_graphs` bounds.
+    pub graphs_open: AtomicI64,
+    /// Graphs read back from git on demand.
+    pub graph_loads: AtomicU64,
+    /// Graphs released: idle long enough, or giving way under the cap.
+    pub graph_unloads: AtomicU64,
+    /// Sessions refused because no more graphs could be opened (1013).
+    pub graph_refusals: AtomicU64,
     /// Fan-out latency: from the hub releasing a commit to a shard queueing it.
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
@@ -102,6 +111,10 @@ impl Metrics {
             changes_committed: AtomicU64::new(0),
             rollbacks: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
+            graphs_open: AtomicI64::new(0),
+            graph_loads: AtomicU64::new(0),
+            graph_unloads: AtomicU64::new(0),
+            graph_refusals: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -179,6 +192,12 @@ impl Metrics {
             "gauge",
             per_shard(&|s| s.queued_bytes.load(Relaxed)),
         );
+        gauge(
+            "graphs_open",
+            "Graphs held open, those loading included.",
+            "gauge",
+            vec![(String::new(), i128::from(self.graphs_open.load(Relaxed)))],
+        );
         for (name, help, pick) in [
             ("messages_in_total", "Messages received.", 0),
             ("bytes_in_total", "Frame bytes received.", 1),
@@ -253,6 +272,21 @@ impl Metrics {
                 "commit_failures_total",
                 "Git commits that failed.",
                 &self.commit_failures,
+            ),
+            (
+                "graph_loads_total",
+                "Graphs read back from git on demand.",
+                &self.graph_loads,
+            ),
+            (
+                "graph_unloads_total",
+                "Graphs released from memory.",
+                &self.graph_unloads,
+            ),
+            (
+                "graph_refusals_total",
+                "Sessions refused: no more graphs could be opened (1013).",
+                &self.graph_refusals,
             ),
         ] {
             gauge(

@@ -14,7 +14,7 @@ use gitmind_schema::message::PresenceState;
 use gitmind_schema::{Body, Codec, Envelope, Limits, MessageType};
 use tokio::sync::Notify;
 
-use crate::fanout::Encoded;
+use crate::fanout::{Encoded, Refusal};
 use crate::metrics::Metrics;
 use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
 
@@ -53,6 +53,8 @@ pub struct Outbox {
     bytes: Cell<usize>,
     max_bytes: usize,
     slow: Cell<bool>,
+    /// Set when the hub cannot give the session its graph: it is closed.
+    refused: Cell<Option<Refusal>>,
     /// Latest version of each coalescable ephemeral message in the queue.
     latest: RefCell<HashMap<(SessionKey, MessageType), u64>>,
     next_version: Cell<u64>,
@@ -93,6 +95,7 @@ impl Outbox {
             bytes: Cell::new(0),
             max_bytes,
             slow: Cell::new(false),
+            refused: Cell::new(None),
             latest: RefCell::new(HashMap::new()),
             next_version: Cell::new(0),
             seq: Cell::new(0),
@@ -120,6 +123,19 @@ impl Outbox {
     /// and must be closed (its queue was dropped).
     pub fn is_slow(&self) -> bool {
         self.slow.get()
+    }
+
+    /// Why the hub could not give the session its graph, if it could not:
+    /// the session must be closed.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refused.get()
+    }
+
+    /// Notes that the hub cannot give the session its graph, and wakes the
+    /// session to close.
+    pub fn refuse(&self, refusal: Refusal) {
+        self.refused.set(Some(refusal));
+        self.wake();
     }
 
     /// Waits until the session turns slow (to interrupt a blocked write).

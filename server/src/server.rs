@@ -27,7 +27,7 @@ use crate::auth::{Access, Authenticator, Credentials, OriginPolicy};
 use crate::config::{AcceptMode, Config};
 use crate::fanout::{Member, ShardLink};
 use crate::http::{self, Request, Response};
-use crate::hub::{self, Hub, HubCmd};
+use crate::hub::{self, Hub, HubCmd, SnapshotReply};
 use crate::metrics::Metrics;
 use crate::persist::{PersistConfig, Persister};
 use crate::quota::{self, Quotas, Slot};
@@ -87,7 +87,8 @@ struct Shared {
 }
 
 impl Server {
-    /// Loads every graph from the data directory, binds, and starts serving.
+    /// Opens the data directory (graphs are read from it when first asked
+    /// for), binds, and starts serving.
     ///
     /// # Errors
     /// [`StartError`] says what could not be done.
@@ -98,7 +99,7 @@ impl Server {
         let shards = config.shard_count();
         let metrics = Arc::new(Metrics::new(shards));
         let (persist_tx, persist_rx) = crossbeam::channel::unbounded();
-        let (persister, restored) = Persister::start(
+        let (persister, stored) = Persister::open(
             PersistConfig {
                 fsync: config.fsync,
                 replay_changes: config.replay_changes,
@@ -127,7 +128,7 @@ impl Server {
         let links: Vec<ShardLink> = (0..shards).map(|_| ShardLink::new()).collect();
         let owner_config = owner_config(&config);
         let hub = Hub::new(
-            restored,
+            stored,
             links.clone(),
             persister,
             owner_config,
@@ -662,7 +663,7 @@ async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String, access
             .await;
     }
     match answer.await {
-        Ok(Some(sync)) => match sync.snapshot_json_of(|id| access.may_read(id)) {
+        Ok(SnapshotReply::Graph(sync)) => match sync.snapshot_json_of(|id| access.may_read(id)) {
             Some(body) => Response::json(body).send(stream).await,
             None => {
                 Response::text(500, "could not encode the snapshot")
@@ -670,7 +671,18 @@ async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String, access
                     .await
             }
         },
-        Ok(None) => Response::text(404, "no such graph").send(stream).await,
+        Ok(SnapshotReply::NotFound) => Response::text(404, "no such graph").send(stream).await,
+        Ok(SnapshotReply::Busy) => {
+            Response::text(503, "too many graphs open; try again shortly")
+                .retry_after(1)
+                .send(stream)
+                .await
+        }
+        Ok(SnapshotReply::Failed) => {
+            Response::text(500, "the graph cannot be read")
+                .send(stream)
+                .await
+        }
         Err(_) => {
             Response::text(503, "shutting down")
                 .retry_after(1)

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
 use crate::config::Config;
-use crate::fanout::Member;
+use crate::fanout::{Member, Refusal};
 use crate::frames::FrameWriter;
 use crate::hub::HubCmd;
 use crate::metrics::Metrics;
@@ -45,6 +45,10 @@ use crate::stamp::{self, now_ms, stamped};
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code: the session's credentials expired.
 pub const CLOSE_CREDENTIALS_EXPIRED: u16 = 4001;
+
+/// Close code: the server cannot take the session now (RFC 6455's "try
+/// again later"); here, no more graphs can be opened.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 /// What a session needs besides its socket.
 pub struct SessionCtx {
@@ -389,6 +393,21 @@ impl State<'_> {
             code: CLOSE_SLOW_CONSUMER,
             reason: "slow_consumer",
         };
+        match outbox.refusal() {
+            Some(Refusal::TooManyGraphs) => {
+                return Err(End::Reconnect {
+                    code: CLOSE_TRY_AGAIN_LATER,
+                    reason: "too_many_graphs",
+                })
+            }
+            Some(Refusal::LoadFailed) => {
+                return Err(End::Close {
+                    code: 1011,
+                    reason: "the graph cannot be loaded",
+                })
+            }
+            None => {}
+        }
         if outbox.is_slow() {
             self.ctx.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
             return Err(slow);

@@ -114,6 +114,11 @@ impl ShardState {
                 }
                 self.metrics.fanout_latency(at.elapsed());
             }
+            ShardMsg::Refused { session, refusal } => {
+                if let Some(outbox) = self.sessions.get(&session) {
+                    outbox.refuse(refusal);
+                }
+            }
             ShardMsg::Outcome { session, outcome } => {
                 if let Some(outbox) = self.sessions.get(&session) {
                     outbox.push_envelope(outcome);

@@ -54,6 +54,17 @@ pub enum LoadError {
         /// What is wrong, and where.
         detail: String,
     },
+    /// A file could not be read (a graph's ref, loading on demand).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read.
+        context: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The persistence thread has stopped: nothing more is loaded.
+    #[error("persistence has stopped")]
+    Stopped,
 }
 
 impl LoadError {

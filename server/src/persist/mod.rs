@@ -1,6 +1,8 @@
 //! Git persistence (docs/architecture.md, docs/protocol.md 12): one OS thread
 //! owns one bare git repository, commits the graph owners' ordered changes
-//! in group commits, and on start loads every graph back.
+//! in group commits, and reads graphs back: on demand ([`Persister::open`]
+//! lists the graphs, [`Persister::load`] reads one, [`Persister::unload`]
+//! forgets one), or every graph at start ([`Persister::start`]).
 //!
 //! # Layout on disk
 //!
@@ -43,6 +45,18 @@
 //! the way of a commit (see `repack`). Packs of 32 MiB or more are left as
 //! they are; a person's `git gc`, run while the server is stopped, compacts
 //! history with deltas and compression.
+//!
+//! # Loading on demand
+//!
+//! The hub never reads git: it asks this thread to [`Persister::load`] a
+//! graph and is answered with [`Loaded`] on the channel it gave. Requests
+//! are taken in order with the groups, and a round's loads run after its
+//! commits, so a load never holds up the commits queued before it. Loading
+//! a graph also rebuilds what this thread keeps of it (its committed tree);
+//! [`Persister::unload`] drops that again once the hub has released the
+//! graph, which it does only when every change it handed over has been
+//! answered. A group of that graph still queued then is one a `Failed`
+//! already covers, and it is dropped as usual.
 //!
 //! # Epochs
 //!
@@ -169,10 +183,27 @@ pub enum PersistEvent {
     },
 }
 
+/// A graph read back on demand ([`Persister::load`]).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The graph asked for.
+    pub graph: String,
+    /// The graph as committed, with its replay window; `None` when the
+    /// repository has no such graph.
+    pub result: Result<Option<Restored>, LoadError>,
+}
+
 /// What the thread takes from its queue.
 enum Msg {
     /// Changes to commit.
     Group(Group),
+    /// Read a graph back, answering on `reply`.
+    Load {
+        graph: String,
+        reply: Sender<Loaded>,
+    },
+    /// Forget what the thread keeps of a graph the hub released.
+    Unload(String),
     /// A group that `submit` refused (queue full): fails in order with the
     /// groups before it.
     Refused {
@@ -210,19 +241,7 @@ impl Persister {
         events: Sender<PersistEvent>,
     ) -> Result<(Persister, Vec<Restored>), OpenError> {
         let started = Instant::now();
-        // Reading 300,000 blobs, libgit2 would hash each again (SHA-1DC, a
-        // third of the start-up time). Packs are written and checked by this
-        // module; `verify` turns the check back on. Process-wide, and only
-        // persistence uses libgit2.
-        git2::opts::strict_hash_verification(false);
-        // Moving a ref would look its commit up first, re-scanning the packs;
-        // the commit is in the pack just written and flushed.
-        git2::opts::strict_object_creation(false);
-        // Start-up reads each object once; caching the ~100,000 trees would
-        // only hold memory for the life of the process.
-        git2::opts::enable_caching(false);
-        let repo = open_or_init(&config)?;
-        remove_stale_locks(&config.repo_path().join(commit::REF_PREFIX));
+        let repo = open_repository(&config)?;
         let loaded = load::load_all(&repo, &config)?;
         // The thread writes packs and refs by hand: it needs no libgit2 handle.
         drop(repo);
@@ -237,6 +256,36 @@ impl Persister {
             ms = started.elapsed().as_millis() as u64,
             "persistence started"
         );
+        Ok((Persister::launch(config, events, graphs)?, restored))
+    }
+
+    /// Opens (or creates) the bare repository like [`Persister::start`],
+    /// but only lists its graphs: each is read when asked for
+    /// ([`Persister::load`]). Returns the names of the graphs in the
+    /// repository, sorted.
+    ///
+    /// # Errors
+    /// The repository cannot be opened or created, or its refs read.
+    pub fn open(
+        config: PersistConfig,
+        events: Sender<PersistEvent>,
+    ) -> Result<(Persister, Vec<String>), OpenError> {
+        let repo = open_repository(&config)?;
+        let names: Vec<String> = load::graph_refs(&repo)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        drop(repo);
+        tracing::info!(graphs = names.len(), "persistence started");
+        Ok((Persister::launch(config, events, HashMap::new())?, names))
+    }
+
+    /// Starts the thread (and the pack merger) over the graphs it knows.
+    fn launch(
+        config: PersistConfig,
+        events: Sender<PersistEvent>,
+        graphs: HashMap<String, GraphState>,
+    ) -> Result<Persister, OpenError> {
         let stats = Arc::new(PersistStats::default());
         let (tx, rx) = channel::unbounded();
         let pack_dir = config.repo_path().join("objects").join("pack");
@@ -268,16 +317,13 @@ impl Persister {
             .spawn(move || worker.run())
             .map_err(|e| OpenError::io("starting the persistence thread", e))?;
         let max_queued = config.max_queued_changes as u64;
-        Ok((
-            Persister {
-                tx,
-                thread: Some(thread),
-                stats,
-                events,
-                max_queued,
-            },
-            restored,
-        ))
+        Ok(Persister {
+            tx,
+            thread: Some(thread),
+            stats,
+            events,
+            max_queued,
+        })
     }
 
     /// Hands a group of consecutive changes of one graph to the thread.
@@ -313,7 +359,7 @@ impl Persister {
                     g.graph
                 }
                 Msg::Refused { graph, .. } => graph,
-                Msg::Shutdown => return,
+                Msg::Load { .. } | Msg::Unload(_) | Msg::Shutdown => return,
             };
             let _ = self.events.send(PersistEvent::Failed {
                 graph,
@@ -321,6 +367,30 @@ impl Persister {
                 error: CommitError::Stopped,
             });
         }
+    }
+
+    /// Asks the thread to read `graph` back from git, after what is
+    /// queued before; the answer comes on `reply`. Never blocks. When the
+    /// thread has stopped, the answer is [`LoadError::Stopped`], at once.
+    pub fn load(&self, graph: &str, reply: &Sender<Loaded>) {
+        let msg = Msg::Load {
+            graph: graph.to_owned(),
+            reply: reply.clone(),
+        };
+        if let Err(channel::SendError(Msg::Load { graph, reply })) = self.tx.send(msg) {
+            let _ = reply.send(Loaded {
+                graph,
+                result: Err(LoadError::Stopped),
+            });
+        }
+    }
+
+    /// Tells the thread to forget what it keeps of `graph` (its committed
+    /// tree). Only for a graph whose every change handed over has been
+    /// answered (`Committed` or `Failed`): the next change of it must come
+    /// after a [`Persister::load`] again, or start a new graph.
+    pub fn unload(&self, graph: &str) {
+        let _ = self.tx.send(Msg::Unload(graph.to_owned()));
     }
 
     /// The thread's counters, for `/metrics`.
@@ -351,6 +421,25 @@ impl Drop for Persister {
             tracing::error!(error = %e, "persistence thread ended badly");
         }
     }
+}
+
+/// Sets libgit2 up for this module and opens the bare repository (creating
+/// it if needed), with stale ref locks removed.
+fn open_repository(config: &PersistConfig) -> Result<Repository, OpenError> {
+    // Reading 300,000 blobs, libgit2 would hash each again (SHA-1DC, a
+    // third of the start-up time). Packs are written and checked by this
+    // module; `verify` turns the check back on. Process-wide, and only
+    // persistence uses libgit2.
+    git2::opts::strict_hash_verification(false);
+    // Moving a ref would look its commit up first, re-scanning the packs;
+    // the commit is in the pack just written and flushed.
+    git2::opts::strict_object_creation(false);
+    // Loading reads each object once; caching the ~100,000 trees would
+    // only hold memory for the life of the process.
+    git2::opts::enable_caching(false);
+    let repo = open_or_init(config)?;
+    remove_stale_locks(&config.repo_path().join(commit::REF_PREFIX));
+    Ok(repo)
 }
 
 /// Opens the bare repository, creating it (and the data directory) if needed.
@@ -451,6 +540,14 @@ struct Plan {
     failure: Option<(u64, CommitError)>,
 }
 
+/// What a round leaves to do after its commits.
+struct Round {
+    /// The batch held `Shutdown`.
+    shutdown: bool,
+    /// Graphs to read, and where to answer.
+    loads: Vec<(String, Sender<Loaded>)>,
+}
+
 /// The persistence thread's state.
 struct Worker {
     /// Merges small packs in the background.
@@ -475,18 +572,36 @@ impl Worker {
                 let Ok(m) = self.rx.try_recv() else { break };
                 batch.push(m);
             }
-            shutdown = self.round(batch);
+            let round = self.round(batch);
+            shutdown = round.shutdown;
+            if shutdown {
+                // The hub is stopping: nobody waits for these.
+                break;
+            }
+            for (graph, reply) in round.loads {
+                let result = self.load(&graph);
+                let _ = reply.send(Loaded { graph, result });
+            }
         }
         tracing::info!("persistence thread stopped");
     }
 
-    /// Commits one batch of messages; returns whether it held `Shutdown`.
-    fn round(&mut self, batch: Vec<Msg>) -> bool {
+    /// Commits one batch of messages; returns whether it held `Shutdown`,
+    /// and its load requests, to run after its commits.
+    fn round(&mut self, batch: Vec<Msg>) -> Round {
         let mut order: Vec<String> = Vec::new();
         let mut plans: HashMap<String, Plan> = HashMap::new();
         let mut shutdown = false;
+        let mut loads = Vec::new();
         for msg in batch {
             match msg {
+                Msg::Load { graph, reply } => loads.push((graph, reply)),
+                Msg::Unload(graph) => {
+                    // Everything the hub handed over for it is answered: a
+                    // group still in this batch is one a failure covers,
+                    // which planning dropped already.
+                    self.graphs.remove(&graph);
+                }
                 Msg::Group(group) => {
                     self.stats
                         .queued()
@@ -519,7 +634,7 @@ impl Worker {
             }
         }
         if order.is_empty() {
-            return shutdown;
+            return Round { shutdown, loads };
         }
         let started = Instant::now();
         let mut pack = PackWriter::new();
@@ -622,7 +737,7 @@ impl Worker {
         }
         self.stats
             .round(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        shutdown
+        Round { shutdown, loads }
     }
 
     /// Takes a group into a graph's plan, or refuses or drops it.
@@ -688,6 +803,27 @@ impl Worker {
                 )),
             ));
         }
+    }
+
+    /// Reads `graph` back from its ref's tip, with its replay window, and
+    /// keeps its committed tree for the commits that follow.
+    fn load(&mut self, graph: &str) -> Result<Option<Restored>, LoadError> {
+        let refname = format!("{}{graph}", commit::REF_PREFIX);
+        if !is_valid_graph_name(graph) {
+            return Ok(None);
+        }
+        let tip = refs::read_ref(&self.repo_path, &refname).map_err(|source| LoadError::Io {
+            context: format!("reading {refname}"),
+            source,
+        })?;
+        let Some(tip) = tip else {
+            self.graphs.remove(graph);
+            return Ok(None);
+        };
+        let repo = Repository::open_bare(&self.repo_path)?;
+        let (restored, state) = load::load_graph(&repo, graph, tip.to_oid(), &self.config)?;
+        self.graphs.insert(graph.to_owned(), state);
+        Ok(Some(restored))
     }
 
     /// Reports a failed commit and poisons the graph from `from_seq`.

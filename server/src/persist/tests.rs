@@ -848,3 +848,63 @@ fn several_graphs_commit_independently() {
     assert_eq!(find(&restored, "beta").epoch, "ep-b");
     assert_eq!(verify(dir.path()).unwrap().graphs.len(), 2);
 }
+
+/// Waits for the answer to a load.
+fn loaded(rx: &Receiver<Loaded>) -> Loaded {
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("a load answered within 20 s")
+}
+
+#[test]
+fn graphs_load_on_demand_commit_on_their_tip_and_unload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, rx) = start(config(dir.path()));
+    let mut m = Model::default();
+    p.submit(group(
+        "kept",
+        vec![m.create_node("n:1"), m.create_node("n:2")],
+    ));
+    committed(&rx, "kept", 2);
+    drop(p);
+
+    let (tx, rx) = unbounded();
+    let (p, names) = Persister::open(config(dir.path()), tx).expect("open");
+    assert_eq!(names, ["kept"], "listed, not loaded");
+    let (reply, answers) = unbounded();
+    p.load("kept", &reply);
+    p.load("nowhere", &reply);
+    let first = loaded(&answers);
+    assert_eq!(first.graph, "kept");
+    m.assert_restored(first.result.as_ref().unwrap().as_ref().unwrap());
+    let second = loaded(&answers);
+    assert_eq!(second.graph, "nowhere");
+    assert!(matches!(second.result, Ok(None)));
+
+    // Loaded, it commits on its tip.
+    p.submit(group("kept", vec![m.update_node("n:1", "one")]));
+    committed(&rx, "kept", 3);
+    // Unloaded and loaded again (in this order, after the commit), it has
+    // everything.
+    p.unload("kept");
+    p.load("kept", &reply);
+    let again = loaded(&answers);
+    m.assert_restored(again.result.as_ref().unwrap().as_ref().unwrap());
+    p.submit(group("kept", vec![m.delete_node("n:2")]));
+    committed(&rx, "kept", 4);
+    drop(p);
+    assert_eq!(verify(dir.path()).unwrap().graphs.len(), 1);
+    let (_p, restored, _) = start(config(dir.path()));
+    m.assert_restored(find(&restored, "kept"));
+}
+
+#[test]
+fn a_load_after_the_thread_stopped_is_answered_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = unbounded();
+    let (mut p, _) = Persister::open(config(dir.path()), tx).expect("open");
+    // What `Drop` leaves: the thread gone, the handle still here.
+    p.stop().unwrap();
+    let (reply, answers) = unbounded();
+    p.load("late", &reply);
+    assert!(matches!(loaded(&answers).result, Err(LoadError::Stopped)));
+}

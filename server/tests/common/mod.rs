@@ -112,6 +112,27 @@ impl Client {
         codec: Option<&str>,
         headers: &[(&'static str, &str)],
     ) -> Result<Client, Refused> {
+        let mut client = Client::open_with(addr, path, codec, headers).await?;
+        client.read_sync().await;
+        Ok(client)
+    }
+
+    /// Connects, and reads nothing yet.
+    pub async fn open(
+        addr: SocketAddr,
+        path: &str,
+        codec: Option<&str>,
+    ) -> Result<Client, Refused> {
+        Self::open_with(addr, path, codec, &[]).await
+    }
+
+    /// [`Client::open`] with extra request headers.
+    pub async fn open_with(
+        addr: SocketAddr,
+        path: &str,
+        codec: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, Refused> {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(codec) = codec {
@@ -136,7 +157,7 @@ impl Client {
             .headers()
             .get("sec-websocket-protocol")
             .is_some_and(|v| v == "gitmind.v1.bin");
-        let mut client = Client {
+        Ok(Client {
             ws,
             binary,
             inbox: VecDeque::new(),
@@ -144,7 +165,13 @@ impl Client {
             session_id: String::new(),
             sync: None,
             next_id: 0,
-        };
+        })
+    }
+
+    /// Reads the first `graph.sync` (all its chunks) into `sync`, and the
+    /// session's ids from it.
+    pub async fn read_sync(&mut self) {
+        let client = self;
         let first = client.recv().await;
         let Body::GraphSync(mut sync) = first.body else {
             panic!("first message is not graph.sync: {first:?}")
@@ -171,7 +198,6 @@ impl Client {
             sync.chunk = more.chunk;
         }
         client.sync = Some(sync);
-        Ok(client)
     }
 
     /// Connects once a place under the caps is free (429 meanwhile), or
