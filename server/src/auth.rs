@@ -22,6 +22,7 @@ use serde::Deserialize;
 use gitmind_schema::Body;
 
 use crate::http::{Namer, Request, Response};
+use crate::view::{edge_splits, SessionView, View};
 
 /// What a role allows on a graph, each including the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -42,8 +43,8 @@ pub struct Access {
     pub user_id: String,
     /// Its role on the graph.
     pub role: Role,
-    /// Node-id prefixes it may read; `None`: every node.
-    pub read: Option<Vec<String>>,
+    /// The nodes it may read; `None`: every node.
+    pub read: SessionView,
     /// Node-id prefixes it may write (within what it may read); `None`:
     /// every node it may read.
     pub write: Option<Vec<String>>,
@@ -70,18 +71,18 @@ impl Access {
 
     /// Whether the node `id` may be read.
     pub fn may_read(&self, id: &str) -> bool {
-        matches(self.read.as_deref(), id)
+        self.read.as_ref().is_none_or(|view| view.sees(id))
     }
 
     /// Whether the node `id` may be written: readable, and within the
     /// write prefixes.
     pub fn may_write_node(&self, id: &str) -> bool {
-        self.may_write() && self.may_read(id) && matches(self.write.as_deref(), id)
-    }
-
-    /// Whether it sees the whole graph (no read prefixes).
-    pub fn reads_everything(&self) -> bool {
-        self.read.is_none()
+        self.may_write()
+            && self.may_read(id)
+            && self
+                .write
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|prefix| id.starts_with(prefix.as_str())))
     }
 
     /// Why a mutation is forbidden, if it is: no write role, or a node it
@@ -126,20 +127,6 @@ impl Access {
     }
 }
 
-/// Every (source, target) an edge id `"{source} -[{type}]-> {target}"`
-/// can be read as.
-fn edge_splits(id: &str) -> impl Iterator<Item = (&str, &str)> {
-    id.match_indices(" -[").filter_map(move |(at, _)| {
-        let rest = &id[at + 3..];
-        let end = rest.find("]-> ")?;
-        Some((&id[..at], &rest[end + 4..]))
-    })
-}
-
-fn matches(prefixes: Option<&[String]>, id: &str) -> bool {
-    prefixes.is_none_or(|p| p.iter().any(|prefix| id.starts_with(prefix.as_str())))
-}
-
 /// Who a request is, before the graph is known.
 #[derive(Debug, Clone)]
 pub enum Credentials {
@@ -172,7 +159,7 @@ impl Credentials {
                 Ok(Access {
                     user_id: claims.sub.clone(),
                     role,
-                    read: claims.read.clone(),
+                    read: claims.read.clone().map(|p| Arc::new(View::new(p))),
                     write: claims.write.clone(),
                     expires_at: Some(claims.exp),
                 })
@@ -719,7 +706,7 @@ mod tests {
         let access = Access {
             user_id: "u".into(),
             role: Role::Write,
-            read: Some(vec!["concept:".into(), "doc:".into()]),
+            read: Some(Arc::new(View::new(vec!["concept:".into(), "doc:".into()]))),
             write: Some(vec!["concept:mine/".into()]),
             expires_at: None,
         };
@@ -740,7 +727,7 @@ mod tests {
         let access = Access {
             user_id: "u".into(),
             role: Role::Write,
-            read: Some(vec!["concept:".into()]),
+            read: Some(Arc::new(View::new(vec!["concept:".into()]))),
             write: Some(vec!["concept:mine/".into()]),
             expires_at: None,
         };

@@ -19,6 +19,8 @@ use gitmind_schema::message::PresenceState;
 use gitmind_schema::{Codec, Envelope, MessageType, PerCodec};
 use tokio::sync::Notify;
 
+use crate::view::{SessionView, View};
+
 /// Capacity of each hub-to-shard ring, in messages.
 const RING_CAPACITY: usize = 1 << 16;
 
@@ -37,6 +39,8 @@ pub struct Member {
     pub user_id: String,
     /// Its session id.
     pub session_id: String,
+    /// What it may see of the graph (`None`: all of it).
+    pub view: SessionView,
 }
 
 /// A message encoded once for each codec that has sessions.
@@ -68,8 +72,25 @@ pub struct Released {
     pub recipients: Vec<SessionKey>,
     /// The outcome, encoded by the recipient's shard in its codec.
     pub outcome: Envelope,
-    /// The event, encoded once.
+    /// The event, encoded once, for the sessions that see everything.
     pub event: Encoded,
+    /// The event as each other view on the graph sees it, encoded once per
+    /// view (`None`: out of that view).
+    pub views: Vec<(Arc<View>, Option<Encoded>)>,
+}
+
+impl Released {
+    /// The event's bytes for a session of `view` and `codec`.
+    pub fn event_for(&self, view: Option<&Arc<View>>, codec: Codec) -> Option<&Bytes> {
+        match view {
+            None => self.event[codec].as_ref(),
+            Some(view) => self
+                .views
+                .iter()
+                .find(|(v, _)| v == view)
+                .and_then(|(_, encoded)| encoded.as_ref()?[codec].as_ref()),
+        }
+    }
 }
 
 /// Why the hub cannot give a session its graph: the session is closed

@@ -311,6 +311,7 @@ mod tests {
             graph: graph.into(),
             user_id: "u".into(),
             session_id: format!("s-{session}"),
+            view: None,
         }
     }
 

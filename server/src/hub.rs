@@ -33,6 +33,7 @@ use crate::graphs::{Graph, Graphs, Place};
 use crate::metrics::Metrics;
 use crate::persist::{Loaded, PersistEvent, Persister};
 use crate::stamp::now_ms;
+use crate::view::View;
 
 /// What shards ask of the hub.
 pub enum HubCmd {
@@ -438,7 +439,7 @@ impl Hub {
                 };
                 let msg = ShardMsg::Sync {
                     session,
-                    sync: sync_of(&entry.owner, since.as_ref()),
+                    sync: sync_of(&entry.owner, since.as_ref(), member.view.as_deref()),
                     presence: entry.roster.others(session),
                     heartbeat_ms: self.heartbeat_ms,
                 };
@@ -489,7 +490,7 @@ impl Hub {
         let Some(entry) = self.graphs.get_mut(&graph) else {
             return;
         };
-        let sync = sync_of(&entry.owner, since.as_ref());
+        let sync = sync_of(&entry.owner, since.as_ref(), member.view.as_deref());
         let presence = entry.roster.others(member.session);
         let (session, shard) = (member.session, member.shard);
         entry.roster.join(member);
@@ -604,14 +605,23 @@ impl Hub {
                 self.metrics
                     .changes_committed
                     .fetch_add(releases.len() as u64, Relaxed);
-                let codecs = entry.roster.codecs();
+                let (all, views) = (entry.roster.seeing_all(), entry.roster.views());
                 let items: Vec<_> = releases
                     .into_iter()
                     .map(|r| Released {
                         seq: r.seq,
                         recipients: r.recipients,
+                        // Each distinct view's event is filtered and encoded
+                        // once, like everyone else's.
+                        views: views
+                            .iter()
+                            .map(|(view, codecs)| {
+                                let event = view.event(&r.event);
+                                (view.clone(), event.map(|e| fanout::encode(&e, *codecs)))
+                            })
+                            .collect(),
+                        event: fanout::encode(&r.event, all),
                         outcome: r.outcome,
-                        event: fanout::encode(&r.event, codecs),
                     })
                     .collect();
                 let items = Arc::new(items);
@@ -650,9 +660,13 @@ impl Hub {
     }
 }
 
-/// The sync for a session, from its resume point.
-fn sync_of(owner: &Owner, since: Option<&(u64, String)>) -> SyncData {
-    owner.sync(since.map(|(seq, epoch)| (*seq, epoch.as_str())))
+/// The sync for a session, from its resume point, as its view sees it.
+fn sync_of(owner: &Owner, since: Option<&(u64, String)>, view: Option<&View>) -> SyncData {
+    let sync = owner.sync(since.map(|(seq, epoch)| (*seq, epoch.as_str())));
+    match view {
+        Some(view) => view.sync(sync),
+        None => sync,
+    }
 }
 
 /// A fresh epoch: 128 random bits in hex.

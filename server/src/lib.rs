@@ -30,6 +30,7 @@
 //! - [`metrics`]: what `GET /metrics` reports.
 //! - [`stamp`]: the server's clock and the messages it makes itself.
 //! - [`trim`]: memory given back to the system after a crowd comes or goes.
+//! - [`view`]: what a session with read prefixes sees of its graph.
 
 pub mod auth;
 pub mod config;
@@ -49,6 +50,7 @@ pub mod shard;
 pub mod stamp;
 mod sync_stream;
 pub mod trim;
+pub mod view;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::fanout::{Encoded, Refusal};
 use crate::metrics::Metrics;
 use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
+use crate::view::SessionView;
 
 /// One queued item.
 enum Out {
@@ -43,6 +44,8 @@ enum Out {
 pub struct Outbox {
     /// The session's codec.
     pub codec: Codec,
+    /// What the session may see of its graph (`None`: all of it).
+    pub view: SessionView,
     /// The graph the session is on.
     pub graph: Arc<str>,
     /// The session's user, stamped on what is addressed to it.
@@ -88,6 +91,7 @@ impl Outbox {
     ) -> Self {
         Outbox {
             codec,
+            view: None,
             graph,
             user_id,
             session_id,

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use gitmind_owner::SessionKey;
 use gitmind_schema::message::{PresenceState, PresenceStatus, UserPresence};
-use gitmind_schema::{Body, DecodeError, Envelope, ErrorCode, MessageType, PerCodec};
+use gitmind_schema::{Body, Codec, DecodeError, Envelope, ErrorCode, MessageType, PerCodec};
 use tokio::time::Instant;
 
 use crate::fanout::{Encoded, Member};
 use crate::outbox::Outbox;
 use crate::stamp::stamped;
+use crate::view::View;
 
 /// The sessions on one graph and the presence of each (the hub's), and
 /// the notices of joins, leaves and presence changes not yet sent.
@@ -40,6 +41,10 @@ pub struct Roster {
     per_shard: Vec<usize>,
     /// Sessions per codec, to encode only what is used.
     per_codec: PerCodec<usize>,
+    /// Of those, the sessions that see the whole graph, per codec.
+    seeing_all: PerCodec<usize>,
+    /// The other views on the graph, with their sessions per codec.
+    views: Vec<(Arc<View>, PerCodec<usize>)>,
 }
 
 impl Roster {
@@ -51,6 +56,8 @@ impl Roster {
             changed: HashMap::new(),
             per_shard: vec![0; shards],
             per_codec: PerCodec::default(),
+            seeing_all: PerCodec::default(),
+            views: Vec::new(),
         }
     }
 
@@ -65,6 +72,7 @@ impl Roster {
         });
         self.per_shard[member.shard] += 1;
         self.per_codec[member.codec] += 1;
+        self.count_view(&member, 1);
         let joined = notice(&member, Body::UserPresence(status(PresenceStatus::Joined)));
         self.notices.push((member.session, joined));
         self.members.insert(member.session, (member, state));
@@ -77,6 +85,7 @@ impl Roster {
         };
         self.per_shard[member.shard] -= 1;
         self.per_codec[member.codec] -= 1;
+        self.count_view(&member, -1);
         self.changed.remove(&session);
         let left = notice(&member, Body::UserPresence(status(PresenceStatus::Left)));
         self.notices.push((session, left));
@@ -150,6 +159,35 @@ impl Roster {
     /// Sessions per codec.
     pub fn codecs(&self) -> PerCodec<usize> {
         self.per_codec
+    }
+
+    /// Sessions that see the whole graph, per codec.
+    pub fn seeing_all(&self) -> PerCodec<usize> {
+        self.seeing_all
+    }
+
+    /// The other views on the graph, each with its sessions per codec.
+    pub fn views(&self) -> &[(Arc<View>, PerCodec<usize>)] {
+        &self.views
+    }
+
+    fn count_view(&mut self, member: &Member, by: isize) {
+        let counts = match &member.view {
+            None => &mut self.seeing_all,
+            Some(view) => {
+                let at = match self.views.iter().position(|(v, _)| v == view) {
+                    Some(at) => at,
+                    None => {
+                        self.views.push((view.clone(), PerCodec::default()));
+                        self.views.len() - 1
+                    }
+                };
+                &mut self.views[at].1
+            }
+        };
+        counts[member.codec] = counts[member.codec].saturating_add_signed(by);
+        self.views
+            .retain(|(_, c)| c[Codec::Json] + c[Codec::Binary] > 0);
     }
 }
 
@@ -366,6 +404,7 @@ mod tests {
             graph: "g".into(),
             user_id: format!("u{session}"),
             session_id: format!("s{session}"),
+            view: None,
         }
     }
 

@@ -638,6 +638,7 @@ fn upgrade(
         graph: graph.into(),
         user_id: access.user_id.clone(),
         session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
+        view: access.read.clone(),
     };
     Ok(Upgrade {
         accept,

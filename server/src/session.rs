@@ -141,7 +141,7 @@ pub async fn run(
     let session = member.session;
     let graph = member.graph.clone();
     let codec = member.codec;
-    let outbox = Rc::new(Outbox::new(
+    let mut outbox = Outbox::new(
         codec,
         graph.clone(),
         member.user_id.clone(),
@@ -149,7 +149,9 @@ pub async fn run(
         member.shard,
         config.max_queue_bytes,
         ctx.metrics.clone(),
-    ));
+    );
+    outbox.view = member.view.clone();
+    let outbox = Rc::new(outbox);
     ctx.shard.borrow_mut().add(session, outbox.clone());
     let origin = Origin {
         session,

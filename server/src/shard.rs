@@ -95,7 +95,9 @@ impl ShardState {
                     for item in items.iter() {
                         if item.recipients.contains(session) {
                             outbox.push_envelope(item.outcome.clone());
-                        } else if let Some(bytes) = &item.event[outbox.codec] {
+                        } else if let Some(bytes) =
+                            item.event_for(outbox.view.as_ref(), outbox.codec)
+                        {
                             outbox.push_shared(bytes.clone(), item.seq);
                         }
                     }

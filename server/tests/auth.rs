@@ -723,3 +723,105 @@ async fn handshakes_and_connections_per_user_are_capped_with_429_and_retry_after
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn read_prefixes_filter_syncs_and_live_events_over_both_codecs() {
+    let server = jwt_server(|_| {});
+    let admin = hs256(&claims("admin", json!({"g": "admin"})));
+    let mut a = connect_as(&server, "g", &admin, "gitmind.v1.json").await;
+    create(&mut a, "concept:before").await;
+    create(&mut a, "person:before").await;
+    let reader = hs256(&json!({
+        "sub": "r", "aud": "gitmind", "iss": "tests", "exp": now() + 600,
+        "graphs": {"g": "read"}, "read": ["concept:"]
+    }));
+    for codec in CODECS {
+        let mut r = connect_as(&server, "g", &reader, codec).await;
+        let sync = r.sync.clone().unwrap();
+        let ids: Vec<_> = sync
+            .nodes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        assert!(
+            ids.contains(&"concept:before".to_owned()),
+            "{codec}: {ids:?}"
+        );
+        assert!(
+            ids.iter().all(|id| id.starts_with("concept:")),
+            "{codec}: {ids:?}"
+        );
+        let epoch = sync.epoch.clone().unwrap();
+        // Live: a hidden node, then a batch with one op of each kind, then a
+        // visible node; the reader gets the batch cut and the visible node.
+        create(&mut a, &format!("person:{codec}")).await;
+        let mid = a.id();
+        a.send(&Envelope::new(
+            mid.clone(),
+            Body::BatchUpdate(BatchUpdate {
+                base_seq: Some(0),
+                ops: vec![
+                    BatchOp::NodeCreate(NodeCreate {
+                        base_seq: None,
+                        node: gitmind_schema::model::Node {
+                            id: format!("person:batch-{codec}"),
+                            ..Default::default()
+                        },
+                        commit: None,
+                    }),
+                    BatchOp::NodeCreate(NodeCreate {
+                        base_seq: None,
+                        node: gitmind_schema::model::Node {
+                            id: format!("concept:batch-{codec}"),
+                            ..Default::default()
+                        },
+                        commit: None,
+                    }),
+                ],
+                commit: None,
+            }),
+        ))
+        .await;
+        a.outcome(&mid).await;
+        create(&mut a, &format!("concept:{codec}")).await;
+        let mut seen = Vec::new();
+        let last = format!("concept:{codec}");
+        loop {
+            let e = r.recv().await;
+            match &e.body {
+                Body::NodeCreate(c) => {
+                    seen.push(c.node.id.clone());
+                    if c.node.id == last {
+                        break;
+                    }
+                }
+                Body::BatchUpdate(b) => {
+                    assert_eq!(b.ops.len(), 1, "{codec}: the batch is cut");
+                    seen.push(format!("batch of {}", b.ops.len()));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["batch of 1".to_owned(), last.clone()], "{codec}");
+        // A resync from the start: a delta without the hidden changes.
+        r.send(&Envelope::new(
+            "s1",
+            Body::GraphSync(GraphSync {
+                since: Some(0),
+                epoch: Some(epoch),
+                ..GraphSync::default()
+            }),
+        ))
+        .await;
+        let delta = r
+            .recv_until("the delta", |e| matches!(e.body, Body::GraphSync(_)))
+            .await;
+        let Body::GraphSync(delta) = delta.body else {
+            unreachable!()
+        };
+        let text = format!("{:?}", delta.events);
+        assert!(text.contains("concept:before"), "{codec}: {text}");
+        assert!(!text.contains("person:"), "{codec}: {text}");
+    }
+}
