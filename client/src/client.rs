@@ -31,6 +31,38 @@ use crate::backoff::Backoff;
 use crate::replica::{Replica, ReplicaError};
 use crate::transport::{Transport, TransportError};
 
+/// Where the client's bearer token comes from. It is asked again before
+/// every connection attempt, so when the server closes a session whose
+/// token expired (4001) a callback can hand over a fresh one, and the
+/// client resumes with its pending changes as after any reconnect.
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl TokenSource {
+    /// A callback asked for the token before each connection attempt.
+    pub fn new(fetch: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
+        TokenSource(Arc::new(fetch))
+    }
+
+    /// The same token every time.
+    pub fn fixed(token: impl Into<String>) -> Self {
+        let token = token.into();
+        TokenSource::new(move || Some(token.clone()))
+    }
+
+    /// The token to use now.
+    pub fn get(&self) -> Option<String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str("TokenSource(..)")
+    }
+}
+
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -40,6 +72,8 @@ pub struct ClientConfig {
     pub graph: String,
     /// The user to act as (local mode); `None`: the server names one.
     pub user: Option<String>,
+    /// Where the bearer token comes from when the server authenticates.
+    pub token: Option<TokenSource>,
     /// The codec.
     pub codec: Codec,
     /// Reconnect delays.
@@ -60,6 +94,7 @@ impl ClientConfig {
             server: server.into(),
             graph: graph.into(),
             user: None,
+            token: None,
             codec: Codec::Binary,
             backoff: Backoff::default(),
             max_attempts: None,
@@ -506,11 +541,13 @@ impl Worker {
         let mut attempt = 0u32;
         let reason = loop {
             let query = self.query();
+            let token = self.config.token.as_ref().and_then(TokenSource::get);
             let connected = Transport::connect(
                 &self.config.server,
                 &self.config.graph,
                 &query,
                 self.config.codec,
+                token.as_deref(),
             )
             .await;
             let lost = match connected {

@@ -19,5 +19,5 @@ pub mod import;
 pub mod replica;
 pub mod transport;
 
-pub use client::{Client, ClientConfig, Event, Events, Outcome, State};
+pub use client::{Client, ClientConfig, Event, Events, Outcome, State, TokenSource};
 pub use gitmind_schema::Codec;

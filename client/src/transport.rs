@@ -18,6 +18,9 @@ pub enum TransportError {
     /// The server URL is not `ws://HOST:PORT`.
     #[error("bad server url {0:?}: expected ws://HOST:PORT")]
     BadUrl(String),
+    /// The token cannot go in an HTTP header.
+    #[error("the token is not a valid HTTP header value")]
+    BadToken,
     /// The server could not be reached.
     #[error("cannot reach {addr}")]
     Unreachable {
@@ -48,7 +51,7 @@ impl TransportError {
     /// Whether trying again later can help (a refusal for bad input cannot).
     pub fn is_retryable(&self) -> bool {
         match self {
-            TransportError::BadUrl(_) => false,
+            TransportError::BadUrl(_) | TransportError::BadToken => false,
             TransportError::Refused { status, .. } => matches!(status, 429 | 500..=599),
             _ => true,
         }
@@ -63,7 +66,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Connects to `{server}/v1/graphs/{graph}` with `query` appended.
+    /// Connects to `{server}/v1/graphs/{graph}` with `query` appended, with
+    /// `token` as its bearer token when there is one.
     ///
     /// # Errors
     /// See [`TransportError`].
@@ -72,6 +76,7 @@ impl Transport {
         graph: &str,
         query: &str,
         codec: Codec,
+        token: Option<&str>,
     ) -> Result<Transport, TransportError> {
         let base = server.trim_end_matches('/');
         let Some(host) = base.strip_prefix("ws://") else {
@@ -92,6 +97,12 @@ impl Transport {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", protocol);
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| TransportError::BadToken)?;
+            request.headers_mut().insert("Authorization", value);
+        }
         let stream =
             TcpStream::connect(host)
                 .await

@@ -49,6 +49,30 @@ struct Args {
     /// Heartbeat interval in milliseconds.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
+    /// Turn authentication on with the HS256 secret in this file
+    /// (docs/security.md).
+    #[arg(long, env = "GITMIND_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Turn authentication on with this RS256 or Ed25519 public key (PEM);
+    /// may be repeated.
+    #[arg(long)]
+    jwt_public_key: Vec<PathBuf>,
+    /// Turn authentication on with the public keys of this JWKS file.
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+    /// The `aud` every token must name.
+    #[arg(long)]
+    jwt_audience: Option<String>,
+    /// The `iss` every token must name.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
+    /// A browser origin allowed besides the server's own (`*`: any); may be
+    /// repeated.
+    #[arg(long)]
+    allowed_origin: Vec<String>,
+    /// A host name clients may use besides loopback ones; may be repeated.
+    #[arg(long)]
+    allowed_host: Vec<String>,
     /// Check the repository in the data directory (every graph loads; each
     /// commit's journal agrees with its tree), print a report and exit:
     /// 0 when it is sound, 1 when not. Do not run it on a live server's data.
@@ -91,6 +115,22 @@ fn main() -> anyhow::Result<()> {
         heartbeat_ms
     );
     config.insecure_open |= args.insecure_open;
+    let auth = &mut config.auth;
+    if let Some(path) = args.jwt_secret_file {
+        auth.jwt_secret_file = Some(path);
+    }
+    auth.jwt_public_key_files.extend(args.jwt_public_key);
+    if let Some(path) = args.jwks_file {
+        auth.jwks_file = Some(path);
+    }
+    if let Some(audience) = args.jwt_audience {
+        auth.audience = Some(audience);
+    }
+    if let Some(issuer) = args.jwt_issuer {
+        auth.issuer = Some(issuer);
+    }
+    auth.allowed_origins.extend(args.allowed_origin);
+    auth.allowed_hosts.extend(args.allowed_host);
     config.fsync &= !args.no_fsync;
 
     if args.verify {

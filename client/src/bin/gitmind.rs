@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use gitmind_client::dataset::{Item, Reader};
 use gitmind_client::import::Importer;
-use gitmind_client::{Client, ClientConfig, Codec, Event, Outcome, State};
+use gitmind_client::{Client, ClientConfig, Codec, Event, Outcome, State, TokenSource};
 use gitmind_schema::message::{
     EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate, PresenceStatus,
 };
@@ -34,6 +34,9 @@ struct Cli {
     /// The user to act as (local mode).
     #[arg(long, global = true, env = "GITMIND_USER")]
     user: Option<String>,
+    /// The bearer token, when the server authenticates (docs/security.md).
+    #[arg(long, global = true, env = "GITMIND_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// The wire codec.
     #[arg(long, global = true, value_enum, default_value = "bin")]
     codec: Codec,
@@ -201,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = |graph: &str| {
         let mut config = ClientConfig::new(cli.server.clone(), graph);
         config.user = cli.user.clone();
+        config.token = cli.token.clone().map(TokenSource::fixed);
         config.codec = cli.codec;
         config.connect_attempts = Some(3);
         config

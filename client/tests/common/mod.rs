@@ -18,8 +18,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// A server whose configuration `tweak` changes first.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let server = Self::boot(dir.path(), 0);
+        let mut config = Self::config(dir.path(), 0);
+        tweak(&mut config);
+        let server = Server::start(config).unwrap();
         let addr = server.local_addr();
         TestServer {
             server: Some(server),
@@ -28,15 +35,14 @@ impl TestServer {
         }
     }
 
-    fn boot(dir: &std::path::Path, port: u16) -> Server {
-        let config = Config {
+    fn config(dir: &std::path::Path, port: u16) -> Config {
+        Config {
             port,
             shards: 2,
             fsync: false,
             data_dir: dir.join("data"),
             ..Config::default()
-        };
-        Server::start(config).unwrap()
+        }
     }
 
     /// Stops the server and starts it again on the same port and data.
@@ -54,17 +60,9 @@ impl TestServer {
         // The port may take a moment to be free again.
         for _ in 0..50 {
             let dir = dir.clone();
-            match tokio::task::spawn_blocking(move || {
-                Server::start(Config {
-                    port,
-                    shards: 2,
-                    fsync: false,
-                    data_dir: dir.join("data"),
-                    ..Config::default()
-                })
-            })
-            .await
-            .unwrap()
+            match tokio::task::spawn_blocking(move || Server::start(Self::config(&dir, port)))
+                .await
+                .unwrap()
             {
                 Ok(server) => {
                     self.server = Some(server);
