@@ -599,18 +599,7 @@ fn host_name(authority: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/v1/graphs/g".into(),
-            query: vec![],
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-            rest: vec![],
-        }
-    }
+    use crate::http::test_request as request;
 
     fn policy(config: &AuthConfig) -> OriginPolicy {
         OriginPolicy::new(config, "127.0.0.1:7432".parse().unwrap())

@@ -363,23 +363,27 @@ pub fn resume_point(request: &Request) -> Result<Option<(u64, String)>, Response
         .map(|epoch| (since, epoch.to_owned())))
 }
 
+/// A `GET /v1/graphs/g` with these headers, for tests.
+#[cfg(test)]
+pub(crate) fn test_request(headers: &[(&str, &str)]) -> Request {
+    Request {
+        method: "GET".into(),
+        path: "/v1/graphs/g".into(),
+        query: vec![],
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        rest: vec![],
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/v1/graphs/g".into(),
-            query: vec![],
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-            rest: vec![],
-        }
-    }
+    use super::test_request as request;
 
     #[test]
     fn graph_names() {
