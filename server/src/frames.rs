@@ -8,7 +8,9 @@
 //! with vectored writes: no copy, few system calls, and no buffer kept
 //! while idle. A JSON batch becomes one text frame whose payload is a JSON
 //! array built from the parts and the punctuation between them; binary
-//! messages are one frame each.
+//! messages are one frame each. Over TLS the same slices go to rustls,
+//! which encrypts them into records of its own (the one copy encryption
+//! needs), each freed once sent.
 //!
 //! tungstenite still reads, answers pings and writes close frames; the
 //! session never lets the two writers interleave within a frame.
@@ -16,8 +18,7 @@
 use std::io::IoSlice;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 /// Slices handed to one `writev` at most (Linux's IOV_MAX is 1024).
 const MAX_SLICES: usize = 512;
@@ -98,14 +99,17 @@ impl FrameWriter {
         self.len = self.meta.len() + self.payloads.iter().map(Bytes::len).sum::<usize>();
     }
 
-    /// Writes what is left of the batch.
+    /// Writes what is left of the batch, and flushes: over TLS the last
+    /// bytes taken may still sit encrypted in the TLS layer until then.
     ///
     /// # Errors
     /// The connection failed.
     ///
     /// # Cancel safety
-    /// Cancel safe: progress is kept, see the type's documentation.
-    pub async fn drive(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+    /// Cancel safe: progress is kept, see the type's documentation. A
+    /// batch fully taken is not written again; what the TLS layer holds goes
+    /// out with the next write or flush.
+    pub async fn drive<W: AsyncWrite + Unpin>(&mut self, stream: &mut W) -> std::io::Result<()> {
         while self.in_flight() {
             let mut slices = Vec::with_capacity(MAX_SLICES.min(self.pieces.len() - self.piece));
             for (i, piece) in self.pieces[self.piece..]
@@ -130,7 +134,7 @@ impl FrameWriter {
             self.advance(written);
         }
         self.release();
-        Ok(())
+        stream.flush().await
     }
 
     fn advance(&mut self, mut written: usize) {
@@ -195,6 +199,7 @@ impl FrameWriter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -238,6 +243,24 @@ mod tests {
             &[0x82, 127, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]
         );
         assert_eq!(out.len(), 3 + 4 + 300 + 10 + 70_000);
+    }
+
+    #[tokio::test]
+    async fn what_a_buffering_layer_holds_is_flushed() {
+        use tokio::io::AsyncReadExt as _;
+        // Like TLS, a BufWriter takes bytes without passing them on.
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let mut stream = tokio::io::BufWriter::new(near);
+        let mut w = FrameWriter::default();
+        w.binary(vec![Bytes::from_static(b"x")]);
+        w.drive(&mut stream).await.unwrap();
+        let mut frame = [0u8; 3];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            far.read_exact(&mut frame),
+        );
+        assert!(matches!(read.await, Ok(Ok(3))), "the frame was not flushed");
+        assert_eq!(&frame, b"\x82\x01x");
     }
 
     #[test]

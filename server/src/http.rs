@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use gitmind_schema::{Codec, SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// The largest request head we read.
@@ -89,7 +88,7 @@ pub enum HeadError {
 /// # Cancel safety
 /// Not cancel safe: bytes read so far are lost. The caller bounds it with a
 /// timeout and drops the connection on expiry.
-pub async fn read_head(stream: &mut TcpStream) -> Result<Request, HeadError> {
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let mut chunk = [0u8; 1024];
@@ -193,7 +192,7 @@ impl Response {
     }
 
     /// Writes the response and ends the exchange (`Connection: close`).
-    pub async fn send(self, stream: &mut TcpStream) {
+    pub async fn send<S: AsyncWrite + Unpin>(self, stream: &mut S) {
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
