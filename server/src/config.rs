@@ -78,7 +78,8 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Extra time past two heartbeats before a silent session is closed.
     pub heartbeat_grace_ms: u64,
-    /// Time allowed for a client to send its HTTP request head.
+    /// Time allowed for a client to send its HTTP request head (with TLS,
+    /// to finish its TLS handshake and send the head).
     pub handshake_timeout_ms: u64,
     /// Time allowed for sessions to close on shutdown.
     pub shutdown_timeout_ms: u64,
@@ -111,6 +112,11 @@ pub struct Config {
     pub replay_ms: u64,
     /// The WebSocket read buffer per connection (memory per idle client).
     pub read_buffer_bytes: usize,
+    /// TLS certificate chain (PEM, the server's certificate first). With
+    /// [`Config::tls_key`], the port speaks only TLS (`wss://`, `https://`).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1), with [`Config::tls_cert`].
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -151,6 +157,8 @@ impl Default for Config {
             replay_changes: 100_000,
             replay_ms: 600_000,
             read_buffer_bytes: 2048,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -204,6 +212,13 @@ impl Config {
                  every graph; bind a loopback address or pass --insecure-open",
                 self.addr
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(
+                "TLS needs both a certificate and a key: pass --tls-cert and --tls-key \
+                 together (or neither, for plain ws://)"
+                    .into(),
+            );
         }
         if self.max_frame_bytes < 1024 || self.max_envelopes == 0 || self.max_json_depth < 4 {
             return Err("limits are too small to carry a single message".into());

@@ -13,6 +13,8 @@
 //! - [`auth`]: origins, hosts, credentials and what they allow.
 //! - [`config`]: every knob, with defaults that need no configuration.
 //! - [`server`]: start, listeners, accept, shutdown.
+//! - [`tls`]: the certificate, its reload, and a connection's stream,
+//!   plain or TLS.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
 //! - [`session`]: one connection's loop, from the accepted handshake to
 //!   the close.
@@ -49,6 +51,7 @@ pub mod session;
 pub mod shard;
 pub mod stamp;
 mod sync_stream;
+pub mod tls;
 pub mod trim;
 pub mod view;
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use gitmind_server::config::AcceptMode;
 use gitmind_server::{Config, Server};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// The Gitmind live server: real-time collaboration on knowledge graphs stored in git.
 #[derive(Debug, Parser)]
@@ -73,6 +74,14 @@ struct Args {
     /// A host name clients may use besides loopback ones; may be repeated.
     #[arg(long)]
     allowed_host: Vec<String>,
+    /// TLS certificate chain (PEM, the server's certificate first); with
+    /// --tls-key the port speaks only TLS (wss://, https://). SIGHUP reloads
+    /// the certificate and key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1), with --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Check the repository in the data directory (every graph loads; each
     /// commit's journal agrees with its tree), print a report and exit:
     /// 0 when it is sound, 1 when not. Do not run it on a live server's data.
@@ -114,6 +123,12 @@ fn main() -> anyhow::Result<()> {
         max_queue_bytes,
         heartbeat_ms
     );
+    if let Some(cert) = &args.tls_cert {
+        config.tls_cert = Some(cert.clone());
+    }
+    if let Some(key) = &args.tls_key {
+        config.tls_key = Some(key.clone());
+    }
     config.insecure_open |= args.insecure_open;
     let auth = &mut config.auth;
     if let Some(path) = args.jwt_secret_file {
@@ -136,18 +151,32 @@ fn main() -> anyhow::Result<()> {
     if args.verify {
         return verify(&config.data_dir);
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // SIGHUP is caught from before the start: one that comes while the
+    // server starts must not end the process (its default action).
+    let mut hangup = {
+        let _runtime = runtime.enter();
+        signal(SignalKind::hangup())?
+    };
     let server = Server::start(config)?;
     if args.print_addr {
         println!("{}", server.local_addr());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break,
+                _ = term.recv() => break,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the TLS certificate");
+                    // A failure is logged there and changes nothing.
+                    let _ = server.reload_tls();
+                }
+            }
         }
         anyhow::Ok(())
     })?;

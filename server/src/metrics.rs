@@ -70,6 +70,11 @@ pub struct Metrics {
     pub heartbeat_timeouts: AtomicU64,
     /// Handshakes refused, any status.
     pub handshakes_refused: AtomicU64,
+    /// TLS handshakes that failed or timed out (plain HTTP on the TLS port
+    /// included).
+    pub tls_handshake_failures: AtomicU64,
+    /// Certificate reloads that failed (the previous certificate stayed).
+    pub tls_reload_failures: AtomicU64,
     /// Sessions opened since the start.
     pub sessions_opened: AtomicU64,
     /// Times the allocator was asked to give freed memory back (the trim thread).
@@ -106,6 +111,8 @@ impl Metrics {
             policy_closes: AtomicU64::new(0),
             heartbeat_timeouts: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            tls_reload_failures: AtomicU64::new(0),
             sessions_opened: AtomicU64::new(0),
             memory_trims: AtomicU64::new(0),
             changes_committed: AtomicU64::new(0),
@@ -251,6 +258,16 @@ impl Metrics {
                 "handshakes_refused_total",
                 "Handshakes refused.",
                 &self.handshakes_refused,
+            ),
+            (
+                "tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &self.tls_handshake_failures,
+            ),
+            (
+                "tls_reload_failures_total",
+                "TLS certificate reloads that failed; the previous certificate stayed.",
+                &self.tls_reload_failures,
             ),
             (
                 "sessions_opened_total",

@@ -7,6 +7,10 @@
 //! acceptors stop, every session is sent `system.reconnect` and a 1001
 //! close, the shards wait for their sessions (bounded), then the hub hands
 //! what is ordered to persistence and waits for the last commit.
+//!
+//! A connection, from its first byte: its place under the caps, then (with
+//! TLS on) its TLS handshake, then its HTTP request head, all within
+//! `handshake_timeout_ms`; then a plain answer or a WebSocket session.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -16,8 +20,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +39,7 @@ use crate::persist::{PersistConfig, Persister};
 use crate::quota::{self, Quotas, Slot};
 use crate::session::{self, SessionCtx};
 use crate::shard::{self, Shard, ShardState};
+use crate::tls::{Stream, Tls, TlsError};
 use gitmind_owner::OwnerConfig;
 use gitmind_schema::Codec;
 
@@ -56,6 +63,9 @@ pub enum StartError {
     /// A thread or runtime could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("cannot load the TLS certificate: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running server.
@@ -67,6 +77,8 @@ pub struct Server {
     hub_thread: Option<JoinHandle<()>>,
     hub: crossbeam::channel::Sender<HubCmd>,
     metrics: Arc<Metrics>,
+    /// The certificate in use, when TLS is on.
+    tls: Option<Arc<Tls>>,
 }
 
 /// What every shard shares.
@@ -84,6 +96,8 @@ struct Shared {
     quotas: Arc<Quotas>,
     sessions: Arc<AtomicU64>,
     persist_stats: Arc<crate::persist::PersistStats>,
+    /// The TLS acceptor, when TLS is on: then the port speaks only TLS.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -95,6 +109,10 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
         let auth = crate::auth::authenticator(&config.auth).map_err(StartError::Config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+            _ => None,
+        };
         let config = Arc::new(config);
         let shards = config.shard_count();
         let metrics = Arc::new(Metrics::new(shards));
@@ -154,6 +172,7 @@ impl Server {
             quotas: Arc::new(Quotas::new(&config)),
             sessions: Arc::new(AtomicU64::new(0)),
             persist_stats,
+            tls: tls.clone(),
         });
         crate::trim::spawn(metrics.clone(), shared.shutdown.clone()).map_err(StartError::Thread)?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -191,7 +210,7 @@ impl Server {
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
-        tracing::info!(%addr, shards, accept = ?config.accept, data_dir = %config.data_dir.display(), "serving");
+        tracing::info!(%addr, shards, accept = ?config.accept, tls = tls.is_some(), data_dir = %config.data_dir.display(), "serving");
         Ok(Server {
             addr,
             shutdown: shared.shutdown.clone(),
@@ -200,6 +219,7 @@ impl Server {
             hub_thread: Some(hub_thread),
             hub: hub_tx,
             metrics,
+            tls,
         })
     }
 
@@ -211,6 +231,25 @@ impl Server {
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Reads the TLS certificate and key files again (what SIGHUP does):
+    /// new connections get the new certificate, open sessions keep theirs.
+    /// If the files are not usable, the error is logged and the certificate
+    /// in use stays. Does nothing when TLS is off.
+    ///
+    /// # Errors
+    /// [`TlsError`]: the files were not usable; nothing changed.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let Some(tls) = &self.tls else {
+            tracing::info!("TLS is off: no certificate to reload");
+            return Ok(());
+        };
+        let result = tls.reload();
+        if result.is_err() {
+            self.metrics.tls_reload_failures.fetch_add(1, Relaxed);
+        }
+        result
     }
 
     /// Stops the server: no new connections, every session told to
@@ -384,21 +423,30 @@ async fn accept_error(error: &std::io::Error) {
 }
 
 /// One connection, from its first byte: HTTP request or WebSocket session.
-async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+    // The TLS handshake and the request head share one deadline.
+    let deadline = Instant::now() + Duration::from_millis(shared.config.handshake_timeout_ms);
     // Its place is taken before its first byte: a connection still in its
     // handshake counts toward the caps, so slow handshakes cannot pile up.
-    let admission = match admit(&stream, &shared) {
+    let admission = match admit(&tcp, &shared) {
         Ok(admission) => admission,
         Err(response) => {
             // Read the request first: closing on unread bytes would reset
             // the connection and lose the answer.
-            let _ = tokio::time::timeout(REFUSAL_READ, http::read_head(&mut stream)).await;
+            let deadline = Instant::now() + REFUSAL_READ;
+            let Some(mut stream) = open(tcp, &shared, deadline).await else {
+                return;
+            };
+            let _ = tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await;
             return refuse(&shared, &mut stream, response).await;
         }
     };
+    let Some(stream) = open(tcp, &shared, deadline).await else {
+        return;
+    };
     // The handshake's leftovers (the request head, the answer) are dropped
     // before the session starts: an idle session holds none of them.
-    let Some(accepted) = handshake(stream, shard_index, &shared).await else {
+    let Some(accepted) = handshake(stream, shard_index, &shared, deadline).await else {
         return;
     };
     let _open = (
@@ -422,6 +470,53 @@ async fn connection(mut stream: TcpStream, shard_index: usize, shard: Shard, sha
         ctx,
     )
     .await;
+}
+
+/// The connection's byte stream: the TCP stream as it is, or with TLS on,
+/// after a TLS handshake that must end by `deadline`. `None` when the
+/// handshake failed, timed out, or the client spoke plain HTTP to the TLS
+/// port (answered 400 here); the connection is then closed.
+async fn open(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Option<Stream> {
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &shared.tls else {
+        return Some(Stream::Plain(tcp));
+    };
+    let peer = tcp.peer_addr().ok();
+    let failed = |reason: &dyn std::fmt::Display| {
+        shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+        tracing::debug!(?peer, %reason, "TLS handshake failed");
+    };
+    // A request line starts with a method's capital letter; a TLS record
+    // with 0x16. Told apart on the first byte, a plain client learns what
+    // it did wrong instead of reading a TLS alert as garbage.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1..)) => {}
+        Ok(Ok(0) | Err(_)) => return None,
+        Err(_) => {
+            failed(&"timed out");
+            return None;
+        }
+    }
+    if first[0].is_ascii_uppercase() {
+        failed(&"plain HTTP on the TLS port");
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout_at(deadline, http::read_head(&mut tcp)).await;
+        let response = Response::text(400, "this port speaks TLS: use https:// or wss://");
+        refuse(shared, &mut tcp, response).await;
+        return None;
+    }
+    match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+        Ok(Err(error)) => {
+            failed(&error);
+            None
+        }
+        Err(_) => {
+            failed(&"timed out");
+            None
+        }
+    }
 }
 
 /// How long a refused connection is given to send its request head.
@@ -459,7 +554,7 @@ fn admit(stream: &TcpStream, shared: &Arc<Shared>) -> Result<Admission, Response
 
 /// A WebSocket handshake that succeeded.
 struct Accepted {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     member: Member,
     /// What the session may do.
     access: Access,
@@ -469,16 +564,17 @@ struct Accepted {
     since: Option<(u64, String)>,
 }
 
-/// Reads a connection's request head and answers it: plain endpoints and
-/// refusals are answered here (`None`); a WebSocket upgrade is accepted
-/// and returned.
-async fn handshake(mut stream: TcpStream, shard_index: usize, shared: &Shared) -> Option<Accepted> {
-    let _ = stream.set_nodelay(true);
+/// Reads a connection's request head (by `deadline`) and answers it:
+/// plain endpoints and refusals are answered here (`None`); a WebSocket
+/// upgrade is accepted and returned.
+async fn handshake(
+    mut stream: Stream,
+    shard_index: usize,
+    shared: &Shared,
+    deadline: Instant,
+) -> Option<Accepted> {
     let config = &shared.config;
-    let head = tokio::time::timeout(
-        Duration::from_millis(config.handshake_timeout_ms),
-        http::read_head(&mut stream),
-    );
+    let head = tokio::time::timeout_at(deadline, http::read_head(&mut stream));
     let request = match head.await {
         Ok(Ok(request)) => request,
         Ok(Err(http::HeadError::Bad(message))) => {
@@ -492,8 +588,15 @@ async fn handshake(mut stream: TcpStream, shard_index: usize, shared: &Shared) -
         Answer::Plain(response) => response.send(&mut stream).await,
         Answer::Snapshot(graph, access) => snapshot(shared, &mut stream, graph, &access).await,
         Answer::Upgrade(upgrade) => {
-            tokio::io::AsyncWriteExt::write_all(&mut stream, &upgrade.accept)
+            // Flushed: over TLS the answer could otherwise wait in the TLS
+            // layer for the session's first write.
+            let answer = async {
+                stream.write_all(&upgrade.accept).await?;
+                stream.flush().await
+            };
+            tokio::time::timeout(http::write_timeout(upgrade.accept.len()), answer)
                 .await
+                .ok()?
                 .ok()?;
             let ws_config = WebSocketConfig::default()
                 .read_buffer_size(config.read_buffer_bytes)
@@ -649,13 +752,13 @@ fn upgrade(
     })
 }
 
-async fn refuse(shared: &Shared, stream: &mut TcpStream, response: Response) {
+async fn refuse<S: AsyncWrite + Unpin>(shared: &Shared, stream: &mut S, response: Response) {
     shared.metrics.handshakes_refused.fetch_add(1, Relaxed);
     response.send(stream).await;
 }
 
 /// `GET /v1/graphs/{graph}`: the committed snapshot, `{epoch, seq, nodes, edges}`.
-async fn snapshot(shared: &Shared, stream: &mut TcpStream, graph: String, access: &Access) {
+async fn snapshot(shared: &Shared, stream: &mut Stream, graph: String, access: &Access) {
     let (reply, answer) = tokio::sync::oneshot::channel();
     if shared.hub.send(HubCmd::Snapshot { graph, reply }).is_err() {
         return Response::text(503, "shutting down")

@@ -21,7 +21,6 @@ use gitmind_schema::message::{
 };
 use gitmind_schema::{binary, json, Body, Codec, DecodeError, Envelope, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -40,6 +39,7 @@ use crate::presence::{self, Throttles};
 use crate::quota::{self, Quotas};
 use crate::shard::Shard;
 use crate::stamp::{self, now_ms, stamped};
+use crate::tls::Stream;
 
 /// Close code: the session's outgoing queue passed its limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -131,7 +131,7 @@ impl Drop for Registration {
 
 /// Runs one session from just after the WebSocket handshake to its end.
 pub async fn run(
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: WebSocketStream<Stream>,
     member: Member,
     access: Access,
     since: Option<(u64, String)>,
@@ -227,13 +227,14 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Closes a session from the server's side (docs/protocol.md section 10):
 /// an optional last message and the close frame; then the client's input
 /// is read and dropped until its close frame (or the end of its stream)
-/// and the TCP connection is shut down, its last bytes drained. A client
-/// that is still sending when the close is decided so receives the close
-/// frame and its code, never a reset that would discard them (a socket
-/// closed with unread input sends RST). Bounded by [`CLOSE_LINGER`]: a
-/// client that does not read cannot hold the session open.
+/// and the connection is shut down (over TLS, close_notify first), its
+/// last bytes drained. A client that is still sending when the close is
+/// decided so receives the close frame and its code, never a reset that
+/// would discard them (a socket closed with unread input sends RST).
+/// Bounded by [`CLOSE_LINGER`]: a client that does not read cannot hold
+/// the session open.
 async fn close(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<Stream>,
     codec: Codec,
     last: Option<Envelope>,
     code: u16,
@@ -264,12 +265,13 @@ async fn close(
         }
     })
     .await;
-    let tcp = ws.get_mut();
+    let stream = ws.get_mut();
     let _ = tokio::time::timeout_at(deadline, async {
-        // Our FIN, then the client's bytes until its own end of stream.
-        let _ = tcp.shutdown().await;
+        // Our FIN (after TLS's close_notify), then the client's bytes until
+        // its own end of stream.
+        let _ = stream.shutdown().await;
         let mut sink = [0u8; 4096];
-        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
 }
@@ -310,7 +312,7 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    async fn serve(&mut self, ws: &mut WebSocketStream<TcpStream>) -> End {
+    async fn serve(&mut self, ws: &mut WebSocketStream<Stream>) -> End {
         let config = self.ctx.config.clone();
         loop {
             let mut deadline = (self.last_sent + config.heartbeat())
@@ -389,7 +391,7 @@ impl State<'_> {
     /// Writes what is queued, unless the session turned slow or the server
     /// shuts down: a write blocked on a client that does not read is
     /// abandoned for the close.
-    async fn write_or_close(&mut self, ws: &mut WebSocketStream<TcpStream>) -> Result<(), End> {
+    async fn write_or_close(&mut self, ws: &mut WebSocketStream<Stream>) -> Result<(), End> {
         let (outbox, shutdown) = (self.outbox, self.ctx.shutdown.clone());
         let slow = End::Reconnect {
             code: CLOSE_SLOW_CONSUMER,
@@ -427,7 +429,7 @@ impl State<'_> {
     /// Writes what is queued: up to a frame limit's worth of JSON as one
     /// text frame, or binary messages a frame each, with vectored writes
     /// straight from the shared buffers.
-    async fn write(&mut self, ws: &mut WebSocketStream<TcpStream>) -> Result<(), End> {
+    async fn write(&mut self, ws: &mut WebSocketStream<Stream>) -> Result<(), End> {
         let codec = self.outbox.codec;
         let counters = self.ctx.metrics.codec(codec);
         // A few batches per wake-up, then yield to the other sessions.
