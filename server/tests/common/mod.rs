@@ -1,6 +1,9 @@
 //! Shared helpers of the end-to-end tests: a real server on port 0 with its
-//! own data directory, and a minimal WebSocket client speaking either codec.
+//! own data directory, and a minimal WebSocket client speaking either codec,
+//! over plain TCP or TLS ([`tls`]).
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,7 +14,7 @@ use gitmind_schema::message::*;
 use gitmind_schema::model::Node;
 use gitmind_schema::{binary, json, Body, Envelope, Limits};
 use gitmind_server::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,6 +27,9 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// Set when the server speaks TLS: [`TestServer::connect`] and
+    /// [`TestServer::get`] then use it.
+    pub tls: Option<tls::TestTls>,
 }
 
 impl TestServer {
@@ -32,12 +38,28 @@ impl TestServer {
     }
 
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), None, tweak)
+    }
+
+    /// A server speaking only TLS, with a certificate from a fresh test CA.
+    pub fn start_tls(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let tls = tls::TestTls::new(dir.path());
+        Self::start_in(dir, Some(tls), tweak)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        tls: Option<tls::TestTls>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config {
             port: 0,
             shards: 2,
             fsync: false,
             data_dir: dir.path().join("data"),
+            tls_cert: tls.as_ref().map(|t| t.cert_path.clone()),
+            tls_key: tls.as_ref().map(|t| t.key_path.clone()),
             ..Config::default()
         };
         tweak(&mut config);
@@ -47,17 +69,61 @@ impl TestServer {
             server: Some(server),
             dir,
             addr,
+            tls,
         }
     }
 
     pub async fn connect(&self, graph: &str, user: &str, codec: &str) -> Client {
-        Client::connect(
-            self.addr,
-            &format!("/v1/graphs/{graph}?user={user}"),
-            Some(codec),
-        )
-        .await
-        .unwrap()
+        self.try_connect(&format!("/v1/graphs/{graph}?user={user}"), Some(codec))
+            .await
+            .unwrap()
+    }
+
+    /// Connects to `path` over the server's transport (TLS when it has
+    /// it) and reads the first `graph.sync`.
+    pub async fn try_connect(&self, path: &str, codec: Option<&str>) -> Result<Client, Refused> {
+        self.connect_with(path, codec, &[]).await
+    }
+
+    /// [`TestServer::try_connect`] with extra request headers (`Origin`,
+    /// `Authorization`, ...).
+    pub async fn connect_with(
+        &self,
+        path: &str,
+        codec: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, Refused> {
+        let mut client = self.open_with(path, codec, headers).await?;
+        client.read_sync().await;
+        Ok(client)
+    }
+
+    /// Connects to `path` over the server's transport, and reads nothing yet.
+    pub async fn open_with(
+        &self,
+        path: &str,
+        codec: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, Refused> {
+        match &self.tls {
+            Some(tls) => {
+                let stream = tls.connect(self.addr).await;
+                let url = format!("wss://{}:{}{path}", tls::SERVER_NAME, self.addr.port());
+                Client::open_over(Box::new(stream), &url, codec, headers).await
+            }
+            None => Client::open_with(self.addr, path, codec, headers).await,
+        }
+    }
+
+    /// A plain GET over the server's transport; the status and body.
+    pub async fn get(&self, path: &str, extra_headers: &str) -> (u16, String) {
+        match &self.tls {
+            Some(tls) => {
+                let stream = tls.connect(self.addr).await;
+                http_get_over(stream, self.addr, path, extra_headers).await
+            }
+            None => http_get(self.addr, path, extra_headers).await,
+        }
     }
 
     /// Shuts the server down on a blocking thread (it joins threads).
@@ -77,8 +143,13 @@ impl Drop for TestServer {
     }
 }
 
+/// A client's byte stream: TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Client {
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<Box<dyn Io>>,
     pub binary: bool,
     pub inbox: VecDeque<Envelope>,
     pub user_id: String,
@@ -134,7 +205,31 @@ impl Client {
         headers: &[(&'static str, &str)],
     ) -> Result<Client, Refused> {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+        let url = format!("ws://{addr}{path}");
+        Client::open_over(Box::new(stream), &url, codec, headers).await
+    }
+
+    /// [`Client::connect_with`] on a connection already open (TCP or TLS),
+    /// to `url` (`ws://` or `wss://`).
+    pub async fn connect_over(
+        stream: Box<dyn Io>,
+        url: &str,
+        codec: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, Refused> {
+        let mut client = Client::open_over(stream, url, codec, headers).await?;
+        client.read_sync().await;
+        Ok(client)
+    }
+
+    /// [`Client::open_with`] on a connection already open (TCP or TLS).
+    pub async fn open_over(
+        stream: Box<dyn Io>,
+        url: &str,
+        codec: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, Refused> {
+        let mut request = url.into_client_request().unwrap();
         if let Some(codec) = codec {
             request
                 .headers_mut()
@@ -351,7 +446,17 @@ impl Client {
 
 /// A plain HTTP GET; returns the status and body.
 pub async fn http_get(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    http_get_over(stream, addr, path, extra_headers).await
+}
+
+/// A GET on a connection already open (TCP or TLS); the status and body.
+pub async fn http_get_over(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (u16, String) {
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}\r\n").as_bytes())
         .await
