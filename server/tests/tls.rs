@@ -361,3 +361,54 @@ fn tls_needs_both_files_and_usable_ones_to_start() {
     assert!(matches!(error, StartError::Tls(_)), "{error}");
     assert!(error.to_string().contains("key.pem"), "{error}");
 }
+
+/// Authentication is the same over TLS: a token in `Authorization` opens a
+/// session as its subject, none gets 401, and the server's own page on
+/// `https://` passes the origin check.
+#[tokio::test]
+async fn tokens_are_checked_over_tls_as_over_plain_tcp() {
+    const SECRET: &str = "a shared secret of more than thirty-two bytes, for tests";
+    let server = TestServer::start_tls(|config| {
+        let secret = config.data_dir.with_file_name("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        config.auth.jwt_secret_file = Some(secret);
+    });
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"sub": "ada", "exp": exp, "graphs": {"*": "write"}});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let origin = format!("https://{SERVER_NAME}:{}", server.addr.port());
+    for codec in CODECS {
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Origin", origin.as_str()),
+        ];
+        let mut ada = server
+            .connect_with("/v1/graphs/secured", Some(codec), &headers)
+            .await
+            .unwrap_or_else(|r| panic!("{codec}: refused {} {}", r.status, r.body));
+        assert_eq!(ada.user_id, "ada", "{codec}");
+        let mid = ada
+            .create_node(&format!("concept:{}", &codec[11..]), "x", 0)
+            .await;
+        assert!(matches!(
+            ada.outcome(&mid).await.body,
+            Body::UpdateConfirmed(_)
+        ));
+        let refused = server
+            .try_connect("/v1/graphs/secured?user=ada", Some(codec))
+            .await
+            .err()
+            .expect("no token, yet a session");
+        assert_eq!(refused.status, 401, "{codec}: {}", refused.body);
+    }
+}
