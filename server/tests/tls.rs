@@ -412,3 +412,75 @@ async fn tokens_are_checked_over_tls_as_over_plain_tcp() {
         assert_eq!(refused.status, 401, "{codec}: {}", refused.body);
     }
 }
+
+/// What TLS adds to an idle session's memory: the server binary, run on
+/// its own, holds `SESSIONS` idle sessions over plain TCP, then over TLS;
+/// its resident memory is read before and after each batch. Not a check
+/// (the figure depends on the build and the machine): run it by hand for
+/// perf-reports/tls-15.md with
+/// `cargo test -p gitmind-server --test tls -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn idle_session_memory_over_tls_and_plain_tcp() {
+    use tokio::io::AsyncBufReadExt as _;
+    const SESSIONS: u64 = 900; // under the per-address cap of 1,024
+    let rss_kib = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    for round in 0..2 {
+        for tls in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let certs = TestTls::new(dir.path());
+            let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitmind-server"));
+            server
+                .args(["--port", "0", "--shards", "2", "--no-fsync", "--print-addr"])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"));
+            if tls {
+                server.arg("--tls-cert").arg(&certs.cert_path);
+                server.arg("--tls-key").arg(&certs.key_path);
+            }
+            server
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let mut server = server.spawn().unwrap();
+            let pid = server.id().unwrap();
+            let stdout = server.stdout.take().unwrap();
+            let line = tokio::io::BufReader::new(stdout).lines().next_line().await;
+            let addr: std::net::SocketAddr = line.unwrap().unwrap().parse().unwrap();
+            let mut clients = Vec::new();
+            let connect = |i: u64| {
+                let path = format!("/v1/graphs/idle?user=u{i}");
+                let certs = &certs;
+                async move {
+                    if !tls {
+                        return Client::connect(addr, &path, Some(CODECS[1])).await.unwrap();
+                    }
+                    let stream = certs.connect(addr).await;
+                    let url = format!("wss://{SERVER_NAME}:{}{path}", addr.port());
+                    Client::connect_over(Box::new(stream), &url, Some(CODECS[1]), &[])
+                        .await
+                        .unwrap()
+                }
+            };
+            for i in 0..20 {
+                clients.push(connect(i).await);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = rss_kib(pid);
+            for i in 20..20 + SESSIONS {
+                clients.push(connect(i).await);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = rss_kib(pid);
+            let each = (after - before) as f64 / SESSIONS as f64;
+            eprintln!(
+                "round {round}, {}: {SESSIONS} idle sessions, {before} -> {after} KiB: {each:.1} KiB each",
+                if tls { "TLS" } else { "plain TCP" }
+            );
+        }
+    }
+}
