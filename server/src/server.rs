@@ -451,7 +451,7 @@ async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Ar
     };
     let _open = (
         admission,
-        accepted.slot,
+        accepted.session.slot,
         shared.metrics.session_opened(shard_index),
     );
     let ctx = SessionCtx {
@@ -464,9 +464,9 @@ async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Ar
     };
     session::run(
         accepted.ws,
-        accepted.member,
-        accepted.access,
-        accepted.since,
+        accepted.session.member,
+        accepted.session.access,
+        accepted.session.since,
         ctx,
     )
     .await;
@@ -555,13 +555,7 @@ fn admit(stream: &TcpStream, shared: &Arc<Shared>) -> Result<Admission, Response
 /// A WebSocket handshake that succeeded.
 struct Accepted {
     ws: WebSocketStream<Stream>,
-    member: Member,
-    /// What the session may do.
-    access: Access,
-    /// Its place under the user's connection cap.
-    slot: Slot<Arc<str>>,
-    /// The resume point the client asked for.
-    since: Option<(u64, String)>,
+    session: Admitted,
 }
 
 /// Reads a connection's request head (by `deadline`) and answers it:
@@ -587,14 +581,14 @@ async fn handshake(
         Answer::Refuse(response) => refuse(shared, &mut stream, response).await,
         Answer::Plain(response) => response.send(&mut stream).await,
         Answer::Snapshot(graph, access) => snapshot(shared, &mut stream, graph, &access).await,
-        Answer::Upgrade(upgrade) => {
+        Answer::Upgrade(accept, session) => {
             // Flushed: over TLS the answer could otherwise wait in the TLS
             // layer for the session's first write.
             let answer = async {
-                stream.write_all(&upgrade.accept).await?;
+                stream.write_all(&accept).await?;
                 stream.flush().await
             };
-            tokio::time::timeout(http::write_timeout(upgrade.accept.len()), answer)
+            tokio::time::timeout(http::write_timeout(accept.len()), answer)
                 .await
                 .ok()?
                 .ok()?;
@@ -611,19 +605,9 @@ async fn handshake(
                 Some(ws_config),
             )
             .await;
-            let Upgrade {
-                member,
-                access,
-                slot,
-                since,
-                ..
-            } = *upgrade;
             return Some(Accepted {
                 ws,
-                member,
-                access,
-                slot,
-                since,
+                session: *session,
             });
         }
     }
@@ -638,16 +622,18 @@ enum Answer {
     Plain(Response),
     /// The snapshot of a graph, as this access may see it.
     Snapshot(String, Access),
-    /// The WebSocket upgrade.
-    Upgrade(Box<Upgrade>),
+    /// The WebSocket upgrade: the 101 answer and the session it starts.
+    Upgrade(Vec<u8>, Box<Admitted>),
 }
 
-/// An upgrade that passed every check.
-struct Upgrade {
-    accept: Vec<u8>,
+/// A session whose upgrade passed every check.
+struct Admitted {
     member: Member,
+    /// What the session may do.
     access: Access,
+    /// Its place under the user's connection cap.
     slot: Slot<Arc<str>>,
+    /// The resume point the client asked for.
     since: Option<(u64, String)>,
 }
 
@@ -706,7 +692,7 @@ fn answer(request: &Request, shard_index: usize, shared: &Shared) -> Answer {
         return Answer::Refuse(Response::text(503, "the server is shutting down").retry_after(1));
     }
     match upgrade(request, shard_index, shared, graph, &credentials, access) {
-        Ok(upgrade) => Answer::Upgrade(Box::new(upgrade)),
+        Ok((accept, session)) => Answer::Upgrade(accept, Box::new(session)),
         Err(response) => Answer::Refuse(response),
     }
 }
@@ -719,7 +705,7 @@ fn upgrade(
     graph: &str,
     credentials: &Credentials,
     access: Access,
-) -> Result<Upgrade, Response> {
+) -> Result<(Vec<u8>, Admitted), Response> {
     let user: Arc<str> = credentials.user_id().into();
     shared.quotas.handshake(&user).map_err(|wait| {
         Response::text(429, "too many handshakes of this user; retry later")
@@ -743,13 +729,15 @@ fn upgrade(
         session_id: format!("s-{key:x}-{:04x}", rand::random::<u16>()),
         view: access.read.clone(),
     };
-    Ok(Upgrade {
+    Ok((
         accept,
-        member,
-        access,
-        slot,
-        since,
-    })
+        Admitted {
+            member,
+            access,
+            slot,
+            since,
+        },
+    ))
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(shared: &Shared, stream: &mut S, response: Response) {
