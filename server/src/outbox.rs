@@ -14,7 +14,7 @@ use gitmind_schema::message::PresenceState;
 use gitmind_schema::{Body, Codec, Envelope, Limits, MessageType};
 use tokio::sync::Notify;
 
-use crate::fanout::{Encoded, Refusal};
+use crate::fanout::{Digest, Refusal};
 use crate::metrics::Metrics;
 use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
 use crate::view::SessionView;
@@ -35,6 +35,18 @@ enum Out {
     /// writer reaches it: a snapshot of any size streams out without being
     /// held encoded, and what is queued after it waits behind it.
     Sync(Box<SyncCursor>),
+    /// A presence digest, shared with every member: its notices are taken
+    /// one by one as the writer reaches them, all but the session's own
+    /// (`own`). One entry per member however many notices it holds, so ten
+    /// thousand sessions leaving at once cost each remaining member a
+    /// pointer, not ten thousand queue entries.
+    Notices {
+        digest: Arc<Digest>,
+        own: SessionKey,
+        next: usize,
+        /// The bytes counted for it in the queue.
+        len: usize,
+    },
 }
 
 /// A session's outgoing queue, shared between its task and its shard's
@@ -216,13 +228,20 @@ impl Outbox {
 
     /// Queues the presence notices of a digest about sessions other than
     /// `own` (`session`'s own notices are not echoed back to it).
-    pub fn push_notices(&self, own: SessionKey, notices: &[(SessionKey, Encoded)]) {
-        for (about, encoded) in notices {
-            if *about != own {
-                if let Some(bytes) = &encoded[self.codec] {
-                    self.push(Out::Frame(bytes.clone()));
-                }
-            }
+    pub fn push_notices(&self, own: SessionKey, digest: &Arc<Digest>) {
+        let len = digest
+            .iter()
+            .filter(|(about, _)| *about != own)
+            .filter_map(|(_, encoded)| encoded[self.codec].as_ref())
+            .map(Bytes::len)
+            .sum();
+        if len > 0 {
+            self.push(Out::Notices {
+                digest: Arc::clone(digest),
+                own,
+                next: 0,
+                len,
+            });
         }
     }
 
@@ -269,6 +288,7 @@ impl Outbox {
         }
         let len = match &out {
             Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+            Out::Notices { len, .. } => *len,
             Out::Sync(_) => 0,
         };
         let bytes = self.bytes.get() + len;
@@ -307,6 +327,43 @@ impl Outbox {
             }
             let len = match out {
                 Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+                Out::Notices {
+                    digest,
+                    own,
+                    next,
+                    len,
+                } => {
+                    // As many of the digest's notices as fit; it stays in
+                    // front until the last one is out.
+                    while let Some((about, encoded)) = digest.get(*next) {
+                        let Some(bytes) = encoded[self.codec].as_ref() else {
+                            *next += 1;
+                            continue;
+                        };
+                        if about == own {
+                            *next += 1;
+                            continue;
+                        }
+                        if into.len() >= limits.max_envelopes
+                            || (taken > 0 && taken + bytes.len() > max_frame)
+                        {
+                            break;
+                        }
+                        into.push(bytes.clone());
+                        taken += bytes.len();
+                        *next += 1;
+                    }
+                    if *next < digest.len() {
+                        break;
+                    }
+                    let len = *len;
+                    queue.pop_front();
+                    self.bytes.set(self.bytes.get() - len);
+                    self.metrics.shards[self.shard]
+                        .queued_bytes
+                        .fetch_sub(len as i64, Relaxed);
+                    continue;
+                }
                 Out::Sync(cursor) => {
                     // Next chunk of a sync: made now, the cursor stays in
                     // front until its last chunk is out.
@@ -338,7 +395,7 @@ impl Outbox {
                 .queued_bytes
                 .fetch_sub(len as i64, Relaxed);
             match out {
-                Out::Sync(_) => {}
+                Out::Sync(_) | Out::Notices { .. } => {}
                 Out::Frame(bytes) => into.push(bytes),
                 Out::Ephemeral {
                     key,
@@ -378,6 +435,7 @@ fn outcome_of(body: &Body) -> Option<&str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::fanout::Encoded;
     use crate::sync_stream::test_snapshot;
     use gitmind_schema::json;
     use gitmind_schema::message::CursorMove;
@@ -512,5 +570,38 @@ mod tests {
             out.take_batch(&Limits::default(), &mut Vec::new());
         }
         assert!(!out.sync_busy(), "streamed out");
+    }
+
+    #[test]
+    fn a_digest_is_one_queue_entry_taken_a_frame_at_a_time_without_the_own_notice() {
+        let o = outbox(1 << 30);
+        let digest: Arc<Digest> = Arc::new(
+            (0..3000u64)
+                .map(|about| {
+                    let mut encoded = Encoded::default();
+                    encoded[Codec::Json] = Some(cursor(about as f64));
+                    (about, encoded)
+                })
+                .collect(),
+        );
+        o.push_notices(7, &digest);
+        assert_eq!(o.queue.borrow().len(), 1, "one entry, not 3000");
+        let limits = Limits::default();
+        let (mut taken, mut batches) = (Vec::new(), 0);
+        loop {
+            let mut batch = Vec::new();
+            o.take_batch(&limits, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= limits.max_envelopes);
+            batches += 1;
+            taken.extend(batch);
+        }
+        assert_eq!(taken.len(), 2999, "all but the session's own");
+        assert!(!taken.contains(&cursor(7.0)));
+        assert!(batches >= 3, "cut at the envelope limit");
+        assert_eq!(o.bytes.get(), 0);
+        assert_eq!(o.queue.borrow().len(), 0);
     }
 }
