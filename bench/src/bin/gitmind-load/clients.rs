@@ -18,6 +18,34 @@ pub fn codec_of(args: &Args, i: usize) -> Codec {
     })
 }
 
+/// The path a client of `user` connects to on `graph`: in local mode
+/// `?user=NAME`; with `--jwt-secret-file`, also a token for that user
+/// (`access_token`), with `--read-prefix` as its read claim when it only
+/// `reads`.
+pub fn graph_path(args: &Args, graph: &str, user: &str, reads: bool) -> String {
+    let mut path = format!("/v1/graphs/{graph}?user={user}");
+    if let Some(secret) = &args.secret {
+        let read = (reads && !args.read_prefix.is_empty()).then_some(&args.read_prefix);
+        path.push_str("&access_token=");
+        path.push_str(&token(secret, user, read));
+    }
+    path
+}
+
+/// An HS256 token for `user`, writing on every graph for a day.
+fn token(secret: &[u8], user: &str, read: Option<&Vec<String>>) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 86_400;
+    let mut claims = serde_json::json!({"sub": user, "exp": exp, "graphs": {"*": "write"}});
+    if let Some(read) = read {
+        claims["read"] = serde_json::json!(read);
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap_or_default()
+}
+
 /// Reads messages until a complete `graph.sync` (all chunks) arrived;
 /// what came after it in the same frame is left for the next `recv`.
 pub async fn read_sync(conn: &mut Conn) -> anyhow::Result<GraphSync> {

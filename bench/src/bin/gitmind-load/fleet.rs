@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{codec_of, read_sync};
+use crate::clients::{codec_of, graph_path, read_sync};
 use crate::Args;
 
 /// The writers and subscribers of the fan-out scenarios.
@@ -105,7 +105,7 @@ pub async fn connect(
     for i in 0..subscribers {
         let permit = limit.clone().acquire_owned().await?;
         let codec = codec_of(args, i);
-        let path = format!("/v1/graphs/{graph}?user=sub{i}");
+        let path = graph_path(args, &graph, &format!("sub{i}"), true);
         let (delivery, received, lost, duplicates) = (
             fleet.delivery.clone(),
             fleet.received.clone(),
@@ -170,14 +170,9 @@ pub async fn connect(
             fleet.confirm.clone(),
             fleet.confirmed.clone(),
         );
+        let path = graph_path(args, &graph, &format!("writer{w}"), false);
         let writer = fleet.writer_runtime.spawn(async move {
-            let mut conn = Conn::connect(
-                addr,
-                Some(conn::source_addr(i)),
-                &format!("/v1/graphs/{graph}?user=writer{w}"),
-                codec,
-            )
-            .await?;
+            let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
             let sync = read_sync(&mut conn).await?;
             let node = format!("load:writer-{w}");
             let create = Envelope::new(

@@ -51,6 +51,19 @@ struct Args {
     /// Extra arguments for the server this program starts.
     #[arg(long, global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Authenticate: the server this program starts verifies HS256 tokens
+    /// with the secret in this file, and every client presents one
+    /// (`fanout`, `ramp`).
+    #[arg(long, global = true)]
+    jwt_secret_file: Option<std::path::PathBuf>,
+    /// With `--jwt-secret-file`: the read prefixes in the subscribers'
+    /// tokens (they then see the graph through a filtered view); may be
+    /// repeated.
+    #[arg(long, global = true, requires = "jwt_secret_file")]
+    read_prefix: Vec<String>,
+    /// The secret read from `--jwt-secret-file`.
+    #[arg(skip)]
+    secret: Option<Vec<u8>>,
     /// Report file name (default: `load-SCENARIO`).
     #[arg(long, global = true)]
     report: Option<String>,
@@ -108,7 +121,14 @@ enum Scenario {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(path) = &args.jwt_secret_file {
+        let secret =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        args.secret = Some(secret.trim_end().as_bytes().to_vec());
+        args.server_args.push("--jwt-secret-file".into());
+        args.server_args.push(path.display().to_string());
+    }
     // 10,000 connections need more than the usual 1,024 descriptors.
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
