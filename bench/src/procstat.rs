@@ -1,6 +1,8 @@
-//! Memory and CPU of a process, from `/proc/PID`.
+//! Memory and CPU of a process, from `/proc/PID`, once or as a [`Trace`].
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -51,5 +53,144 @@ impl CpuMeter {
     pub fn percent(&self) -> f64 {
         let used = cpu_seconds(self.pid).unwrap_or(self.start_cpu) - self.start_cpu;
         100.0 * used / self.start.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// One sample of a process's memory and CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// Seconds since the trace started.
+    pub at_secs: f64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+    /// CPU time used since the process started, in seconds.
+    pub cpu_seconds: f64,
+}
+
+/// A process's memory and CPU sampled at a fixed interval, to show how
+/// they moved during a run (its start, peak and end), not only where they
+/// ended.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Trace {
+    /// The samples, oldest first.
+    pub samples: Vec<Sample>,
+}
+
+impl Trace {
+    /// The last sample taken at or before `at_secs` (the first one when
+    /// none was).
+    pub fn at(&self, at_secs: f64) -> Option<Sample> {
+        self.samples
+            .iter()
+            .take_while(|s| s.at_secs <= at_secs)
+            .last()
+            .or(self.samples.first())
+            .copied()
+    }
+
+    /// The sample of the highest RSS between `from` and `to` seconds.
+    pub fn peak(&self, from: f64, to: f64) -> Option<Sample> {
+        self.samples
+            .iter()
+            .filter(|s| (from..=to).contains(&s.at_secs))
+            .max_by_key(|s| s.rss_bytes)
+            .copied()
+    }
+
+    /// Percent of one core used between `from` and `to` seconds (from the
+    /// samples nearest to them).
+    pub fn cpu_percent(&self, from: f64, to: f64) -> f64 {
+        match (self.at(from), self.at(to)) {
+            (Some(a), Some(b)) if b.at_secs > a.at_secs => {
+                100.0 * (b.cpu_seconds - a.cpu_seconds) / (b.at_secs - a.at_secs)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The highest CPU use over one interval between two samples, percent
+    /// of one core.
+    pub fn peak_cpu_percent(&self) -> f64 {
+        self.samples
+            .windows(2)
+            .map(|w| 100.0 * (w[1].cpu_seconds - w[0].cpu_seconds) / (w[1].at_secs - w[0].at_secs))
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Samples `pid`'s RSS and CPU every `every` until `stop` fires (or its
+/// sender is dropped), or the process is gone.
+pub async fn trace(pid: u32, every: Duration, stop: tokio::sync::oneshot::Receiver<()>) -> Trace {
+    let start = Instant::now();
+    let mut trace = Trace::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let (Some(rss_bytes), Some(cpu_seconds)) = (rss_bytes(pid), cpu_seconds(pid)) else {
+                    break;
+                };
+                trace.samples.push(Sample {
+                    at_secs: start.elapsed().as_secs_f64(),
+                    rss_bytes,
+                    cpu_seconds,
+                });
+            }
+        }
+    }
+    trace
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample(at_secs: f64, rss_mib: u64, cpu_seconds: f64) -> Sample {
+        Sample {
+            at_secs,
+            rss_bytes: rss_mib << 20,
+            cpu_seconds,
+        }
+    }
+
+    #[test]
+    fn a_trace_reads_its_start_peak_end_and_cpu() {
+        let trace = Trace {
+            samples: vec![
+                sample(0.0, 10, 1.0),
+                sample(1.0, 30, 1.5),
+                sample(2.0, 20, 1.6),
+                sample(3.0, 25, 2.6),
+            ],
+        };
+        assert_eq!(trace.at(0.5).unwrap().rss_bytes, 10 << 20);
+        assert_eq!(trace.at(9.0).unwrap().rss_bytes, 25 << 20);
+        assert_eq!(trace.peak(0.0, 3.0).unwrap().rss_bytes, 30 << 20);
+        assert_eq!(trace.peak(1.5, 3.0).unwrap().rss_bytes, 25 << 20);
+        assert!((trace.cpu_percent(1.0, 3.0) - 55.0).abs() < 1e-9);
+        assert!((trace.peak_cpu_percent() - 100.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn tracing_this_process_samples_until_stopped() {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(trace(
+            std::process::id(),
+            Duration::from_millis(10),
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        let trace = task.await.unwrap();
+        assert!(trace.samples.len() >= 3, "{} samples", trace.samples.len());
+        assert!(trace.samples.iter().all(|s| s.rss_bytes > 0));
+        assert!(trace
+            .samples
+            .windows(2)
+            .all(|w| w[0].at_secs < w[1].at_secs));
     }
 }
