@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use gitmind_bench::conn::{self, Codec, Conn};
 use gitmind_bench::report::Percentiles;
-use gitmind_schema::message::{NodeCreate, NodeUpdate, SystemHeartbeat};
+use gitmind_schema::message::{NodeCreate, NodeUpdate};
 use gitmind_schema::model::{Node, NodeSet};
 use gitmind_schema::{binary, json, Body, Envelope, Limits};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{codec_of, read_sync};
+use crate::clients::{codec_of, read_sync, send_heartbeat, CLIENT_HEARTBEAT};
 use crate::Args;
 
 /// The writers and subscribers of the fan-out scenarios.
@@ -119,16 +119,23 @@ pub async fn connect(
             let mut last = sync.seq.unwrap_or(0);
             tokio::spawn(async move {
                 let mut local = Vec::with_capacity(1024);
+                let mut last_beat = Instant::now();
                 while let Ok(Some(batch)) = conn.recv().await {
                     let now = start.elapsed().as_micros() as u64;
+                    // Something at least every heartbeat interval, also
+                    // while the server keeps sending and so sends no
+                    // heartbeat to answer (docs/protocol.md 10.1).
+                    if last_beat.elapsed() >= CLIENT_HEARTBEAT
+                        || batch
+                            .iter()
+                            .any(|e| matches!(e.body, Body::SystemHeartbeat(_)))
+                    {
+                        let _ = send_heartbeat(&mut conn).await;
+                        last_beat = Instant::now();
+                    }
                     for e in batch.iter() {
-                        if let Body::SystemHeartbeat(_) = e.body {
-                            let _ = conn
-                                .send(&Envelope::new(
-                                    "hb",
-                                    Body::SystemHeartbeat(SystemHeartbeat::default()),
-                                ))
-                                .await;
+                        // A server heartbeat carries the latest seq: not an event.
+                        if matches!(e.body, Body::SystemHeartbeat(_)) {
                             continue;
                         }
                         let Some(seq) = e.seq else { continue };
