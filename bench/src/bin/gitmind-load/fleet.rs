@@ -415,4 +415,27 @@ impl StepResult {
             .map(Percentiles::of)
             .unwrap_or_default()
     }
+
+    /// The rows of a Markdown `| measure | value |` table that every
+    /// fan-out report shows; `fsync` says how confirmations were committed.
+    pub fn table_rows(&self, fsync: bool) -> String {
+        format!(
+            "| write -> delivery | {} |\n\
+             | write -> confirmation (git commit{}) | {} |\n\
+             | updates sent / confirmed | {} / {} |\n\
+             | deliveries expected / received | {} / {} |\n\
+             | lost / duplicates | {} / {} |\n\
+             | deliveries per second | {:.0} |\n",
+            self.latency().ms(),
+            if fsync { ", fsync" } else { ", no fsync" },
+            self.confirm_latency().ms(),
+            self.sent,
+            self.confirmed,
+            self.expected,
+            self.received,
+            self.lost,
+            self.duplicates,
+            self.deliveries_per_sec,
+        )
+    }
 }
