@@ -1,5 +1,6 @@
 //! Memory and CPU of a process, from `/proc/PID`, once or as a [`Trace`].
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -22,13 +23,66 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) a process has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time (user + system) in a `/proc/.../stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // Fields after the command name, which may contain spaces: ") state ppid ..."
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// The CPU time each thread of a process has used, by thread name
+/// (threads of one name added up): which thread is busy, not only how
+/// busy the process is.
+#[derive(Debug, Clone)]
+pub struct Threads {
+    at: Instant,
+    cpu_seconds: BTreeMap<String, f64>,
+}
+
+impl Threads {
+    /// Reads the threads of `pid` now (none if it is gone).
+    pub fn read(pid: u32) -> Self {
+        let mut cpu_seconds = BTreeMap::new();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let path = task.path();
+            let read = |file: &str| std::fs::read_to_string(path.join(file)).ok();
+            let (Some(name), Some(stat)) = (read("comm"), read("stat")) else {
+                continue;
+            };
+            if let Some(seconds) = stat_cpu_seconds(&stat) {
+                *cpu_seconds.entry(name.trim().to_owned()).or_default() += seconds;
+            }
+        }
+        Threads {
+            at: Instant::now(),
+            cpu_seconds,
+        }
+    }
+
+    /// Percent of one core each thread name used since `earlier`, busiest
+    /// first.
+    pub fn since(&self, earlier: &Threads) -> Vec<(String, f64)> {
+        let seconds = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
+        let mut busy: Vec<(String, f64)> = self
+            .cpu_seconds
+            .iter()
+            .map(|(name, now)| {
+                let before = earlier.cpu_seconds.get(name).copied().unwrap_or(0.0);
+                (name.clone(), 100.0 * (now - before).max(0.0) / seconds)
+            })
+            .collect();
+        busy.sort_by(|a, b| b.1.total_cmp(&a.1));
+        busy
+    }
 }
 
 /// Measures a process's CPU use over an interval.
@@ -173,6 +227,27 @@ mod tests {
         assert_eq!(trace.peak(1.5, 3.0).unwrap().rss_bytes, 25 << 20);
         assert!((trace.cpu_percent(1.0, 3.0) - 55.0).abs() < 1e-9);
         assert!((trace.peak_cpu_percent() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_busiest_thread_of_this_process_is_the_one_that_spins() {
+        let before = Threads::read(std::process::id());
+        let spinner = std::thread::Builder::new()
+            .name("spinner".into())
+            .spawn(|| {
+                let start = Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                // Read while the thread still exists.
+                Threads::read(std::process::id())
+            })
+            .unwrap();
+        let after = spinner.join().unwrap();
+        let busy = after.since(&before);
+        assert_eq!(busy[0].0, "spinner", "{busy:?}");
+        assert!(busy[0].1 > 10.0, "{busy:?}");
     }
 
     #[tokio::test]
