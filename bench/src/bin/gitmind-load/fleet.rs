@@ -22,6 +22,8 @@ use crate::Args;
 
 /// The writers and subscribers of the fan-out scenarios.
 pub struct Fleet {
+    /// The graph they are all on.
+    pub graph: String,
     /// Write -> delivery latency, at every subscriber.
     delivery: Arc<Mutex<Histogram<u64>>>,
     /// Write -> confirmation latency, at writers.
@@ -30,6 +32,9 @@ pub struct Fleet {
     lost: Arc<AtomicU64>,
     duplicates: Arc<AtomicU64>,
     confirmed: Arc<AtomicU64>,
+    rolled_back: Arc<AtomicU64>,
+    /// Subscribers whose connection ended (the server closed it).
+    disconnected: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     /// How far behind schedule each send went out (µs): tokio's 1 ms
     /// timer adds up to about a millisecond; more is the generator's own
@@ -45,7 +50,7 @@ pub struct Fleet {
 
 /// A single-threaded runtime on a thread of its own, which lives as long
 /// as the process.
-fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
+pub fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -88,12 +93,15 @@ pub async fn connect(
     let graph = format!("fanout-{}", rand::random::<u32>());
     let start = Instant::now();
     let mut fleet = Fleet {
+        graph: graph.clone(),
         delivery: histogram(),
         confirm: histogram(),
         received: Arc::new(AtomicU64::new(0)),
         lost: Arc::new(AtomicU64::new(0)),
         duplicates: Arc::new(AtomicU64::new(0)),
         confirmed: Arc::new(AtomicU64::new(0)),
+        rolled_back: Arc::new(AtomicU64::new(0)),
+        disconnected: Arc::new(AtomicU64::new(0)),
         sent: Arc::new(AtomicU64::new(0)),
         send_lag: histogram(),
         writers: Vec::new(),
@@ -106,11 +114,12 @@ pub async fn connect(
         let permit = limit.clone().acquire_owned().await?;
         let codec = codec_of(args, i);
         let path = format!("/v1/graphs/{graph}?user=sub{i}");
-        let (delivery, received, lost, duplicates) = (
+        let (delivery, received, lost, duplicates, disconnected) = (
             fleet.delivery.clone(),
             fleet.received.clone(),
             fleet.lost.clone(),
             fleet.duplicates.clone(),
+            fleet.disconnected.clone(),
         );
         joins.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
@@ -162,6 +171,7 @@ pub async fn connect(
                         }
                     }
                 }
+                disconnected.fetch_add(1, Relaxed);
             });
             anyhow::Ok(())
         }));
@@ -172,10 +182,11 @@ pub async fn connect(
     for w in 0..writers {
         let i = subscribers + w;
         let codec = codec_of(args, i);
-        let (graph, confirm, confirmed) = (
+        let (graph, confirm, confirmed, rolled_back) = (
             graph.clone(),
             fleet.confirm.clone(),
             fleet.confirmed.clone(),
+            fleet.rolled_back.clone(),
         );
         let writer = fleet.writer_runtime.spawn(async move {
             let mut conn = Conn::connect(
@@ -216,6 +227,11 @@ pub async fn connect(
                         if let Some(s) = e.seq {
                             seq_seen.fetch_max(s, Relaxed);
                         }
+                        if let Body::UpdateRollback(r) = &e.body {
+                            if r.reference.starts_with("u-") {
+                                rolled_back.fetch_add(1, Relaxed);
+                            }
+                        }
                         if let Body::UpdateConfirmed(c) = &e.body {
                             // Mutation ids are "u-{scheduled µs}".
                             if let Some(at) = c
@@ -254,12 +270,14 @@ pub async fn drive(
     duration: Duration,
     subscribers: usize,
 ) -> StepResult {
-    let (received0, lost0, dup0, sent0, confirmed0) = (
+    let (received0, lost0, dup0, sent0, confirmed0, rolled_back0, disconnected0) = (
         fleet.received.load(Relaxed),
         fleet.lost.load(Relaxed),
         fleet.duplicates.load(Relaxed),
         fleet.sent.load(Relaxed),
         fleet.confirmed.load(Relaxed),
+        fleet.rolled_back.load(Relaxed),
+        fleet.disconnected.load(Relaxed),
     );
     for h in [&fleet.delivery, &fleet.confirm, &fleet.send_lag] {
         if let Ok(mut h) = h.lock() {
@@ -341,13 +359,18 @@ pub async fn drive(
     let delivery = fleet.delivery.lock().map(|h| h.clone()).ok();
     let confirm = fleet.confirm.lock().map(|h| h.clone()).ok();
     let send_lag = fleet.send_lag.lock().map(|h| h.clone()).ok();
+    let gaps = fleet.lost.load(Relaxed) - lost0;
     StepResult {
         rate_total: rate * fleet.writers.len() as f64,
         sent,
         confirmed: fleet.confirmed.load(Relaxed) - confirmed0,
+        rolled_back: fleet.rolled_back.load(Relaxed) - rolled_back0,
         expected,
         received,
-        lost: (fleet.lost.load(Relaxed) - lost0).max(expected.saturating_sub(received)),
+        lost: gaps.max(expected.saturating_sub(received)),
+        gaps,
+        subscribers,
+        disconnected: fleet.disconnected.load(Relaxed) - disconnected0,
         duplicates: fleet.duplicates.load(Relaxed) - dup0,
         deliveries_per_sec: received as f64 / duration.as_secs_f64().min(elapsed),
         delivery,
@@ -364,12 +387,21 @@ pub struct StepResult {
     pub sent: u64,
     /// Updates confirmed.
     pub confirmed: u64,
+    /// Updates rolled back (refused by the server: nothing applied).
+    pub rolled_back: u64,
     /// Deliveries expected: every update at every subscriber.
     pub expected: u64,
     /// Deliveries received.
     pub received: u64,
     /// Deliveries that never came.
     pub lost: u64,
+    /// Deliveries missing from the subscribers' `seq`s (a gap in the
+    /// stream), whether or not the writer heard of its update.
+    pub gaps: u64,
+    /// Subscribers measured.
+    pub subscribers: usize,
+    /// Subscribers whose connection ended during the run.
+    pub disconnected: u64,
     /// Deliveries that came more than once.
     pub duplicates: u64,
     /// Deliveries per second over all subscribers.
@@ -414,6 +446,16 @@ impl StepResult {
             .as_ref()
             .map(Percentiles::of)
             .unwrap_or_default()
+    }
+
+    /// Deliveries of confirmed updates that never came: the server
+    /// confirmed an update (it is in git) and a subscriber did not get it,
+    /// seen as a gap in its `seq`s or as fewer deliveries than confirmed
+    /// updates times subscribers. An update rolled back is not owed to
+    /// anyone.
+    pub fn confirmed_lost(&self) -> u64 {
+        let owed = self.confirmed * self.subscribers as u64;
+        self.gaps.max(owed.saturating_sub(self.received))
     }
 
     /// The rows of a Markdown `| measure | value |` table that every

@@ -9,14 +9,16 @@
 //! *scheduled* to be sent, so a stall in the generator or the server cannot
 //! hide (no coordinated omission).
 //!
-//! One module per scenario: `idle`, `fanout`, `ramp` and `reconnect`;
-//! `fleet` holds the writers and subscribers that fan-out and ramp share,
+//! One module per scenario: `idle`, `fanout`, `ramp`, `reconnect` and
+//! `hostile`; `fleet` holds the writers and subscribers that fan-out, ramp
+//! and hostile share,
 //! `clients` what every scenario does with its connections, and `result`
 //! the JSON result they all write. This file is the command line.
 
 mod clients;
 mod fanout;
 mod fleet;
+mod hostile;
 mod idle;
 mod ramp;
 mod reconnect;
@@ -105,6 +107,9 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
     },
+    /// Honest fan-out under sync floods, graph-name floods, junk frames,
+    /// slowloris and presence storms; a verdict per target (issue #13).
+    Hostile(hostile::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -151,6 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             step,
         } => ramp::run(&args, &server, subscribers, writers, start, step).await?,
         Scenario::Reconnect { clients } => reconnect::run(&args, &mut server, clients).await?,
+        Scenario::Hostile(options) => hostile::run(&args, &server, &options).await?,
     };
     result.generator_cpu_percent = generator.percent();
     result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;
