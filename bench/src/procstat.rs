@@ -85,6 +85,52 @@ impl Threads {
     }
 }
 
+/// The whole machine's CPU time from `/proc/stat`, over all cores: what
+/// every process used, and what the hypervisor took (steal). On a shared
+/// machine, what the processes measured did not use was someone else's.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    at: Instant,
+    busy_seconds: f64,
+    steal_seconds: f64,
+}
+
+impl MachineCpu {
+    /// Reads it now.
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let (busy_seconds, steal_seconds) = machine_cpu_seconds(stat.lines().next()?)?;
+        Some(MachineCpu {
+            at: Instant::now(),
+            busy_seconds,
+            steal_seconds,
+        })
+    }
+
+    /// Percent of one core busy and stolen since `earlier`.
+    pub fn since(&self, earlier: &MachineCpu) -> (f64, f64) {
+        let seconds = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
+        (
+            100.0 * (self.busy_seconds - earlier.busy_seconds) / seconds,
+            100.0 * (self.steal_seconds - earlier.steal_seconds) / seconds,
+        )
+    }
+}
+
+/// Busy and stolen seconds from the `cpu` line of `/proc/stat`: user,
+/// nice, system, irq and softirq are busy (guest time is inside user);
+/// idle and iowait are not.
+fn machine_cpu_seconds(line: &str) -> Option<(f64, f64)> {
+    let ticks: Vec<f64> = line
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6);
+    Some((busy / TICKS_PER_SECOND, field(7) / TICKS_PER_SECOND))
+}
+
 /// Measures a process's CPU use over an interval.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMeter {
@@ -227,6 +273,15 @@ mod tests {
         assert_eq!(trace.peak(1.5, 3.0).unwrap().rss_bytes, 25 << 20);
         assert!((trace.cpu_percent(1.0, 3.0) - 55.0).abs() < 1e-9);
         assert!((trace.peak_cpu_percent() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn machine_cpu_is_read_off_the_cpu_line() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  100 20 30 5000 40 5 5 15 7 0";
+        assert_eq!(machine_cpu_seconds(line), Some((1.6, 0.15)));
+        assert_eq!(machine_cpu_seconds("cpu0 1 2 3"), None);
+        assert!(MachineCpu::read().is_some());
     }
 
     #[test]
