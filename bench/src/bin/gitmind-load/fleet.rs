@@ -28,6 +28,9 @@ pub struct Fleet {
     delivery: Arc<Mutex<Histogram<u64>>>,
     /// Write -> confirmation latency, at writers.
     confirm: Arc<Mutex<Histogram<u64>>>,
+    /// The slowest write -> delivery (µs) of the updates scheduled in each
+    /// second since `start`: when in a run the slow deliveries were.
+    slowest_by_second: Arc<Vec<AtomicU64>>,
     received: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
     duplicates: Arc<AtomicU64>,
@@ -72,6 +75,9 @@ struct Writer {
     seq: Arc<AtomicU64>,
 }
 
+/// Seconds of a fleet's life whose slowest delivery is kept.
+const SECONDS_KEPT: usize = 3600;
+
 /// A send this far (µs) behind its schedule shows a saturated generator.
 const SATURATED_LAG_US: u64 = 5_000;
 
@@ -96,6 +102,7 @@ pub async fn connect(
         graph: graph.clone(),
         delivery: histogram(),
         confirm: histogram(),
+        slowest_by_second: Arc::new((0..SECONDS_KEPT).map(|_| AtomicU64::new(0)).collect()),
         received: Arc::new(AtomicU64::new(0)),
         lost: Arc::new(AtomicU64::new(0)),
         duplicates: Arc::new(AtomicU64::new(0)),
@@ -114,6 +121,7 @@ pub async fn connect(
         let permit = limit.clone().acquire_owned().await?;
         let codec = codec_of(args, i);
         let path = format!("/v1/graphs/{graph}?user=sub{i}");
+        let slowest = fleet.slowest_by_second.clone();
         let (delivery, received, lost, duplicates, disconnected) = (
             fleet.delivery.clone(),
             fleet.received.clone(),
@@ -158,7 +166,11 @@ pub async fn connect(
                         last = seq;
                         if let Body::NodeUpdate(u) = &e.body {
                             if let Some(x) = u.set.as_ref().and_then(|s| s.x) {
-                                local.push(now.saturating_sub(x as u64).max(1));
+                                let latency = now.saturating_sub(x as u64).max(1);
+                                local.push(latency);
+                                if let Some(slot) = slowest.get((x as u64 / 1_000_000) as usize) {
+                                    slot.fetch_max(latency, Relaxed);
+                                }
                             }
                         }
                     }
@@ -360,6 +372,14 @@ pub async fn drive(
     let confirm = fleet.confirm.lock().map(|h| h.clone()).ok();
     let send_lag = fleet.send_lag.lock().map(|h| h.clone()).ok();
     let gaps = fleet.lost.load(Relaxed) - lost0;
+    let first = began.duration_since(fleet.start).as_secs() as usize;
+    let slowest_by_second = fleet
+        .slowest_by_second
+        .iter()
+        .skip(first)
+        .take(duration.as_secs_f64().ceil() as usize)
+        .map(|s| s.swap(0, Relaxed))
+        .collect();
     StepResult {
         rate_total: rate * fleet.writers.len() as f64,
         sent,
@@ -376,6 +396,7 @@ pub async fn drive(
         delivery,
         confirm,
         send_lag,
+        slowest_by_second,
     }
 }
 
@@ -412,6 +433,9 @@ pub struct StepResult {
     pub confirm: Option<Histogram<u64>>,
     /// How far behind schedule sends went out, microseconds.
     pub send_lag: Option<Histogram<u64>>,
+    /// The slowest write -> delivery (µs) of the updates scheduled in each
+    /// second of the run, in order.
+    pub slowest_by_second: Vec<u64>,
 }
 
 impl StepResult {

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use gitmind_bench::conn::{self, source_addr_in};
 use gitmind_bench::metrics;
-use gitmind_bench::procstat::{self, CpuMeter, Threads};
+use gitmind_bench::procstat::{self, CpuMeter, MachineCpu, Threads};
 use gitmind_bench::report;
 use gitmind_bench::server::ServerUnderTest;
 use serde::Serialize;
@@ -202,6 +202,7 @@ pub async fn run(
     ));
     let rss_start = procstat::rss_bytes(server.pid).unwrap_or(0);
     let threads_before = (Threads::read(server.pid), Threads::read(std::process::id()));
+    let machine_before = MachineCpu::read();
     let began = Instant::now();
     let window = Duration::from_secs(args.duration);
     let until = began + window;
@@ -212,10 +213,11 @@ pub async fn run(
     let cpu_percent = cpu.percent();
     // The attack ends at `until`; the honest deliveries drain after it.
     let drained = began.elapsed().as_secs_f64();
-    let busy = Busy {
-        server: Threads::read(server.pid).since(&threads_before.0),
-        generator: Threads::read(std::process::id()).since(&threads_before.1),
-    };
+    let busy = Busy::new(
+        Threads::read(server.pid).since(&threads_before.0),
+        Threads::read(std::process::id()).since(&threads_before.1),
+        machine_before.zip(MachineCpu::read()),
+    );
     attack.join(until).await;
     let seen = witnessed.await.unwrap_or_default();
     tokio::time::sleep(SETTLE).await;
@@ -305,7 +307,11 @@ pub async fn run(
     put("verdicts", serde_json::to_value(&verdicts)?);
     put("attackers", serde_json::to_value(&reports)?);
     put("memory", serde_json::to_value(&memory)?);
-    put("threads_percent", serde_json::to_value(&busy)?);
+    put("cpu_percent", serde_json::to_value(&busy)?);
+    put(
+        "slowest_delivery_by_second_us",
+        serde_json::to_value(&step.slowest_by_second)?,
+    );
     put("server_counters", serde_json::to_value(&server_counters)?);
     put("rss_trace", serde_json::to_value(&trace)?);
     put(
@@ -548,6 +554,45 @@ struct Storm {
 struct Busy {
     server: Vec<(String, f64)>,
     generator: Vec<(String, f64)>,
+    /// The whole machine: percent of one core busy, over all cores.
+    machine: f64,
+    /// Taken by the hypervisor (steal), percent of one core.
+    stolen: f64,
+    /// Busy in processes other than the server and this program.
+    others: f64,
+    /// The machine's cores.
+    cores: usize,
+}
+
+impl Busy {
+    /// The server's and the generator's threads, and the machine's CPU
+    /// read before and after (`None` when `/proc/stat` could not be read).
+    fn new(
+        server: Vec<(String, f64)>,
+        generator: Vec<(String, f64)>,
+        machine: Option<(MachineCpu, MachineCpu)>,
+    ) -> Self {
+        let (machine, stolen) = machine.map_or((0.0, 0.0), |(before, after)| after.since(&before));
+        let ours: f64 = server.iter().chain(&generator).map(|(_, p)| p).sum();
+        Busy {
+            server,
+            generator,
+            machine,
+            stolen,
+            others: (machine - ours).max(0.0),
+            cores: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        }
+    }
+
+    /// Percent of one core the server used.
+    fn server_total(&self) -> f64 {
+        self.server.iter().map(|(_, p)| p).sum()
+    }
+
+    /// Percent of one core this program used.
+    fn generator_total(&self) -> f64 {
+        self.generator.iter().map(|(_, p)| p).sum()
+    }
 }
 
 /// The server's memory around the attack.

@@ -1,5 +1,5 @@
 //! The Markdown report of a hostile run: what ran, the verdicts, the
-//! honest clients, what each attacker got, memory, the busiest threads
+//! honest clients, what each attacker got, memory, where the CPU went
 //! and the server's own counters.
 
 use std::collections::BTreeMap;
@@ -75,7 +75,8 @@ pub(super) fn markdown(
          | updates rolled back | {} |\n\
          | subscribers cut off | {} |\n\
          | server CPU during the attack | {:.1}% of one core (highest second {:.0}%); {:.1}% with the drain |\n\
-         | send lag behind schedule (generator) | {} |\n\n\
+         | send lag behind schedule (generator) | {} |\n\
+         | slowest delivery of the updates of each second, ms | {} |\n\n\
          ![latency]({name}.svg)\n",
         step.table_rows(fsync),
         step.rolled_back,
@@ -84,6 +85,11 @@ pub(super) fn markdown(
         memory.peak_cpu_percent,
         cpu_percent,
         step.send_lag().ms(),
+        step.slowest_by_second
+            .iter()
+            .map(|us| format!("{:.0}", *us as f64 / 1e3))
+            .collect::<Vec<_>>()
+            .join(" "),
     ));
     md.push_str(&format!(
         "\n## What each attacker got\n\n| attacker | sent | what came back |\n|---|---|---|\n\
@@ -145,10 +151,19 @@ pub(super) fn markdown(
         memory.asked,
         memory.held,
     ));
-    md.push_str(
-        "\n## The busiest threads during the attack and the drain\n\n\
+    md.push_str(&format!(
+        "\n## Where the CPU went during the attack and the drain\n\n\
+         The machine was busy {:.0}% of one core (of {} cores: {:.0}%): the server {:.0}%, \
+         this program {:.0}%, other processes {:.0}%; the hypervisor took {:.1}% (steal).\n\n\
          | process | thread | CPU, % of one core |\n|---|---|---|\n",
-    );
+        busy.machine,
+        busy.cores,
+        100.0 * busy.cores as f64,
+        busy.server_total(),
+        busy.generator_total(),
+        busy.others,
+        busy.stolen,
+    ));
     for (process, threads) in [("server", &busy.server), ("generator", &busy.generator)] {
         for (thread, percent) in threads.iter().take(BUSIEST) {
             md.push_str(&format!("| {process} | {thread} | {percent:.1} |\n"));
