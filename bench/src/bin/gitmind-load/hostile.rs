@@ -303,7 +303,7 @@ pub async fn run(
     put("confirmed", step.confirmed.into());
     put("rolled_back", step.rolled_back.into());
     put("subscribers_disconnected", step.disconnected.into());
-    put("passed", verdicts.iter().all(|v| v.pass).into());
+    put("passed", verdict::all_met(&verdicts).into());
     put("verdicts", serde_json::to_value(&verdicts)?);
     put("attackers", serde_json::to_value(&reports)?);
     put("memory", serde_json::to_value(&memory)?);

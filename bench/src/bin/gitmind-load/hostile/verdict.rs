@@ -24,6 +24,34 @@ pub struct Verdict {
     pub measured: String,
     /// Whether the bar was met.
     pub pass: bool,
+    /// False when what it judges was turned off for the run (an attacker
+    /// count of 0): the verdict then says nothing.
+    pub ran: bool,
+}
+
+impl Verdict {
+    /// Marks the verdict as not run when `count` (of the attackers it
+    /// judges) is 0.
+    fn unless_none(self, count: usize) -> Verdict {
+        Verdict {
+            ran: count > 0,
+            ..self
+        }
+    }
+
+    /// What the report's result column says.
+    pub fn result(&self) -> &'static str {
+        match (self.ran, self.pass) {
+            (false, _) => "not run",
+            (true, true) => "met",
+            (true, false) => "**missed**",
+        }
+    }
+}
+
+/// Whether every verdict that ran was met.
+pub(super) fn all_met(verdicts: &[Verdict]) -> bool {
+    verdicts.iter().all(|v| v.pass || !v.ran)
 }
 
 /// How late past `handshake_timeout_ms` a slowloris may be cut and still
@@ -44,13 +72,13 @@ pub(super) fn verdicts(
     vec![
         latency_verdict(o, step),
         loss_verdict(step),
-        sync_verdict(&r.sync_flood, r.seconds),
-        graph_verdict(&r.graph_flood, r.seconds),
-        junk_verdict(&r.junk, limits, r.seconds),
-        slowloris_verdict(&r.slowloris, limits),
-        storm_verdict(&r.presence_storm, limits, r.seconds),
+        sync_verdict(&r.sync_flood, r.seconds).unless_none(o.sync_flooders),
+        graph_verdict(&r.graph_flood, r.seconds).unless_none(o.graph_flooders),
+        junk_verdict(&r.junk, limits, r.seconds).unless_none(o.junk_connections),
+        slowloris_verdict(&r.slowloris, limits).unless_none(o.slowloris),
+        storm_verdict(&r.presence_storm, limits, r.seconds).unless_none(o.stormers),
         memory_verdict(o, memory),
-        released_verdict(memory),
+        released_verdict(memory).unless_none(o.graph_flooders),
     ]
 }
 
@@ -68,6 +96,7 @@ pub(super) fn latency_verdict(o: &Options, step: &StepResult) -> Verdict {
             p.count
         ),
         pass: p.count > 0 && (p.p99 as f64) < o.p99_ms * 1e3,
+        ran: true,
     }
 }
 
@@ -86,6 +115,7 @@ pub(super) fn loss_verdict(step: &StepResult) -> Verdict {
             step.disconnected
         ),
         pass: step.confirmed > 0 && step.confirmed_lost() == 0 && step.duplicates == 0,
+        ran: true,
     }
 }
 
@@ -106,6 +136,7 @@ pub(super) fn sync_verdict(sync: &Sessions, seconds: f64) -> Verdict {
             joined(&t.closes),
         ),
         pass: t.sent > 0 && (rate_limited > 0 || closed_by_server(&t.closes) > 0),
+        ran: true,
     }
 }
 
@@ -126,6 +157,7 @@ pub(super) fn graph_verdict(graphs: &graph_flood::GraphFloodReport, seconds: f64
         ),
         pass: graphs.tally.connects > 0
             && (refused > 0 || closed_by_server(&graphs.tally.closes) > 0),
+        ran: true,
     }
 }
 
@@ -167,6 +199,7 @@ pub(super) fn junk_verdict(junked: &Junked, limits: Limits, seconds: f64) -> Ver
             && unanswered.is_empty()
             && junk.max_refusals_per_connection <= limits.errors_per_minute
             && (junked.oversized_sent == 0 || too_big > 0),
+        ran: true,
     }
 }
 
@@ -194,6 +227,7 @@ pub(super) fn slowloris_verdict(slow: &slowloris::SlowlorisReport, limits: Limit
             && slow.lived_us.max <= in_time
             && slow.oldest_open_us <= in_time
             && slow.completed == 0,
+        ran: true,
     }
 }
 
@@ -234,6 +268,7 @@ pub(super) fn storm_verdict(storm: &Storm, limits: Limits, seconds: f64) -> Verd
                 .iter()
                 .zip(bars)
                 .all(|(seen, bar)| *seen <= bar * (1.0 + RELAY_TOLERANCE) && per_kind > bar),
+        ran: true,
     }
 }
 
@@ -256,6 +291,7 @@ pub(super) fn memory_verdict(o: &Options, memory: &Memory) -> Verdict {
             mib(memory.settled),
         ),
         pass: memory.start > 0 && growth <= o.rss_budget_mib << 20,
+        ran: true,
     }
 }
 
@@ -275,6 +311,7 @@ pub(super) fn released_verdict(memory: &Memory) -> Verdict {
             memory.per_graph_name() / 1024.0,
         ),
         pass: memory.asked > 0 && memory.held == 0,
+        ran: true,
     }
 }
 
@@ -358,6 +395,19 @@ mod tests {
         let mut unanswered = tally;
         unanswered.errors.remove("too_large");
         assert!(!junk_verdict(&junked(unanswered), limits, 10.0).pass);
+    }
+
+    #[test]
+    fn a_verdict_of_an_attacker_that_was_off_says_nothing() {
+        let limits = Limits::from(&gitmind_server::Config::default());
+        let off = storm([0, 0, 0], 0, 10.0);
+        let verdict = storm_verdict(&off, limits, 10.0).unless_none(0);
+        assert!(!verdict.pass);
+        assert_eq!(verdict.result(), "not run");
+        assert!(all_met(std::slice::from_ref(&verdict)));
+        let missed = verdict.unless_none(4);
+        assert_eq!(missed.result(), "**missed**");
+        assert!(!all_met(&[missed]));
     }
 
     #[test]
