@@ -27,6 +27,8 @@ pub struct Conn {
     pub codec: Codec,
     /// Bytes received (frame payloads).
     pub bytes_in: u64,
+    /// The code of the server's close frame, once [`Conn::recv`] saw it.
+    pub close_code: Option<u16>,
     /// Envelopes given back with [`Conn::unread`], returned first.
     unread: Vec<Arc<Envelope>>,
 }
@@ -70,6 +72,7 @@ impl Conn {
             ws,
             codec,
             bytes_in: 0,
+            close_code: None,
             unread: Vec::new(),
         })
     }
@@ -79,11 +82,7 @@ impl Conn {
     /// # Errors
     /// The connection failed.
     pub async fn send(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
-        let bytes = self.codec.encode(envelope);
-        let message = match self.codec {
-            Codec::Binary => Message::Binary(bytes),
-            Codec::Json => Message::Text(bytes.try_into()?),
-        };
+        let message = message_of(self.codec, envelope)?;
         self.ws.send(message).await?;
         Ok(())
     }
@@ -111,7 +110,10 @@ impl Conn {
             let (bytes, text) = match message? {
                 Message::Text(text) => (Bytes::from(text), true),
                 Message::Binary(bytes) => (bytes, false),
-                Message::Close(_) => return Ok(None),
+                Message::Close(frame) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(None);
+                }
                 _ => continue,
             };
             self.bytes_in += bytes.len() as u64;
@@ -128,6 +130,19 @@ impl Conn {
     pub fn unread(&mut self, envelopes: &[Arc<Envelope>]) {
         self.unread.extend_from_slice(envelopes);
     }
+}
+
+/// One envelope as a WebSocket message in `codec`: a binary frame, or a
+/// text frame of JSON.
+///
+/// # Errors
+/// Never for envelopes the codec encodes (JSON is always UTF-8).
+pub fn message_of(codec: Codec, envelope: &Envelope) -> anyhow::Result<Message> {
+    let bytes = codec.encode(envelope);
+    Ok(match codec {
+        Codec::Binary => Message::Binary(bytes),
+        Codec::Json => Message::Text(bytes.try_into()?),
+    })
 }
 
 /// Messages up to this size are remembered by [`decode_cached`].
@@ -200,5 +215,22 @@ fn shared(decoded: Result<Vec<Result<Envelope, DecodeError>>, DecodeError>) -> D
 /// The i-th source address of a spread over 127.0.0.2 to 127.0.0.251, so
 /// that many connections do not exhaust one address's ephemeral ports.
 pub fn source_addr(i: usize) -> IpAddr {
-    IpAddr::from([127, 0, 0, 2 + (i % 250) as u8])
+    source_addr_in(0, i)
+}
+
+/// The i-th source address of block `block`, a spread over 127.0.B.2 to
+/// 127.0.B.251: clients in different blocks never share an address, so a
+/// limit per address (the server's `max_connections_per_ip`) that one
+/// group meets does not touch the other. Block 0 is [`source_addr`]'s.
+pub fn source_addr_in(block: u8, i: usize) -> IpAddr {
+    IpAddr::from([127, 0, block, 2 + (i % 250) as u8])
+}
+
+/// The HTTP status of a refused WebSocket handshake, when that is why
+/// [`Conn::connect`] failed.
+pub fn refused_status(error: &anyhow::Error) -> Option<u16> {
+    match error.downcast_ref::<tokio_tungstenite::tungstenite::Error>()? {
+        tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status().as_u16()),
+        _ => None,
+    }
 }

@@ -140,6 +140,10 @@ pub fn latency_svg(
     title: &str,
     series: &[(&str, &Histogram<u64>)],
 ) -> anyhow::Result<()> {
+    // A run outside the repository writes into a `perf-reports/` of its own.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let max_ms = series.iter().map(|(_, h)| h.max()).max().unwrap_or(1) as f64 / 1e3;

@@ -85,6 +85,9 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Errors per minute before a session is closed with 1008.
     pub max_errors_per_minute: u32,
+    /// After a session is closed with 1008, its user's handshakes are
+    /// refused (429) for this many milliseconds.
+    pub policy_close_cooldown_ms: u64,
     /// Cursor messages relayed per second per session; faster ones coalesce.
     pub cursor_rate: u32,
     /// `user.presence` and `selection.change` relayed per second per
@@ -147,6 +150,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             shutdown_timeout_ms: 5_000,
             max_errors_per_minute: 100,
+            policy_close_cooldown_ms: 10_000,
             cursor_rate: 30,
             presence_rate: 10,
             presence_tick_ms: 100,

@@ -50,6 +50,10 @@ struct Args {
     /// Heartbeat interval in milliseconds.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
+    /// A graph with no session and nothing on its way to git is released
+    /// after this many milliseconds.
+    #[arg(long)]
+    graph_idle_unload_ms: Option<u64>,
     /// Turn authentication on with the HS256 secret in this file
     /// (docs/security.md).
     #[arg(long, env = "GITMIND_JWT_SECRET_FILE")]
@@ -121,7 +125,8 @@ fn main() -> anyhow::Result<()> {
         max_connections,
         max_frame_bytes,
         max_queue_bytes,
-        heartbeat_ms
+        heartbeat_ms,
+        graph_idle_unload_ms
     );
     if let Some(cert) = &args.tls_cert {
         config.tls_cert = Some(cert.clone());

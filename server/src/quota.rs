@@ -29,6 +29,10 @@ pub struct Quotas {
     ephemeral: DefaultKeyedRateLimiter<Arc<str>>,
     clock: DefaultClock,
     checked: AtomicU64,
+    /// Users whose session was closed for bad input (1008), and until when
+    /// their handshakes are refused.
+    benched: Mutex<HashMap<Arc<str>, std::time::Instant>>,
+    bench_for: Duration,
     /// Connections open per user.
     pub per_user: Arc<Counts<Arc<str>>>,
     /// Connections open per client address.
@@ -45,6 +49,8 @@ impl Quotas {
             ephemeral: DefaultKeyedRateLimiter::keyed(quota(config.ephemeral_rate_per_user)),
             clock: DefaultClock::default(),
             checked: AtomicU64::new(0),
+            benched: Mutex::default(),
+            bench_for: Duration::from_millis(config.policy_close_cooldown_ms),
             per_user: Arc::default(),
             per_ip: Arc::default(),
         }
@@ -55,13 +61,31 @@ impl Quotas {
     /// # Errors
     /// The wait before the next one is allowed.
     pub fn handshake(&self, user: &Arc<str>) -> Result<(), Duration> {
+        let now = std::time::Instant::now();
+        let mut benched = self.benched.lock().unwrap_or_else(PoisonError::into_inner);
         if self.checked.fetch_add(1, Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             for limiter in [&self.handshakes, &self.mutations, &self.ephemeral] {
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
             }
+            benched.retain(|_, until| *until > now);
         }
+        if let Some(until) = benched.get(user).filter(|until| **until > now) {
+            return Err(*until - now);
+        }
+        drop(benched);
         self.take(&self.handshakes, user)
+    }
+
+    /// Refuses `user`'s handshakes for a while: one of its sessions was
+    /// closed for bad input (1008), and reconnecting at once would start
+    /// the same again with a fresh budget.
+    pub fn bench(&self, user: &Arc<str>) {
+        let until = std::time::Instant::now() + self.bench_for;
+        self.benched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::clone(user), until);
     }
 
     /// Takes one mutation of `user`'s.
@@ -174,6 +198,10 @@ mod tests {
             "{wait:?}"
         );
         assert!(quotas.mutation(&bob).is_ok(), "each user has a bucket");
+        quotas.bench(&alice);
+        let wait = quotas.handshake(&alice).unwrap_err();
+        assert!(wait > Duration::from_secs(9), "{wait:?}");
+        assert!(quotas.handshake(&bob).is_ok());
     }
 
     #[test]

@@ -708,8 +708,11 @@ fn upgrade(
 ) -> Result<(Vec<u8>, Admitted), Response> {
     let user: Arc<str> = credentials.user_id().into();
     shared.quotas.handshake(&user).map_err(|wait| {
-        Response::text(429, "too many handshakes of this user; retry later")
-            .retry_after(quota::retry_after_s(wait))
+        Response::text(
+            429,
+            "too many handshakes of this user, or a session of it was just closed for bad input; retry later",
+        )
+        .retry_after(quota::retry_after_s(wait))
     })?;
     let slot = shared
         .quotas

@@ -694,6 +694,7 @@ impl State<'_> {
         self.errors += 1;
         if self.errors > self.ctx.config.max_errors_per_minute {
             self.ctx.metrics.policy_closes.fetch_add(1, Relaxed);
+            self.ctx.quotas.bench(&self.user);
             return Some(End::Close {
                 code: 1008,
                 reason: "too many bad messages",

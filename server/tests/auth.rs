@@ -700,6 +700,12 @@ async fn a_presence_storm_gets_rate_limited_errors_then_the_close() {
     }
     let (code, _) = storm.closed().await;
     assert_eq!(code, Some(1008));
+    // Coming straight back does not start the storm again with a fresh
+    // budget: the user is refused for a while (policy_close_cooldown_ms).
+    let head = raw_upgrade(&server, "/v1/graphs/g?user=storm", "").await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    server.connect("g", "calm2", "gitmind.v1.json").await;
 }
 
 #[tokio::test]

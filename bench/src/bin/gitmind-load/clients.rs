@@ -1,10 +1,13 @@
 //! What every scenario does with its connections: the codec of each,
-//! reading the whole `graph.sync`, and waiting for connects in flight.
+//! reading the whole `graph.sync`, heartbeats, and waiting for connects in
+//! flight.
+
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use gitmind_bench::conn::{Codec, Conn};
-use gitmind_schema::message::GraphSync;
-use gitmind_schema::Body;
+use gitmind_schema::message::{GraphSync, SystemHeartbeat};
+use gitmind_schema::{Body, Envelope};
 use tokio::sync::Semaphore;
 
 use crate::Args;
@@ -87,4 +90,15 @@ pub async fn wait_all_ready(limit: &Semaphore, permits: u32) {
     if let Ok(all) = limit.acquire_many(permits).await {
         drop(all);
     }
+}
+
+/// How often a client that has nothing else to send sends a heartbeat of
+/// its own: well inside the server's default heartbeat interval of 25 s
+/// (docs/protocol.md 10.1).
+pub const CLIENT_HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// Sends `system.heartbeat` `{}`.
+pub async fn send_heartbeat(conn: &mut Conn) -> anyhow::Result<()> {
+    let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat::default()));
+    conn.send(&beat).await
 }

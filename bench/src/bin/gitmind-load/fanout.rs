@@ -74,30 +74,17 @@ pub async fn run(
     result
         .details
         .insert("confirmed".into(), step.confirmed.into());
+    let fsync = !args.server_args.iter().any(|a| a == "--no-fsync");
     let md = format!(
         "{subscribers} subscribers, {writers} writers at {rate} updates/s each ({:.0} updates/s in all), {} s.\n\n\
          | measure | value |\n|---|---|\n\
-         | write -> delivery | {} |\n\
-         | write -> confirmation (git commit{}) | {} |\n\
-         | updates sent / confirmed | {} / {} |\n\
-         | deliveries expected / received | {} / {} |\n\
-         | lost / duplicates | {} / {} |\n\
-         | deliveries per second | {:.0} |\n\
+         {}\
          | server CPU | {:.1}% of one core |\n\
          | send lag behind schedule (generator) | {} |\n\n\
          ![latency]({}.svg)\n",
         step.rate_total,
         args.duration,
-        latency.ms(),
-        if args.server_args.iter().any(|a| a == "--no-fsync") { ", no fsync" } else { ", fsync" },
-        confirm.ms(),
-        step.sent,
-        step.confirmed,
-        step.expected,
-        step.received,
-        step.lost,
-        step.duplicates,
-        step.deliveries_per_sec,
+        step.table_rows(fsync),
         cpu_percent,
         send_lag.ms(),
         args.report.as_deref().unwrap_or("load-fanout"),

@@ -10,26 +10,34 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use gitmind_bench::conn::{self, Codec, Conn};
 use gitmind_bench::report::Percentiles;
-use gitmind_schema::message::{NodeCreate, NodeUpdate, SystemHeartbeat};
+use gitmind_schema::message::{NodeCreate, NodeUpdate};
 use gitmind_schema::model::{Node, NodeSet};
 use gitmind_schema::{binary, json, Body, Envelope, Limits};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{codec_of, graph_path, read_sync};
+use crate::clients::{codec_of, graph_path, read_sync, send_heartbeat, CLIENT_HEARTBEAT};
 use crate::Args;
 
 /// The writers and subscribers of the fan-out scenarios.
 pub struct Fleet {
+    /// The graph they are all on.
+    pub graph: String,
     /// Write -> delivery latency, at every subscriber.
     delivery: Arc<Mutex<Histogram<u64>>>,
     /// Write -> confirmation latency, at writers.
     confirm: Arc<Mutex<Histogram<u64>>>,
+    /// The slowest write -> delivery (µs) of the updates scheduled in each
+    /// second since `start`: when in a run the slow deliveries were.
+    slowest_by_second: Arc<Vec<AtomicU64>>,
     received: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
     duplicates: Arc<AtomicU64>,
     confirmed: Arc<AtomicU64>,
+    rolled_back: Arc<AtomicU64>,
+    /// Subscribers whose connection ended (the server closed it).
+    disconnected: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     /// How far behind schedule each send went out (µs): tokio's 1 ms
     /// timer adds up to about a millisecond; more is the generator's own
@@ -45,7 +53,7 @@ pub struct Fleet {
 
 /// A single-threaded runtime on a thread of its own, which lives as long
 /// as the process.
-fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
+pub fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -66,6 +74,9 @@ struct Writer {
     node: String,
     seq: Arc<AtomicU64>,
 }
+
+/// Seconds of a fleet's life whose slowest delivery is kept.
+const SECONDS_KEPT: usize = 3600;
 
 /// A send this far (µs) behind its schedule shows a saturated generator.
 const SATURATED_LAG_US: u64 = 5_000;
@@ -88,12 +99,16 @@ pub async fn connect(
     let graph = format!("fanout-{}", rand::random::<u32>());
     let start = Instant::now();
     let mut fleet = Fleet {
+        graph: graph.clone(),
         delivery: histogram(),
         confirm: histogram(),
+        slowest_by_second: Arc::new((0..SECONDS_KEPT).map(|_| AtomicU64::new(0)).collect()),
         received: Arc::new(AtomicU64::new(0)),
         lost: Arc::new(AtomicU64::new(0)),
         duplicates: Arc::new(AtomicU64::new(0)),
         confirmed: Arc::new(AtomicU64::new(0)),
+        rolled_back: Arc::new(AtomicU64::new(0)),
+        disconnected: Arc::new(AtomicU64::new(0)),
         sent: Arc::new(AtomicU64::new(0)),
         send_lag: histogram(),
         writers: Vec::new(),
@@ -106,11 +121,13 @@ pub async fn connect(
         let permit = limit.clone().acquire_owned().await?;
         let codec = codec_of(args, i);
         let path = graph_path(args, &graph, &format!("sub{i}"), true);
-        let (delivery, received, lost, duplicates) = (
+        let slowest = fleet.slowest_by_second.clone();
+        let (delivery, received, lost, duplicates, disconnected) = (
             fleet.delivery.clone(),
             fleet.received.clone(),
             fleet.lost.clone(),
             fleet.duplicates.clone(),
+            fleet.disconnected.clone(),
         );
         joins.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
@@ -119,16 +136,23 @@ pub async fn connect(
             let mut last = sync.seq.unwrap_or(0);
             tokio::spawn(async move {
                 let mut local = Vec::with_capacity(1024);
+                let mut last_beat = Instant::now();
                 while let Ok(Some(batch)) = conn.recv().await {
                     let now = start.elapsed().as_micros() as u64;
+                    // Something at least every heartbeat interval, also
+                    // while the server keeps sending and so sends no
+                    // heartbeat to answer (docs/protocol.md 10.1).
+                    if last_beat.elapsed() >= CLIENT_HEARTBEAT
+                        || batch
+                            .iter()
+                            .any(|e| matches!(e.body, Body::SystemHeartbeat(_)))
+                    {
+                        let _ = send_heartbeat(&mut conn).await;
+                        last_beat = Instant::now();
+                    }
                     for e in batch.iter() {
-                        if let Body::SystemHeartbeat(_) = e.body {
-                            let _ = conn
-                                .send(&Envelope::new(
-                                    "hb",
-                                    Body::SystemHeartbeat(SystemHeartbeat::default()),
-                                ))
-                                .await;
+                        // A server heartbeat carries the latest seq: not an event.
+                        if matches!(e.body, Body::SystemHeartbeat(_)) {
                             continue;
                         }
                         let Some(seq) = e.seq else { continue };
@@ -142,7 +166,11 @@ pub async fn connect(
                         last = seq;
                         if let Body::NodeUpdate(u) = &e.body {
                             if let Some(x) = u.set.as_ref().and_then(|s| s.x) {
-                                local.push(now.saturating_sub(x as u64).max(1));
+                                let latency = now.saturating_sub(x as u64).max(1);
+                                local.push(latency);
+                                if let Some(slot) = slowest.get((x as u64 / 1_000_000) as usize) {
+                                    slot.fetch_max(latency, Relaxed);
+                                }
                             }
                         }
                     }
@@ -155,6 +183,7 @@ pub async fn connect(
                         }
                     }
                 }
+                disconnected.fetch_add(1, Relaxed);
             });
             anyhow::Ok(())
         }));
@@ -165,10 +194,11 @@ pub async fn connect(
     for w in 0..writers {
         let i = subscribers + w;
         let codec = codec_of(args, i);
-        let (graph, confirm, confirmed) = (
+        let (graph, confirm, confirmed, rolled_back) = (
             graph.clone(),
             fleet.confirm.clone(),
             fleet.confirmed.clone(),
+            fleet.rolled_back.clone(),
         );
         let path = graph_path(args, &graph, &format!("writer{w}"), false);
         let writer = fleet.writer_runtime.spawn(async move {
@@ -203,6 +233,11 @@ pub async fn connect(
                     for e in batch.into_iter().flatten() {
                         if let Some(s) = e.seq {
                             seq_seen.fetch_max(s, Relaxed);
+                        }
+                        if let Body::UpdateRollback(r) = &e.body {
+                            if r.reference.starts_with("u-") {
+                                rolled_back.fetch_add(1, Relaxed);
+                            }
                         }
                         if let Body::UpdateConfirmed(c) = &e.body {
                             // Mutation ids are "u-{scheduled µs}".
@@ -242,12 +277,14 @@ pub async fn drive(
     duration: Duration,
     subscribers: usize,
 ) -> StepResult {
-    let (received0, lost0, dup0, sent0, confirmed0) = (
+    let (received0, lost0, dup0, sent0, confirmed0, rolled_back0, disconnected0) = (
         fleet.received.load(Relaxed),
         fleet.lost.load(Relaxed),
         fleet.duplicates.load(Relaxed),
         fleet.sent.load(Relaxed),
         fleet.confirmed.load(Relaxed),
+        fleet.rolled_back.load(Relaxed),
+        fleet.disconnected.load(Relaxed),
     );
     for h in [&fleet.delivery, &fleet.confirm, &fleet.send_lag] {
         if let Ok(mut h) = h.lock() {
@@ -329,18 +366,32 @@ pub async fn drive(
     let delivery = fleet.delivery.lock().map(|h| h.clone()).ok();
     let confirm = fleet.confirm.lock().map(|h| h.clone()).ok();
     let send_lag = fleet.send_lag.lock().map(|h| h.clone()).ok();
+    let gaps = fleet.lost.load(Relaxed) - lost0;
+    let first = began.duration_since(fleet.start).as_secs() as usize;
+    let slowest_by_second = fleet
+        .slowest_by_second
+        .iter()
+        .skip(first)
+        .take(duration.as_secs_f64().ceil() as usize)
+        .map(|s| s.swap(0, Relaxed))
+        .collect();
     StepResult {
         rate_total: rate * fleet.writers.len() as f64,
         sent,
         confirmed: fleet.confirmed.load(Relaxed) - confirmed0,
+        rolled_back: fleet.rolled_back.load(Relaxed) - rolled_back0,
         expected,
         received,
-        lost: (fleet.lost.load(Relaxed) - lost0).max(expected.saturating_sub(received)),
+        lost: gaps.max(expected.saturating_sub(received)),
+        gaps,
+        subscribers,
+        disconnected: fleet.disconnected.load(Relaxed) - disconnected0,
         duplicates: fleet.duplicates.load(Relaxed) - dup0,
         deliveries_per_sec: received as f64 / duration.as_secs_f64().min(elapsed),
         delivery,
         confirm,
         send_lag,
+        slowest_by_second,
     }
 }
 
@@ -352,12 +403,21 @@ pub struct StepResult {
     pub sent: u64,
     /// Updates confirmed.
     pub confirmed: u64,
+    /// Updates rolled back (refused by the server: nothing applied).
+    pub rolled_back: u64,
     /// Deliveries expected: every update at every subscriber.
     pub expected: u64,
     /// Deliveries received.
     pub received: u64,
     /// Deliveries that never came.
     pub lost: u64,
+    /// Deliveries missing from the subscribers' `seq`s (a gap in the
+    /// stream), whether or not the writer heard of its update.
+    pub gaps: u64,
+    /// Subscribers measured.
+    pub subscribers: usize,
+    /// Subscribers whose connection ended during the run.
+    pub disconnected: u64,
     /// Deliveries that came more than once.
     pub duplicates: u64,
     /// Deliveries per second over all subscribers.
@@ -368,6 +428,9 @@ pub struct StepResult {
     pub confirm: Option<Histogram<u64>>,
     /// How far behind schedule sends went out, microseconds.
     pub send_lag: Option<Histogram<u64>>,
+    /// The slowest write -> delivery (µs) of the updates scheduled in each
+    /// second of the run, in order.
+    pub slowest_by_second: Vec<u64>,
 }
 
 impl StepResult {
@@ -402,5 +465,38 @@ impl StepResult {
             .as_ref()
             .map(Percentiles::of)
             .unwrap_or_default()
+    }
+
+    /// Deliveries of confirmed updates that never came: the server
+    /// confirmed an update (it is in git) and a subscriber did not get it,
+    /// seen as a gap in its `seq`s or as fewer deliveries than confirmed
+    /// updates times subscribers. An update rolled back is not owed to
+    /// anyone.
+    pub fn confirmed_lost(&self) -> u64 {
+        let owed = self.confirmed * self.subscribers as u64;
+        self.gaps.max(owed.saturating_sub(self.received))
+    }
+
+    /// The rows of a Markdown `| measure | value |` table that every
+    /// fan-out report shows; `fsync` says how confirmations were committed.
+    pub fn table_rows(&self, fsync: bool) -> String {
+        format!(
+            "| write -> delivery | {} |\n\
+             | write -> confirmation (git commit{}) | {} |\n\
+             | updates sent / confirmed | {} / {} |\n\
+             | deliveries expected / received | {} / {} |\n\
+             | lost / duplicates | {} / {} |\n\
+             | deliveries per second | {:.0} |\n",
+            self.latency().ms(),
+            if fsync { ", fsync" } else { ", no fsync" },
+            self.confirm_latency().ms(),
+            self.sent,
+            self.confirmed,
+            self.expected,
+            self.received,
+            self.lost,
+            self.duplicates,
+            self.deliveries_per_sec,
+        )
     }
 }

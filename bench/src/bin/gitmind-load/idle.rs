@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use gitmind_bench::conn::{self, Conn};
 use gitmind_bench::procstat::{self, CpuMeter};
 use gitmind_bench::server::ServerUnderTest;
-use gitmind_schema::message::SystemHeartbeat;
-use gitmind_schema::{Body, Envelope};
+use gitmind_schema::Body;
 use tokio::sync::Semaphore;
 
-use crate::clients::{codec_of, read_sync, wait_all_ready};
+use crate::clients::{codec_of, read_sync, send_heartbeat, wait_all_ready, CLIENT_HEARTBEAT};
 use crate::result::{LoadResult, ServerStats};
 use crate::Args;
 
@@ -152,14 +151,4 @@ pub async fn run(
         rss as f64 / f64::from(1u32 << 20),
     );
     Ok(("idle", result, md))
-}
-
-/// How often an idle client sends a heartbeat of its own: well inside the
-/// server's default heartbeat interval of 25 s.
-const CLIENT_HEARTBEAT: Duration = Duration::from_secs(20);
-
-/// Sends `system.heartbeat` `{}`.
-async fn send_heartbeat(conn: &mut Conn) -> anyhow::Result<()> {
-    let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat::default()));
-    conn.send(&beat).await
 }

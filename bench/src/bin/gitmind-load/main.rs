@@ -9,14 +9,16 @@
 //! *scheduled* to be sent, so a stall in the generator or the server cannot
 //! hide (no coordinated omission).
 //!
-//! One module per scenario: `idle`, `fanout`, `ramp` and `reconnect`;
-//! `fleet` holds the writers and subscribers that fan-out and ramp share,
+//! One module per scenario: `idle`, `fanout`, `ramp`, `reconnect` and
+//! `hostile`; `fleet` holds the writers and subscribers that fan-out, ramp
+//! and hostile share,
 //! `clients` what every scenario does with its connections, and `result`
 //! the JSON result they all write. This file is the command line.
 
 mod clients;
 mod fanout;
 mod fleet;
+mod hostile;
 mod idle;
 mod ramp;
 mod reconnect;
@@ -118,6 +120,9 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
     },
+    /// Honest fan-out under sync floods, graph-name floods, junk frames,
+    /// slowloris and presence storms; a verdict per target (issue #13).
+    Hostile(hostile::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +133,13 @@ fn main() -> anyhow::Result<()> {
         args.secret = Some(secret.trim_end().as_bytes().to_vec());
         args.server_args.push("--jwt-secret-file".into());
         args.server_args.push(path.display().to_string());
+    }
+    if matches!(args.scenario, Scenario::Hostile(_)) {
+        // Flooded graph names are released after this idle time: short, so
+        // the run can see it happen (hostile::GRAPH_IDLE).
+        args.server_args.push("--graph-idle-unload-ms".into());
+        args.server_args
+            .push(hostile::GRAPH_IDLE.as_millis().to_string());
     }
     // 10,000 connections need more than the usual 1,024 descriptors.
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
@@ -171,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             step,
         } => ramp::run(&args, &server, subscribers, writers, start, step).await?,
         Scenario::Reconnect { clients } => reconnect::run(&args, &mut server, clients).await?,
+        Scenario::Hostile(options) => hostile::run(&args, &server, &options).await?,
     };
     result.generator_cpu_percent = generator.percent();
     result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;
