@@ -232,8 +232,12 @@ pub(super) fn slowloris_verdict(slow: &slowloris::SlowlorisReport, limits: Limit
 }
 
 /// The witness saw each stormer relayed at no more than the session
-/// limits, while the stormers sent faster than them.
+/// limits, while the stormers sent faster than them or were closed and
+/// kept out (after a 1008 the server refuses the user for a while).
 pub(super) fn storm_verdict(storm: &Storm, limits: Limits, seconds: f64) -> Verdict {
+    let report = &storm.sessions.tally;
+    let shut_out =
+        report.closes.values().sum::<u64>() > 0 && report.refused.values().sum::<u64>() > 0;
     let seen = &storm.relayed;
     let per_kind = storm.sessions.sent_rate_each(seconds) / witness::KINDS.len() as f64;
     let bars = [
@@ -251,8 +255,13 @@ pub(super) fn storm_verdict(storm: &Storm, limits: Limits, seconds: f64) -> Verd
             limits.cursor_rate, limits.presence_rate, limits.presence_rate
         ),
         measured: format!(
-            "{:.0} of each sent per second per stormer; the witness saw at most {:.1} / {:.1} / {:.1} a second{}",
+            "{:.0} of each sent per second per stormer{}; the witness saw at most {:.1} / {:.1} / {:.1} a second{}",
             per_kind,
+            if shut_out {
+                " (closed, then refused at the handshake)"
+            } else {
+                ""
+            },
             relayed[0],
             relayed[1],
             relayed[2],
@@ -267,7 +276,9 @@ pub(super) fn storm_verdict(storm: &Storm, limits: Limits, seconds: f64) -> Verd
             && relayed
                 .iter()
                 .zip(bars)
-                .all(|(seen, bar)| *seen <= bar * (1.0 + RELAY_TOLERANCE) && per_kind > bar),
+                .all(|(seen, bar)| {
+                    *seen <= bar * (1.0 + RELAY_TOLERANCE) && (per_kind > bar || shut_out)
+                }),
         ran: true,
     }
 }
