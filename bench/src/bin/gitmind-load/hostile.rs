@@ -96,6 +96,9 @@ pub struct Options {
     /// Junk frames per second, over all junk connections.
     #[arg(long, default_value_t = 10_000.0)]
     junk_rate: f64,
+    /// The kinds of junk sent, in turn (default: every kind).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Junk::CYCLE)]
+    junk_kinds: Vec<Junk>,
     /// Every this many connections of a junk sender opens with a frame over
     /// the frame limit (0: never).
     #[arg(long, default_value_t = 10)]
@@ -424,15 +427,22 @@ impl Attack {
                 format!("/v1/graphs/{graph}-junk?user=junk{k}"),
                 o.junk_rate / senders as f64,
             );
-            let (yard, oversized, every) =
-                (yard.clone(), attack.oversized.clone(), o.oversized_every);
+            let (yard, oversized, every, kinds) = (
+                yard.clone(),
+                attack.oversized.clone(),
+                o.oversized_every,
+                o.junk_kinds.clone(),
+            );
             attack.tasks.push(
                 runtime.spawn(flood::run(f, attack.junk.clone(), move |shot| {
                     if every > 0 && shot.life % every == every - 1 && shot.index == 0 {
                         oversized.fetch_add(1, Relaxed);
                         return Ok(yard.oversized());
                     }
-                    let junk = Junk::CYCLE[(shot.serial % Junk::CYCLE.len() as u64) as usize];
+                    let Some(&junk) = kinds.get((shot.serial % kinds.len().max(1) as u64) as usize)
+                    else {
+                        anyhow::bail!("no kind of junk to send");
+                    };
                     Ok(yard.frame(junk, shot.serial * senders + k as u64))
                 })),
             );
@@ -495,6 +505,7 @@ impl Attack {
             graph_flood: self.graphs.report(),
             junk: Junked {
                 connections: o.junk_connections,
+                kinds: o.junk_kinds.clone(),
                 rate_total: o.junk_rate,
                 oversized_sent: self.oversized.load(Relaxed),
                 zstd_bomb_bytes: self.junk_bomb_bytes,
@@ -545,6 +556,7 @@ impl Sessions {
 #[derive(Debug, Clone, Serialize)]
 struct Junked {
     connections: usize,
+    kinds: Vec<Junk>,
     rate_total: f64,
     oversized_sent: u64,
     zstd_bomb_bytes: usize,

@@ -49,7 +49,8 @@ pub fn presence(codec: Codec, serial: u64) -> anyhow::Result<Message> {
 }
 
 /// The kinds of junk a bad-frame attacker cycles through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Junk {
     /// A text frame that is not JSON.
     NotJson,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::frames::{Answer, Junk};
+use super::frames::Answer;
 use super::{
     graph_flood, joined, mib, slowloris, witness, Junked, Limits, Memory, Options, Reports,
     Sessions, Storm,
@@ -162,12 +162,13 @@ pub(super) fn graph_verdict(graphs: &graph_flood::GraphFloodReport, seconds: f64
 }
 
 /// Junk senders closed 1008 within the error budget (1009 for frames over
-/// the limit), every kind of junk answered as the protocol says.
+/// the limit), every kind of junk sent answered as the protocol says.
 pub(super) fn junk_verdict(junked: &Junked, limits: Limits, seconds: f64) -> Verdict {
     let junk = &junked.tally;
     let policy = junk.closes.get("1008").copied().unwrap_or(0);
     let too_big = junk.closes.get("1009").copied().unwrap_or(0);
-    let unanswered: Vec<&str> = Junk::CYCLE
+    let unanswered: Vec<&str> = junked
+        .kinds
         .iter()
         .map(|j| match j.answer() {
             Answer::Error(code) => (code.name(), junk.errors.contains_key(code.name())),
@@ -338,6 +339,7 @@ pub(super) fn closed_by_server(closes: &BTreeMap<String, u64>) -> u64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::frames::Junk;
     use super::super::tally;
     use super::*;
 
@@ -391,6 +393,7 @@ mod tests {
         tally.closes.insert("1009".into(), 1);
         let junked = |tally: tally::TallyReport| Junked {
             connections: 1,
+            kinds: Junk::CYCLE.to_vec(),
             rate_total: 100.0,
             oversized_sent: 1,
             zstd_bomb_bytes: 0,
