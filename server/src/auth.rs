@@ -45,9 +45,9 @@ pub struct Access {
     pub role: Role,
     /// The nodes it may read; `None`: every node.
     pub read: SessionView,
-    /// Node-id prefixes it may write (within what it may read); `None`:
+    /// The nodes it may write (within what it may read); `None`:
     /// every node it may read.
-    pub write: Option<Vec<String>>,
+    pub write: Option<View>,
     /// When the credentials expire, in seconds since the Unix epoch.
     pub expires_at: Option<u64>,
 }
@@ -79,10 +79,7 @@ impl Access {
     pub fn may_write_node(&self, id: &str) -> bool {
         self.may_write()
             && self.may_read(id)
-            && self
-                .write
-                .as_ref()
-                .is_none_or(|p| p.iter().any(|prefix| id.starts_with(prefix.as_str())))
+            && self.write.as_ref().is_none_or(|view| view.sees(id))
     }
 
     /// Why a mutation is forbidden, if it is: no write role, or a node it
@@ -160,7 +157,7 @@ impl Credentials {
                     user_id: claims.sub.clone(),
                     role,
                     read: claims.read.clone().map(|p| Arc::new(View::new(p))),
-                    write: claims.write.clone(),
+                    write: claims.write.clone().map(View::new),
                     expires_at: Some(claims.exp),
                 })
             }
@@ -696,7 +693,7 @@ mod tests {
             user_id: "u".into(),
             role: Role::Write,
             read: Some(Arc::new(View::new(vec!["concept:".into(), "doc:".into()]))),
-            write: Some(vec!["concept:mine/".into()]),
+            write: Some(View::new(vec!["concept:mine/".into()])),
             expires_at: None,
         };
         assert!(access.may_read("doc:a"));
@@ -717,7 +714,7 @@ mod tests {
             user_id: "u".into(),
             role: Role::Write,
             read: Some(Arc::new(View::new(vec!["concept:".into()]))),
-            write: Some(vec!["concept:mine/".into()]),
+            write: Some(View::new(vec!["concept:mine/".into()])),
             expires_at: None,
         };
         let body = |text: &str| {
