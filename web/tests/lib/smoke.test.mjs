@@ -1,15 +1,28 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, graphName, client, connected, until } from './helpers.mjs';
+import { startServer, graphName, client, connected, until, CODECS } from './helpers.mjs';
 
-test('smoke', async () => {
-  const s = await startServer();
-  const g = graphName();
-  const a = await connected(client(s, g, 'alice', 'json'));
-  const b = await connected(client(s, g, 'bob', 'json'));
-  const o = await a.createNode({ id: 'concept:a', label: 'A' });
-  assert.equal(o.kind, 'confirmed');
-  await until(() => b.nodes.get('concept:a'), 'bob sees it');
-  assert.equal(b.nodes.get('concept:a').label, 'A');
-  await a.close(); await b.close(); await s.stop(); s.cleanup();
-});
+for (const codec of CODECS) {
+  test(`${codec}: two clients see each other's nodes and edges`, async () => {
+    const s = await startServer();
+    try {
+      const g = graphName();
+      const a = await connected(client(s, g, 'alice', codec));
+      const b = await connected(client(s, g, 'bob', codec));
+      assert.equal(a.userId, 'alice');
+      assert.ok(a.sessionId);
+      const o = await a.createNode({ id: 'concept:a', label: 'A', content: 'x'.repeat(200) });
+      assert.equal(o.kind, 'confirmed');
+      await b.createNode({ id: 'concept:b', label: 'B' });
+      await until(() => b.nodes.get('concept:a') && a.nodes.get('concept:b'), 'both see both');
+      assert.equal(b.nodes.get('concept:a').label, 'A');
+      assert.equal(b.nodes.get('concept:a').content.length, 200);
+      const e = await a.createEdge({ source: 'concept:a', type: 'relates-to', target: 'concept:b' });
+      assert.equal(e.kind, 'confirmed');
+      await until(() => b.edges.get('concept:a -[relates-to]-> concept:b'), 'bob sees the edge');
+      await b.deleteNode('concept:b');
+      await until(() => !a.nodes.has('concept:b') && a.edges.size === 0, 'alice sees the delete and its edge gone');
+      await a.close(); await b.close();
+    } finally { await s.stop(); s.cleanup(); }
+  });
+}
