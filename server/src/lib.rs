@@ -54,6 +54,7 @@ mod sync_stream;
 pub mod tls;
 pub mod trim;
 pub mod view;
+pub mod web;
 
 pub use config::Config;
 pub use server::{Server, StartError};

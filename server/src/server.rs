@@ -40,6 +40,7 @@ use crate::quota::{self, Quotas, Slot};
 use crate::session::{self, SessionCtx};
 use crate::shard::{self, Shard, ShardState};
 use crate::tls::{Stream, Tls, TlsError};
+use crate::web;
 use gitmind_owner::OwnerConfig;
 use gitmind_schema::Codec;
 
@@ -645,7 +646,7 @@ fn answer(request: &Request, shard_index: usize, shared: &Shared) -> Answer {
     let graph = match http::graph_of(path) {
         Some(Ok(graph)) => Some(graph),
         Some(Err(response)) => return Answer::Refuse(response),
-        None if matches!(path, "/" | "/metrics") => None,
+        None if path == "/metrics" => None,
         None if path == "/healthz" => {
             return Answer::Plain(if shared.draining.load(Relaxed) {
                 Response::text(503, "draining").retry_after(1)
@@ -653,16 +654,20 @@ fn answer(request: &Request, shard_index: usize, shared: &Shared) -> Answer {
                 Response::text(200, "ok")
             });
         }
-        None => return Answer::Plain(Response::text(404, "no such endpoint")),
+        None => {
+            let Some(page) = web::file(path) else {
+                return Answer::Plain(Response::text(404, "no such endpoint"));
+            };
+            // The page holds no data, but a foreign site may not frame or
+            // fetch it either: the origin and host rules are the same.
+            return match shared.origins.check(request) {
+                Ok(()) => Answer::Plain(page),
+                Err(response) => Answer::Refuse(response),
+            };
+        }
     };
     if let Err(response) = shared.origins.check(request) {
         return Answer::Refuse(response);
-    }
-    if path == "/" {
-        return Answer::Plain(Response::text(
-            200,
-            "Gitmind live: connect a WebSocket to /v1/graphs/{graph}",
-        ));
     }
     let credentials = match shared.auth.authenticate(request) {
         Ok(credentials) => credentials,
