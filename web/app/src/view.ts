@@ -1,0 +1,295 @@
+// The graph on screen: a graphology copy of the client's replica, drawn by
+// sigma (WebGL), laid out by ForceAtlas2 in a worker when positions are
+// missing, with other people's cursors and selections drawn over it.
+
+import Graph from "graphology";
+import Sigma from "sigma";
+import FA2Layout from "graphology-layout-forceatlas2/worker";
+import forceAtlas2 from "graphology-layout-forceatlas2";
+import { edgeId } from "../../lib/src/index";
+import type { GitmindClient, Node, Edge, Peer } from "../../lib/src/index";
+
+export type NodeAttrs = {
+  x: number;
+  y: number;
+  size: number;
+  color: string;
+  label: string;
+  highlighted?: boolean;
+};
+
+const KIND_COLORS: Record<string, string> = {
+  library: "#6e7781",
+  tool: "#0969da",
+  document: "#8250df",
+  concept: "#1a7f37",
+  person: "#bf3989",
+  project: "#bc4c00",
+};
+
+/**
+ * A colour for a user, the same in every browser: a hue from the name, dark
+ * enough for white text. Hex, because that is what the WebGL renderer reads.
+ */
+export function userColor(userId: string): string {
+  let hash = 0;
+  for (const ch of userId) hash = (hash * 31 + ch.codePointAt(0)!) | 0;
+  const hue = Math.abs(hash) % 360;
+  const [s, l] = [0.7, 0.38];
+  const channel = (n: number) => {
+    const k = (n + hue / 30) % 12;
+    const v = l - s * Math.min(l, 1 - l) * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255).toString(16).padStart(2, "0");
+  };
+  return `#${channel(0)}${channel(8)}${channel(4)}`;
+}
+
+/** A position for a node that has none yet: a point of a disc, from its id. */
+function seedPosition(id: string, radius: number): { x: number; y: number } {
+  let a = 2166136261;
+  let b = 5381;
+  for (let i = 0; i < id.length; i++) {
+    a = Math.imul(a ^ id.charCodeAt(i), 16777619);
+    b = (b * 33 + id.charCodeAt(i)) | 0;
+  }
+  const angle = ((a >>> 0) / 2 ** 32) * 2 * Math.PI;
+  const r = Math.sqrt((b >>> 0) / 2 ** 32) * radius;
+  return { x: Math.cos(angle) * r, y: Math.sin(angle) * r };
+}
+
+export class GraphView {
+  readonly graph = new Graph<NodeAttrs>({ multi: true, type: "directed", allowSelfLoops: true });
+  readonly sigma: Sigma<NodeAttrs>;
+  /** Nodes this view placed itself (their server position was 0, 0). */
+  readonly unplaced = new Set<string>();
+  selected: string | null = null;
+  /** Node id -> colour of the people who have it selected. */
+  private peerSelections = new Map<string, string>();
+  /** Node id -> time until which a change by someone else is shown. */
+  private flashes = new Map<string, number>();
+  private matches = new Set<string>();
+  private layout: FA2Layout<NodeAttrs> | null = null;
+  private cursorLayer: HTMLElement;
+  private cursorEls = new Map<string, HTMLElement>();
+
+  constructor(
+    private client: GitmindClient,
+    container: HTMLElement,
+    cursorLayer: HTMLElement,
+  ) {
+    this.cursorLayer = cursorLayer;
+    this.sigma = new Sigma(this.graph, container, {
+      hideEdgesOnMove: true,
+      labelRenderedSizeThreshold: 8,
+      defaultEdgeColor: "#d0d7de",
+      zIndex: true,
+      nodeReducer: (id, attrs) => {
+        const out: Partial<NodeAttrs> & { zIndex?: number; forceLabel?: boolean } = { ...attrs };
+        const peer = this.peerSelections.get(id);
+        if (id === this.selected) {
+          out.highlighted = true;
+          out.color = userColor(this.client.userId ?? "");
+          out.zIndex = 2;
+          out.forceLabel = true;
+        } else if (peer) {
+          out.highlighted = true;
+          out.color = peer;
+          out.zIndex = 1;
+          out.forceLabel = true;
+        } else if ((this.flashes.get(id) ?? 0) > performance.now()) {
+          out.highlighted = true;
+          out.color = "#fb8500";
+          out.size = attrs.size * 1.8;
+          out.zIndex = 1;
+        }
+        if (this.matches.size && !this.matches.has(id) && id !== this.selected) {
+          out.color = "#eaeef2";
+          out.label = "";
+        }
+        return out;
+      },
+    });
+    this.sigma.on("afterRender", () => this.placeCursors());
+  }
+
+  /** Replaces the whole graph (after a full sync). */
+  load(): void {
+    this.stopLayout();
+    this.graph.clear();
+    this.unplaced.clear();
+    const radius = Math.sqrt(this.client.nodes.size) * 10 + 10;
+    this.graph.import({
+      nodes: [...this.client.nodes.values()].map((node) => ({
+        key: node.id,
+        attributes: this.attrs(node, radius),
+      })),
+    });
+    for (const edge of this.client.edges.values()) this.putEdge(edge);
+    for (const id of this.graph.nodes()) {
+      this.graph.setNodeAttribute(id, "size", sizeOf(this.graph.degree(id)));
+    }
+  }
+
+  /** Applies the changes of one event to the drawing. */
+  update(nodes: Iterable<string>, edges: Iterable<string>, flash: boolean): void {
+    const radius = Math.sqrt(this.graph.order) * 10 + 10;
+    for (const id of nodes) {
+      const node = this.client.nodes.get(id);
+      if (!node) {
+        if (this.graph.hasNode(id)) this.graph.dropNode(id);
+        this.unplaced.delete(id);
+        continue;
+      }
+      const attrs = this.attrs(node, radius);
+      if (this.graph.hasNode(id)) {
+        const had = this.graph.getNodeAttributes(id);
+        // Positions the layout is still working on stay until it is done.
+        if (this.unplaced.has(id) && !node.x && !node.y) {
+          attrs.x = had.x;
+          attrs.y = had.y;
+        }
+        attrs.size = had.size;
+        this.graph.replaceNodeAttributes(id, attrs);
+      } else {
+        this.graph.addNode(id, { ...attrs, size: sizeOf(0) });
+      }
+      if (flash) this.flash(id);
+    }
+    for (const key of edges) {
+      const edge = this.client.edges.get(key);
+      if (this.graph.hasEdge(key)) this.graph.dropEdge(key);
+      if (edge) this.putEdge(edge);
+      if (flash && edge) {
+        this.flash(edge.source);
+        this.flash(edge.target);
+      }
+    }
+  }
+
+  private attrs(node: Node, radius: number): NodeAttrs {
+    let x = node.x ?? 0;
+    let y = node.y ?? 0;
+    if (!x && !y) {
+      this.unplaced.add(node.id);
+      ({ x, y } = seedPosition(node.id, radius));
+    } else {
+      this.unplaced.delete(node.id);
+    }
+    return {
+      x,
+      y,
+      size: sizeOf(0),
+      color: KIND_COLORS[node.kind ?? ""] ?? "#57606a",
+      label: node.label || node.id,
+    };
+  }
+
+  private putEdge(edge: Edge): void {
+    if (!this.graph.hasNode(edge.source) || !this.graph.hasNode(edge.target)) return;
+    this.graph.addDirectedEdgeWithKey(edgeId(edge), edge.source, edge.target, { type: "arrow" });
+  }
+
+  private flash(id: string): void {
+    this.flashes.set(id, performance.now() + 1500);
+    setTimeout(() => this.sigma.refresh({ skipIndexation: true }), 1600);
+  }
+
+  setSearch(matches: Iterable<string>): void {
+    this.matches = new Set(matches);
+    this.sigma.refresh({ skipIndexation: true });
+  }
+
+  select(id: string | null): void {
+    this.selected = id;
+    this.sigma.refresh({ skipIndexation: true });
+  }
+
+  /** Moves the camera to a node. */
+  focus(id: string): void {
+    const data = this.sigma.getNodeDisplayData(id);
+    if (!data) return;
+    const camera = this.sigma.getCamera();
+    camera.animate({ x: data.x, y: data.y, ratio: Math.min(camera.ratio, 0.5) }, { duration: 300 });
+  }
+
+  /** Draws other people's selections and cursors. */
+  setPeers(peers: Iterable<Peer>, self: string | undefined): void {
+    this.peerSelections.clear();
+    const seen = new Set<string>();
+    for (const peer of peers) {
+      if (peer.sessionId === self) continue;
+      const color = peer.color || userColor(peer.userId);
+      for (const id of peer.selection ?? []) this.peerSelections.set(id, color);
+      if (!peer.cursor) continue;
+      seen.add(peer.sessionId);
+      let el = this.cursorEls.get(peer.sessionId);
+      if (!el) {
+        el = document.createElement("div");
+        el.className = "cursor";
+        el.innerHTML =
+          '<svg width="14" height="18" viewBox="0 0 14 18"><path d="M0 0 L14 11 L7 11 L4 18 Z"/></svg><span></span>';
+        this.cursorLayer.append(el);
+        this.cursorEls.set(peer.sessionId, el);
+      }
+      el.dataset.user = peer.userId;
+      el.dataset.x = String(peer.cursor.x);
+      el.dataset.y = String(peer.cursor.y);
+      el.querySelector("path")!.setAttribute("fill", color);
+      const name = el.querySelector("span")!;
+      name.textContent = peer.displayName || peer.userId;
+      name.style.background = color;
+    }
+    for (const [session, el] of this.cursorEls) {
+      if (!seen.has(session)) {
+        el.remove();
+        this.cursorEls.delete(session);
+      }
+    }
+    this.placeCursors();
+    this.sigma.refresh({ skipIndexation: true });
+  }
+
+  private placeCursors(): void {
+    for (const el of this.cursorEls.values()) {
+      const at = this.sigma.graphToViewport({ x: Number(el.dataset.x), y: Number(el.dataset.y) });
+      el.style.transform = `translate(${at.x}px, ${at.y}px)`;
+    }
+  }
+
+  /**
+   * Runs ForceAtlas2 in a worker while nodes lack a position; when it
+   * settles (or after `maxMs`), hands the new positions to `persist`.
+   */
+  layoutMissing(maxMs: number, persist: (positions: Map<string, { x: number; y: number }>) => void): boolean {
+    if (this.unplaced.size === 0 || this.layout) return false;
+    const settings = forceAtlas2.inferSettings(this.graph);
+    this.layout = new FA2Layout(this.graph, { settings: { ...settings, barnesHutOptimize: this.graph.order > 2000 } });
+    this.layout.start();
+    setTimeout(() => {
+      if (!this.layout) return;
+      this.stopLayout();
+      const positions = new Map<string, { x: number; y: number }>();
+      for (const id of this.unplaced) {
+        if (!this.graph.hasNode(id)) continue;
+        const { x, y } = this.graph.getNodeAttributes(id);
+        positions.set(id, { x: Math.round(x * 100) / 100, y: Math.round(y * 100) / 100 });
+      }
+      this.unplaced.clear();
+      persist(positions);
+    }, maxMs);
+    return true;
+  }
+
+  get layoutRunning(): boolean {
+    return this.layout !== null;
+  }
+
+  stopLayout(): void {
+    this.layout?.kill();
+    this.layout = null;
+  }
+}
+
+function sizeOf(degree: number): number {
+  return 2 + Math.log2(1 + degree) * 1.5;
+}

@@ -1,0 +1,123 @@
+// Measures the page with the whole Debian graph (63,666 nodes, 274,686
+// edges): time to first render, and frame rate while 100 node moves a
+// second arrive from another client, in headless Chromium. Not a test (it
+// asserts nothing); perf-reports/web-16.md gives its figures.
+//
+//   node --experimental-websocket tests/perf/debian.mjs [--runs 3] [--seconds 10]
+//
+// Uses the release binaries (GITMIND_BIN_DIR, default ../target/release):
+// gitmind-server, and gitmind to import the dataset.
+
+import { execFileSync } from "node:child_process";
+import { resolve, join } from "node:path";
+import { parseArgs } from "node:util";
+import { Server, launchBrowser, waitConnected } from "../support.mjs";
+
+const { values: opts } = parseArgs({
+  options: { runs: { type: "string", default: "3" }, seconds: { type: "string", default: "10" }, rate: { type: "string", default: "100" } },
+});
+const runs = Number(opts.runs);
+const seconds = Number(opts.seconds);
+const rate = Number(opts.rate);
+const bins = process.env.GITMIND_BIN_DIR ?? resolve(import.meta.dirname, "../../../target/release");
+process.env.GITMIND_SERVER_BIN ??= join(bins, "gitmind-server");
+const dataset = process.env.GITMIND_DATASET ?? resolve(import.meta.dirname, "../../../../shared/datasets/debian-bookworm.jsonl.zst");
+const graph = "debian";
+
+const server = await new Server().start();
+const log = (...args) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...args);
+try {
+  log(`importing ${dataset}`);
+  execFileSync(join(bins, "gitmind"), ["--server", `ws://127.0.0.1:${server.port}`, "import", graph, dataset], { stdio: ["ignore", "ignore", "inherit"] });
+  const browser = await launchBrowser();
+  const viewport = { width: 1280, height: 800 };
+
+  // The first visit lays the graph out and stores the positions.
+  log("first visit: layout");
+  let page = await open(browser, viewport);
+  await page.waitForFunction(() => !window.gitmind.view.layoutRunning && window.gitmind.view.unplaced.size === 0, null, { timeout: 120_000 });
+  await waitConnected(page, 300_000);
+  await page.context().close();
+
+  const results = [];
+  for (let run = 0; run < runs; run++) {
+    page = await open(browser, viewport);
+    const firstRenderMs = await page.evaluate(() => window.gitmind.firstRender());
+    const idleFps = await fps(page, seconds);
+    const mover = await startMover(server.port, rate);
+    const busy = await fps(page, seconds);
+    const applied = await mover.stop();
+    const seen = await page.evaluate(() => window.gitmind.client.nodes.size);
+    results.push({ run, firstRenderMs: Math.round(firstRenderMs), idleFps, busyFps: busy, movesSent: applied, nodes: seen });
+    log(JSON.stringify(results.at(-1)));
+    await page.context().close();
+  }
+  console.log(JSON.stringify({ runs: results, rate, seconds, viewport, chromium: browser.version() }, null, 1));
+  await browser.close();
+} finally {
+  await server.dispose();
+}
+
+async function open(browser, viewport) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  await page.goto(`${server.url}/?graph=${graph}&user=perf`);
+  await page.waitForFunction(() => window.gitmind?.firstRender() !== null, null, { timeout: 300_000, polling: 100 });
+  return page;
+}
+
+/** Frames drawn per second over `seconds`, from requestAnimationFrame, and the slowest frame. */
+function fps(page, seconds) {
+  return page.evaluate(
+    (seconds) =>
+      new Promise((resolve) => {
+        const times = [];
+        const end = performance.now() + seconds * 1000;
+        const frame = (now) => {
+          times.push(now);
+          if (now < end) requestAnimationFrame(frame);
+          else {
+            const gaps = times.slice(1).map((t, i) => t - times[i]).sort((a, b) => a - b);
+            resolve({
+              fps: Math.round(((times.length - 1) / ((times.at(-1) - times[0]) / 1000)) * 10) / 10,
+              medianFrameMs: Math.round(gaps[Math.floor(gaps.length / 2)] * 10) / 10,
+              p95FrameMs: Math.round(gaps[Math.floor(gaps.length * 0.95)] * 10) / 10,
+            });
+          }
+        };
+        requestAnimationFrame(frame);
+      }),
+    seconds,
+  );
+}
+
+/** Another client moving random nodes `rate` times a second (JSON). */
+async function startMover(port, rate) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/graphs/${graph}?user=mover`, "gitmind.v1.json");
+  const ids = [];
+  let seq = 0;
+  let synced;
+  const ready = new Promise((resolve) => (synced = resolve));
+  ws.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (typeof msg.seq === "number") seq = Math.max(seq, msg.seq);
+    if (msg.type === "graph.sync") {
+      for (const node of msg.data.nodes ?? []) ids.push(node.id);
+      if (!msg.data.chunk || msg.data.chunk.index === msg.data.chunk.count - 1) synced();
+    }
+  };
+  await ready;
+  let sent = 0;
+  const timer = setInterval(() => {
+    const id = ids[Math.floor(Math.random() * ids.length)];
+    const set = { x: Math.random() * 2000 - 1000, y: Math.random() * 2000 - 1000 };
+    ws.send(JSON.stringify({ id: `m${sent++}`, type: "node.update", data: { baseSeq: seq, id, set } }));
+  }, 1000 / rate);
+  return {
+    async stop() {
+      clearInterval(timer);
+      ws.close();
+      return sent;
+    },
+  };
+}
