@@ -76,6 +76,7 @@ const SCALAR_SIZE: Record<string, number> = { bool: 1, byte: 1, ubyte: 1, short:
 // ----- reading -----
 
 const MAX_DEPTH = 64;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function readScalar(bb: ByteBuffer, at: number, type: string): number | boolean {
   switch (type) {
@@ -121,8 +122,9 @@ function readValue(bb: ByteBuffer, at: number, type: string, table: string, fiel
   if (type === 'string') {
     inside(bb, at, 4);
     const s = at + bb.readInt32(at);
-    inside(bb, s, 4 + bb.readInt32(s));
-    return bb.__string(at) as string;
+    const len = bb.readInt32(s);
+    inside(bb, s, 4 + len);
+    return utf8.decode(bb.bytes().subarray(s + 4, s + 4 + len));
   }
   if (SCHEMA.tables[type]) return readTable(bb, bb.__indirect(at), type, depth + 1);
   if (SCHEMA.structs[type]) return readStruct(bb, at, type);

@@ -305,11 +305,9 @@ class View {
 class OverlayMap<V> implements ReadonlyMap<string, V> {
   constructor(private readonly server: Map<string, V>, private readonly overlaid: Set<string>, private readonly over: Map<string, V>) {}
   get size(): number {
-    let n = this.over.size;
-    for (const id of this.overlaid) if (this.server.has(id) && !this.over.has(id)) n += 0; // counted below
-    let hidden = 0;
-    for (const id of this.overlaid) if (this.server.has(id)) hidden++;
-    return this.server.size - hidden + n;
+    let n = this.server.size;
+    for (const id of this.overlaid) n += (this.over.has(id) ? 1 : 0) - (this.server.has(id) ? 1 : 0);
+    return n;
   }
   get(id: string): V | undefined {
     return this.overlaid.has(id) ? this.over.get(id) : this.server.get(id);
