@@ -41,13 +41,14 @@ function showState(): void {
   if (kind === "reconnecting" && retryAt !== undefined) {
     const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
     statusText.textContent = `reconnecting in ${seconds} s${waiting}`;
-  } else if (kind === "offline") {
+  } else if (kind === "offline" || !navigator.onLine) {
     statusText.textContent = `offline${waiting}`;
   } else {
     statusText.textContent = kind + waiting;
   }
 }
 client.on("state", showState);
+addEventListener("online", () => client.reconnect("the browser is online again"));
 setInterval(showState, 250);
 
 // -- the graph -------------------------------------------------------------
