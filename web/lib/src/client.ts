@@ -40,6 +40,8 @@ export interface ClientOptions {
   clientVersion?: string;
   /** The least time between two `cursor.move` sent, ms (default 33: the server relays 30 a second). */
   cursorIntervalMs?: number;
+  /** The server's frame limit (1 MiB): a change larger than that is rolled back here as `too_large`, not sent. */
+  maxFrameBytes?: number;
 }
 
 export type ConnectionKind = 'connecting' | 'connected' | 'reconnecting' | 'offline';
@@ -285,6 +287,9 @@ export class GitmindClient {
   connect(): void {
     if (this.running) return;
     this.running = true;
+    const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
+    g.addEventListener?.('online', this.onOnline);
+    g.addEventListener?.('offline', this.onOffline);
     this.setState('connecting');
     void this.open();
   }
@@ -292,6 +297,9 @@ export class GitmindClient {
   /** Closes the connection with 1000 and stops reconnecting; unanswered outcomes reject with {@link ClientClosedError}. */
   close(): Promise<void> {
     this.running = false;
+    const g = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
+    g.removeEventListener?.('online', this.onOnline);
+    g.removeEventListener?.('offline', this.onOffline);
     clearTimeout(this.retryTimer);
     clearTimeout(this.cursorTimer);
     this.stopHeartbeat();
@@ -368,6 +376,21 @@ export class GitmindClient {
     this.startHeartbeat();
   }
 
+  /** The browser is back online: try now rather than at the end of the backoff. */
+  private readonly onOnline = (): void => {
+    if (!this.running || this.ws) return;
+    this.attempt = 0;
+    clearTimeout(this.retryTimer);
+    void this.open();
+  };
+  private readonly onOffline = (): void => {
+    if (this.running && !this.live) this.setState('offline', { reason: 'the browser is offline', retryAt: this.connState.retryAt });
+  };
+  private browserOffline(): boolean {
+    const nav = (globalThis as { navigator?: { onLine?: boolean } }).navigator;
+    return nav?.onLine === false;
+  }
+
   /** The connection is gone: schedule the next attempt. */
   private lost(reason: string): void {
     this.live = false;
@@ -377,7 +400,9 @@ export class GitmindClient {
     this.serverAskedMs = 0;
     this.attempt++;
     const retryAt = Date.now() + delay;
-    this.setState('reconnecting', { retryAt, reason });
+    // Offline browsers still retry (cheaply), but say so rather than "reconnecting".
+    if (this.browserOffline()) this.setState('offline', { retryAt, reason: 'the browser is offline' });
+    else this.setState('reconnecting', { retryAt, reason });
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
       if (!this.running) return;
@@ -423,9 +448,51 @@ export class GitmindClient {
     const ws = this.ws;
     if (!ws || ws.readyState !== 1 || envelopes.length === 0) return;
     if (this.options.clientVersion) for (const e of envelopes) e.metadata = { clientVersion: this.options.clientVersion };
+    const limit = this.options.maxFrameBytes ?? 1 << 20;
     // One frame per 1,000 envelopes at most (10.2).
-    for (let i = 0; i < envelopes.length; i += 1000) ws.send(this.codec.encode(envelopes.slice(i, i + 1000)));
+    for (let i = 0; i < envelopes.length; i += 1000) {
+      const part = envelopes.slice(i, i + 1000);
+      const frame = this.encodeWithin(part, limit);
+      if (frame !== undefined) ws.send(frame);
+      else {
+        // Too large together, or one of them cannot be encoded: one frame each, and a
+        // change that cannot go at all is settled here (else every reconnect would resend it).
+        for (const e of part) {
+          const one = this.encodeWithin([e], limit);
+          if (one !== undefined) ws.send(one);
+          else this.refuseLocally(e, limit);
+        }
+      }
+    }
     this.lastSent = Date.now();
+  }
+  private encodeWithin(envelopes: Envelope[], limit: number): string | Uint8Array | undefined {
+    try {
+      const frame = this.codec.encode(envelopes);
+      // A JSON frame's UTF-8 length is at most 3 bytes per UTF-16 unit; measure only when that may pass the limit.
+      const size = typeof frame === 'string' ? (frame.length * 3 <= limit ? frame.length : new TextEncoder().encode(frame).length) : frame.length;
+      return size <= limit ? frame : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  private refuseLocally(e: Envelope, limit: number): void {
+    if (e.id === undefined || !isMutationType(e.type)) {
+      this.emit('error', { code: 'invalid', message: `a ${e.type} that cannot be sent (not encodable, or over ${limit} bytes)`, ref: e.id });
+      return;
+    }
+    let reason = 'invalid';
+    let message = 'the change cannot be encoded (a number that is not finite, or a value of the wrong type)';
+    try {
+      this.codec.encode([e]);
+      reason = 'too_large';
+      message = `the change is larger than the frame limit (${limit} bytes): split it`;
+    } catch { /* invalid */ }
+    const ref = e.id;
+    queueMicrotask(() => {
+      this.takeOutcome({ type: 'update.rollback', data: { ref, reason, message } });
+      this.refreshPending();
+    });
   }
   /** Sends the changes the replica released, remembering them for a resend. */
   private sendReleased(envelopes: Envelope[]): void {

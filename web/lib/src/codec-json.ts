@@ -3,9 +3,17 @@ import type { Envelope } from './types.js';
 
 export const JSON_SUBPROTOCOL = 'gitmind.v1.json';
 
-/** Encodes envelopes as one text frame: one envelope alone, several as an array. */
+/**
+ * Encodes envelopes as one text frame: one envelope alone, several as an
+ * array. Throws on a number that is not finite (JSON would write `null`).
+ */
 export function encodeJson(envelopes: Envelope[]): string {
-  return JSON.stringify(envelopes.length === 1 ? envelopes[0] : envelopes);
+  return JSON.stringify(envelopes.length === 1 ? envelopes[0] : envelopes, finite);
+}
+
+function finite(key: string, value: unknown): unknown {
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError(`\`${key}\` is ${value}: numbers must be finite`);
+  return value;
 }
 
 /** Thrown for a frame that cannot be read at all. */

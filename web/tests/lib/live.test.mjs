@@ -113,3 +113,25 @@ for (const codec of CODECS) {
     } finally { await a.close(); await b.close(); }
   });
 }
+
+for (const codec of CODECS) {
+  test(`${codec}: a change that cannot be sent is rolled back here, not resent forever`, async () => {
+    const g = graphName();
+    const a = await connected(client(server, g, 'alice', codec, { maxFrameBytes: 4096 }));
+    try {
+      const big = await a.createNode({ id: 'concept:big', label: 'x'.repeat(5000) });
+      assert.equal(big.kind, 'rolledback');
+      assert.equal(big.data.reason, 'too_large');
+      assert.equal(a.nodes.has('concept:big'), false);
+      const nan = await a.createNode({ id: 'concept:nan', x: NaN });
+      // JSON writes NaN as null, which the server refuses; the binary encoder refuses it here.
+      assert.equal(nan.kind, 'rolledback');
+      assert.equal(nan.data.reason, 'invalid');
+      assert.equal((await a.createNode({ id: 'concept:ok' })).kind, 'confirmed');
+      assert.equal(a.state.pending, 0);
+      a.reconnect();
+      await until(() => a.state.kind === 'connected', 'reconnected');
+      assert.deepEqual([...a.nodes.keys()], ['concept:ok']);
+    } finally { await a.close(); }
+  });
+}
