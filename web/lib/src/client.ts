@@ -265,7 +265,8 @@ export class GitmindClient {
         l(value);
       } catch (e) {
         // A listener's failure is its own; the client goes on.
-        queueMicrotask(() => { throw e; });
+        const report = (globalThis as { reportError?: (e: unknown) => void }).reportError ?? console.error;
+        report(e);
       }
     }
   }
@@ -435,7 +436,7 @@ export class GitmindClient {
         this.lost('the server stopped answering');
         return;
       }
-      if (this.live && now - this.lastSent >= this.heartbeatMs / 2) this.send([{ id: `hb-${this.tag}`, type: 'system.heartbeat', data: {} }]);
+      if (this.live && now - this.lastSent >= this.heartbeatMs / 2) this.send([{ id: this.newId('h'), type: 'system.heartbeat', data: {} }]);
     }, tick);
     (this.heartbeatTimer as { unref?: () => void }).unref?.();
   }
@@ -636,10 +637,16 @@ export class GitmindClient {
     const held = this.replica.hasPending(d.ref);
     // What the outcome touches, read before the replica forgets the change.
     const body = held ? this.pendingBody(d.ref) : undefined;
-    const released = this.replica.settle(env);
+    let released: Envelope[];
+    try {
+      released = this.replica.settle(env);
+    } finally {
+      // Answered either way: when the replica cannot reproduce the change, it resyncs, but
+      // the caller still learns the outcome now.
+      this.resolve(env);
+    }
     this.sendReleased(released);
     const t = body ? touched(body, (n) => this.replica.server.adjacency.get(n) ?? []) : undefined;
-    this.resolve(env);
     this.resolveDropped();
     if (env.type === 'update.rollback') {
       this.emit('rollback', { ref: d.ref, code: d.reason, message: d.message, data: d });
@@ -715,7 +722,7 @@ export class GitmindClient {
    */
   mutate(body: Mutation): Promise<Outcome> {
     const id = this.newId();
-    return new Promise<Outcome>((resolve, reject) => {
+    const outcome = new Promise<Outcome>((resolve, reject) => {
       let released: Envelope | undefined;
       try {
         released = this.replica.localMutation(id, body);
@@ -729,6 +736,10 @@ export class GitmindClient {
       this.emit('change', { ...touched(body, (n) => this.replica.server.adjacency.get(n) ?? []), userId: this.userId, sessionId: this.sessionId, local: true, ref: id });
       this.refreshPending();
     });
+    // Fire and forget is fine (a page moving nodes does not wait for each answer): a
+    // rejection at close() is not reported as unhandled; whoever awaits still gets it.
+    outcome.catch(() => {});
+    return outcome;
   }
 
   createNode(node: Node): Promise<Outcome> {
@@ -762,10 +773,22 @@ export class GitmindClient {
    * Edits a node's `content` to `newText`: the difference from the text as
    * this client shows it now is sent as a text operation (4.2), so edits
    * made concurrently by others are merged, not overwritten.
+   *
+   * `baseText`: the text the editor showed before this edit. When the
+   * node's text has changed since (a remote edit the editor has not shown
+   * yet), the editor's edit is merged into the current text instead of
+   * undoing the remote one. Without it, an editor must show every remote
+   * change (the `change` event) before the user's next input.
    */
-  editContent(id: string, newText: string): Promise<Outcome> {
-    const node = this.replica.node(id);
-    const op = ot.diff(node?.content ?? '', newText);
+  editContent(id: string, newText: string, baseText?: string): Promise<Outcome> {
+    const current = this.replica.node(id)?.content ?? '';
+    let op = ot.diff(current, newText);
+    if (baseText !== undefined && baseText !== current) {
+      // The editor was made from an older text: merge its edit with what changed since,
+      // the changes already here first (a three-way merge through OT).
+      const [, mine] = ot.transformPair(ot.diff(baseText, current), ot.diff(baseText, newText));
+      op = mine;
+    }
     if (ot.isNoop(op)) return Promise.resolve({ kind: 'unchanged', ref: '' });
     return this.mutate({ type: 'node.update', data: { id, text: { content: op } } });
   }

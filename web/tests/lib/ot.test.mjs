@@ -91,3 +91,17 @@ test('backoff: windows double up to the cap; delays stay within them above the s
     assert.ok(d >= 500 && d <= 500 + backoffWindow(j, a));
   }
 });
+
+test('editContent with baseText merges an edit made on an older text', async () => {
+  const { GitmindClient } = await import('../../lib/dist/index.js');
+  const c = new GitmindClient({ url: 'ws://127.0.0.1:1', graph: 'g' });
+  // No connection: the change stays pending and shows at once.
+  const r = c['replica'];
+  r.applySync({ mode: 'snapshot', epoch: 'e', seq: 1, nodes: [{ id: 'c:a', content: 'Xhello' }], edges: [] });
+  // The editor still shows "hello" (the remote "X" not yet shown) and the user typed "!".
+  c.editContent('c:a', 'hello!', 'hello');
+  assert.equal(c.nodes.get('c:a').content, 'Xhello!');
+  c.editContent('c:a', 'Xhello!?');
+  assert.equal(c.nodes.get('c:a').content, 'Xhello!?');
+  await c.close().catch(() => {});
+});
