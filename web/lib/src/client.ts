@@ -197,6 +197,8 @@ export class GitmindClient {
   /** The connection's first sync is complete: what is made now may be sent at once. */
   private live = false;
   private running = false;
+  /** An `open()` is on its way (asking for the token, loading the codec). */
+  private opening = false;
   private attempt = 0;
   private serverAskedMs = 0;
   private snapshotNext = false;
@@ -343,6 +345,9 @@ export class GitmindClient {
   }
 
   private async open(): Promise<void> {
+    if (this.opening || this.ws) return;
+    this.opening = true;
+    clearTimeout(this.retryTimer);
     let ws: WsLike;
     try {
       await this.loadCodec();
@@ -354,6 +359,8 @@ export class GitmindClient {
     } catch (e) {
       this.lost(`could not connect: ${(e as Error).message}`);
       return;
+    } finally {
+      this.opening = false;
     }
     this.ws = ws;
     ws.binaryType = 'arraybuffer';
@@ -379,7 +386,7 @@ export class GitmindClient {
 
   /** The browser is back online: try now rather than at the end of the backoff. */
   private readonly onOnline = (): void => {
-    if (!this.running || this.ws) return;
+    if (!this.running || this.ws || this.opening) return;
     this.attempt = 0;
     clearTimeout(this.retryTimer);
     void this.open();
@@ -418,8 +425,7 @@ export class GitmindClient {
       this.ws = undefined;
       try { ws.close(1000, 'reconnecting'); } catch { /* gone already */ }
       this.lost(reason);
-    } else if (this.running && this.connState.kind === 'reconnecting') {
-      clearTimeout(this.retryTimer);
+    } else if (this.running && !this.opening) {
       void this.open();
     }
   }
