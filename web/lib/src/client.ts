@@ -10,7 +10,7 @@ import { Replica, ReplicaError, opsOf } from './replica.js';
 import {
   edgeId, isMutationType,
   type CursorData, type Edge, type EdgeSet, type Envelope, type GraphSyncData, type Mutation, type Node,
-  type NodeSet, type Op, type PresenceData, type SelectionData, type SystemError, type SystemReconnect,
+  type GonzaiDiscoverData, type NodeSet, type Op, type PresenceData, type SelectionData, type SystemError, type SystemReconnect,
   type UpdateConfirmed, type UpdateConflictResolved, type UpdateRollback,
 } from './types.js';
 
@@ -117,7 +117,7 @@ export interface ClientEvents {
   presence: PresenceEvent;
   rollback: RollbackEvent;
   error: SystemError;
-  discover: unknown;
+  discover: GonzaiDiscoverData;
   /** Every envelope received, after the client took it (for sections 7 and 9, and debugging). */
   message: Envelope;
 }
@@ -582,7 +582,7 @@ export class GitmindClient {
       case 'system.heartbeat':
         return;
       case 'gonzai.discover':
-        this.emit('discover', env.data);
+        this.emit('discover', env.data as GonzaiDiscoverData);
         return;
       default:
         return; // Sections 7 and 9: seen through the `message` event.

@@ -177,3 +177,34 @@ export interface GraphSyncData {
 
 export interface SystemError { code: string; message?: string; ref?: string; retryAfterMs?: number }
 export interface SystemReconnect { reason: string; retryAfterMs: number }
+
+// ----- Sections 7 (subscriptions) and 9 (Gonzai): the shapes, for `sendRaw` and the `message` event -----
+
+export interface RegionFilter {
+  all?: boolean;
+  /** `[x0, y0, x1, y1]` */
+  bbox?: [number, number, number, number];
+  nodes?: string[];
+  around?: { id: string; depth: number };
+  prefix?: string;
+}
+export interface RegionSubscribeData { regionId: string; filter: RegionFilter }
+export interface RegionUnsubscribeData { regionId: string }
+export interface RegionSyncData { regionId: string; seq: number; nodes: Node[]; edges: Edge[] }
+export interface RegionEnterData { regionId: string; node: Node }
+export interface RegionLeaveData { regionId: string; id: string }
+export interface Query {
+  kind?: string; prefix?: string; labelContains?: string; props?: Props; edgeType?: string; limit?: number;
+}
+export interface QuerySubscribeData { queryId: string; query: Query }
+export interface QueryUnsubscribeData { queryId: string }
+export interface QueryResultsData { queryId: string; seq: number; results: string[]; added: string[]; removed: string[] }
+export interface GonzaiDiscoverData {
+  event: { type: string; seq: number; id: string };
+  relevance: number; suggestion: string; animation: string;
+}
+export interface GonzaiSuggestionData {
+  for?: string; limit?: number;
+  suggestions?: { target: string; type: string; confidence: number; reason: string }[];
+}
+export interface ChaosTriggerData { intensity?: number; initiator?: string; message?: string }

@@ -31,16 +31,20 @@ for (const codec of CODECS) {
       for (const j of junk) ws.send(j);
       // An update of a node the client does not have: it asks for a sync instead of diverging.
       ws.send(enc([{ id: 'm9', type: 'node.update', seq: 2, userId: 'eve', sessionId: 's-eve', data: { id: 'concept:zzz', set: { label: '?' }, rev: 2 } }]));
+      ws.send(enc([{ id: 'g1', type: 'gonzai.discover', userId: 'gonzai', data: { event: { type: 'node.create', seq: 1, id: 'concept:a' }, relevance: 0.5, suggestion: 'hi', animation: 'wave' } }]));
       // Then a good event, which still lands.
       ws.send(enc([{ id: 'm2', type: 'node.create', seq: 2, userId: 'eve', sessionId: 's-eve', data: { node: node('concept:b', 'B'), commit: 'c' } }]));
     });
     const errors = [];
+    const discovered = [];
     const c = new GitmindClient({ url: `ws://127.0.0.1:${wss.address().port}`, graph: 'g', user: 'me', codec, WebSocket });
     c.on('error', (e) => errors.push(e));
+    c.on('discover', (d) => discovered.push(d));
     c.connect();
     try {
       await until(() => c.nodes.has('concept:b'), 'the good event lands after the junk');
       assert.equal(c.state.kind, 'connected');
+      assert.deepEqual(discovered.map((d) => d.animation), ['wave']);
       assert.equal(c.nodes.get('concept:a').label, 'A');
       assert.ok(errors.length >= 6, `errors reported: ${JSON.stringify(errors)}`);
       await until(() => requests.some((r) => r === 'binary frame' || r.includes('graph.sync')), `a resync asked: ${requests.join(' | ')}`);

@@ -22,6 +22,12 @@ for (const codec of CODECS) {
       await until(() => b.edges.get('concept:a -[relates-to]-> concept:b'), 'bob sees the edge');
       await b.deleteNode('concept:b');
       await until(() => !a.nodes.has('concept:b') && a.edges.size === 0, 'alice sees the delete and its edge gone');
+      // Sections 7 and 9 are not served yet: sendRaw goes out, the answer comes back as an error.
+      const errors = [];
+      a.on('error', (e) => errors.push(e));
+      assert.equal(a.sendRaw('region.subscribe', { regionId: 'view', filter: { bbox: [-1, -1, 1, 1] } }), true);
+      await until(() => errors.length > 0, 'an answer to region.subscribe');
+      assert.equal(errors[0].code, 'invalid');
       await a.close(); await b.close();
     } finally { await s.stop(); s.cleanup(); }
   });
