@@ -135,3 +135,39 @@ for (const codec of CODECS) {
     } finally { await a.close(); }
   });
 }
+
+for (const codec of CODECS) {
+  test(`${codec}: concurrent field changes: conflicts resolved, both replicas equal the server's`, async () => {
+    const g = graphName();
+    const a = await connected(client(server, g, 'alice', codec));
+    const b = await connected(client(server, g, 'bob', codec));
+    try {
+      await a.createNode({ id: 'concept:c', label: 'start' });
+      await b.createNode({ id: 'concept:d' });
+      await until(() => b.nodes.has('concept:c') && a.nodes.has('concept:d'), 'both see both');
+      await a.createEdge({ source: 'concept:c', type: 'relates-to', target: 'concept:d' });
+      await until(() => b.edges.size === 1, 'bob sees the edge');
+      const eid = 'concept:c -[relates-to]-> concept:d';
+      const kinds = [];
+      for (let i = 0; i < 10; i++) {
+        const r = await Promise.all([
+          a.updateNode('concept:c', { label: `a${i}`, x: i, props: { who: 'a' } }),
+          b.updateNode('concept:c', { label: `b${i}`, y: i, props: { who: 'b', [`k${i}`]: i } }),
+          a.updateEdge(eid, { confidence: 0.5, rationale: `a${i}` }),
+          b.updateEdge(eid, { rationale: `b${i}` }),
+        ]);
+        kinds.push(...r.map((o) => o.kind));
+      }
+      assert.ok(kinds.every((k) => k === 'confirmed' || k === 'resolved'), kinds.join());
+      await until(() => a.state.pending === 0 && b.state.pending === 0 && a.seq === b.seq, 'settled');
+      const snap = await snapshot(server, g);
+      for (const n of snap.nodes) {
+        assert.deepEqual(a.nodes.get(n.id), n);
+        assert.deepEqual(b.nodes.get(n.id), n);
+      }
+      assert.deepEqual(a.edges.get(eid), snap.edges[0]);
+      assert.deepEqual(b.edges.get(eid), snap.edges[0]);
+      console.log(`${codec}: outcomes ${kinds.filter((k) => k === 'resolved').length} resolved of ${kinds.length}`);
+    } finally { await a.close(); await b.close(); }
+  });
+}
