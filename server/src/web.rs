@@ -72,9 +72,10 @@ mod tests {
 
     #[test]
     fn every_script_the_page_names_is_served() {
-        let page = String::from_utf8(file("/").unwrap().body).unwrap();
+        let page = file("/").expect("the page is embedded");
+        let page = String::from_utf8(page.body).expect("UTF-8 HTML");
         for part in page.split("src=\"").skip(1) {
-            let src = part.split('"').next().unwrap();
+            let src = part.split('"').next().unwrap_or_default();
             let script = file(src).unwrap_or_else(|| panic!("{src} is not embedded"));
             assert!(script.content_type.starts_with("text/javascript"));
         }

@@ -55,7 +55,10 @@ setInterval(showState, 250);
 
 client.on("synced", (sync) => {
   // A delta (a resume) came as change events; a snapshot replaces all.
-  if (sync.mode === "snapshot" || view.graph.order === 0) view.load();
+  if (sync.mode === "snapshot" || view.graph.order === 0) {
+    view.load();
+    edgesButton.setAttribute("aria-pressed", String(view.allEdges));
+  }
   if (firstRender === null) {
     view.sigma.once("afterRender", () => {
       firstRender = performance.now(); // since the navigation started
@@ -188,6 +191,13 @@ view.sigma.on("clickStage", () => {
   setLinking(false);
   select(null);
 });
+
+const edgesButton = $<HTMLButtonElement>("all-edges");
+function setAllEdges(on: boolean): void {
+  view.setAllEdges(on);
+  edgesButton.setAttribute("aria-pressed", String(on));
+}
+edgesButton.addEventListener("click", () => setAllEdges(!view.allEdges));
 
 function setLinking(on: boolean): void {
   linking = on && view.selected !== null;
@@ -359,6 +369,9 @@ graphEl.addEventListener("keydown", (event) => {
     case "l":
       setLinking(!linking);
       break;
+    case "e":
+      setAllEdges(!view.allEdges);
+      break;
     case "Delete":
       deleteSelected();
       break;
@@ -382,7 +395,7 @@ graphEl.addEventListener("keydown", (event) => {
     case "ArrowUp": {
       const forward = event.key === "ArrowRight" || event.key === "ArrowDown";
       if (view.selected && view.graph.hasNode(view.selected)) {
-        const neighbours = view.graph.neighbors(view.selected).sort();
+        const neighbours = view.neighbours(view.selected);
         if (neighbours.length) {
           const next = neighbours[forward ? 0 : neighbours.length - 1];
           select(next);

@@ -1,15 +1,22 @@
 // The graph on screen: a graphology copy of the client's replica, drawn by
 // sigma (WebGL), laid out by ForceAtlas2 in a worker when positions are
 // missing, with other people's cursors and selections drawn over it.
+//
+// A large graph (more than EDGE_LIMIT edges) is drawn with every node but
+// only the edges of the selected nodes (the user's and other people's):
+// hundreds of thousands of edges cost seconds a frame where WebGL runs in
+// software, and are a grey haze anyway. "All edges" (e) draws them all.
 
 import Graph from "graphology";
 import Sigma from "sigma";
+import { NodeCircleProgram, NodePointProgram } from "sigma/rendering";
 import FA2Layout from "graphology-layout-forceatlas2/worker";
 import forceAtlas2 from "graphology-layout-forceatlas2";
 import { edgeId } from "../../lib/src/index";
 import type { GitmindClient, Node, Edge, Peer } from "../../lib/src/index";
 
 export type NodeAttrs = {
+  type?: "circle" | "point";
   x: number;
   y: number;
   size: number;
@@ -17,6 +24,17 @@ export type NodeAttrs = {
   label: string;
   highlighted?: boolean;
 };
+
+/** Above this many edges, only the selected nodes' edges are drawn. */
+export const EDGE_LIMIT = 20_000;
+/**
+ * Above this many nodes, nodes are drawn as points (one vertex each) rather
+ * than instanced triangles: six times the frame rate where WebGL runs in
+ * software (perf-reports/web-16.md), the same discs on screen.
+ */
+export const POINT_LIMIT = 5_000;
+/** At most this many edges are drawn for the selections. */
+const FOCUS_EDGES = 5_000;
 
 const KIND_COLORS: Record<string, string> = {
   library: "#6e7781",
@@ -68,7 +86,15 @@ export class GraphView {
   /** Node id -> time until which a change by someone else is shown. */
   private flashes = new Map<string, number>();
   private matches = new Set<string>();
-  private layout: FA2Layout<NodeAttrs> | null = null;
+  private layout: FA2Layout | null = null;
+  /** Edge ids by node id, for every edge of the replica. */
+  private adjacency = new Map<string, Set<string>>();
+  /** Source and target by edge id, for every edge of the replica. */
+  private ends = new Map<string, [string, string]>();
+  /** Whether every edge is drawn (else only the selections'). */
+  allEdges = true;
+  /** Whether nodes are drawn as points (a large graph). */
+  private pointNodes = false;
   private cursorLayer: HTMLElement;
   private cursorEls = new Map<string, HTMLElement>();
 
@@ -78,11 +104,12 @@ export class GraphView {
     cursorLayer: HTMLElement,
   ) {
     this.cursorLayer = cursorLayer;
-    this.sigma = new Sigma(this.graph, container, {
+    this.sigma = new Sigma<NodeAttrs>(this.graph, container, {
       hideEdgesOnMove: true,
       labelRenderedSizeThreshold: 8,
       defaultEdgeColor: "#d0d7de",
       zIndex: true,
+      nodeProgramClasses: { circle: NodeCircleProgram, point: NodePointProgram },
       nodeReducer: (id, attrs) => {
         const out: Partial<NodeAttrs> & { zIndex?: number; forceLabel?: boolean } = { ...attrs };
         const peer = this.peerSelections.get(id);
@@ -117,16 +144,80 @@ export class GraphView {
     this.stopLayout();
     this.graph.clear();
     this.unplaced.clear();
+    this.adjacency.clear();
+    this.ends.clear();
+    for (const edge of this.client.edges.values()) this.link(edgeId(edge), [edge.source, edge.target]);
+    this.allEdges = this.client.edges.size <= EDGE_LIMIT;
+    this.pointNodes = this.client.nodes.size > POINT_LIMIT;
     const radius = Math.sqrt(this.client.nodes.size) * 10 + 10;
     this.graph.import({
       nodes: [...this.client.nodes.values()].map((node) => ({
         key: node.id,
-        attributes: this.attrs(node, radius),
+        attributes: { ...this.attrs(node, radius), size: sizeOf(this.degree(node.id)) },
       })),
     });
-    for (const edge of this.client.edges.values()) this.putEdge(edge);
-    for (const id of this.graph.nodes()) {
-      this.graph.setNodeAttribute(id, "size", sizeOf(this.graph.degree(id)));
+    this.drawEdges();
+  }
+
+  /** How many edges a node has in the replica. */
+  degree(id: string): number {
+    return this.adjacency.get(id)?.size ?? 0;
+  }
+
+  /** The node's neighbours in the replica, sorted. */
+  neighbours(id: string): string[] {
+    const out = new Set<string>();
+    for (const key of this.adjacency.get(id) ?? []) {
+      const edge = this.client.edges.get(key);
+      if (edge) out.add(edge.source === id ? edge.target : edge.source);
+    }
+    return [...out].sort();
+  }
+
+  /** Records (or, with `null`, forgets) the ends of edge `key`. */
+  private link(key: string, ends: [string, string] | null): void {
+    for (const end of this.ends.get(key) ?? []) {
+      const set = this.adjacency.get(end);
+      set?.delete(key);
+      if (set?.size === 0) this.adjacency.delete(end);
+    }
+    if (!ends) {
+      this.ends.delete(key);
+      return;
+    }
+    this.ends.set(key, ends);
+    for (const end of ends) {
+      let set = this.adjacency.get(end);
+      if (!set) this.adjacency.set(end, (set = new Set()));
+      set.add(key);
+    }
+  }
+
+  /** Draws every edge, or only those of the selected nodes. */
+  setAllEdges(on: boolean): void {
+    this.allEdges = on;
+    this.drawEdges();
+  }
+
+  /** The edges that should be drawn now. */
+  private wantedEdges(): Iterable<string> {
+    if (this.allEdges) return this.client.edges.keys();
+    const wanted = new Set<string>();
+    for (const id of [this.selected, ...this.peerSelections.keys()]) {
+      for (const key of (id && this.adjacency.get(id)) || []) {
+        if (wanted.size >= FOCUS_EDGES) return wanted;
+        wanted.add(key);
+      }
+    }
+    return wanted;
+  }
+
+  private drawEdges(): void {
+    const wanted = new Set(this.wantedEdges());
+    for (const key of this.graph.edges()) if (!wanted.has(key)) this.graph.dropEdge(key);
+    for (const key of wanted) {
+      const edge = this.client.edges.get(key);
+      if (edge && !this.graph.hasEdge(key)) this.putEdge(edge);
     }
   }
 
@@ -155,14 +246,24 @@ export class GraphView {
       }
       if (flash) this.flash(id);
     }
+    const resized = new Set<string>();
     for (const key of edges) {
       const edge = this.client.edges.get(key);
+      for (const end of this.ends.get(key) ?? []) resized.add(end);
+      this.link(key, edge ? [edge.source, edge.target] : null);
       if (this.graph.hasEdge(key)) this.graph.dropEdge(key);
-      if (edge) this.putEdge(edge);
-      if (flash && edge) {
+      if (!edge) continue;
+      resized.add(edge.source).add(edge.target);
+      if (this.allEdges || [edge.source, edge.target].some((id) => id === this.selected || this.peerSelections.has(id))) {
+        this.putEdge(edge);
+      }
+      if (flash) {
         this.flash(edge.source);
         this.flash(edge.target);
       }
+    }
+    for (const id of resized) {
+      if (this.graph.hasNode(id)) this.graph.setNodeAttribute(id, "size", sizeOf(this.degree(id)));
     }
   }
 
@@ -176,6 +277,7 @@ export class GraphView {
       this.unplaced.delete(node.id);
     }
     return {
+      type: this.pointNodes ? "point" : "circle",
       x,
       y,
       size: sizeOf(0),
@@ -201,6 +303,7 @@ export class GraphView {
 
   select(id: string | null): void {
     this.selected = id;
+    if (!this.allEdges) this.drawEdges();
     this.sigma.refresh({ skipIndexation: true });
   }
 
@@ -247,6 +350,7 @@ export class GraphView {
       }
     }
     this.placeCursors();
+    if (!this.allEdges) this.drawEdges();
     this.sigma.refresh({ skipIndexation: true });
   }
 
@@ -263,12 +367,35 @@ export class GraphView {
    */
   layoutMissing(maxMs: number, persist: (positions: Map<string, { x: number; y: number }>) => void): boolean {
     if (this.unplaced.size === 0 || this.layout) return false;
-    const settings = forceAtlas2.inferSettings(this.graph);
-    this.layout = new FA2Layout(this.graph, { settings: { ...settings, barnesHutOptimize: this.graph.order > 2000 } });
+    // The layout runs on a graph of its own holding every edge (the drawn
+    // one may hold only some); nodes that have a position stay where they
+    // are, so new nodes settle among them.
+    const layoutGraph = new Graph({ multi: true, type: "directed", allowSelfLoops: true });
+    this.graph.forEachNode((id, { x, y }) => layoutGraph.addNode(id, { x, y, fixed: !this.unplaced.has(id) }));
+    for (const [key, [source, target]] of this.ends) {
+      if (layoutGraph.hasNode(source) && layoutGraph.hasNode(target)) layoutGraph.addDirectedEdgeWithKey(key, source, target);
+    }
+    const settings = forceAtlas2.inferSettings(layoutGraph);
+    this.layout = new FA2Layout(layoutGraph, { settings: { ...settings, barnesHutOptimize: layoutGraph.order > 2000 } });
     this.layout.start();
-    setTimeout(() => {
-      if (!this.layout) return;
+    const copy = () =>
+      this.graph.updateEachNodeAttributes(
+        (id, attrs) => {
+          if (!this.unplaced.has(id) || !layoutGraph.hasNode(id)) return attrs;
+          const { x, y } = layoutGraph.getNodeAttributes(id);
+          return { ...attrs, x, y };
+        },
+        { attributes: ["x", "y"] },
+      );
+    const shown = setInterval(copy, 1000);
+    const ends = Date.now() + maxMs;
+    const stop = setInterval(() => {
+      if (this.layout && Date.now() < ends) return;
+      clearInterval(stop);
+      clearInterval(shown);
+      if (!this.layout) return; // stopped by a new sync
       this.stopLayout();
+      copy();
       const positions = new Map<string, { x: number; y: number }>();
       for (const id of this.unplaced) {
         if (!this.graph.hasNode(id)) continue;
@@ -277,7 +404,7 @@ export class GraphView {
       }
       this.unplaced.clear();
       persist(positions);
-    }, maxMs);
+    }, 250);
     return true;
   }
 
