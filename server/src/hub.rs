@@ -18,6 +18,7 @@
 //! persistence thread, never here: what its sessions ask meanwhile waits,
 //! in order, and is served once it arrives ([`Loaded`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 use gitmind_schema::message::RollbackReason;
-use gitmind_schema::{Body, Envelope};
+use gitmind_schema::{Body, Codec, Envelope};
 
 use crate::config::Config;
 use crate::fanout::{self, Member, Refusal, Released, ShardLink, ShardMsg};
@@ -85,6 +86,16 @@ pub enum HubCmd {
         /// What was wrong, for a person.
         message: String,
     },
+    /// A session's `region.subscribe`, `region.unsubscribe`,
+    /// `query.subscribe` or `query.unsubscribe`, already validated.
+    Subscribe {
+        /// The graph.
+        graph: Arc<str>,
+        /// The session.
+        session: SessionKey,
+        /// The message.
+        body: Body,
+    },
     /// Ephemeral: presence, cursor or selection, already validated.
     Presence {
         /// The graph.
@@ -114,6 +125,7 @@ impl HubCmd {
             | HubCmd::Resync { graph, .. }
             | HubCmd::Mutate { graph, .. }
             | HubCmd::Refuse { graph, .. }
+            | HubCmd::Subscribe { graph, .. }
             | HubCmd::Presence { graph, .. } => Some(graph),
             HubCmd::Snapshot { graph, .. } => Some(graph),
             HubCmd::Shutdown => None,
@@ -437,9 +449,10 @@ impl Hub {
                 let Some(member) = entry.roster.member(session) else {
                     return;
                 };
+                let sync = sync_of(&entry.owner, since.as_ref(), member.view.as_deref());
                 let msg = ShardMsg::Sync {
                     session,
-                    sync: sync_of(&entry.owner, since.as_ref(), member.view.as_deref()),
+                    sync: entry.subs.sync(session, sync, &entry.owner),
                     presence: entry.roster.others(session),
                     heartbeat_ms: self.heartbeat_ms,
                 };
@@ -467,6 +480,22 @@ impl Hub {
                 session,
                 body,
             } => self.presence(&graph, session, body),
+            HubCmd::Subscribe {
+                graph,
+                session,
+                body,
+            } => {
+                let Some(entry) = self.graphs.get_mut(&graph) else {
+                    return;
+                };
+                let Some(member) = entry.roster.member(session) else {
+                    return;
+                };
+                let shard = member.shard;
+                for outcome in entry.subs.subscribe(member, body, &entry.owner) {
+                    self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+                }
+            }
             HubCmd::Snapshot { graph, reply } => {
                 let name: Arc<str> = graph.as_str().into();
                 if let Some(HubCmd::Snapshot { reply, .. }) =
@@ -508,6 +537,7 @@ impl Hub {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
         };
+        entry.subs.leave(session);
         if entry.roster.leave(session) {
             self.graphs.settle(graph, Instant::now());
             self.noticed(graph);
@@ -605,10 +635,27 @@ impl Hub {
                 self.metrics
                     .changes_committed
                     .fetch_add(releases.len() as u64, Relaxed);
-                let (all, views) = (entry.roster.seeing_all(), entry.roster.views());
+                let mut cuts = entry
+                    .subs
+                    .committed(&releases, &entry.owner)
+                    .unwrap_or_default();
+                let (mut all, views) = (entry.roster.seeing_all(), entry.roster.views());
+                for codec in [Codec::Json, Codec::Binary] {
+                    all[codec] = all[codec].saturating_sub(cuts.regional[codec]);
+                }
+                let last = releases.len().saturating_sub(1);
+                let mut per_change = std::mem::take(&mut cuts.cuts).into_iter();
                 let items: Vec<_> = releases
                     .into_iter()
-                    .map(|r| Released {
+                    .enumerate()
+                    .map(|(i, r)| Released {
+                        groups: cuts.groups.clone(),
+                        cuts: per_change.next().unwrap_or_default(),
+                        extras: if i == last {
+                            std::mem::take(&mut cuts.extras)
+                        } else {
+                            HashMap::new()
+                        },
                         seq: r.seq,
                         recipients: r.recipients,
                         // Each distinct view's event is filtered and encoded
