@@ -638,6 +638,12 @@ impl Hub {
                 let mut cuts = entry
                     .subs
                     .committed(&releases, &entry.owner)
+                    .inspect(|cuts| {
+                        self.metrics.region_groups.fetch_add(1, Relaxed);
+                        self.metrics
+                            .region_cuts_encoded
+                            .fetch_add(cuts.encoded, Relaxed);
+                    })
                     .unwrap_or_default();
                 let (mut all, views) = (entry.roster.seeing_all(), entry.roster.views());
                 for codec in [Codec::Json, Codec::Binary] {

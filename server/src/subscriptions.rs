@@ -95,6 +95,8 @@ pub struct Cuts {
     /// Sessions per codec that see nothing of the graph through the
     /// ordinary path (no read view, regions that cut).
     pub regional: PerCodec<usize>,
+    /// Distinct cuts encoded (each once per codec in use).
+    pub encoded: u64,
 }
 
 /// The committed graph.
@@ -403,16 +405,34 @@ impl Subscriptions {
                 }
             }
         }
-        // 4b. Each group's cut of each change, encoded once.
+        // 4b. Each distinct cut of each change, encoded once for every
+        // group that sees the change so (a single change has one cut).
         let mut ordered: Vec<(&GroupKey, &(usize, PerCodec<usize>))> = groups.iter().collect();
         ordered.sort_unstable_by_key(|(_, (g, _))| *g);
+        let mut offset = 0;
         for (r, release) in releases.iter().enumerate() {
-            let offset: usize = ops[..r].iter().map(Vec::len).sum();
             let n = ops[r].len();
-            for ((_, sign), (_, codecs)) in &ordered {
-                let bits = &sign[offset..offset + n];
-                cuts.cuts[r].push(cut(&release.event, bits).map(|e| fanout::encode(&e, *codecs)));
+            let mut distinct: HashMap<&[bool], (PerCodec<usize>, Vec<usize>)> = HashMap::new();
+            for ((_, sign), (g, codecs)) in &ordered {
+                let entry = distinct.entry(&sign[offset..offset + n]).or_default();
+                for codec in [Codec::Json, Codec::Binary] {
+                    entry.0[codec] += codecs[codec];
+                }
+                entry.1.push(*g);
             }
+            let mut row = vec![None; ordered.len()];
+            for (bits, (codecs, in_groups)) in distinct {
+                let Some(event) = cut(&release.event, bits) else {
+                    continue;
+                };
+                cuts.encoded += 1;
+                let encoded = fanout::encode(&event, codecs);
+                for g in in_groups {
+                    row[g] = Some(encoded.clone());
+                }
+            }
+            cuts.cuts[r] = row;
+            offset += n;
         }
         cuts.groups = Arc::new(members);
         Some(cuts)
