@@ -157,15 +157,7 @@ impl Subscriptions {
                     .collect();
                 subs.regions.retain(|(id, _)| *id != m.region_id);
                 subs.regions.push((m.region_id.clone(), filter));
-                out.push(stamped(
-                    format!("rs-{}", m.region_id),
-                    Body::RegionSync(RegionSync {
-                        region_id: m.region_id,
-                        seq,
-                        nodes: sync_nodes,
-                        edges: sync_edges,
-                    }),
-                ));
+                out.extend(region_syncs(&m.region_id, seq, sync_nodes, sync_edges));
             }
             Body::RegionUnsubscribe(m) => subs.regions.retain(|(id, _)| *id != m.region_id),
             Body::QuerySubscribe(m) => {
@@ -554,6 +546,52 @@ fn crossing(region_id: &str, id: &Arc<str>, entered: bool, nodes: &Entities<Node
             id: id.to_string(),
         }),
     )
+}
+
+/// About how many bytes of nodes and edges one `region.sync` carries: a
+/// region of any size goes out in messages well inside the frame limit.
+const REGION_SYNC_BYTES: usize = 256 * 1024;
+
+/// A region's `region.sync`: one message, or several of the same
+/// `regionId` and `seq` when its nodes and edges are larger than
+/// [`REGION_SYNC_BYTES`] (docs/protocol.md 7: their union is the region).
+fn region_syncs(region_id: &str, seq: u64, nodes: Vec<Node>, edges: Vec<Edge>) -> Vec<Envelope> {
+    let part = |nodes, edges| {
+        stamped(
+            format!("rs-{region_id}"),
+            Body::RegionSync(RegionSync {
+                region_id: region_id.to_owned(),
+                seq,
+                nodes,
+                edges,
+            }),
+        )
+    };
+    let mut out = Vec::new();
+    let (mut these_nodes, mut these_edges, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for node in nodes {
+        let add = serde_json::to_vec(&node).map_or(1024, |v| v.len());
+        if bytes > 0 && bytes + add > REGION_SYNC_BYTES {
+            out.push(part(std::mem::take(&mut these_nodes), Vec::new()));
+            bytes = 0;
+        }
+        bytes += add;
+        these_nodes.push(node);
+    }
+    for edge in edges {
+        let add = serde_json::to_vec(&edge).map_or(256, |v| v.len());
+        if bytes > 0 && bytes + add > REGION_SYNC_BYTES {
+            out.push(part(
+                std::mem::take(&mut these_nodes),
+                std::mem::take(&mut these_edges),
+            ));
+            bytes = 0;
+        }
+        bytes += add;
+        these_edges.push(edge);
+    }
+    out.push(part(these_nodes, these_edges));
+    out
 }
 
 /// `query.results`.

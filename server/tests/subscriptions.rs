@@ -537,3 +537,109 @@ async fn filters_over_the_limits_are_refused_and_the_session_goes_on() {
         assert_eq!(ids(&sync.nodes), ["x5:n"], "{codec}");
     }
 }
+
+#[tokio::test]
+async fn a_large_region_comes_in_several_region_syncs_within_the_frame_limit() {
+    for codec in CODECS {
+        let server = TestServer::start();
+        let mut alice = server.connect("g", "alice", codec).await;
+        let big = "x".repeat(60_000);
+        for i in 0..6 {
+            let data = format!(r#"{{"node":{{"id":"big:{i}","content":"{big}","x":{i},"y":0}}}}"#);
+            mutate(&mut alice, "node.create", &data).await;
+        }
+        let id = alice.id();
+        alice
+            .send(&env(
+                &id,
+                "region.subscribe",
+                r#"{"regionId":"wide","filter":{"prefix":"big:"}}"#,
+            ))
+            .await;
+        let mut got = Vec::new();
+        let mut parts = 0;
+        while got.len() < 6 {
+            let e = alice
+                .recv_until("region.sync", |e| matches!(e.body, Body::RegionSync(_)))
+                .await;
+            let Body::RegionSync(s) = e.body else {
+                unreachable!()
+            };
+            assert_eq!(s.region_id, "wide");
+            assert_eq!(s.seq, 6, "every part as of the same seq");
+            got.extend(ids(&s.nodes));
+            parts += 1;
+        }
+        got.sort();
+        assert_eq!(got.len(), 6, "{codec}");
+        assert!(parts > 1, "{codec}: {parts} part");
+    }
+}
+
+#[tokio::test]
+async fn the_client_library_subscribes_and_keeps_a_partial_replica() {
+    use gitmind_client::{Client as Lib, ClientConfig, Codec, Event};
+    for codec in [Codec::Json, Codec::Binary] {
+        let server = TestServer::start();
+        let mut alice = server.connect("g", "alice", "gitmind.v1.bin").await;
+        node_at(&mut alice, "c:in", 1.0, 1.0).await;
+        node_at(&mut alice, "c:out", 500.0, 1.0).await;
+        let mut config = ClientConfig::new(format!("ws://{}", server.addr), "g");
+        config.user = Some("bob".into());
+        config.codec = codec;
+        let (bob, mut events) = Lib::connect(config).await.unwrap();
+        bob.subscribe_region(
+            "view",
+            RegionFilter {
+                bbox: Some([0.0, 0.0, 10.0, 10.0]),
+                ..RegionFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+        bob.unsubscribe_region("all").await.unwrap();
+        bob.subscribe_query(
+            "c",
+            Query {
+                prefix: Some("c:".into()),
+                ..Query::default()
+            },
+        )
+        .await
+        .unwrap();
+        loop {
+            if let Event::Region(e) = next_event(&mut events).await {
+                assert!(matches!(e.body, Body::RegionSync(_)));
+                break;
+            }
+        }
+        move_to(&mut alice, "c:out", 5.0, 5.0).await;
+        move_to(&mut alice, "c:in", 800.0, 5.0).await;
+        node_at(&mut alice, "c:new", 2.0, 2.0).await;
+        let mut results = Vec::new();
+        loop {
+            match next_event(&mut events).await {
+                Event::Query(r) => results.push(r),
+                Event::Change(e) if matches!(&e.body, Body::NodeCreate(c) if c.node.id == "c:new") => {
+                    break
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(results[0].results, ["c:in", "c:out"]);
+        let mut held: Vec<String> = bob.replica().nodes().map(|n| n.id.clone()).collect();
+        held.sort();
+        // The handshake brought the whole graph; the region's messages
+        // since: c:out entered, c:in left, c:new was created inside.
+        assert_eq!(held, ["c:new", "c:out"], "{codec:?}");
+        assert!(bob.replica().is_partial());
+        bob.close().await;
+    }
+}
+
+async fn next_event(events: &mut gitmind_client::Events) -> gitmind_client::Event {
+    tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+}

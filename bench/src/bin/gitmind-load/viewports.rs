@@ -244,6 +244,10 @@ pub async fn run(
                                     local.push(now.saturating_sub(t).max(1));
                                 }
                             }
+                            // The rest of a region.sync sent in parts.
+                            Body::RegionSync(s) => {
+                                held.extend(s.nodes.iter().map(|n| n.id.clone()));
+                            }
                             Body::RegionLeave(m) => {
                                 seen.leaves.fetch_add(1, Relaxed);
                                 seen.received.fetch_add(1, Relaxed);
