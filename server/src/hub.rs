@@ -18,7 +18,6 @@
 //! persistence thread, never here: what its sessions ask meanwhile waits,
 //! in order, and is served once it arrives ([`Loaded`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -627,6 +626,12 @@ impl Hub {
                 let Some(entry) = self.graphs.get_mut(graph.as_str()) else {
                     return;
                 };
+                // The nodes before the group, for the regions (an O(1)
+                // clone of the owner's persistent map).
+                let before = match entry.owner.sync(None) {
+                    SyncData::Snapshot { nodes, .. } if !entry.subs.is_empty() => nodes,
+                    _ => Default::default(),
+                };
                 let releases = entry.owner.committed(upto, &commit);
                 if releases.is_empty() {
                     return;
@@ -637,7 +642,7 @@ impl Hub {
                     .fetch_add(releases.len() as u64, Relaxed);
                 let mut cuts = entry
                     .subs
-                    .committed(&releases, &entry.owner)
+                    .committed(&releases, &before, &entry.owner)
                     .inspect(|cuts| {
                         self.metrics.region_groups.fetch_add(1, Relaxed);
                         self.metrics
@@ -649,19 +654,14 @@ impl Hub {
                 for codec in [Codec::Json, Codec::Binary] {
                     all[codec] = all[codec].saturating_sub(cuts.regional[codec]);
                 }
-                let last = releases.len().saturating_sub(1);
                 let mut per_change = std::mem::take(&mut cuts.cuts).into_iter();
+                let mut extras = std::mem::take(&mut cuts.extras).into_iter();
                 let items: Vec<_> = releases
                     .into_iter()
-                    .enumerate()
-                    .map(|(i, r)| Released {
+                    .map(|r| Released {
                         groups: cuts.groups.clone(),
                         cuts: per_change.next().unwrap_or_default(),
-                        extras: if i == last {
-                            std::mem::take(&mut cuts.extras)
-                        } else {
-                            HashMap::new()
-                        },
+                        extras: extras.next().unwrap_or_default(),
                         seq: r.seq,
                         recipients: r.recipients,
                         // Each distinct view's event is filtered and encoded

@@ -357,9 +357,9 @@ impl Index {
         self.edges.get(id)
     }
 
-    /// Brings a node up to date with the committed graph (`None`: deleted;
-    /// its edges, which a delete takes along, are dropped too).
-    pub fn update_node(&mut self, id: &Arc<str>, node: Option<&Node>, edges: &Entities<Edge>) {
+    /// Brings a node up to date (`None`: deleted, and its edges, which a
+    /// delete takes along, with it).
+    pub fn update_node(&mut self, id: &Arc<str>, node: Option<&Node>) {
         self.remove_node(id);
         match node {
             Some(node) => self.put_node(id.clone(), position(node)),
@@ -369,7 +369,6 @@ impl Index {
                     .get(id)
                     .into_iter()
                     .flatten()
-                    .filter(|e| edges.get(e).is_none())
                     .cloned()
                     .collect();
                 for e in gone {

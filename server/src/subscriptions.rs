@@ -5,21 +5,23 @@
 //! `"all"` and takes the ordinary path of [`crate::view`] and
 //! [`crate::fanout`]. Once a session of a graph subscribes, the graph gets
 //! a [`region::Index`] (dropped again when no session holds a subscription)
-//! and each committed group is looked at once, in [`Subscriptions::committed`]:
+//! and each committed group is looked at once, in [`Subscriptions::committed`],
+//! change by change, from the state after each change that the owner
+//! recorded (its writes):
 //!
-//! 1. the nodes and edges the group touched are read off its events;
+//! 1. the nodes and edges the change touched are read off its writes;
 //! 2. for each subscribed session, whether each touched node was in each of
-//!    its regions before the group; then the index is brought up to date and
-//!    the `around`s the group reached are walked again;
+//!    its regions before the change; then the index is brought up to date
+//!    and the `around`s the change reached are walked again;
 //! 3. a node that was in a region and is no longer, or the other way round,
-//!    gives `region.leave` or `region.enter` (a node created or deleted
-//!    arrives as its event instead);
-//! 4. each session whose regions do not hold everything gets each event cut
-//!    to the ops it sees: sessions that see the same ops of the group (and
-//!    have the same read view) form one group, and each group's cut is
-//!    encoded once, as a view's is;
-//! 5. each live query tests the touched nodes again and sends
-//!    `query.results` if its results changed.
+//!    gives `region.leave` or `region.enter` (the node as of that change; a
+//!    node created or deleted arrives as its event instead);
+//! 4. each session whose regions do not hold everything notes which ops of
+//!    the change it sees; over the group, sessions with the same read view
+//!    and the same ops seen form one group, and each distinct cut of each
+//!    change is encoded once, as a view's is;
+//! 5. once per group, each live query tests the touched nodes again and
+//!    sends `query.results` if its results changed.
 //!
 //! Ids never change, so an id prefix never gains or loses a node but by its
 //! creation or deletion; a relabel changes no region, only queries
@@ -28,6 +30,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use gitmind_owner::change::Write;
 use gitmind_owner::{Entities, Owner, Release, SessionKey, SyncData};
 use gitmind_schema::message::{
     BatchOp, BatchUpdate, QueryResults, RegionEnter, RegionLeave, RegionSync,
@@ -89,9 +92,9 @@ pub struct Cuts {
     pub groups: Arc<HashMap<SessionKey, usize>>,
     /// For each change, its event as each group sees it, encoded once.
     pub cuts: Vec<Vec<Option<Encoded>>>,
-    /// Region enters and leaves and query results, for each session, to
-    /// send after the last change.
-    pub extras: HashMap<SessionKey, Vec<Envelope>>,
+    /// For each change, the region enters and leaves it made, for each
+    /// session, to send after it; query results come after the last.
+    pub extras: Vec<HashMap<SessionKey, Vec<Envelope>>>,
     /// Sessions per codec that see nothing of the graph through the
     /// ordinary path (no read view, regions that cut).
     pub regional: PerCodec<usize>,
@@ -221,143 +224,173 @@ impl Subscriptions {
         }
     }
 
-    /// Looks at a committed group (step by step in the module
-    /// documentation); `None` when no session subscribed.
-    pub fn committed(&mut self, releases: &[Release], owner: &Owner) -> Option<Cuts> {
+    /// Looks at a committed group, change by change (step by step in the
+    /// module documentation); `before` is the committed graph's nodes as
+    /// they were before the group. `None` when no session subscribed.
+    pub fn committed(
+        &mut self,
+        releases: &[Release],
+        before: &Entities<Node>,
+        owner: &Owner,
+    ) -> Option<Cuts> {
         let index = self.index.as_mut()?;
-        let (nodes, edges) = committed(owner);
-        // 1. What the group touched.
-        let mut touched_edges: Vec<Arc<str>> = Vec::new();
-        let mut ops: Vec<Vec<Op>> = Vec::with_capacity(releases.len());
-        for r in releases {
-            let mut these = Vec::new();
-            for_each_op(&r.event.body, |op| these.push(op));
-            for op in &these {
-                if let Op::Edge(id, _) = op {
-                    touched_edges.push(id.clone());
-                }
-            }
-            ops.push(these);
-        }
-        let mut touched: Vec<Arc<str>> = Vec::new();
-        let mut at: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut touch = |id: &Arc<str>, touched: &mut Vec<Arc<str>>| {
-            at.entry(id.clone()).or_insert_with(|| {
-                touched.push(id.clone());
-                touched.len() - 1
-            });
+        let mut cuts = Cuts {
+            cuts: vec![Vec::new(); releases.len()],
+            extras: vec![HashMap::new(); releases.len()],
+            ..Cuts::default()
         };
-        for these in &mut ops {
-            for op in these.iter_mut() {
-                match op {
-                    Op::Node(id) => touch(id, &mut touched),
-                    Op::Edge(id, ends) => {
-                        // Its ends: as committed, or as indexed before.
-                        if let Some(e) = edges.get(id) {
-                            *ends = Some((e.source.as_str().into(), e.target.as_str().into()));
-                        } else if let Some(e) = index.edge(id) {
-                            *ends = Some((e.source.clone(), e.target.clone()));
-                        }
-                        if let Some((s, t)) = ends.clone() {
+        // Each node as of the change being looked at: its latest write in
+        // the group so far, else as it was before the group.
+        let mut latest: HashMap<Arc<str>, Option<Arc<Node>>> = HashMap::new();
+        let mut signs: HashMap<SessionKey, Vec<bool>> = HashMap::new();
+        let mut ops_per_change = Vec::with_capacity(releases.len());
+        let mut touched_in_group: Vec<Arc<str>> = Vec::new();
+        for (r, release) in releases.iter().enumerate() {
+            // 1. What the change touched, from its writes.
+            let mut touched: Vec<Arc<str>> = Vec::new();
+            let mut at: HashMap<Arc<str>, usize> = HashMap::new();
+            let mut touch = |id: &str, touched: &mut Vec<Arc<str>>| {
+                if !at.contains_key(id) {
+                    let id: Arc<str> = id.into();
+                    at.insert(id.clone(), touched.len());
+                    touched.push(id);
+                }
+            };
+            let mut edge_ends: HashMap<&str, (Arc<str>, Arc<str>)> = HashMap::new();
+            for w in &release.record.writes {
+                match w {
+                    Write::Node(n) => touch(&n.id, &mut touched),
+                    Write::NodeDeleted(id) => touch(id, &mut touched),
+                    Write::Edge(e) => {
+                        let id = e.id.as_deref().unwrap_or_default();
+                        edge_ends.insert(id, (e.source.as_str().into(), e.target.as_str().into()));
+                        touch(&e.source, &mut touched);
+                        touch(&e.target, &mut touched);
+                    }
+                    Write::EdgeDeleted(id) => {
+                        if let Some(e) = index.edge(id) {
+                            edge_ends.insert(id, (e.source.clone(), e.target.clone()));
+                            let (s, t) = (e.source.clone(), e.target.clone());
                             touch(&s, &mut touched);
                             touch(&t, &mut touched);
                         }
                     }
                 }
             }
-        }
-        let touched_set: HashSet<Arc<str>> = touched.iter().cloned().collect();
-        let existed: Vec<bool> = touched.iter().map(|id| index.has(id)).collect();
-        // 2. Before, per session, touched node and region.
-        let before: HashMap<SessionKey, Vec<Vec<bool>>> = self
-            .sessions
-            .iter()
-            .map(|(key, subs)| {
-                let rows = touched
+            let mut ops = Vec::new();
+            for_each_op(&release.event.body, |op| ops.push(op));
+            for op in &mut ops {
+                if let Op::Edge(id, ends) = op {
+                    if let Some(e) = edge_ends.get(&**id) {
+                        *ends = Some(e.clone());
+                    } else if let Some(e) = index.edge(id) {
+                        *ends = Some((e.source.clone(), e.target.clone()));
+                    }
+                }
+            }
+            let touched_set: HashSet<Arc<str>> = touched.iter().cloned().collect();
+            let existed: Vec<bool> = touched.iter().map(|id| index.has(id)).collect();
+            // 2. Before the change, per session, touched node and region.
+            let before_rows: HashMap<SessionKey, Vec<Vec<bool>>> = self
+                .sessions
+                .iter()
+                .map(|(key, subs)| {
+                    let rows = touched
+                        .iter()
+                        .map(|id| region_row(subs, id, index))
+                        .collect();
+                    (*key, rows)
+                })
+                .collect();
+            for w in &release.record.writes {
+                match w {
+                    Write::Node(n) => {
+                        let id: Arc<str> = n.id.as_str().into();
+                        index.update_node(&id, Some(n));
+                        latest.insert(id, Some(n.clone()));
+                    }
+                    Write::NodeDeleted(id) => {
+                        let id: Arc<str> = id.as_str().into();
+                        index.update_node(&id, None);
+                        latest.insert(id, None);
+                    }
+                    Write::Edge(e) => {
+                        let id: Arc<str> = e.id.as_deref().unwrap_or_default().into();
+                        index.update_edge(&id, Some(e));
+                    }
+                    Write::EdgeDeleted(id) => index.update_edge(&id.as_str().into(), None),
+                }
+            }
+            let index = &*index;
+            let state = |id: &str| -> Option<Arc<Node>> {
+                match latest.get(id) {
+                    Some(n) => n.clone(),
+                    None => before.get(id).cloned(),
+                }
+            };
+            for (key, subs) in &mut self.sessions {
+                let mut extras = Vec::new();
+                // The arounds the change reached, walked again.
+                let mut reached: Vec<(usize, Filter, Vec<Arc<str>>)> = Vec::new();
+                for (i, (_, filter)) in subs.regions.iter_mut().enumerate() {
+                    if filter.reach_touched(&touched_set) {
+                        let old = filter.clone();
+                        let changed = filter.walk(index);
+                        reached.push((i, old, changed));
+                    }
+                }
+                let subs = &*subs;
+                let before_rows = before_rows.get(key).map(Vec::as_slice).unwrap_or_default();
+                let after_rows: Vec<Vec<bool>> = touched
                     .iter()
                     .map(|id| region_row(subs, id, index))
                     .collect();
-                (*key, rows)
-            })
-            .collect();
-        for id in &touched {
-            index.update_node(id, nodes.get(id).map(|n| &**n), &edges);
-        }
-        for id in &touched_edges {
-            index.update_edge(id, edges.get(id).map(|e| &**e));
-        }
-        let index = &*index;
-        let seq = releases.last().map_or(0, |r| r.seq);
-        let mut cuts = Cuts {
-            cuts: vec![Vec::new(); releases.len()],
-            ..Cuts::default()
-        };
-        let mut groups: HashMap<GroupKey, (usize, PerCodec<usize>)> = HashMap::new();
-        let mut members: HashMap<SessionKey, usize> = HashMap::new();
-        for (key, subs) in &mut self.sessions {
-            let mut extras = Vec::new();
-            // 2b. The arounds the group reached, walked again.
-            let mut reached: Vec<(usize, Filter, Vec<Arc<str>>)> = Vec::new();
-            for (r, (_, filter)) in subs.regions.iter_mut().enumerate() {
-                if filter.reach_touched(&touched_set) {
-                    let old = filter.clone();
-                    let changed = filter.walk(index);
-                    reached.push((r, old, changed));
-                }
-            }
-            let subs = &*subs;
-            let before_rows = before.get(key).map(Vec::as_slice).unwrap_or_default();
-            let after_rows: Vec<Vec<bool>> = touched
-                .iter()
-                .map(|id| region_row(subs, id, index))
-                .collect();
-            // 3. Enters and leaves of the touched nodes that lived through
-            // the group, then of the nodes a walk reached or dropped.
-            for (i, id) in touched.iter().enumerate() {
-                if existed[i] && index.has(id) {
-                    crossings(
-                        subs,
-                        id,
-                        &before_rows[i],
-                        &after_rows[i],
-                        &nodes,
-                        &mut extras,
-                    );
-                }
-            }
-            for (r, old, changed) in &reached {
-                for id in changed {
-                    if touched_set.contains(id) || !index.has(id) || !subs.may_read(id) {
-                        continue;
-                    }
-                    let was = old.holds(id, index);
-                    let is = subs.regions[*r].1.holds(id, index);
-                    if was != is {
-                        extras.push(crossing(&subs.regions[*r].0, id, is, &nodes));
+                // 3. Enters and leaves of the touched nodes that lived
+                // through the change, then of the nodes a walk reached or
+                // dropped.
+                for (i, id) in touched.iter().enumerate() {
+                    if existed[i] && index.has(id) {
+                        crossings(
+                            subs,
+                            id,
+                            &before_rows[i],
+                            &after_rows[i],
+                            &state,
+                            &mut extras,
+                        );
                     }
                 }
-            }
-            if !subs.sees_all() {
-                // 4. Which ops it sees.
-                let union = |rows: &[Vec<bool>], i: usize| rows[i].iter().any(|b| *b);
-                let node_seen = |i: usize| {
-                    let (b, a) = (union(before_rows, i), union(&after_rows, i));
-                    let lives = index.has(&touched[i]);
-                    // Created: seen if it ends up inside; deleted: if it
-                    // was; else only inside throughout (a crossing is an
-                    // enter or a leave instead).
-                    if !existed[i] {
-                        a
-                    } else if !lives {
-                        b
-                    } else {
-                        b && a
+                for (i, old, changed) in &reached {
+                    for id in changed {
+                        if touched_set.contains(id) || !index.has(id) || !subs.may_read(id) {
+                            continue;
+                        }
+                        let was = old.holds(id, index);
+                        let is = subs.regions[*i].1.holds(id, index);
+                        if was != is {
+                            extras.push(crossing(&subs.regions[*i].0, id, is, &state));
+                        }
                     }
-                };
-                let end_seen = |i: usize| union(before_rows, i) || union(&after_rows, i);
-                let mut sign = Vec::new();
-                for these in &ops {
-                    for op in these {
+                }
+                if !subs.sees_all() {
+                    // 4. Which ops it sees.
+                    let union = |rows: &[Vec<bool>], i: usize| rows[i].iter().any(|b| *b);
+                    let node_seen = |i: usize| {
+                        let (b, a) = (union(before_rows, i), union(&after_rows, i));
+                        // Created: seen if it ends up inside; deleted: if
+                        // it was; else only inside throughout (a crossing
+                        // is an enter or a leave instead).
+                        if !existed[i] {
+                            a
+                        } else if !index.has(&touched[i]) {
+                            b
+                        } else {
+                            b && a
+                        }
+                    };
+                    let end_seen = |i: usize| union(before_rows, i) || union(&after_rows, i);
+                    let sign = signs.entry(*key).or_default();
+                    for op in &ops {
                         sign.push(match op {
                             Op::Node(id) => at.get(id).is_some_and(|&i| node_seen(i)),
                             Op::Edge(_, Some((s, t))) => {
@@ -369,41 +402,58 @@ impl Subscriptions {
                         });
                     }
                 }
-                let next = groups.len();
-                let group = groups
-                    .entry((subs.view.clone(), sign))
-                    .or_insert((next, PerCodec::default()));
-                group.1[subs.codec] += 1;
-                members.insert(*key, group.0);
-                if subs.view.is_none() {
-                    cuts.regional[subs.codec] += 1;
+                if !extras.is_empty() {
+                    cuts.extras[r].insert(*key, extras);
                 }
             }
-            if !extras.is_empty() {
-                cuts.extras.insert(*key, extras);
-            }
+            touched_in_group.extend(touched);
+            ops_per_change.push(ops.len());
         }
-        // 5. Queries.
+        let index = &*index;
+        let (nodes, _) = committed(owner);
+        let seq = releases.last().map_or(0, |r| r.seq);
+        // 5. Queries, once for the group.
+        let touched_in_group: HashSet<Arc<str>> = touched_in_group.into_iter().collect();
+        let last = releases.len().saturating_sub(1);
         for (key, subs) in &mut self.sessions {
             for q in &mut subs.queries {
-                for id in &touched {
+                for id in &touched_in_group {
                     q.retest(id, nodes.get(id).map(|n| &**n), index, subs.view.as_deref());
                 }
                 if let Some(results) = q.results(false) {
-                    cuts.extras
-                        .entry(*key)
-                        .or_default()
-                        .push(query_results(&q.id, seq, results));
+                    if let Some(extras) = cuts.extras.get_mut(last) {
+                        extras
+                            .entry(*key)
+                            .or_default()
+                            .push(query_results(&q.id, seq, results));
+                    }
                 }
             }
         }
-        // 4b. Each distinct cut of each change, encoded once for every
-        // group that sees the change so (a single change has one cut).
+        // 4b. Sessions grouped by read view and signature; each distinct
+        // cut of each change encoded once for every group that sees the
+        // change so (a single change has one cut).
+        let mut groups: HashMap<GroupKey, (usize, PerCodec<usize>)> = HashMap::new();
+        let mut members: HashMap<SessionKey, usize> = HashMap::new();
+        for (key, sign) in signs {
+            let Some(subs) = self.sessions.get(&key) else {
+                continue;
+            };
+            let next = groups.len();
+            let group = groups
+                .entry((subs.view.clone(), sign))
+                .or_insert((next, PerCodec::default()));
+            group.1[subs.codec] += 1;
+            members.insert(key, group.0);
+            if subs.view.is_none() {
+                cuts.regional[subs.codec] += 1;
+            }
+        }
         let mut ordered: Vec<(&GroupKey, &(usize, PerCodec<usize>))> = groups.iter().collect();
         ordered.sort_unstable_by_key(|(_, (g, _))| *g);
         let mut offset = 0;
         for (r, release) in releases.iter().enumerate() {
-            let n = ops[r].len();
+            let n = ops_per_change[r];
             let mut distinct: HashMap<&[bool], (PerCodec<usize>, Vec<usize>)> = HashMap::new();
             for ((_, sign), (g, codecs)) in &ordered {
                 let entry = distinct.entry(&sign[offset..offset + n]).or_default();
@@ -512,7 +562,7 @@ fn crossings(
     id: &Arc<str>,
     before: &[bool],
     after: &[bool],
-    nodes: &Entities<Node>,
+    state: &dyn Fn(&str) -> Option<Arc<Node>>,
     out: &mut Vec<Envelope>,
 ) {
     for (r, (region_id, filter)) in subs.regions.iter().enumerate() {
@@ -521,20 +571,25 @@ fn crossings(
         }
         let (was, is) = (before.get(r).copied().unwrap_or(false), after[r]);
         if was != is {
-            out.push(crossing(region_id, id, is, nodes));
+            out.push(crossing(region_id, id, is, state));
         }
     }
 }
 
-/// `region.enter` (the node, whole) or `region.leave`.
-fn crossing(region_id: &str, id: &Arc<str>, entered: bool, nodes: &Entities<Node>) -> Envelope {
+/// `region.enter` (the node, whole, as of the change) or `region.leave`.
+fn crossing(
+    region_id: &str,
+    id: &Arc<str>,
+    entered: bool,
+    state: &dyn Fn(&str) -> Option<Arc<Node>>,
+) -> Envelope {
     if entered {
-        if let Some(node) = nodes.get(id) {
+        if let Some(node) = state(id) {
             return stamped(
                 format!("re-{region_id}"),
                 Body::RegionEnter(RegionEnter {
                     region_id: region_id.to_owned(),
-                    node: (**node).clone(),
+                    node: (*node).clone(),
                 }),
             );
         }

@@ -643,3 +643,69 @@ async fn next_event(events: &mut gitmind_client::Events) -> gitmind_client::Even
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test]
+async fn crossings_are_told_change_by_change_within_one_commit_group() {
+    for codec in CODECS {
+        let server = TestServer::start();
+        let mut alice = server.connect("g", "alice", codec).await;
+        let mut bob = server.connect("g", "bob", codec).await;
+        node_at(&mut alice, "c:x", 5.0, 5.0).await;
+        subscribe(&mut bob, "view", r#"{"bbox":[0,0,10,10]}"#).await;
+        unsubscribe(&mut bob, "all").await;
+        // Out and back in, sent together so they commit in one group
+        // (one JSON frame; binary frames back to back).
+        let moves = [(50.0, 50.0), (6.0, 6.0), (60.0, 60.0), (70.0, 70.0)];
+        let envelopes: Vec<Envelope> = moves
+            .iter()
+            .enumerate()
+            .map(|(i, (x, y))| {
+                env(
+                    &format!("mv{i}"),
+                    "node.update",
+                    &format!(r#"{{"baseSeq":0,"id":"c:x","set":{{"x":{x},"y":{y}}}}}"#),
+                )
+            })
+            .collect();
+        if alice.binary {
+            for e in &envelopes {
+                alice.send(e).await;
+            }
+        } else {
+            let text: Vec<String> = envelopes
+                .iter()
+                .map(|e| String::from_utf8(json::encode(e).to_vec()).unwrap())
+                .collect();
+            alice
+                .send_raw(tokio_tungstenite::tungstenite::Message::Text(
+                    format!("[{}]", text.join(",")).into(),
+                ))
+                .await;
+        }
+        alice.outcome("mv3").await;
+        node_at(&mut alice, "c:sentinel", 1.0, 1.0).await;
+        let seen = until_sentinel(&mut bob, "c:sentinel").await;
+        assert_eq!(
+            graph_messages(&seen),
+            [
+                "region.leave [\"c:x\"]",
+                "region.enter [\"c:x\"]",
+                "region.leave [\"c:x\"]",
+                "node.create [\"c:sentinel\"]",
+            ],
+            "{codec}"
+        );
+        let enter = seen
+            .iter()
+            .find_map(|e| match &e.body {
+                Body::RegionEnter(m) => Some(m.node.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (enter.x, enter.y),
+            (Some(6.0), Some(6.0)),
+            "as of its change"
+        );
+    }
+}

@@ -291,6 +291,7 @@ pub async fn run(
     // sessions whose box holds its old or its new place.
     let writer_runtime = dedicated_runtime("viewport-writers")?;
     let sent = Arc::new(AtomicU64::new(0));
+    let confirm = histogram();
     let expected = Arc::new(AtomicU64::new(0));
     let rolled_back = Arc::new(AtomicU64::new(0));
     let before = metrics::scrape(addr).await.unwrap_or_default();
@@ -312,7 +313,7 @@ pub async fn run(
             rolled_back.clone(),
             boxes.clone(),
         );
-        let (position, ids) = (position.clone(), ids.clone());
+        let (position, ids, confirm) = (position.clone(), ids.clone(), confirm.clone());
         let (writers, jump, plane) = (o.writers, o.jump, side_of_plane);
         handles.push(writer_runtime.spawn(async move {
             let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
@@ -337,6 +338,21 @@ pub async fn run(
                     for e in decoded.into_iter().flatten().flatten() {
                         if let Some(s) = e.seq {
                             base_seen.fetch_max(s, Relaxed);
+                        }
+                        // Mutation ids are "u-{scheduled µs}".
+                        let settled = match &e.body {
+                            Body::UpdateConfirmed(c) => Some(&c.reference),
+                            Body::UpdateConflictResolved(c) => Some(&c.reference),
+                            _ => None,
+                        };
+                        if let Some(t) = settled
+                            .and_then(|r| r.strip_prefix("u-"))
+                            .and_then(|t| t.parse::<u64>().ok())
+                        {
+                            let now = start.elapsed().as_micros() as u64;
+                            if let Ok(mut h) = confirm.lock() {
+                                let _ = h.record(now.saturating_sub(t).max(1));
+                            }
                         }
                         if matches!(e.body, Body::UpdateRollback(_)) {
                             rolled_back.fetch_add(1, Relaxed);
@@ -432,6 +448,10 @@ pub async fn run(
         .lock()
         .map(|h| Percentiles::of(&h))
         .unwrap_or_default();
+    let confirmed = confirm
+        .lock()
+        .map(|h| Percentiles::of(&h))
+        .unwrap_or_default();
     let elapsed = began.elapsed().as_secs_f64();
     let (sent, expected, received, wrong) = (
         sent.load(Relaxed),
@@ -442,6 +462,7 @@ pub async fn run(
     let mut result = LoadResult {
         scenario: "viewports".into(),
         latency_us: latency,
+        confirm_latency_us: confirmed,
         expected,
         received,
         lost: expected.saturating_sub(received),
@@ -463,7 +484,7 @@ pub async fn run(
     d.insert("nodes".into(), ids.len().into());
     d.insert("edges".into(), edges.into());
     d.insert("import_secs".into(), import_secs.into());
-    d.insert("nodes_in_region_syncs".into(), synced_nodes.into());
+    d.insert("nodes_in_first_region_syncs".into(), synced_nodes.into());
     d.insert("wrong_deliveries".into(), wrong.into());
     d.insert("enters".into(), seen.enters.load(Relaxed).into());
     d.insert("leaves".into(), seen.leaves.load(Relaxed).into());
@@ -491,6 +512,7 @@ pub async fn run(
          | deliveries per second | {:.0} |\n\
          | **deliveries a session could not see** | **{wrong}** |\n\
          | write -> delivery p50 / p99 / p99.9 / max | {:.2} / {:.2} / {:.2} / {:.2} ms |\n\
+         | write -> confirmation (the git commit, fsync'd) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
          | commit groups / changes committed | {groups} / {changes} |\n\
          | region cuts encoded | {cuts} ({per_group:.2} per commit group, {per_change:.2} per change) |\n\
          | rolled back | {} |\n\
@@ -518,6 +540,9 @@ pub async fn run(
         ms(latency.p99),
         ms(latency.p999),
         ms(latency.max),
+        ms(confirmed.p50),
+        ms(confirmed.p99),
+        ms(confirmed.max),
         rolled_back.load(Relaxed),
         seen.disconnected.load(Relaxed),
         rss as f64 / (1024.0 * 1024.0),
