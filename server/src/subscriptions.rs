@@ -4,7 +4,7 @@
 //! A session that never subscribes costs nothing here: it has the region
 //! `"all"` and takes the ordinary path of [`crate::view`] and
 //! [`crate::fanout`]. Once a session of a graph subscribes, the graph gets
-//! a [`region::Index`] (dropped again when no session holds a subscription)
+//! a [`crate::region::Index`] (dropped again when no session holds a subscription)
 //! and each committed group is looked at once, in [`Subscriptions::committed`],
 //! change by change, from the state after each change that the owner
 //! recorded (its writes):
