@@ -72,10 +72,15 @@ async fn subscribe(c: &mut Client, region: &str, filter: &str) -> RegionSync {
     sync
 }
 
+/// Unsubscribes a region, and waits until the hub has taken it: an
+/// unsubscribe is not answered, so a region of nothing is subscribed
+/// after it and its `region.sync` awaited (the hub takes a session's
+/// messages in order).
 async fn unsubscribe(c: &mut Client, region: &str) {
     let id = c.id();
     let data = format!(r#"{{"regionId":"{region}"}}"#);
     c.send(&env(&id, "region.unsubscribe", &data)).await;
+    subscribe(c, "barrier", r#"{"nodes":["c:nothing"]}"#).await;
 }
 
 fn ids(nodes: &[gitmind_schema::model::Node]) -> Vec<String> {
@@ -607,16 +612,21 @@ async fn the_client_library_subscribes_and_keeps_a_partial_replica() {
         )
         .await
         .unwrap();
-        loop {
-            if let Event::Region(e) = next_event(&mut events).await {
-                assert!(matches!(e.body, Body::RegionSync(_)));
-                break;
+        // The query's first results come after the region's sync and the
+        // unsubscribe have been taken (the hub takes them in order).
+        let mut synced = false;
+        let mut results = Vec::new();
+        while results.is_empty() {
+            match next_event(&mut events).await {
+                Event::Region(e) => synced |= matches!(e.body, Body::RegionSync(_)),
+                Event::Query(r) => results.push(r),
+                _ => {}
             }
         }
+        assert!(synced, "region.sync before the query's results");
         move_to(&mut alice, "c:out", 5.0, 5.0).await;
         move_to(&mut alice, "c:in", 800.0, 5.0).await;
         node_at(&mut alice, "c:new", 2.0, 2.0).await;
-        let mut results = Vec::new();
         loop {
             match next_event(&mut events).await {
                 Event::Query(r) => results.push(r),
