@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use gitmind_schema::message::{
     BatchOp, BatchUpdate, CursorMove, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete,
-    NodeUpdate, SelectionChange, UserPresence,
+    NodeUpdate, Query, QueryResults, QuerySubscribe, QueryUnsubscribe, RegionFilter,
+    RegionSubscribe, RegionUnsubscribe, SelectionChange, UserPresence,
 };
 use gitmind_schema::message::{
     GraphSync, RollbackReason, SyncMode, SystemError, SystemHeartbeat, UpdateConfirmed,
@@ -146,6 +147,11 @@ pub enum Event {
     Change(Envelope),
     /// Presence, cursor or selection of another session.
     Presence(Envelope),
+    /// A `region.sync`, `region.enter` or `region.leave` (docs/protocol.md
+    /// 7), already applied to the replica.
+    Region(Envelope),
+    /// A live query's results changed (or were just subscribed).
+    Query(QueryResults),
     /// The server could not take one of this client's messages.
     Error(SystemError),
     /// The connection was lost; the client reconnects after `delay`. A
@@ -202,6 +208,11 @@ enum Command {
     Send {
         body: Body,
     },
+    /// A region or query subscription, kept and sent again after each
+    /// reconnect.
+    Subscribe {
+        body: Body,
+    },
     Close,
 }
 
@@ -251,6 +262,7 @@ impl Client {
             next_id: 0,
             ready: Some(ready_tx),
             snapshot_next: false,
+            subscriptions: Subscriptions::default(),
             tag: format!("{:016x}", rand::random::<u64>()),
         };
         tokio::spawn(worker.run());
@@ -470,6 +482,75 @@ impl Client {
             .map_err(|_| self.closed())
     }
 
+    /// Subscribes a region (docs/protocol.md 7): the server answers with
+    /// [`Event::Region`] `region.sync`, then enters and leaves. Kept, and
+    /// sent again after each reconnect. Give up the region `"all"`
+    /// ([`Client::unsubscribe_region`]) to see only your regions: the
+    /// replica then holds only what they hold.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn subscribe_region(
+        &self,
+        region_id: impl Into<String>,
+        filter: RegionFilter,
+    ) -> Result<(), ClientError> {
+        let body = Body::RegionSubscribe(RegionSubscribe {
+            region_id: region_id.into(),
+            filter,
+        });
+        self.subscribe(body).await
+    }
+
+    /// Gives up a region (`"all"` included).
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn unsubscribe_region(
+        &self,
+        region_id: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let body = Body::RegionUnsubscribe(RegionUnsubscribe {
+            region_id: region_id.into(),
+        });
+        self.subscribe(body).await
+    }
+
+    /// Subscribes a live query: [`Event::Query`] at once and whenever its
+    /// results change. Kept, and sent again after each reconnect.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn subscribe_query(
+        &self,
+        query_id: impl Into<String>,
+        query: Query,
+    ) -> Result<(), ClientError> {
+        let body = Body::QuerySubscribe(QuerySubscribe {
+            query_id: query_id.into(),
+            query,
+        });
+        self.subscribe(body).await
+    }
+
+    /// Gives up a live query.
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn unsubscribe_query(&self, query_id: impl Into<String>) -> Result<(), ClientError> {
+        let body = Body::QueryUnsubscribe(QueryUnsubscribe {
+            query_id: query_id.into(),
+        });
+        self.subscribe(body).await
+    }
+
+    async fn subscribe(&self, body: Body) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Subscribe { body })
+            .await
+            .map_err(|_| self.closed())
+    }
+
     /// The connection state, to watch.
     pub fn state(&self) -> watch::Receiver<State> {
         self.state.clone()
@@ -523,6 +604,10 @@ struct Worker {
     /// Random per client, so mutation ids are unique per sender even
     /// across restarts and among clients of one user.
     tag: String,
+    /// The program's region and query subscriptions, in order, to send
+    /// again on each new connection (a new session starts with the region
+    /// `"all"` only).
+    subscriptions: Subscriptions,
 }
 
 /// How a connection ended.
@@ -624,6 +709,10 @@ impl Worker {
                             self.local(body, reply);
                         }
                         Some(Command::Send { .. }) => {}
+                        Some(Command::Subscribe { body }) => {
+                            self.subscriptions.note(&body);
+                            self.lock().set_partial(self.subscriptions.partial());
+                        }
                     },
                 }
             }
@@ -717,6 +806,7 @@ impl Worker {
             .collect();
         resend.extend(orphans);
         self.remember(&resend);
+        resend.extend(self.subscriptions.envelopes());
         if !resend.is_empty() {
             if let Err(e) = transport.send(&resend).await {
                 return Lost::Retry {
@@ -748,6 +838,11 @@ impl Worker {
                             self.local(body, reply).into_iter().collect()
                         }
                         Some(Command::Send { body }) => vec![Envelope::new(format!("e-{}", rand::random::<u32>()), body)],
+                        Some(Command::Subscribe { body }) => {
+                            self.subscriptions.note(&body);
+                            self.lock().set_partial(self.subscriptions.partial());
+                            vec![Envelope::new(format!("s-{}", rand::random::<u32>()), body)]
+                        }
                     };
                     self.remember(&send);
                     if !send.is_empty() {
@@ -819,7 +914,16 @@ impl Worker {
                 self.resolve_dropped();
             }
             _ if ty.is_mutation() => {
-                let released = self.lock().apply_event(&envelope)?;
+                let applied = self.lock().apply_event(&envelope);
+                let released = match applied {
+                    Ok(released) => released,
+                    // A partial replica cannot always apply what its
+                    // regions let through (an edge to a node it does not
+                    // hold, an event of the whole graph before its
+                    // subscriptions are sent again): it goes on.
+                    Err(_) if self.lock().is_partial() => Vec::new(),
+                    Err(e) => return Err(e),
+                };
                 send.extend(released);
                 self.resolve_dropped();
                 let seq = self.lock().server_seq();
@@ -837,6 +941,13 @@ impl Worker {
             }
             Body::SystemError(error) => {
                 let _ = self.events.send(Event::Error(error.clone())).await;
+            }
+            Body::RegionSync(_) | Body::RegionEnter(_) | Body::RegionLeave(_) => {
+                self.lock().apply_region(&envelope);
+                let _ = self.events.send(Event::Region(envelope)).await;
+            }
+            Body::QueryResults(results) => {
+                let _ = self.events.send(Event::Query(results.clone())).await;
             }
             _ => {}
         }
@@ -1007,5 +1118,46 @@ async fn read_sync(
             Ok(None) => return Err("closed before graph.sync".into()),
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+/// The program's subscriptions, as the worker keeps them to send again.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Each region and query by `r:{id}` or `q:{id}`, in the order taken;
+    /// the region `"all"` given up is kept as its unsubscribe.
+    held: Vec<(String, Body)>,
+}
+
+impl Subscriptions {
+    /// Notes a subscribe or unsubscribe.
+    fn note(&mut self, body: &Body) {
+        let (key, keep) = match body {
+            Body::RegionSubscribe(m) => (format!("r:{}", m.region_id), true),
+            Body::RegionUnsubscribe(m) => (format!("r:{}", m.region_id), m.region_id == "all"),
+            Body::QuerySubscribe(m) => (format!("q:{}", m.query_id), true),
+            Body::QueryUnsubscribe(m) => (format!("q:{}", m.query_id), false),
+            _ => return,
+        };
+        self.held.retain(|(k, _)| *k != key);
+        if keep {
+            self.held.push((key, body.clone()));
+        }
+    }
+
+    /// Whether the session's regions cut the graph: it gave up `"all"`.
+    fn partial(&self) -> bool {
+        self.held
+            .iter()
+            .any(|(_, b)| matches!(b, Body::RegionUnsubscribe(_)))
+    }
+
+    /// The messages that make a new session's subscriptions these.
+    fn envelopes(&self) -> Vec<Envelope> {
+        self.held
+            .iter()
+            .enumerate()
+            .map(|(i, (_, body))| Envelope::new(format!("s-again-{i}"), body.clone()))
+            .collect()
     }
 }

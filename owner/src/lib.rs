@@ -164,6 +164,10 @@ pub struct Release {
     pub outcome: Envelope,
     /// The graph event, with `commit` in its data.
     pub event: Envelope,
+    /// The change as ordered: among others the state after it of every
+    /// entity it touched (`writes`), for what is derived from the graph
+    /// change by change (the server's regions).
+    pub record: Arc<ChangeRecord>,
 }
 
 /// A change ordered but not yet committed.

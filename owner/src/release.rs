@@ -72,6 +72,7 @@ impl Owner {
                 recipients: p.recipients,
                 outcome: with_commit(&p.record.outcome, &commit),
                 event: with_commit(&p.record.event, &commit),
+                record: Arc::clone(&p.record),
             });
             self.committed_seq = p.record.seq;
             self.window.changes.push_back(CommittedChange {

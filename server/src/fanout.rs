@@ -9,6 +9,7 @@
 //! shard make the order: a session's `graph.sync` is queued at the exact
 //! point of the event stream it describes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -77,11 +78,29 @@ pub struct Released {
     /// The event as each other view on the graph sees it, encoded once per
     /// view (`None`: out of that view).
     pub views: Vec<(Arc<View>, Option<Encoded>)>,
+    /// The group of each session whose regions cut the change
+    /// (see the `subscriptions` module); such a session takes its group's cut
+    /// instead of `event` or its view's.
+    pub groups: Arc<HashMap<SessionKey, usize>>,
+    /// The event as each group sees it, encoded once per group (`None`:
+    /// nothing of it in the group's regions).
+    pub cuts: Vec<Option<Encoded>>,
+    /// What some sessions get after this change: region enters and leaves,
+    /// query results.
+    pub extras: HashMap<SessionKey, Vec<Envelope>>,
 }
 
 impl Released {
-    /// The event's bytes for a session of `view` and `codec`.
-    pub fn event_for(&self, view: Option<&Arc<View>>, codec: Codec) -> Option<&Bytes> {
+    /// The event's bytes for `session`, of `view` and `codec`.
+    pub fn event_for(
+        &self,
+        session: SessionKey,
+        view: Option<&Arc<View>>,
+        codec: Codec,
+    ) -> Option<&Bytes> {
+        if let Some(&group) = self.groups.get(&session) {
+            return self.cuts.get(group)?.as_ref()?[codec].as_ref();
+        }
         match view {
             None => self.event[codec].as_ref(),
             Some(view) => self

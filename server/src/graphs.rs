@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use gitmind_owner::Owner;
 
 use crate::presence::Roster;
+use crate::subscriptions::Subscriptions;
 
 /// An open graph: its owner and the sessions on it.
 pub struct Graph {
@@ -28,6 +29,8 @@ pub struct Graph {
     pub owner: Owner,
     /// The sessions on it and their presence.
     pub roster: Roster,
+    /// Its sessions' regions and live queries.
+    pub subs: Subscriptions,
     /// Its key in the idle order, while it is idle.
     idle: Option<u64>,
 }
@@ -38,6 +41,7 @@ impl Graph {
         Graph {
             owner,
             roster: Roster::new(shards),
+            subs: Subscriptions::default(),
             idle: None,
         }
     }

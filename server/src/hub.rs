@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 use gitmind_schema::message::RollbackReason;
-use gitmind_schema::{Body, Envelope};
+use gitmind_schema::{Body, Codec, Envelope};
 
 use crate::config::Config;
 use crate::fanout::{self, Member, Refusal, Released, ShardLink, ShardMsg};
@@ -85,6 +85,16 @@ pub enum HubCmd {
         /// What was wrong, for a person.
         message: String,
     },
+    /// A session's `region.subscribe`, `region.unsubscribe`,
+    /// `query.subscribe` or `query.unsubscribe`, already validated.
+    Subscribe {
+        /// The graph.
+        graph: Arc<str>,
+        /// The session.
+        session: SessionKey,
+        /// The message.
+        body: Body,
+    },
     /// Ephemeral: presence, cursor or selection, already validated.
     Presence {
         /// The graph.
@@ -114,6 +124,7 @@ impl HubCmd {
             | HubCmd::Resync { graph, .. }
             | HubCmd::Mutate { graph, .. }
             | HubCmd::Refuse { graph, .. }
+            | HubCmd::Subscribe { graph, .. }
             | HubCmd::Presence { graph, .. } => Some(graph),
             HubCmd::Snapshot { graph, .. } => Some(graph),
             HubCmd::Shutdown => None,
@@ -437,9 +448,10 @@ impl Hub {
                 let Some(member) = entry.roster.member(session) else {
                     return;
                 };
+                let sync = sync_of(&entry.owner, since.as_ref(), member.view.as_deref());
                 let msg = ShardMsg::Sync {
                     session,
-                    sync: sync_of(&entry.owner, since.as_ref(), member.view.as_deref()),
+                    sync: entry.subs.sync(session, sync, &entry.owner),
                     presence: entry.roster.others(session),
                     heartbeat_ms: self.heartbeat_ms,
                 };
@@ -467,6 +479,22 @@ impl Hub {
                 session,
                 body,
             } => self.presence(&graph, session, body),
+            HubCmd::Subscribe {
+                graph,
+                session,
+                body,
+            } => {
+                let Some(entry) = self.graphs.get_mut(&graph) else {
+                    return;
+                };
+                let Some(member) = entry.roster.member(session) else {
+                    return;
+                };
+                let shard = member.shard;
+                for outcome in entry.subs.subscribe(member, body, &entry.owner) {
+                    self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+                }
+            }
             HubCmd::Snapshot { graph, reply } => {
                 let name: Arc<str> = graph.as_str().into();
                 if let Some(HubCmd::Snapshot { reply, .. }) =
@@ -508,6 +536,7 @@ impl Hub {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
         };
+        entry.subs.leave(session);
         if entry.roster.leave(session) {
             self.graphs.settle(graph, Instant::now());
             self.noticed(graph);
@@ -597,6 +626,12 @@ impl Hub {
                 let Some(entry) = self.graphs.get_mut(graph.as_str()) else {
                     return;
                 };
+                // The nodes before the group, for the regions (an O(1)
+                // clone of the owner's persistent map).
+                let before = match entry.owner.sync(None) {
+                    SyncData::Snapshot { nodes, .. } if !entry.subs.is_empty() => nodes,
+                    _ => Default::default(),
+                };
                 let releases = entry.owner.committed(upto, &commit);
                 if releases.is_empty() {
                     return;
@@ -605,10 +640,28 @@ impl Hub {
                 self.metrics
                     .changes_committed
                     .fetch_add(releases.len() as u64, Relaxed);
-                let (all, views) = (entry.roster.seeing_all(), entry.roster.views());
+                let mut cuts = entry
+                    .subs
+                    .committed(&releases, &before, &entry.owner)
+                    .inspect(|cuts| {
+                        self.metrics.region_groups.fetch_add(1, Relaxed);
+                        self.metrics
+                            .region_cuts_encoded
+                            .fetch_add(cuts.encoded, Relaxed);
+                    })
+                    .unwrap_or_default();
+                let (mut all, views) = (entry.roster.seeing_all(), entry.roster.views());
+                for codec in [Codec::Json, Codec::Binary] {
+                    all[codec] = all[codec].saturating_sub(cuts.regional[codec]);
+                }
+                let mut per_change = std::mem::take(&mut cuts.cuts).into_iter();
+                let mut extras = std::mem::take(&mut cuts.extras).into_iter();
                 let items: Vec<_> = releases
                     .into_iter()
                     .map(|r| Released {
+                        groups: cuts.groups.clone(),
+                        cuts: per_change.next().unwrap_or_default(),
+                        extras: extras.next().unwrap_or_default(),
                         seq: r.seq,
                         recipients: r.recipients,
                         // Each distinct view's event is filtered and encoded

@@ -81,6 +81,12 @@ pub struct Metrics {
     pub memory_trims: AtomicU64,
     /// Changes committed and released.
     pub changes_committed: AtomicU64,
+    /// Committed groups looked at for regions and queries (graphs with a
+    /// subscribed session).
+    pub region_groups: AtomicU64,
+    /// Region cuts of events encoded (once per distinct cut of a change,
+    /// shared by every session whose regions cut it so).
+    pub region_cuts_encoded: AtomicU64,
     /// Mutations rolled back.
     pub rollbacks: AtomicU64,
     /// Commits that failed.
@@ -116,6 +122,8 @@ impl Metrics {
             sessions_opened: AtomicU64::new(0),
             memory_trims: AtomicU64::new(0),
             changes_committed: AtomicU64::new(0),
+            region_groups: AtomicU64::new(0),
+            region_cuts_encoded: AtomicU64::new(0),
             rollbacks: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
             graphs_open: AtomicI64::new(0),
@@ -283,6 +291,16 @@ impl Metrics {
                 "changes_committed_total",
                 "Changes committed to git and released.",
                 &self.changes_committed,
+            ),
+            (
+                "region_groups_total",
+                "Committed groups looked at for regions and live queries.",
+                &self.region_groups,
+            ),
+            (
+                "region_cuts_encoded_total",
+                "Region cuts of events encoded, once per distinct cut of a change.",
+                &self.region_cuts_encoded,
             ),
             ("rollbacks_total", "Mutations rolled back.", &self.rollbacks),
             (

@@ -36,7 +36,9 @@ use crate::hub::HubCmd;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::presence::{self, Throttles};
+use crate::query;
 use crate::quota::{self, Quotas};
+use crate::region::{self, Counted};
 use crate::shard::Shard;
 use crate::stamp::{self, now_ms, stamped};
 use crate::tls::Stream;
@@ -186,6 +188,7 @@ pub async fn run(
             Instant::now() + Duration::from_millis(left)
         }),
         access,
+        subscriptions: Counted::default(),
     };
     let end = Box::pin(state.serve(&mut ws)).await;
     // A batch cut short by the close must be finished before anything else
@@ -309,6 +312,8 @@ struct State<'a> {
     user: Arc<str>,
     /// When its credentials expire.
     expires: Option<Instant>,
+    /// The ids of its regions and queries, for their limits.
+    subscriptions: Counted,
 }
 
 impl State<'_> {
@@ -602,12 +607,11 @@ impl State<'_> {
                 None
             }
             Body::SystemHeartbeat(_) => None,
-            Body::RegionSubscribe(_)
+            body @ (Body::RegionSubscribe(_)
             | Body::RegionUnsubscribe(_)
             | Body::QuerySubscribe(_)
-            | Body::QueryUnsubscribe(_)
-            | Body::GonzaiSuggestion(_)
-            | Body::ChaosTrigger(_) => self.refuse(
+            | Body::QueryUnsubscribe(_)) => self.subscribe(body, id),
+            Body::GonzaiSuggestion(_) | Body::ChaosTrigger(_) => self.refuse(
                 DecodeError::invalid(format!(
                     "`{}` is not available on this server yet",
                     ty.name()
@@ -622,6 +626,41 @@ impl State<'_> {
                 .with_reference(Some(id)),
             ),
         }
+    }
+
+    /// Checks a `region.*` or `query.*` message against the limits
+    /// (docs/protocol.md 7) and hands it to the hub.
+    fn subscribe(&mut self, body: Body, id: String) -> Option<End> {
+        let checked = match &body {
+            Body::RegionSubscribe(m) => region::validate(&m.region_id, &m.filter)
+                .and_then(|()| self.subscriptions.check_region(&m.region_id)),
+            Body::QuerySubscribe(m) => query::validate(&m.query_id, &m.query)
+                .and_then(|()| self.subscriptions.check_query(&m.query_id)),
+            _ => Ok(()),
+        };
+        if let Err(error) = checked {
+            return self.refuse(error.with_reference(Some(id)));
+        }
+        if self
+            .ctx
+            .hub
+            .try_send(HubCmd::Subscribe {
+                graph: self.graph.clone(),
+                session: self.origin.session,
+                body: body.clone(),
+            })
+            .is_err()
+        {
+            self.push_error(
+                ErrorCode::RateLimited,
+                "the server is busy; subscribe again shortly".into(),
+                Some(id),
+                Some(1000),
+            );
+            return None;
+        }
+        self.subscriptions.sent(&body);
+        None
     }
 
     /// Sends an ephemeral message on to the hub.

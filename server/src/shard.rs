@@ -96,9 +96,12 @@ impl ShardState {
                         if item.recipients.contains(session) {
                             outbox.push_envelope(item.outcome.clone());
                         } else if let Some(bytes) =
-                            item.event_for(outbox.view.as_ref(), outbox.codec)
+                            item.event_for(*session, outbox.view.as_ref(), outbox.codec)
                         {
                             outbox.push_shared(bytes.clone(), item.seq);
+                        }
+                        for extra in item.extras.get(session).into_iter().flatten() {
+                            outbox.push_envelope(extra.clone());
                         }
                     }
                     outbox.wake();

@@ -13,7 +13,8 @@ use gitmind_client::dataset::{Item, Reader};
 use gitmind_client::import::Importer;
 use gitmind_client::{Client, ClientConfig, Codec, Event, Outcome, State, TokenSource};
 use gitmind_schema::message::{
-    EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate, PresenceStatus,
+    Around, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate, PresenceStatus,
+    Query, RegionFilter,
 };
 use gitmind_schema::model::{Edge, EdgeSet, Node, NodeSet, PropValue, TextEdits};
 use gitmind_schema::ot::TextOp;
@@ -53,7 +54,11 @@ enum Command {
         /// One JSON envelope per line instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        region: RegionArgs,
     },
+    /// Print a live query's results, and again whenever they change.
+    Query(QueryArgs),
     /// Create, change or delete nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -81,6 +86,99 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+}
+
+/// What `watch` watches: with any of these, only the nodes that match
+/// every one given (one region, docs/protocol.md 7) and the edges with an
+/// end among them.
+#[derive(Debug, Args)]
+struct RegionArgs {
+    /// Only the nodes inside this box: x0,y0,x1,y1.
+    #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
+    bbox: Option<String>,
+    /// Only this node and its neighbours up to DEPTH edges away (1 to 3).
+    #[arg(long, value_name = "ID:DEPTH")]
+    around: Option<String>,
+    /// Only the nodes whose id starts with this.
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+impl RegionArgs {
+    /// The region filter, or `None` to watch the whole graph.
+    fn filter(&self) -> anyhow::Result<Option<RegionFilter>> {
+        let bbox = match &self.bbox {
+            None => None,
+            Some(text) => {
+                let numbers: Vec<f64> = text
+                    .split(',')
+                    .map(|v| v.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--bbox {text:?}: four numbers x0,y0,x1,y1"))?;
+                let [x0, y0, x1, y1] = numbers[..] else {
+                    bail!("--bbox {text:?}: four numbers x0,y0,x1,y1");
+                };
+                Some([x0, y0, x1, y1])
+            }
+        };
+        let around = match &self.around {
+            None => None,
+            Some(text) => {
+                let Some((id, depth)) = text.rsplit_once(':') else {
+                    bail!("--around {text:?}: write ID:DEPTH, e.g. pkg:git:2");
+                };
+                let depth = depth
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=3).contains(d))
+                    .with_context(|| format!("--around {text:?}: DEPTH is 1 to 3"))?;
+                Some(Around {
+                    id: id.to_owned(),
+                    depth,
+                })
+            }
+        };
+        if bbox.is_none() && around.is_none() && self.prefix.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(RegionFilter {
+            bbox,
+            around,
+            prefix: self.prefix.clone(),
+            ..RegionFilter::default()
+        }))
+    }
+}
+
+/// `gitmind query`: nodes matching every field given.
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// The graph.
+    graph: String,
+    /// Nodes of this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Nodes whose id starts with this.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Nodes whose label contains this.
+    #[arg(long)]
+    label_contains: Option<String>,
+    /// A property value, key=value (numbers and true/false are typed); repeatable.
+    #[arg(long = "prop", value_name = "KEY=VALUE")]
+    props: Vec<String>,
+    /// Nodes with an edge of this type.
+    #[arg(long)]
+    edge_type: Option<String>,
+    /// At most this many results (the first in id order).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Print the results once and exit.
+    #[arg(long)]
+    once: bool,
+    /// One JSON `query.results` data per line instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,7 +308,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config
     };
     match &cli.command {
-        Command::Watch { graph, json } => watch(connect(graph), *json).await,
+        Command::Watch {
+            graph,
+            json,
+            region,
+        } => watch(connect(graph), *json, region.filter()?).await,
+        Command::Query(q) => {
+            let query = Query {
+                kind: q.kind.clone(),
+                prefix: q.prefix.clone(),
+                label_contains: q.label_contains.clone(),
+                props: props(&q.props, false)?
+                    .map(|p| p.into_iter().filter_map(|(k, v)| Some((k, v?))).collect()),
+                edge_type: q.edge_type.clone(),
+                limit: q.limit,
+            };
+            live_query(connect(&q.graph), query, q.once, q.json).await
+        }
         Command::Node(NodeCommand::Add(a)) => {
             let node = Node {
                 id: a.id.clone(),
@@ -400,9 +514,17 @@ async fn mutate(config: ClientConfig, body: Body) -> anyhow::Result<()> {
 }
 
 /// Prints events as they come.
-async fn watch(config: ClientConfig, as_json: bool) -> anyhow::Result<()> {
+async fn watch(
+    config: ClientConfig,
+    as_json: bool,
+    region: Option<RegionFilter>,
+) -> anyhow::Result<()> {
     let graph = config.graph.clone();
     let (client, mut events) = Client::connect(config).await.context("cannot connect")?;
+    if let Some(filter) = region {
+        client.subscribe_region("watch", filter).await?;
+        client.unsubscribe_region("all").await?;
+    }
     let mut state = client.state();
     let (user, session) = client.identity();
     if !as_json {
@@ -439,9 +561,10 @@ async fn watch(config: ClientConfig, as_json: bool) -> anyhow::Result<()> {
             event = events.next() => {
                 let Some(event) = event else { break };
                 let line = match (&event, as_json) {
-                    (Event::Change(e) | Event::Presence(e), true) => String::from_utf8_lossy(&json::encode(e)).into_owned(),
+                    (Event::Change(e) | Event::Presence(e) | Event::Region(e), true) => String::from_utf8_lossy(&json::encode(e)).into_owned(),
                     (Event::Synced { mode, seq }, true) => format!("{{\"synced\":{{\"mode\":{},\"seq\":{seq}}}}}", serde_json::to_string(mode)?),
                     (Event::Error(err), true) => serde_json::to_string(err)?,
+                    (Event::Query(r), true) => serde_json::to_string(r)?,
                     (Event::Reconnecting { attempt, delay, reason }, true) => serde_json::json!({
                         "reconnecting": {"attempt": attempt, "delayMs": delay.as_millis(), "reason": reason}
                     })
@@ -455,6 +578,55 @@ async fn watch(config: ClientConfig, as_json: bool) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Prints a live query's results, then each change to them.
+async fn live_query(
+    config: ClientConfig,
+    query: Query,
+    once: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let (client, mut events) = Client::connect(config).await.context("cannot connect")?;
+    // Only the answers are wanted, not the graph's events.
+    client.unsubscribe_region("all").await?;
+    client.subscribe_query("q", query).await?;
+    let mut out = std::io::stdout();
+    let mut first = true;
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Query(r) => {
+                if as_json {
+                    writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                } else if first {
+                    writeln!(out, "{} results at seq {}", r.results.len(), r.seq)?;
+                    for id in &r.results {
+                        writeln!(out, "  {id}")?;
+                    }
+                } else {
+                    for id in &r.added {
+                        writeln!(out, "[{}] + {id}", r.seq)?;
+                    }
+                    for id in &r.removed {
+                        writeln!(out, "[{}] - {id}", r.seq)?;
+                    }
+                }
+                out.flush()?;
+                first = false;
+                if once {
+                    break;
+                }
+            }
+            Event::Error(err) => bail!(
+                "the server refused the query ({:?}): {}",
+                err.code,
+                err.message
+            ),
+            _ => {}
+        }
+    }
+    client.close().await;
     Ok(())
 }
 
@@ -508,6 +680,26 @@ fn describe(event: &Event) -> String {
             // Cursors move too often to print.
             _ => String::new(),
         },
+        Event::Region(e) => match &e.body {
+            Body::RegionSync(r) => format!(
+                "-- region {}: {} nodes, {} edges at seq {}",
+                r.region_id,
+                r.nodes.len(),
+                r.edges.len(),
+                r.seq
+            ),
+            Body::RegionEnter(r) => format!("-> {} entered region {}", r.node.id, r.region_id),
+            Body::RegionLeave(r) => format!("<- {} left region {}", r.id, r.region_id),
+            _ => String::new(),
+        },
+        Event::Query(r) => format!(
+            "[{}] query {}: {} results (+{} -{})",
+            r.seq,
+            r.query_id,
+            r.results.len(),
+            r.added.len(),
+            r.removed.len()
+        ),
         Event::Error(err) => format!("!! server error {:?}: {}", err.code, err.message),
         Event::Reconnecting {
             attempt,

@@ -48,6 +48,7 @@ use gitmind_schema::Body;
 use self::store::Graph;
 use self::view::View;
 
+mod regions;
 mod state;
 mod store;
 mod text;
@@ -125,6 +126,9 @@ pub struct Replica {
     view: OnceCell<View>,
     /// Waiting changes dropped unsent (see [`Replica::take_dropped`]).
     dropped: Vec<String>,
+    /// The session's regions cut the graph (docs/protocol.md 7): events
+    /// come with gaps in `seq`, and nodes come and go by region messages.
+    partial: bool,
 }
 
 /// A change made here, waiting for its outcome.

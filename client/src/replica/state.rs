@@ -80,7 +80,7 @@ impl Replica {
         if seq <= self.seq {
             return Err(ReplicaError::Duplicate(seq));
         }
-        if seq != self.seq + 1 {
+        if seq != self.seq + 1 && !self.partial {
             return Err(ReplicaError::Gap {
                 expected: self.seq + 1,
                 got: seq,
@@ -325,7 +325,7 @@ impl Replica {
                 // Already part of the server state (a sync brought it).
                 self.pending.remove(index);
             }
-            Some(seq) if seq != self.seq + 1 => {
+            Some(seq) if seq != self.seq + 1 && !self.partial => {
                 return Err(ReplicaError::Gap {
                     expected: self.seq + 1,
                     got: seq,

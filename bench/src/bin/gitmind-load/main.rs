@@ -9,8 +9,8 @@
 //! *scheduled* to be sent, so a stall in the generator or the server cannot
 //! hide (no coordinated omission).
 //!
-//! One module per scenario: `idle`, `fanout`, `ramp`, `reconnect` and
-//! `hostile`; `fleet` holds the writers and subscribers that fan-out, ramp
+//! One module per scenario: `idle`, `fanout`, `ramp`, `reconnect`,
+//! `hostile` and `viewports`; `fleet` holds the writers and subscribers that fan-out, ramp
 //! and hostile share,
 //! `clients` what every scenario does with its connections, and `result`
 //! the JSON result they all write. This file is the command line.
@@ -23,6 +23,7 @@ mod idle;
 mod ramp;
 mod reconnect;
 mod result;
+mod viewports;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -123,6 +124,9 @@ enum Scenario {
     /// Honest fan-out under sync floods, graph-name floods, junk frames,
     /// slowloris and presence storms; a verdict per target (issue #13).
     Hostile(hostile::Options),
+    /// Sessions each with a bbox of its own over the Debian graph laid out
+    /// in the plane, writers moving nodes: region fan-out (issue #17).
+    Viewports(viewports::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -184,6 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } => ramp::run(&args, &server, subscribers, writers, start, step).await?,
         Scenario::Reconnect { clients } => reconnect::run(&args, &mut server, clients).await?,
         Scenario::Hostile(options) => hostile::run(&args, &server, &options).await?,
+        Scenario::Viewports(options) => viewports::run(&args, &server, &options).await?,
     };
     result.generator_cpu_percent = generator.percent();
     result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;
