@@ -31,6 +31,8 @@ pub struct Graph {
     pub roster: Roster,
     /// Its sessions' regions and live queries.
     pub subs: Subscriptions,
+    /// Its link suggestions, made when first asked for.
+    pub gonzai: Option<crate::gonzai::Gonzai>,
     /// Its key in the idle order, while it is idle.
     idle: Option<u64>,
 }
@@ -42,6 +44,7 @@ impl Graph {
             owner,
             roster: Roster::new(shards),
             subs: Subscriptions::default(),
+            gonzai: None,
             idle: None,
         }
     }

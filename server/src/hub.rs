@@ -24,15 +24,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
-use gitmind_schema::message::RollbackReason;
+use gitmind_schema::message::{ErrorCode, GonzaiSuggestion, RollbackReason, SystemError};
 use gitmind_schema::{Body, Codec, Envelope};
 
+use crate::auth::Access;
 use crate::config::Config;
 use crate::fanout::{self, Member, Refusal, Released, ShardLink, ShardMsg};
+use crate::gonzai::{AskError, Gonzai};
 use crate::graphs::{Graph, Graphs, Place};
 use crate::metrics::Metrics;
 use crate::persist::{Loaded, PersistEvent, Persister};
-use crate::stamp::now_ms;
+use crate::stamp::{now_ms, stamped};
 use crate::view::View;
 
 /// What shards ask of the hub.
@@ -111,6 +113,22 @@ pub enum HubCmd {
         /// Where to send it.
         reply: tokio::sync::oneshot::Sender<SnapshotReply>,
     },
+    /// `gonzai.suggestion {for, limit}` (docs/protocol.md 9), already
+    /// checked by the session (`for` given, `limit` in range, rate).
+    Suggest {
+        /// The graph.
+        graph: Arc<str>,
+        /// Who asks.
+        session: SessionKey,
+        /// The ask's envelope id.
+        id: String,
+        /// The node.
+        for_node: String,
+        /// At most this many.
+        limit: u32,
+        /// What the session may read: other nodes are not suggested.
+        access: Box<Access>,
+    },
     /// Commit what is queued and stop.
     Shutdown,
 }
@@ -125,7 +143,8 @@ impl HubCmd {
             | HubCmd::Mutate { graph, .. }
             | HubCmd::Refuse { graph, .. }
             | HubCmd::Subscribe { graph, .. }
-            | HubCmd::Presence { graph, .. } => Some(graph),
+            | HubCmd::Presence { graph, .. }
+            | HubCmd::Suggest { graph, .. } => Some(graph),
             HubCmd::Snapshot { graph, .. } => Some(graph),
             HubCmd::Shutdown => None,
         }
@@ -508,6 +527,14 @@ impl Hub {
                     let _ = reply.send(answer);
                 }
             }
+            HubCmd::Suggest {
+                graph,
+                session,
+                id,
+                for_node,
+                limit,
+                access,
+            } => self.suggest(&graph, session, id, &for_node, limit, &access),
             HubCmd::Shutdown => {}
         }
     }
@@ -576,6 +603,57 @@ impl Hub {
         }
     }
 
+    /// Answers a `gonzai.suggestion` ask, making the graph's Gonzai from
+    /// the committed snapshot the first time.
+    fn suggest(
+        &mut self,
+        graph: &Arc<str>,
+        session: SessionKey,
+        id: String,
+        for_node: &str,
+        limit: u32,
+        access: &Access,
+    ) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        let Some(shard) = entry.roster.member(session).map(|m| m.shard) else {
+            return;
+        };
+        let owner = &entry.owner;
+        let gonzai = entry
+            .gonzai
+            .get_or_insert_with(|| Gonzai::of(&owner.sync(None)));
+        let answer = if access.may_read(for_node) {
+            gonzai.ask(Some(for_node), Some(limit))
+        } else {
+            Err(AskError::UnknownNode(for_node.to_string()))
+        };
+        let outcome = match answer {
+            Ok(mut suggestions) => {
+                suggestions.retain(|s| access.may_read(&s.target));
+                stamped(
+                    format!("g-{id}"),
+                    Body::GonzaiSuggestion(GonzaiSuggestion {
+                        for_node: Some(for_node.to_string()),
+                        limit: None,
+                        suggestions: Some(suggestions),
+                    }),
+                )
+            }
+            Err(AskError::Invalid(message)) | Err(AskError::UnknownNode(message)) => stamped(
+                format!("e-g-{id}"),
+                Body::SystemError(SystemError {
+                    code: ErrorCode::Invalid,
+                    message: format!("no suggestions: {message}"),
+                    reference: Some(id),
+                    retry_after_ms: None,
+                }),
+            ),
+        };
+        self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+    }
+
     fn presence(&mut self, graph: &Arc<str>, session: SessionKey, body: Body) {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
@@ -635,6 +713,11 @@ impl Hub {
                 let releases = entry.owner.committed(upto, &commit);
                 if releases.is_empty() {
                     return;
+                }
+                if let Some(gonzai) = entry.gonzai.as_mut() {
+                    for r in &releases {
+                        gonzai.apply(&r.event.body);
+                    }
                 }
                 let idle = entry.is_idle();
                 self.metrics

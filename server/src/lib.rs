@@ -38,6 +38,7 @@ pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod frames;
+pub mod gonzai;
 pub mod graphs;
 pub mod http;
 pub mod hub;

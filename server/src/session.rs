@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gitmind_owner::{Origin, SessionKey};
 use gitmind_schema::message::{
-    RollbackReason, SystemError, SystemHeartbeat, SystemReconnect, UpdateRollback,
+    GonzaiSuggestion, RollbackReason, SystemError, SystemHeartbeat, SystemReconnect, UpdateRollback,
 };
 use gitmind_schema::{binary, json, Body, Codec, DecodeError, Envelope, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,6 +32,7 @@ use crate::auth::Access;
 use crate::config::Config;
 use crate::fanout::{Member, Refusal};
 use crate::frames::FrameWriter;
+use crate::gonzai;
 use crate::hub::HubCmd;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -182,6 +183,7 @@ pub async fn run(
         last_received: Instant::now(),
         throttles: Throttles::new(config.cursor_rate, config.presence_rate),
         writer: FrameWriter::default(),
+        gonzai_asks: (Instant::now(), 0),
         user: access.user_id.as_str().into(),
         expires: access.expires_at.map(|at| {
             let left = at.saturating_mul(1000).saturating_sub(now_ms());
@@ -291,6 +293,9 @@ fn frame_of(codec: Codec, bytes: Bytes) -> Message {
     }
 }
 
+/// The most `gonzai.suggestion` asks a session makes in a second.
+pub const GONZAI_ASKS_PER_SECOND: u32 = 20;
+
 /// A session's loop state.
 struct State<'a> {
     ctx: &'a SessionCtx,
@@ -308,6 +313,8 @@ struct State<'a> {
     writer: FrameWriter,
     /// What the session may do.
     access: Access,
+    /// Its `gonzai.suggestion` asks: the current second's start and count.
+    gonzai_asks: (Instant, u32),
     /// Its user, as the quotas know it.
     user: Arc<str>,
     /// When its credentials expire.
@@ -611,7 +618,8 @@ impl State<'_> {
             | Body::RegionUnsubscribe(_)
             | Body::QuerySubscribe(_)
             | Body::QueryUnsubscribe(_)) => self.subscribe(body, id),
-            Body::GonzaiSuggestion(_) | Body::ChaosTrigger(_) => self.refuse(
+            Body::GonzaiSuggestion(ask) => self.gonzai_suggestion(id, ask),
+            Body::ChaosTrigger(_) => self.refuse(
                 DecodeError::invalid(format!(
                     "`{}` is not available on this server yet",
                     ty.name()
@@ -660,6 +668,59 @@ impl State<'_> {
             return None;
         }
         self.subscriptions.sent(&body);
+        None
+    }
+
+    /// `gonzai.suggestion`: an ask is checked here (`for`, `limit`, at most
+    /// [`GONZAI_ASKS_PER_SECOND`]) and answered by the hub; sharing
+    /// suggestions is not available yet.
+    fn gonzai_suggestion(&mut self, id: String, ask: GonzaiSuggestion) -> Option<End> {
+        let Some(for_node) = ask.for_node else {
+            let what = if ask.suggestions.is_some() {
+                "sharing suggestions is not available on this server yet"
+            } else {
+                "`gonzai.suggestion` needs `for`"
+            };
+            return self.refuse(DecodeError::invalid(what).with_reference(Some(id)));
+        };
+        let limit = ask.limit.unwrap_or(gonzai::DEFAULT_LIMIT);
+        if !(1..=gonzai::MAX_LIMIT).contains(&limit) {
+            return self.refuse(
+                DecodeError::invalid(format!(
+                    "`limit` must be 1 to {}, not {limit}",
+                    gonzai::MAX_LIMIT
+                ))
+                .with_reference(Some(id)),
+            );
+        }
+        let now = Instant::now();
+        if now.duration_since(self.gonzai_asks.0) >= Duration::from_secs(1) {
+            self.gonzai_asks = (now, 0);
+        }
+        self.gonzai_asks.1 += 1;
+        let busy = if self.gonzai_asks.1 > GONZAI_ASKS_PER_SECOND {
+            Some("too many `gonzai.suggestion` asks from this session")
+        } else {
+            let cmd = HubCmd::Suggest {
+                graph: self.graph.clone(),
+                session: self.origin.session,
+                id: id.clone(),
+                for_node,
+                limit,
+                access: Box::new(self.access.clone()),
+            };
+            self.ctx
+                .hub
+                .try_send(cmd)
+                .err()
+                .map(|_| "the server is busy; ask again shortly")
+        };
+        if let Some(message) = busy {
+            if let Some(end) = self.count_error(ErrorCode::RateLimited) {
+                return Some(end);
+            }
+            self.push_error(ErrorCode::RateLimited, message.into(), Some(id), Some(1000));
+        }
         None
     }
 
