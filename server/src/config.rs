@@ -93,6 +93,9 @@ pub struct Config {
     /// `user.presence` and `selection.change` relayed per second per
     /// session, each; faster ones coalesce.
     pub presence_rate: u32,
+    /// `gonzai.suggestion` asks answered per session per second; beyond
+    /// it, `system.error` `rate_limited`.
+    pub gonzai_asks_per_second: u32,
     /// Joins, leaves and presence changes of a graph go out together, as
     /// one digest per this many milliseconds.
     pub presence_tick_ms: u64,
@@ -153,6 +156,7 @@ impl Default for Config {
             policy_close_cooldown_ms: 10_000,
             cursor_rate: 30,
             presence_rate: 10,
+            gonzai_asks_per_second: 20,
             presence_tick_ms: 100,
             max_mutations_in_flight: 1000,
             max_open_graphs: 10_000,
@@ -243,6 +247,7 @@ impl Config {
         if self.handshake_rate_per_user == 0
             || self.mutation_rate_per_user == 0
             || self.ephemeral_rate_per_user == 0
+            || self.gonzai_asks_per_second == 0
         {
             return Err("the rates per user must be positive".into());
         }

@@ -54,6 +54,9 @@ struct Args {
     /// after this many milliseconds.
     #[arg(long)]
     graph_idle_unload_ms: Option<u64>,
+    /// `gonzai.suggestion` asks answered per session per second.
+    #[arg(long)]
+    gonzai_asks_per_second: Option<u32>,
     /// Turn authentication on with the HS256 secret in this file
     /// (docs/security.md).
     #[arg(long, env = "GITMIND_JWT_SECRET_FILE")]
@@ -126,7 +129,8 @@ fn main() -> anyhow::Result<()> {
         max_frame_bytes,
         max_queue_bytes,
         heartbeat_ms,
-        graph_idle_unload_ms
+        graph_idle_unload_ms,
+        gonzai_asks_per_second
     );
     if let Some(cert) = &args.tls_cert {
         config.tls_cert = Some(cert.clone());

@@ -293,9 +293,6 @@ fn frame_of(codec: Codec, bytes: Bytes) -> Message {
     }
 }
 
-/// The most `gonzai.suggestion` asks a session makes in a second.
-pub const GONZAI_ASKS_PER_SECOND: u32 = 20;
-
 /// A session's loop state.
 struct State<'a> {
     ctx: &'a SessionCtx,
@@ -672,7 +669,7 @@ impl State<'_> {
     }
 
     /// `gonzai.suggestion`: an ask is checked here (`for`, `limit`, at most
-    /// [`GONZAI_ASKS_PER_SECOND`]) and answered by the hub; sharing
+    /// `gonzai_asks_per_second`) and answered by the hub; sharing
     /// suggestions is not available yet.
     fn gonzai_suggestion(&mut self, id: String, ask: GonzaiSuggestion) -> Option<End> {
         let Some(for_node) = ask.for_node else {
@@ -698,7 +695,7 @@ impl State<'_> {
             self.gonzai_asks = (now, 0);
         }
         self.gonzai_asks.1 += 1;
-        let busy = if self.gonzai_asks.1 > GONZAI_ASKS_PER_SECOND {
+        let busy = if self.gonzai_asks.1 > self.ctx.config.gonzai_asks_per_second {
             Some("too many `gonzai.suggestion` asks from this session")
         } else {
             let cmd = HubCmd::Suggest {

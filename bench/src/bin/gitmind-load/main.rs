@@ -23,6 +23,7 @@ mod idle;
 mod ramp;
 mod reconnect;
 mod result;
+mod suggest;
 mod viewports;
 
 use anyhow::Context as _;
@@ -127,6 +128,19 @@ enum Scenario {
     /// Sessions each with a bbox of its own over the Debian graph laid out
     /// in the plane, writers moving nodes: region fan-out (issue #17).
     Viewports(viewports::Options),
+    /// Link suggestions on the Debian graph (issue 18): writes
+    /// `perf-reports/gonzai.md`.
+    Suggest {
+        /// The dataset.
+        #[arg(long, default_value = "../shared/datasets/debian-bookworm.jsonl.zst")]
+        dataset: std::path::PathBuf,
+        /// The split's seed.
+        #[arg(long, default_value_t = 20261207)]
+        seed: u64,
+        /// Held-out edges (one per source).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,6 +151,11 @@ fn main() -> anyhow::Result<()> {
         args.secret = Some(secret.trim_end().as_bytes().to_vec());
         args.server_args.push("--jwt-secret-file".into());
         args.server_args.push(path.display().to_string());
+    }
+    if matches!(args.scenario, Scenario::Suggest { .. }) {
+        // The evaluation asks one after another, faster than a person.
+        args.server_args.push("--gonzai-asks-per-second".into());
+        args.server_args.push("1000000".into());
     }
     if matches!(args.scenario, Scenario::Hostile(_)) {
         // Flooded graph names are released after this idle time: short, so
@@ -168,6 +187,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => ServerUnderTest::start(&args.server_args).await?,
     };
+    if let Scenario::Suggest {
+        dataset,
+        seed,
+        queries,
+    } = &args.scenario
+    {
+        let md = suggest::run(&server, dataset, *seed, *queries).await?;
+        let path = report::reports_dir()
+            .join(args.report.as_deref().unwrap_or("gonzai").to_string() + ".md");
+        std::fs::write(&path, &md)?;
+        println!("{md}\nreport: {}", path.display());
+        server.stop().await;
+        return Ok(());
+    }
     let machine = Machine::describe();
     let generator = CpuMeter::start(std::process::id());
     let (name, mut result, mut md) = match args.scenario.clone() {
@@ -189,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Reconnect { clients } => reconnect::run(&args, &mut server, clients).await?,
         Scenario::Hostile(options) => hostile::run(&args, &server, &options).await?,
         Scenario::Viewports(options) => viewports::run(&args, &server, &options).await?,
+        Scenario::Suggest { .. } => unreachable!("handled above"),
     };
     result.generator_cpu_percent = generator.percent();
     result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;

@@ -1,0 +1,234 @@
+//! `gitmind-load suggest`: the link-suggestion evaluation of issue 18, end
+//! to end through the protocol (docs/protocol.md 9), written to
+//! `perf-reports/gonzai.md`.
+//!
+//! The split: the sources with at least two `depends-on` edges, sorted by
+//! id, shuffled (Fisher-Yates, splitmix64 seeded with `--seed`); in that
+//! order, each source draws one of its `depends-on` targets (in file order)
+//! uniformly, and the pair is held out when the source has no other edge
+//! to that target, until `--queries` pairs are held. Everything else is
+//! imported; each held-out source is asked `{for: s, limit: 50}` and the
+//! rank of its target is read after dropping `s` and what `s` links to.
+//! "Harder" queries are those whose target is not among the 100 most
+//! depended-on nodes of the imported graph.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gitmind_bench::conn::{Codec, Conn};
+use gitmind_bench::machine::Machine;
+use gitmind_bench::server::ServerUnderTest;
+use gitmind_client::dataset::Dataset;
+use gitmind_client::import::Importer;
+use gitmind_client::{Client, ClientConfig};
+use gitmind_schema::message::GonzaiSuggestion;
+use gitmind_schema::{Body, Envelope};
+use gitmind_server::gonzai::suggest::SplitMix;
+
+/// Runs the evaluation and writes the report.
+pub async fn run(
+    server: &ServerUnderTest,
+    dataset: &std::path::Path,
+    seed: u64,
+    queries: usize,
+) -> anyhow::Result<String> {
+    let data = Dataset::read(dataset).with_context(|| format!("reading {}", dataset.display()))?;
+    // The split.
+    let mut deps: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut pairs: HashMap<(&str, &str), usize> = HashMap::new();
+    for e in &data.edges {
+        if e.edge_type == "depends-on" {
+            deps.entry(&e.source).or_default().push(&e.target);
+        }
+        *pairs.entry((&e.source, &e.target)).or_default() += 1;
+    }
+    let mut sources: Vec<&str> = deps
+        .iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .map(|(k, _)| *k)
+        .collect();
+    sources.sort_unstable();
+    let mut rng = SplitMix(seed);
+    for i in (1..sources.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        sources.swap(i, j);
+    }
+    let mut held: Vec<(&str, &str)> = Vec::new();
+    for &s in &sources {
+        if held.len() >= queries {
+            break;
+        }
+        let v = &deps[s];
+        let t = v[(rng.next() % v.len() as u64) as usize];
+        if pairs[&(s, t)] == 1 {
+            held.push((s, t));
+        }
+    }
+    let hidden: HashSet<(&str, &str)> = held.iter().copied().collect();
+    let train: Vec<_> = data
+        .edges
+        .iter()
+        .filter(|e| !(e.edge_type == "depends-on" && hidden.contains(&(&*e.source, &*e.target))))
+        .cloned()
+        .collect();
+    let mut indeg: HashMap<&str, usize> = HashMap::new();
+    let mut links: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for e in &train {
+        if e.edge_type == "depends-on" {
+            *indeg.entry(&e.target).or_default() += 1;
+        }
+        links.entry(&e.source).or_default().insert(&e.target);
+    }
+    let mut popular: Vec<(&str, usize)> = indeg.into_iter().collect();
+    popular.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let top100: HashSet<&str> = popular.iter().take(100).map(|p| p.0).collect();
+
+    // The import.
+    let graph = format!("gonzai-eval-{seed}");
+    let started = Instant::now();
+    let mut config = ClientConfig::new(format!("ws://{}", server.addr), graph.clone());
+    config.user = Some("importer".into());
+    let (client, _events) = Client::connect(config).await.context("connecting")?;
+    let mut importer = Importer::new(client.clone());
+    for n in &data.nodes {
+        importer.node(n.clone(), 300).await?;
+    }
+    for e in &train {
+        importer.edge(e.clone(), 100).await?;
+    }
+    let (nodes, edges) = importer.finish().await?;
+    client.close().await;
+    let import_time = started.elapsed();
+    println!("imported {nodes} nodes, {edges} edges in {import_time:.1?}");
+
+    // The asks.
+    let mut conn = Conn::connect(
+        server.addr,
+        None,
+        &format!("/v1/graphs/{graph}?user=evaluator"),
+        Codec::Binary,
+    )
+    .await?;
+    let ask = |n: usize, for_node: &str| {
+        Envelope::new(
+            format!("q{n}"),
+            Body::GonzaiSuggestion(GonzaiSuggestion {
+                for_node: Some(for_node.to_string()),
+                limit: Some(50),
+                suggestions: None,
+            }),
+        )
+    };
+    let first = Instant::now();
+    conn.send(&ask(0, held[0].0)).await?;
+    answer(&mut conn, "q0").await?;
+    let build_time = first.elapsed();
+    let (mut h1, mut h10, mut h50, mut mrr, mut harder, mut harder_h10) = (0, 0, 0, 0.0, 0, 0);
+    let mut latencies = Vec::new();
+    for (n, &(s, t)) in held.iter().enumerate() {
+        let id = format!("q{}", n + 1);
+        let at = Instant::now();
+        conn.send(&ask(n + 1, s)).await?;
+        let suggestions = answer(&mut conn, &id).await?;
+        latencies.push(at.elapsed());
+        let own = links.get(s);
+        let rank = suggestions
+            .iter()
+            .filter(|x| x.as_str() != s && !own.is_some_and(|o| o.contains(x.as_str())))
+            .position(|x| x == t);
+        if let Some(r) = rank {
+            h1 += usize::from(r < 1);
+            h10 += usize::from(r < 10);
+            h50 += 1;
+            mrr += 1.0 / (r as f64 + 1.0);
+        }
+        if !top100.contains(t) {
+            harder += 1;
+            harder_h10 += usize::from(rank.is_some_and(|r| r < 10));
+        }
+    }
+    latencies.sort_unstable();
+    let q = held.len() as f64;
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
+    let machine = Machine::describe();
+    let md = format!(
+        "# Gonzai link suggestions: evaluation on the Debian graph\n\n\
+Made by `gitmind-load suggest --seed {seed} --queries {queries}` (bench crate), through the\n\
+protocol: the graph imported into a fresh `gitmind-server` (release build) with the\n\
+`gitmind-client` importer, then one `gonzai.suggestion {{for, limit: 50}}` at a time on one\n\
+binary-codec connection, the server otherwise idle.\n\n\
+Machine: {}.\n\n\
+## The split\n\n\
+- Dataset: `{}` ({} nodes, {} edges).\n\
+- Sources: every node with at least two `depends-on` edges, sorted by id, then shuffled\n  \
+(Fisher-Yates from the last index down, `j = next() % (i + 1)`) by splitmix64 seeded with {seed}.\n\
+- In that order each source draws one of its `depends-on` targets (in file order) with\n  \
+`next() % count`, and the pair is held out when the source has no other edge to that\n  \
+target; until {queries} pairs are held ({} held).\n\
+- Everything else is imported ({} edges). \"Harder\": the target is not among the 100 most\n  \
+depended-on nodes of the imported graph ({} of the queries).\n\
+- The rank of the target is read after dropping the source and every node it links to\n  \
+(the server already leaves those out).\n\n\
+## Figures\n\n\
+| hits@1 | hits@10 | hits@50 | MRR | harder hits@10 | target hits@10 | target harder hits@10 |\n\
+|---|---|---|---|---|---|---|\n\
+| {:.3} | **{:.3}** | {:.3} | {:.3} | **{:.3}** | 0.80 | 0.65 |\n\n\
+Latency per ask (send to answer, one at a time): mean {:.2} ms, median {:.2} ms, p90 {:.2} ms,\n\
+p99 {:.2} ms, max {:.2} ms. The first ask builds the graph's model from the committed snapshot:\n\
+{:.2} s (not in the figures). Import: {:.1} s.\n",
+        machine.line(),
+        dataset.display(),
+        data.nodes.len(),
+        data.edges.len(),
+        held.len(),
+        train.len(),
+        harder,
+        f64::from(h1 as u32) / q,
+        f64::from(h10 as u32) / q,
+        f64::from(h50 as u32) / q,
+        mrr / q,
+        f64::from(harder_h10 as u32) / f64::from(harder.max(1) as u32),
+        mean.as_secs_f64() * 1e3,
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.9).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+        build_time.as_secs_f64(),
+        import_time.as_secs_f64(),
+    );
+    conn.send(&Envelope::new(
+        "bye",
+        Body::SystemHeartbeat(Default::default()),
+    ))
+    .await
+    .ok();
+    Ok(md)
+}
+
+/// Reads until the answer to `id`: its targets in order.
+async fn answer(conn: &mut Conn, id: &str) -> anyhow::Result<Vec<String>> {
+    let want = format!("g-{id}");
+    loop {
+        let Some(batch) = tokio::time::timeout(Duration::from_secs(60), conn.recv()).await?? else {
+            anyhow::bail!("the connection closed");
+        };
+        for e in batch {
+            match &e.body {
+                Body::GonzaiSuggestion(g) if e.id == want => {
+                    return Ok(g
+                        .suggestions
+                        .iter()
+                        .flatten()
+                        .map(|s| s.target.clone())
+                        .collect());
+                }
+                Body::SystemError(err) if err.reference.as_deref() == Some(id) => {
+                    anyhow::bail!("{id}: {}", err.message)
+                }
+                _ => {}
+            }
+        }
+    }
+}
