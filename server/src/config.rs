@@ -96,6 +96,16 @@ pub struct Config {
     /// `gonzai.suggestion` asks answered per session per second; beyond
     /// it, `system.error` `rate_limited`.
     pub gonzai_asks_per_second: u32,
+    /// A committed change is sent as `gonzai.discover` to each session whose
+    /// focus it is more relevant to than this (0 to 1).
+    pub gonzai_discover_threshold: f64,
+    /// `gonzai.discover` sent per session per second, at most.
+    pub gonzai_discoveries_per_second: u32,
+    /// The seed of chaos's draws (`None`: from the clock).
+    pub gonzai_seed: Option<u64>,
+    /// A session's `chaos.trigger` is taken at most once per this many
+    /// milliseconds; sooner, `system.error` `rate_limited`.
+    pub chaos_interval_ms: u64,
     /// Joins, leaves and presence changes of a graph go out together, as
     /// one digest per this many milliseconds.
     pub presence_tick_ms: u64,
@@ -157,6 +167,10 @@ impl Default for Config {
             cursor_rate: 30,
             presence_rate: 10,
             gonzai_asks_per_second: 20,
+            gonzai_discover_threshold: 0.7,
+            gonzai_discoveries_per_second: 2,
+            gonzai_seed: None,
+            chaos_interval_ms: 1000,
             presence_tick_ms: 100,
             max_mutations_in_flight: 1000,
             max_open_graphs: 10_000,
@@ -248,6 +262,7 @@ impl Config {
             || self.mutation_rate_per_user == 0
             || self.ephemeral_rate_per_user == 0
             || self.gonzai_asks_per_second == 0
+            || self.gonzai_discoveries_per_second == 0
         {
             return Err("the rates per user must be positive".into());
         }

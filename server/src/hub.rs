@@ -24,13 +24,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
-use gitmind_schema::message::{ErrorCode, GonzaiSuggestion, RollbackReason, SystemError};
+use gitmind_schema::message::{
+    ChaosTrigger, ErrorCode, GonzaiSuggestion, RollbackReason, SystemError,
+};
 use gitmind_schema::{Body, Codec, Envelope};
 
 use crate::auth::Access;
 use crate::config::Config;
 use crate::fanout::{self, Member, Refusal, Released, ShardLink, ShardMsg};
-use crate::gonzai::{AskError, Gonzai};
+use crate::gonzai::suggest::SplitMix;
+use crate::gonzai::{self, AskError, Gonzai};
 use crate::graphs::{Graph, Graphs, Place};
 use crate::metrics::Metrics;
 use crate::persist::{Loaded, PersistEvent, Persister};
@@ -129,6 +132,15 @@ pub enum HubCmd {
         /// What the session may read: other nodes are not suggested.
         access: Box<Access>,
     },
+    /// `chaos.trigger` from a session, already checked (intensity, rate).
+    Chaos {
+        /// The graph.
+        graph: Arc<str>,
+        /// Who starts it.
+        session: SessionKey,
+        /// How much chaos, 0 to 1.
+        intensity: f64,
+    },
     /// Commit what is queued and stop.
     Shutdown,
 }
@@ -144,7 +156,8 @@ impl HubCmd {
             | HubCmd::Refuse { graph, .. }
             | HubCmd::Subscribe { graph, .. }
             | HubCmd::Presence { graph, .. }
-            | HubCmd::Suggest { graph, .. } => Some(graph),
+            | HubCmd::Suggest { graph, .. }
+            | HubCmd::Chaos { graph, .. } => Some(graph),
             HubCmd::Snapshot { graph, .. } => Some(graph),
             HubCmd::Shutdown => None,
         }
@@ -188,7 +201,14 @@ pub struct Hub {
     /// Graphs with presence notices not yet sent, and when they are due.
     noticed: Vec<Arc<str>>,
     digest_due: Option<Instant>,
+    /// What Gonzai's discoveries follow.
+    gonzai: gonzai::Settings,
+    /// Chaos's draws.
+    chaos_rng: SplitMix,
 }
+
+/// What a session reached by chaos is told.
+pub const CHAOS_MESSAGE: &str = "Chaos is contagious! 🐵";
 
 impl Hub {
     /// A hub with no graph open; `stored` are the graphs in git
@@ -215,6 +235,11 @@ impl Hub {
             dirty: Vec::new(),
             noticed: Vec::new(),
             digest_due: None,
+            gonzai: gonzai::Settings {
+                threshold: config.gonzai_discover_threshold,
+                per_second: config.gonzai_discoveries_per_second,
+            },
+            chaos_rng: SplitMix(config.gonzai_seed.unwrap_or_else(now_ms)),
         }
     }
 
@@ -535,6 +560,11 @@ impl Hub {
                 limit,
                 access,
             } => self.suggest(&graph, session, id, &for_node, limit, &access),
+            HubCmd::Chaos {
+                graph,
+                session,
+                intensity,
+            } => self.chaos(&graph, session, intensity),
             HubCmd::Shutdown => {}
         }
     }
@@ -654,6 +684,47 @@ impl Hub {
         self.shards[shard].send(ShardMsg::Outcome { session, outcome });
     }
 
+    /// Spreads chaos from a session to those focused within two links of
+    /// its focus, each with its chaos affinity.
+    fn chaos(&mut self, graph: &Arc<str>, session: SessionKey, intensity: f64) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        let Some(initiator) = entry.roster.member(session).map(|m| m.user_id.clone()) else {
+            return;
+        };
+        let mut watchers = entry.roster.watchers();
+        let Some(focus) = watchers
+            .iter()
+            .find(|w| w.session == session)
+            .map(|w| w.focus.to_string())
+        else {
+            return;
+        };
+        let owner = &entry.owner;
+        let gonzai = entry
+            .gonzai
+            .get_or_insert_with(|| Gonzai::of(&owner.sync(None)));
+        let reached = gonzai.chaos(&focus, session, &mut watchers, &mut self.chaos_rng);
+        for to in reached {
+            let Some(member) = entry.roster.member(to) else {
+                continue;
+            };
+            let outcome = stamped(
+                format!("x-{session}-{to}"),
+                Body::ChaosTrigger(ChaosTrigger {
+                    intensity: Some(intensity),
+                    initiator: Some(initiator.clone()),
+                    message: Some(CHAOS_MESSAGE.into()),
+                }),
+            );
+            self.shards[member.shard].send(ShardMsg::Outcome {
+                session: to,
+                outcome,
+            });
+        }
+    }
+
     fn presence(&mut self, graph: &Arc<str>, session: SessionKey, body: Body) {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
@@ -714,11 +785,37 @@ impl Hub {
                 if releases.is_empty() {
                     return;
                 }
+                // Gonzai: the model follows each change, and the sessions
+                // looking at something near it may hear of it (sent after
+                // the change itself, below).
+                let watchers = entry.roster.watchers();
+                if entry.gonzai.is_none() && !watchers.is_empty() {
+                    // The committed graph includes these changes already;
+                    // applying them again below changes nothing.
+                    entry.gonzai = Some(Gonzai::of(&entry.owner.sync(None)));
+                }
+                let mut discoveries = Vec::new();
                 if let Some(gonzai) = entry.gonzai.as_mut() {
+                    let now = Instant::now();
                     for r in &releases {
                         gonzai.apply(&r.event.body);
+                        if !watchers.is_empty() {
+                            discoveries.extend(gonzai.discover(
+                                &self.gonzai,
+                                r.seq,
+                                &r.event,
+                                &r.recipients,
+                                &watchers,
+                                now,
+                            ));
+                        }
                     }
                 }
+                let discoveries: Vec<(usize, SessionKey, Envelope)> = discoveries
+                    .into_iter()
+                    .filter_map(|(s, e)| Some((entry.roster.member(s)?.shard, s, e)))
+                    .collect();
+                drop(watchers);
                 let idle = entry.is_idle();
                 self.metrics
                     .changes_committed
@@ -769,6 +866,9 @@ impl Hub {
                         items: items.clone(),
                         at,
                     });
+                }
+                for (shard, session, outcome) in discoveries {
+                    self.shards[shard].send(ShardMsg::Outcome { session, outcome });
                 }
                 if idle {
                     self.graphs.settle(&name, at);

@@ -120,6 +120,21 @@ impl Roster {
         Some(notice(member, body))
     }
 
+    /// The sessions that show a `focus`, with their chaos affinity (0.5
+    /// when not given), for Gonzai.
+    pub fn watchers(&self) -> Vec<crate::gonzai::Watcher<'_>> {
+        self.members
+            .iter()
+            .filter_map(|(&session, (_, state))| {
+                Some(crate::gonzai::Watcher {
+                    session,
+                    focus: state.presence.focus.as_deref()?,
+                    chaos_affinity: state.presence.chaos_affinity.unwrap_or(0.5),
+                })
+            })
+            .collect()
+    }
+
     /// Whether notices wait for the next digest.
     pub fn has_notices(&self) -> bool {
         !self.notices.is_empty()

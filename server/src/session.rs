@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gitmind_owner::{Origin, SessionKey};
 use gitmind_schema::message::{
-    GonzaiSuggestion, RollbackReason, SystemError, SystemHeartbeat, SystemReconnect, UpdateRollback,
+    ChaosTrigger, GonzaiSuggestion, RollbackReason, SystemError, SystemHeartbeat, SystemReconnect,
+    UpdateRollback,
 };
 use gitmind_schema::{binary, json, Body, Codec, DecodeError, Envelope, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -184,6 +185,7 @@ pub async fn run(
         throttles: Throttles::new(config.cursor_rate, config.presence_rate),
         writer: FrameWriter::default(),
         gonzai_asks: (Instant::now(), 0),
+        last_chaos: None,
         user: access.user_id.as_str().into(),
         expires: access.expires_at.map(|at| {
             let left = at.saturating_mul(1000).saturating_sub(now_ms());
@@ -312,6 +314,8 @@ struct State<'a> {
     access: Access,
     /// Its `gonzai.suggestion` asks: the current second's start and count.
     gonzai_asks: (Instant, u32),
+    /// When its last `chaos.trigger` was taken.
+    last_chaos: Option<Instant>,
     /// Its user, as the quotas know it.
     user: Arc<str>,
     /// When its credentials expire.
@@ -616,13 +620,7 @@ impl State<'_> {
             | Body::QuerySubscribe(_)
             | Body::QueryUnsubscribe(_)) => self.subscribe(body, id),
             Body::GonzaiSuggestion(ask) => self.gonzai_suggestion(id, ask),
-            Body::ChaosTrigger(_) => self.refuse(
-                DecodeError::invalid(format!(
-                    "`{}` is not available on this server yet",
-                    ty.name()
-                ))
-                .with_reference(Some(id)),
-            ),
+            Body::ChaosTrigger(trigger) => self.chaos_trigger(id, trigger),
             _ => self.refuse(
                 DecodeError::invalid(format!(
                     "`{}` is sent by the server, not by clients",
@@ -717,6 +715,51 @@ impl State<'_> {
                 return Some(end);
             }
             self.push_error(ErrorCode::RateLimited, message.into(), Some(id), Some(1000));
+        }
+        None
+    }
+
+    /// `chaos.trigger`: `intensity` 0 to 1 (0.5 when not given), at most one
+    /// per `chaos_interval_ms`; spread by the hub.
+    fn chaos_trigger(&mut self, id: String, trigger: ChaosTrigger) -> Option<End> {
+        let intensity = trigger.intensity.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&intensity)
+            || trigger.initiator.is_some()
+            || trigger.message.is_some()
+        {
+            return self.refuse(
+                DecodeError::invalid("`chaos.trigger` takes only `intensity`, 0 to 1")
+                    .with_reference(Some(id)),
+            );
+        }
+        let now = Instant::now();
+        let interval = Duration::from_millis(self.ctx.config.chaos_interval_ms);
+        let early = self
+            .last_chaos
+            .is_some_and(|at| now.duration_since(at) < interval);
+        let refused = if early {
+            Some("chaos is already spreading from this session; wait a moment")
+        } else {
+            self.last_chaos = Some(now);
+            let cmd = HubCmd::Chaos {
+                graph: self.graph.clone(),
+                session: self.origin.session,
+                intensity,
+            };
+            self.ctx
+                .hub
+                .try_send(cmd)
+                .err()
+                .map(|_| "the server is busy; try again shortly")
+        };
+        if let Some(message) = refused {
+            if let Some(end) = self.count_error(ErrorCode::RateLimited) {
+                return Some(end);
+            }
+            let wait = u64::try_from(interval.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            self.push_error(ErrorCode::RateLimited, message.into(), Some(id), Some(wait));
         }
         None
     }

@@ -219,3 +219,218 @@ async fn asks_are_rate_limited_per_session() {
         assert!(answered <= 20, "{codec}: at most 20 a second: {answered}");
     }
 }
+
+async fn focus(c: &mut Client, node: &str, chaos_affinity: Option<f64>) {
+    let id = c.id();
+    c.send(&Envelope::new(
+        id,
+        Body::UserPresence(UserPresence {
+            status: PresenceStatus::Active,
+            focus: Some(node.into()),
+            display_name: None,
+            color: None,
+            chaos_affinity,
+        }),
+    ))
+    .await;
+}
+
+/// Everything `c` receives until the answer to a suggestion ask made now
+/// (which the hub handles after everything sent before it).
+async fn drain(c: &mut Client) -> Vec<Envelope> {
+    let id = c.id();
+    c.send(&Envelope::new(
+        id.clone(),
+        Body::GonzaiSuggestion(GonzaiSuggestion {
+            for_node: Some("pkg:libx".into()),
+            limit: Some(1),
+            suggestions: None,
+        }),
+    ))
+    .await;
+    let mut seen = Vec::new();
+    loop {
+        let e = c.recv().await;
+        if e.id == format!("g-{id}") {
+            return seen;
+        }
+        seen.push(e);
+    }
+}
+
+fn discoveries(seen: &[Envelope]) -> Vec<GonzaiDiscover> {
+    seen.iter()
+        .filter_map(|e| match &e.body {
+            Body::GonzaiDiscover(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn discoveries_reach_the_sessions_focused_near_a_change_above_the_threshold() {
+    for codec in CODECS {
+        for (threshold, expect_near) in [(0.7, true), (0.8, false)] {
+            let server = TestServer::start_with(|c| c.gonzai_discover_threshold = threshold);
+            let mut alice = server.connect("g", "alice", codec).await;
+            seed(&mut alice).await;
+            let mut on_app6 = server.connect("g", "bob", codec).await;
+            let mut on_libx = server.connect("g", "carol", codec).await;
+            let mut on_libz = server.connect("g", "dave", codec).await;
+            focus(&mut on_app6, "pkg:app6", None).await;
+            focus(&mut on_libx, "pkg:libx", None).await;
+            focus(&mut on_libz, "pkg:libz", None).await;
+            for c in [&mut on_app6, &mut on_libx, &mut on_libz] {
+                drain(c).await;
+            }
+            drain(&mut alice).await;
+            edge(&mut alice, "pkg:app6", "pkg:liby").await;
+            // The node itself: relevance 1.
+            let got = discoveries(&drain(&mut on_app6).await);
+            assert_eq!(got.len(), 1, "{codec}: {got:?}");
+            assert_eq!(got[0].event.event_type, "edge.create");
+            assert_eq!(got[0].event.id, "pkg:app6 -[depends-on]-> pkg:liby");
+            assert!(got[0].relevance > threshold && got[0].relevance <= 1.0);
+            assert_eq!(got[0].animation, "bounce-excitedly");
+            assert!(!got[0].suggestion.is_empty());
+            // One link away, nothing shared: 0.75.
+            let near = discoveries(&drain(&mut on_libx).await);
+            assert_eq!(
+                near.len(),
+                usize::from(expect_near),
+                "{codec} {threshold}: {near:?}"
+            );
+            if let Some(d) = near.first() {
+                assert!((d.relevance - 0.75).abs() < 0.01, "{d:?}");
+            }
+            // Not connected: nothing; nor to the author.
+            assert!(discoveries(&drain(&mut on_libz).await).is_empty());
+            assert!(discoveries(&drain(&mut alice).await).is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn discoveries_are_rate_limited_per_session() {
+    for codec in CODECS {
+        let server = TestServer::start_with(|c| c.gonzai_discoveries_per_second = 2);
+        let mut alice = server.connect("g", "alice", codec).await;
+        seed(&mut alice).await;
+        let mut bob = server.connect("g", "bob", codec).await;
+        focus(&mut bob, "pkg:app6", None).await;
+        drain(&mut bob).await;
+        let started = std::time::Instant::now();
+        for i in 0..6 {
+            let id = format!("pkg:new{i}");
+            node(&mut alice, &id).await;
+            edge(&mut alice, "pkg:app6", &id).await;
+        }
+        let got = discoveries(&drain(&mut bob).await);
+        if started.elapsed() < std::time::Duration::from_millis(900) {
+            assert_eq!(got.len(), 2, "{codec}: {got:?}");
+        } else {
+            assert!(got.len() >= 2 && got.len() < 6, "{codec}: {got:?}");
+        }
+    }
+}
+
+async fn chaos(c: &mut Client, intensity: Option<f64>) -> String {
+    let id = c.id();
+    c.send(&Envelope::new(
+        id.clone(),
+        Body::ChaosTrigger(ChaosTrigger {
+            intensity,
+            initiator: None,
+            message: None,
+        }),
+    ))
+    .await;
+    id
+}
+
+fn chaos_seen(seen: &[Envelope]) -> Vec<ChaosTrigger> {
+    seen.iter()
+        .filter_map(|e| match &e.body {
+            Body::ChaosTrigger(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn chaos_spreads_within_two_hops_by_affinity_with_a_fixed_seed() {
+    for codec in CODECS {
+        let mut reached_by_seed = Vec::new();
+        for _ in 0..2 {
+            let server = TestServer::start_with(|c| c.gonzai_seed = Some(7));
+            let mut alice = server.connect("g", "alice", codec).await;
+            seed(&mut alice).await;
+            focus(&mut alice, "pkg:app1", None).await;
+            // app2 is two links from app1 (both depend on libx).
+            let mut sure = server.connect("g", "sure", codec).await;
+            focus(&mut sure, "pkg:app2", Some(1.0)).await;
+            let mut never = server.connect("g", "never", codec).await;
+            focus(&mut never, "pkg:app3", Some(0.0)).await;
+            let mut far = server.connect("g", "far", codec).await;
+            focus(&mut far, "pkg:libz", Some(1.0)).await;
+            let mut halves = Vec::new();
+            for i in 0..8 {
+                let mut c = server.connect("g", &format!("half{i}"), codec).await;
+                focus(&mut c, "pkg:libx", None).await;
+                halves.push(c);
+            }
+            for c in [&mut alice, &mut sure, &mut never, &mut far] {
+                drain(c).await;
+            }
+            for c in &mut halves {
+                drain(c).await;
+            }
+            chaos(&mut alice, Some(0.7)).await;
+            // Alice's ask after it is handled after it.
+            assert!(
+                chaos_seen(&drain(&mut alice).await).is_empty(),
+                "not to the initiator"
+            );
+            let got = chaos_seen(&drain(&mut sure).await);
+            assert_eq!(got.len(), 1, "{codec}: {got:?}");
+            assert_eq!(got[0].initiator.as_deref(), Some("alice"));
+            assert_eq!(got[0].intensity, Some(0.7));
+            assert_eq!(got[0].message.as_deref(), Some("Chaos is contagious! 🐵"));
+            assert!(chaos_seen(&drain(&mut never).await).is_empty());
+            assert!(chaos_seen(&drain(&mut far).await).is_empty());
+            let mut reached = Vec::new();
+            for (i, c) in halves.iter_mut().enumerate() {
+                if !chaos_seen(&drain(c).await).is_empty() {
+                    reached.push(i);
+                }
+            }
+            // Rate: a second trigger at once is refused; bad intensity too.
+            let again = chaos(&mut alice, None).await;
+            let e = alice
+                .recv_until("the refusal", |e| matches!(&e.body, Body::SystemError(err) if err.reference.as_deref() == Some(again.as_str())))
+                .await;
+            let Body::SystemError(err) = e.body else {
+                unreachable!()
+            };
+            assert_eq!(err.code, ErrorCode::RateLimited);
+            let bad = chaos(&mut alice, Some(2.0)).await;
+            let e = alice
+                .recv_until("the refusal", |e| matches!(&e.body, Body::SystemError(err) if err.reference.as_deref() == Some(bad.as_str())))
+                .await;
+            let Body::SystemError(err) = e.body else {
+                unreachable!()
+            };
+            assert_eq!(err.code, ErrorCode::Invalid);
+            reached_by_seed.push(reached);
+        }
+        assert_eq!(
+            reached_by_seed[0], reached_by_seed[1],
+            "{codec}: the same seed spreads the same way"
+        );
+        assert!(
+            !reached_by_seed[0].is_empty() && reached_by_seed[0].len() < 8,
+            "{codec}: about half of 8 at affinity 0.5: {:?}",
+            reached_by_seed[0]
+        );
+    }
+}

@@ -1,5 +1,7 @@
 //! Gonzai, the graph's companion (docs/protocol.md 9): link suggestions
-//! (`gonzai.suggestion`) from a model of the committed graph.
+//! (`gonzai.suggestion`) from a model of the committed graph, discoveries
+//! (`gonzai.discover`: a committed change relevant to a session's focus) and
+//! contagious chaos (`chaos.trigger`).
 //!
 //! The hub keeps one [`Gonzai`] per open graph, made from the committed
 //! snapshot the first time a session asks for suggestions, and updated from
@@ -9,12 +11,38 @@
 
 pub mod suggest;
 
-use gitmind_owner::SyncData;
-use gitmind_schema::message::{BatchOp, Suggestion};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gitmind_owner::{SessionKey, SyncData};
+use gitmind_schema::message::{BatchOp, DiscoverEvent, GonzaiDiscover, Suggestion};
 use gitmind_schema::model::{Node, PropValue};
 use gitmind_schema::Body;
 
-use self::suggest::{Model, NodeText, Scratch};
+use self::suggest::{Model, NodeText, Scratch, SplitMix};
+
+/// What Gonzai is told by the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// A change is a discovery for a session above this relevance.
+    pub threshold: f64,
+    /// At most this many discoveries per session per second.
+    pub per_second: u32,
+}
+
+/// The animation hint of every discovery.
+pub const ANIMATION: &str = "bounce-excitedly";
+
+/// A session looking at a node.
+#[derive(Debug, Clone)]
+pub struct Watcher<'a> {
+    /// The session.
+    pub session: SessionKey,
+    /// The node it looks at (its presence's `focus`).
+    pub focus: &'a str,
+    /// How readily chaos spreads to it (0 to 1; 0.5 when not given).
+    pub chaos_affinity: f64,
+}
 
 /// The most suggestions one ask may want.
 pub const MAX_LIMIT: u32 = 100;
@@ -35,6 +63,9 @@ pub enum AskError {
 pub struct Gonzai {
     model: Model,
     scratch: Scratch,
+    /// Discoveries sent to each session in the current second: its start
+    /// and count.
+    sent: HashMap<SessionKey, (Instant, u32)>,
 }
 
 fn prop<'a>(node: &'a Node, key: &str) -> &'a str {
@@ -66,6 +97,61 @@ fn split_edge_id(id: &str) -> Option<(&str, &str, &str)> {
     Some((source, ty, target))
 }
 
+/// The nodes an event touched (at most a few) and the id it names.
+fn touched(body: &Body) -> (Vec<String>, Option<String>) {
+    fn op(body: &BatchOp, nodes: &mut Vec<String>) -> Option<String> {
+        match body {
+            BatchOp::NodeCreate(c) => {
+                nodes.push(c.node.id.clone());
+                Some(c.node.id.clone())
+            }
+            BatchOp::NodeUpdate(u) => {
+                nodes.push(u.id.clone());
+                Some(u.id.clone())
+            }
+            BatchOp::EdgeCreate(c) => {
+                edge(&c.edge.source, &c.edge.edge_type, &c.edge.target, nodes)
+            }
+            BatchOp::EdgeUpdate(u) => {
+                let id = u.edge_id()?;
+                let (s, t, d) = split_edge_id(&id)?;
+                edge(s, t, d, nodes)
+            }
+            _ => None,
+        }
+    }
+    fn edge(source: &str, ty: &str, target: &str, nodes: &mut Vec<String>) -> Option<String> {
+        nodes.push(source.to_string());
+        nodes.push(target.to_string());
+        Some(gitmind_schema::model::Edge::make_id(source, ty, target))
+    }
+    let mut nodes = Vec::new();
+    let id = match body {
+        Body::NodeCreate(c) => op(&BatchOp::NodeCreate(c.clone()), &mut nodes),
+        Body::NodeUpdate(u) => {
+            nodes.push(u.id.clone());
+            Some(u.id.clone())
+        }
+        Body::EdgeCreate(c) => edge(
+            &c.edge.source,
+            &c.edge.edge_type,
+            &c.edge.target,
+            &mut nodes,
+        ),
+        Body::EdgeUpdate(u) => op(&BatchOp::EdgeUpdate(u.clone()), &mut nodes),
+        Body::BatchUpdate(b) => {
+            let mut first = None;
+            for o in b.ops.iter().take(8) {
+                let id = op(o, &mut nodes);
+                first = first.or(id);
+            }
+            first
+        }
+        _ => None,
+    };
+    (nodes, id)
+}
+
 impl Gonzai {
     /// Gonzai of a committed snapshot (a delta gives an empty model).
     pub fn of(sync: &SyncData) -> Self {
@@ -83,6 +169,7 @@ impl Gonzai {
         Gonzai {
             model,
             scratch: Scratch::default(),
+            sent: HashMap::new(),
         }
     }
 
@@ -173,6 +260,125 @@ impl Gonzai {
                 reason: s.reason,
             })
             .collect())
+    }
+
+    /// The discoveries of one committed event: for each watcher (not
+    /// `author`, the sessions that made it) whose focus is relevant enough
+    /// to a node the event touched, and who has not had its share this
+    /// second, a `gonzai.discover`.
+    pub fn discover(
+        &mut self,
+        settings: &Settings,
+        seq: u64,
+        event: &gitmind_schema::Envelope,
+        authors: &[SessionKey],
+        watchers: &[Watcher<'_>],
+        now: Instant,
+    ) -> Vec<(SessionKey, gitmind_schema::Envelope)> {
+        let mut out = Vec::new();
+        if watchers.is_empty() {
+            return out;
+        }
+        let (nodes, Some(id)) = touched(&event.body) else {
+            return out;
+        };
+        let nears: Vec<(u32, HashMap<u32, u8>)> = nodes
+            .iter()
+            .filter_map(|n| self.model.node(n))
+            .map(|b| {
+                let mut near = HashMap::new();
+                self.model.near(b, &mut near);
+                (b, near)
+            })
+            .collect();
+        for w in watchers {
+            if authors.contains(&w.session) {
+                continue;
+            }
+            let Some(f) = self.model.node(w.focus) else {
+                continue;
+            };
+            let Some((best, relevance)) = nears
+                .iter()
+                .filter_map(|(b, near)| Some((*b, self.model.relevance(f, *b, *near.get(&f)?))))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                continue;
+            };
+            if relevance <= settings.threshold {
+                continue;
+            }
+            let slot = self.sent.entry(w.session).or_insert((now, 0));
+            if now.duration_since(slot.0) >= Duration::from_secs(1) {
+                *slot = (now, 0);
+            }
+            if slot.1 >= settings.per_second {
+                continue;
+            }
+            slot.1 += 1;
+            let what = self.model.id(best).to_string();
+            let suggestion = if what == w.focus {
+                format!("{} changed: have a look", w.focus)
+            } else {
+                format!("{what} changed, near {}: link them?", w.focus)
+            };
+            out.push((
+                w.session,
+                crate::stamp::stamped(
+                    format!("d-{seq}"),
+                    Body::GonzaiDiscover(GonzaiDiscover {
+                        event: DiscoverEvent {
+                            event_type: event.body.message_type().name().to_string(),
+                            seq,
+                            id: id.clone(),
+                        },
+                        relevance: (relevance * 1000.0).round() / 1000.0,
+                        suggestion,
+                        animation: ANIMATION.into(),
+                    }),
+                ),
+            ));
+        }
+        if self.sent.len() > 4 * watchers.len() + 64 {
+            self.sent
+                .retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(1));
+        }
+        out
+    }
+
+    /// The sessions chaos spreads to from a session looking at `focus`:
+    /// each other watcher whose focus is within two links of it, with
+    /// probability its `chaos_affinity`, drawn from `rng` in session order.
+    pub fn chaos(
+        &mut self,
+        focus: &str,
+        initiator: SessionKey,
+        watchers: &mut [Watcher<'_>],
+        rng: &mut SplitMix,
+    ) -> Vec<SessionKey> {
+        let Some(f) = self.model.node(focus) else {
+            return Vec::new();
+        };
+        let mut near = HashMap::new();
+        self.model.near(f, &mut near);
+        watchers.sort_unstable_by_key(|w| w.session);
+        let mut out = Vec::new();
+        for w in watchers.iter() {
+            if w.session == initiator {
+                continue;
+            }
+            let Some(ix) = self.model.node(w.focus) else {
+                continue;
+            };
+            if !near.contains_key(&ix) {
+                continue;
+            }
+            let draw = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            if draw < w.chaos_affinity.clamp(0.0, 1.0) {
+                out.push(w.session);
+            }
+        }
+        out
     }
 
     /// The model (for tools and tests).
