@@ -373,7 +373,7 @@ impl Gonzai {
             if !near.contains_key(&ix) {
                 continue;
             }
-            let draw = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             if draw < w.chaos_affinity.clamp(0.0, 1.0) {
                 out.push(w.session);
             }

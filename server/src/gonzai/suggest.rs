@@ -880,11 +880,11 @@ impl Model {
     }
 
     fn score(&self, f: &[f32; FEATURES]) -> f64 {
-        let mut z = 0.0;
-        for k in 0..FEATURES {
-            z += self.weights[k] * f64::from(f[k]);
-        }
-        z
+        self.weights
+            .iter()
+            .zip(f)
+            .map(|(w, x)| w * f64::from(*x))
+            .sum()
     }
 
     /// Up to `limit` suggestions for `s`, by confidence (highest first),
@@ -1027,9 +1027,9 @@ impl Model {
         let mut sc = Scratch::default();
         let mut data: Vec<(Vec<[f32; FEATURES]>, usize)> = Vec::new();
         for _ in 0..sample.min(eligible.len() * 2) {
-            let s = eligible[(rng.next() % eligible.len() as u64) as usize];
+            let s = eligible[(rng.next_u64() % eligible.len() as u64) as usize];
             let out = &self.nodes[s as usize].out;
-            let (t, _) = out[(rng.next() % out.len() as u64) as usize];
+            let (t, _) = out[(rng.next_u64() % out.len() as u64) as usize];
             if out.iter().filter(|&&(x, _)| x == t).count() > 1 {
                 continue;
             }
@@ -1180,7 +1180,7 @@ pub struct SplitMix(pub u64);
 
 impl SplitMix {
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -51,7 +51,7 @@ pub async fn run(
     sources.sort_unstable();
     let mut rng = SplitMix(seed);
     for i in (1..sources.len()).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         sources.swap(i, j);
     }
     let mut held: Vec<(&str, &str)> = Vec::new();
@@ -60,7 +60,7 @@ pub async fn run(
             break;
         }
         let v = &deps[s];
-        let t = v[(rng.next() % v.len() as u64) as usize];
+        let t = v[(rng.next_u64() % v.len() as u64) as usize];
         if pairs[&(s, t)] == 1 {
             held.push((s, t));
         }
