@@ -18,6 +18,7 @@ use gitmind_schema::message::{
     NodeUpdate, Query, QueryResults, QuerySubscribe, QueryUnsubscribe, RegionFilter,
     RegionSubscribe, RegionUnsubscribe, SelectionChange, UserPresence,
 };
+use gitmind_schema::message::{ChaosTrigger, GonzaiSuggestion, Suggestion};
 use gitmind_schema::message::{
     GraphSync, RollbackReason, SyncMode, SystemError, SystemHeartbeat, UpdateConfirmed,
     UpdateConflictResolved, UpdateRollback,
@@ -154,6 +155,10 @@ pub enum Event {
     Query(QueryResults),
     /// The server could not take one of this client's messages.
     Error(SystemError),
+    /// Gonzai (protocol 9): a `gonzai.discover` (a change near this
+    /// session's focus), a `chaos.trigger` that reached this session, or
+    /// suggestions shared by another session.
+    Gonzai(Envelope),
     /// The connection was lost; the client reconnects after `delay`. A
     /// frame from the server that this client cannot read (over its frame
     /// limit, or not decodable) ends up here with the reason, so it is
@@ -191,6 +196,9 @@ pub enum ClientError {
     /// The message is not something a client can send.
     #[error("`{0}` cannot be sent by a client this way")]
     NotSendable(&'static str),
+    /// The server refused an ask (`system.error`).
+    #[error("refused ({code}): {message}", code = .0.code.name(), message = .0.message)]
+    Refused(SystemError),
 }
 
 /// Builds a mutation from the replica as it is when the client applies it.
@@ -212,6 +220,10 @@ enum Command {
     /// reconnect.
     Subscribe {
         body: Body,
+    },
+    Ask {
+        body: Body,
+        reply: oneshot::Sender<Result<Envelope, SystemError>>,
     },
     Close,
 }
@@ -258,6 +270,7 @@ impl Client {
             replica: replica.clone(),
             identity: identity.clone(),
             replies: HashMap::new(),
+            asks: HashMap::new(),
             sent: HashMap::new(),
             next_id: 0,
             ready: Some(ready_tx),
@@ -551,6 +564,56 @@ impl Client {
             .map_err(|_| self.closed())
     }
 
+    /// Link suggestions for `for_node` (protocol 9): at most `limit` (1 to
+    /// 100; the server's default, 10, when `None`), by confidence.
+    ///
+    /// # Errors
+    /// The client is closed or the connection was lost before the answer
+    /// (ask again), or the server refused the ask ([`ClientError::Refused`]:
+    /// an unknown node, `limit` out of range, too many asks).
+    pub async fn suggest(
+        &self,
+        for_node: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<Suggestion>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        let body = Body::GonzaiSuggestion(GonzaiSuggestion {
+            for_node: Some(for_node.to_string()),
+            limit,
+            suggestions: None,
+        });
+        self.commands
+            .send(Command::Ask { body, reply })
+            .await
+            .map_err(|_| self.closed())?;
+        match answer.await.map_err(|_| self.closed())? {
+            Ok(envelope) => match envelope.body {
+                Body::GonzaiSuggestion(g) => Ok(g.suggestions.unwrap_or_default()),
+                _ => Err(self.closed()),
+            },
+            Err(error) => Err(ClientError::Refused(error)),
+        }
+    }
+
+    /// Starts chaos (protocol 9): it spreads to the sessions focused near
+    /// this session's focus. `intensity` 0 to 1. Refusals (too soon, bad
+    /// intensity) arrive as [`Event::Error`]; the sessions it reaches get
+    /// [`Event::Gonzai`].
+    ///
+    /// # Errors
+    /// The client is closed.
+    pub async fn chaos(&self, intensity: Option<f64>) -> Result<(), ClientError> {
+        let body = Body::ChaosTrigger(ChaosTrigger {
+            intensity,
+            initiator: None,
+            message: None,
+        });
+        self.commands
+            .send(Command::Send { body })
+            .await
+            .map_err(|_| self.closed())
+    }
+
     /// The connection state, to watch.
     pub fn state(&self) -> watch::Receiver<State> {
         self.state.clone()
@@ -592,6 +655,9 @@ struct Worker {
     replica: Arc<Mutex<Replica>>,
     identity: Arc<Mutex<(String, String)>>,
     replies: HashMap<String, oneshot::Sender<Outcome>>,
+    /// Asks (`gonzai.suggestion`) waiting for their answer, by id; dropped
+    /// (the program sees the client closed) when the connection is lost.
+    asks: HashMap<String, oneshot::Sender<Result<Envelope, SystemError>>>,
     /// Mutations sent whose outcome the program still waits for, as last
     /// sent: a sync may settle one in the replica (its own event replayed)
     /// without an outcome; resending it gets the original outcome.
@@ -638,6 +704,8 @@ impl Worker {
             let lost = match connected {
                 Ok(transport) => {
                     let lost = self.serve(transport, &mut attempt).await;
+                    // Answers to asks on that connection will not come.
+                    self.asks.clear();
                     let Lost::Retry {
                         reason,
                         server_asked,
@@ -708,7 +776,7 @@ impl Worker {
                             let body = build(&self.lock());
                             self.local(body, reply);
                         }
-                        Some(Command::Send { .. }) => {}
+                        Some(Command::Send { .. } | Command::Ask { .. }) => {}
                         Some(Command::Subscribe { body }) => {
                             self.subscriptions.note(&body);
                             self.lock().set_partial(self.subscriptions.partial());
@@ -838,6 +906,11 @@ impl Worker {
                             self.local(body, reply).into_iter().collect()
                         }
                         Some(Command::Send { body }) => vec![Envelope::new(format!("e-{}", rand::random::<u32>()), body)],
+                        Some(Command::Ask { body, reply }) => {
+                            let id = format!("a-{}", rand::random::<u32>());
+                            self.asks.insert(id.clone(), reply);
+                            vec![Envelope::new(id, body)]
+                        }
                         Some(Command::Subscribe { body }) => {
                             self.subscriptions.note(&body);
                             self.lock().set_partial(self.subscriptions.partial());
@@ -940,7 +1013,29 @@ impl Worker {
                 let _ = self.events.send(Event::Presence(envelope)).await;
             }
             Body::SystemError(error) => {
-                let _ = self.events.send(Event::Error(error.clone())).await;
+                let ask = error.reference.as_ref().and_then(|r| self.asks.remove(r));
+                match ask {
+                    Some(reply) => {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    None => {
+                        let _ = self.events.send(Event::Error(error.clone())).await;
+                    }
+                }
+            }
+            Body::GonzaiSuggestion(_) | Body::GonzaiDiscover(_) | Body::ChaosTrigger(_) => {
+                let ask = envelope
+                    .id
+                    .strip_prefix("g-")
+                    .and_then(|id| self.asks.remove(id));
+                match ask {
+                    Some(reply) => {
+                        let _ = reply.send(Ok(envelope));
+                    }
+                    None => {
+                        let _ = self.events.send(Event::Gonzai(envelope)).await;
+                    }
+                }
             }
             Body::RegionSync(_) | Body::RegionEnter(_) | Body::RegionLeave(_) => {
                 self.lock().apply_region(&envelope);
@@ -1071,6 +1166,7 @@ impl Worker {
             let _ = ready.send(Err(ClientError::Closed(reason.to_owned())));
         }
         self.replies.clear();
+        self.asks.clear();
     }
 }
 

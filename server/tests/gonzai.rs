@@ -434,3 +434,58 @@ async fn chaos_spreads_within_two_hops_by_affinity_with_a_fixed_seed() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_client_library_asks_for_suggestions_and_hears_of_chaos() {
+    use gitmind_client::client::ClientError;
+    use gitmind_client::{ClientConfig, Codec, Event};
+    for codec in [Codec::Json, Codec::Binary] {
+        let server = TestServer::start_with(|c| c.gonzai_seed = Some(1));
+        let mut alice = server.connect("g", "alice", "gitmind.v1.json").await;
+        seed(&mut alice).await;
+        let mut config = ClientConfig::new(format!("ws://{}", server.addr), "g");
+        config.user = Some("bob".into());
+        config.codec = codec;
+        let (bob, mut events) = gitmind_client::Client::connect(config).await.unwrap();
+        let found = bob.suggest("pkg:app6", Some(3)).await.unwrap();
+        assert_eq!(found[0].target, "pkg:liby", "{codec:?}: {found:?}");
+        assert!(found.len() <= 3);
+        let refused = bob.suggest("pkg:nowhere", None).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Refused(e)) if e.code == ErrorCode::Invalid),
+            "{codec:?}: {refused:?}"
+        );
+        // Chaos from alice reaches bob, focused two links away with
+        // affinity 1.
+        bob.presence(UserPresence {
+            status: PresenceStatus::Active,
+            focus: Some("pkg:app2".into()),
+            display_name: None,
+            color: None,
+            chaos_affinity: Some(1.0),
+        })
+        .await
+        .unwrap();
+        // Bob's presence is in the hub once his next ask is answered.
+        bob.suggest("pkg:app6", Some(1)).await.unwrap();
+        focus(&mut alice, "pkg:app1", None).await;
+        drain(&mut alice).await;
+        chaos(&mut alice, Some(0.9)).await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match events.next().await {
+                    Some(Event::Gonzai(e)) => return e,
+                    Some(_) => {}
+                    None => panic!("closed"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let Body::ChaosTrigger(t) = got.body else {
+            panic!("{got:?}")
+        };
+        assert_eq!(t.initiator.as_deref(), Some("alice"));
+        bob.close().await;
+    }
+}

@@ -79,6 +79,19 @@ enum Command {
         /// The graph.
         graph: String,
     },
+    /// Link suggestions for a node, best first (Gonzai, protocol 9).
+    Suggest {
+        /// The graph.
+        graph: String,
+        /// The node.
+        node: String,
+        /// At most this many (1 to 100).
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// One JSON object per suggestion instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Import JSON Lines of {"node": ...} and {"edge": ...} (plain or .zst).
     Import {
         /// The graph.
@@ -443,6 +456,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mutate(connect(graph), Body::NodeUpdate(update)).await
         }
         Command::Export { graph } => export(connect(graph)).await,
+        Command::Suggest {
+            graph,
+            node,
+            limit,
+            json,
+        } => suggest(connect(graph), node, *limit, *json).await,
         Command::Import { graph, file } => import(connect(graph), file).await,
     }
 }
@@ -561,7 +580,7 @@ async fn watch(
             event = events.next() => {
                 let Some(event) = event else { break };
                 let line = match (&event, as_json) {
-                    (Event::Change(e) | Event::Presence(e) | Event::Region(e), true) => String::from_utf8_lossy(&json::encode(e)).into_owned(),
+                    (Event::Change(e) | Event::Presence(e) | Event::Region(e) | Event::Gonzai(e), true) => String::from_utf8_lossy(&json::encode(e)).into_owned(),
                     (Event::Synced { mode, seq }, true) => format!("{{\"synced\":{{\"mode\":{},\"seq\":{seq}}}}}", serde_json::to_string(mode)?),
                     (Event::Error(err), true) => serde_json::to_string(err)?,
                     (Event::Query(r), true) => serde_json::to_string(r)?,
@@ -701,6 +720,19 @@ fn describe(event: &Event) -> String {
             r.removed.len()
         ),
         Event::Error(err) => format!("!! server error {:?}: {}", err.code, err.message),
+        Event::Gonzai(e) => match &e.body {
+            Body::GonzaiDiscover(d) => format!(
+                "** Gonzai ({:.2}): {} [{} {}]",
+                d.relevance, d.suggestion, d.event.event_type, d.event.id
+            ),
+            Body::ChaosTrigger(c) => format!(
+                "** {} (from {}, intensity {:.1})",
+                c.message.as_deref().unwrap_or("chaos"),
+                c.initiator.as_deref().unwrap_or("?"),
+                c.intensity.unwrap_or(0.5)
+            ),
+            other => other.message_type().name().to_owned(),
+        },
         Event::Reconnecting {
             attempt,
             delay,
@@ -710,6 +742,38 @@ fn describe(event: &Event) -> String {
             delay.as_millis()
         ),
     }
+}
+
+/// Prints link suggestions.
+async fn suggest(
+    config: ClientConfig,
+    node: &str,
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let (client, _events) = Client::connect(config).await.context("cannot connect")?;
+    let found = client.suggest(node, Some(limit)).await;
+    client.close().await;
+    let found = found.with_context(|| format!("no suggestions for {node}"))?;
+    let mut out = std::io::stdout().lock();
+    if found.is_empty() {
+        if !as_json {
+            writeln!(out, "no suggestion for {node}")?;
+        }
+        return Ok(());
+    }
+    for s in found {
+        if as_json {
+            writeln!(out, "{}", serde_json::to_string(&s)?)?;
+        } else {
+            writeln!(
+                out,
+                "{:.2}  {node} -[{}]-> {}  ({})",
+                s.confidence, s.edge_type, s.target, s.reason
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Prints the graph as JSON.
