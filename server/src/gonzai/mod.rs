@@ -386,3 +386,75 @@ impl Gonzai {
         &self.model
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gitmind_schema::message::NodeUpdate;
+    use gitmind_schema::model::NodeSet;
+    use gitmind_schema::Envelope;
+
+    /// The hub's cost of discoveries on the fan-out benchmark's shape: ten
+    /// nodes updated in turn, 1,000 sessions each looking at one of them.
+    /// `cargo test --release -p gitmind-server --lib discover_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement; run in release"]
+    fn discover_cost() {
+        let mut g = Gonzai {
+            model: Model::new(),
+            scratch: Scratch::default(),
+            sent: HashMap::new(),
+        };
+        let ids: Vec<String> = (0..10).map(|w| format!("load:writer-{w}")).collect();
+        for id in &ids {
+            g.model.add_node(NodeText {
+                id,
+                label: "writer",
+                content: "",
+                section: "",
+                release: "",
+            });
+        }
+        let watchers: Vec<Watcher<'_>> = (0..1000)
+            .map(|i| Watcher {
+                session: i as u64,
+                focus: &ids[i % 10],
+                chaos_affinity: 0.5,
+            })
+            .collect();
+        let settings = Settings {
+            threshold: 0.7,
+            per_second: 2,
+        };
+        let events: Vec<Envelope> = ids
+            .iter()
+            .map(|id| {
+                Envelope::new(
+                    "u",
+                    Body::NodeUpdate(NodeUpdate {
+                        id: id.clone(),
+                        set: Some(NodeSet {
+                            x: Some(1.0),
+                            ..NodeSet::default()
+                        }),
+                        ..NodeUpdate::default()
+                    }),
+                )
+            })
+            .collect();
+        let n = 20_000;
+        let mut sent = 0;
+        let start = Instant::now();
+        for i in 0..n {
+            let e = &events[i % 10];
+            g.apply(&e.body);
+            sent += g
+                .discover(&settings, i as u64, e, &[], &watchers, Instant::now())
+                .len();
+        }
+        let per = start.elapsed() / n as u32;
+        println!("discover: {per:?} per event with 1,000 sessions focused; {sent} discoveries");
+        assert!(sent >= 2000);
+    }
+}

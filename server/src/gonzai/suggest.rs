@@ -1188,3 +1188,104 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn text(id: &str) -> NodeText<'_> {
+        NodeText {
+            id,
+            label: "",
+            content: "",
+            section: "",
+            release: "",
+        }
+    }
+
+    /// Six apps on libx and liby, app6 on libx only.
+    fn model() -> Model {
+        let ids: Vec<String> = (1..=6).map(|i| format!("pkg:app{i}")).collect();
+        let mut edges = Vec::new();
+        for id in &ids {
+            edges.push((id.as_str(), "depends-on", "pkg:libx"));
+            if id != "pkg:app6" {
+                edges.push((id.as_str(), "depends-on", "pkg:liby"));
+            }
+        }
+        Model::build(
+            ids.iter()
+                .map(|i| text(i))
+                .chain([text("pkg:libx"), text("pkg:liby")]),
+            edges,
+            0,
+            0,
+        )
+    }
+
+    #[test]
+    fn stems_see_through_lib_digits_and_namespaces() {
+        let ns: std::collections::HashSet<String> = ["python".to_string()].into();
+        assert_eq!(stem("libfoo-dev", &ns), "foo");
+        assert_eq!(stem("libfoo2", &ns), "foo");
+        assert_eq!(stem("foo-data", &ns), "foo");
+        assert_eq!(stem("python3-foo", &ns), "python-foo");
+    }
+
+    #[test]
+    fn suggestions_exclude_the_node_and_its_targets_and_follow_changes() {
+        let mut m = model();
+        let mut sc = Scratch::default();
+        let app6 = m.node("pkg:app6").unwrap();
+        let got = m.suggest(&mut sc, app6, 5);
+        assert_eq!(m.id(got[0].target), "pkg:liby");
+        assert!(got
+            .iter()
+            .all(|s| s.target != app6 && m.id(s.target) != "pkg:libx"));
+        assert!(got.windows(2).all(|w| w[0].confidence >= w[1].confidence));
+        m.add_edge("pkg:app6", "depends-on", "pkg:liby");
+        let got = m.suggest(&mut sc, app6, 5);
+        assert!(got.iter().all(|s| m.id(s.target) != "pkg:liby"));
+        m.remove_edge("pkg:app6", "depends-on", "pkg:liby");
+        assert!(!m.links(app6, m.node("pkg:liby").unwrap()));
+        assert_eq!(m.id(m.suggest(&mut sc, app6, 1)[0].target), "pkg:liby");
+        m.remove_node("pkg:liby");
+        assert!(m.node("pkg:liby").is_none());
+        assert!(m
+            .suggest(&mut sc, app6, 5)
+            .iter()
+            .all(|s| m.id(s.target) != "pkg:liby"));
+        assert_eq!(m.len(), 7);
+    }
+
+    #[test]
+    fn relevance_falls_with_distance() {
+        let m = model();
+        let (app1, libx, app2, liby) = (
+            m.node("pkg:app1").unwrap(),
+            m.node("pkg:libx").unwrap(),
+            m.node("pkg:app2").unwrap(),
+            m.node("pkg:liby").unwrap(),
+        );
+        let mut near = HashMap::new();
+        m.near(app1, &mut near);
+        assert_eq!((near[&app1], near[&libx], near[&app2]), (0, 1, 2));
+        assert_eq!(m.relevance(app1, app1, 0), 1.0);
+        let one = m.relevance(libx, app1, 1);
+        let two = m.relevance(app1, app2, 2);
+        assert!(one >= 0.75 && two >= 0.45 && two < one, "{one} {two}");
+        // libx and liby share five of their six neighbours.
+        assert!(m.relevance(libx, liby, 2) > 0.45 + 0.2);
+        assert_eq!(m.relevance(app1, app2, 3), 0.0);
+    }
+
+    #[test]
+    fn fitting_a_graph_too_small_to_learn_from_keeps_the_answer() {
+        let mut m = model();
+        m.fit(50, 3);
+        let mut sc = Scratch::default();
+        let app6 = m.node("pkg:app6").unwrap();
+        assert_eq!(m.id(m.suggest(&mut sc, app6, 1)[0].target), "pkg:liby");
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use gitmind_bench::conn::{self, Codec, Conn};
 use gitmind_bench::report::Percentiles;
-use gitmind_schema::message::{NodeCreate, NodeUpdate};
+use gitmind_schema::message::{NodeCreate, NodeUpdate, PresenceStatus, UserPresence};
 use gitmind_schema::model::{Node, NodeSet};
 use gitmind_schema::{binary, json, Body, Envelope, Limits};
 use hdrhistogram::Histogram;
@@ -121,6 +121,8 @@ pub async fn connect(
         let permit = limit.clone().acquire_owned().await?;
         let codec = codec_of(args, i);
         let path = graph_path(args, &graph, &format!("sub{i}"), true);
+        let focus =
+            (args.gonzai_focus && writers > 0).then(|| format!("load:writer-{}", i % writers));
         let slowest = fleet.slowest_by_second.clone();
         let (delivery, received, lost, duplicates, disconnected) = (
             fleet.delivery.clone(),
@@ -132,6 +134,16 @@ pub async fn connect(
         joins.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
             let sync = read_sync(&mut conn).await?;
+            if let Some(focus) = focus {
+                let presence = Body::UserPresence(UserPresence {
+                    status: PresenceStatus::Active,
+                    focus: Some(focus),
+                    display_name: None,
+                    color: None,
+                    chaos_affinity: None,
+                });
+                conn.send(&Envelope::new("focus", presence)).await?;
+            }
             drop(permit);
             let mut last = sync.seq.unwrap_or(0);
             tokio::spawn(async move {

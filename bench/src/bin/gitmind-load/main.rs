@@ -74,6 +74,11 @@ struct Args {
     /// Generator threads that receive (writers send on a thread of their own).
     #[arg(long, global = true, default_value_t = 2)]
     threads: usize,
+    /// Subscribers show a `focus` on a writer's node (subscriber i on
+    /// writer i mod writers), so every change is a Gonzai discovery for
+    /// some of them: the cost of Gonzai on the fan-out path.
+    #[arg(long, global = true)]
+    gonzai_focus: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
