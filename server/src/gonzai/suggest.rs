@@ -8,7 +8,7 @@
 //!      weighted by its rarity, an IDF) vote for their own targets
 //!      (collaborative filtering);
 //!    - *co-links*: for each target `d` of `s`, the share of `d`'s sources
-//!      that also link to `c` (a sample of at most [`SAMPLE`] sources);
+//!      that also link to `c` (a sample of at most 400 sources);
 //!    - *siblings*: nodes whose names share `s`'s stem (`foo`, `foo-data`,
 //!      `libfoo-dev`) vote for their targets, and are candidates themselves;
 //!    - *text*: nodes whose label and content are most alike (TF-IDF) vote
