@@ -10,7 +10,8 @@ import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const root = resolve(import.meta.dirname, "../..");
-export const serverBin =
+/** The server binary: GITMIND_SERVER_BIN, else the workspace's debug build. */
+export const serverBin = () =>
   process.env.GITMIND_SERVER_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "debug/gitmind-server");
 export const chromiumBin = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 
@@ -26,7 +27,7 @@ export class Server {
   /** Starts the server (again on the same port once it had one). */
   async start() {
     const args = ["--port", String(this.port), "--print-addr", "--data-dir", this.dataDir, "--no-fsync", ...this.extraArgs];
-    this.child = spawn(serverBin, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+    this.child = spawn(serverBin(), args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
     const exited = new Promise((_, reject) => this.child.once("exit", (code) => reject(new Error(`server exited: ${code}`))));
     const lines = createInterface({ input: this.child.stdout });
     const addr = await Promise.race([

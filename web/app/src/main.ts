@@ -86,9 +86,9 @@ function startLayout(): void {
   const ran = view.layoutMissing(Math.min(30_000, 3_000 + view.graph.order), async (positions) => {
     note.textContent = `Saving the layout of ${positions.size} nodes…`;
     const ops = [...positions].map(([id, { x, y }]) => ({ type: "node.update" as const, data: { id, set: { x, y } } }));
-    for (let i = 0; i < ops.length; i += 1000) {
-      await client.batch(ops.slice(i, i + 1000)).catch(() => undefined);
-    }
+    const batches = [];
+    for (let i = 0; i < ops.length; i += 1000) batches.push(client.batch(ops.slice(i, i + 1000)));
+    await Promise.allSettled(batches);
     note.hidden = true;
   });
   if (ran) {
@@ -218,6 +218,7 @@ function select(id: string | null): void {
   editor.hidden = id === null;
   $("no-selection").hidden = id !== null;
   if (id) showNode(id);
+  suggestions.replaceChildren();
   announcePresence();
   client.selection(id ? [id] : []);
 }
@@ -372,6 +373,9 @@ graphEl.addEventListener("keydown", (event) => {
     case "e":
       setAllEdges(!view.allEdges);
       break;
+    case "g":
+      suggest();
+      break;
     case "Delete":
       deleteSelected();
       break;
@@ -422,18 +426,71 @@ document.addEventListener("keydown", (event) => {
 
 // -- Gonzai ----------------------------------------------------------------
 
-function toast(text: string): void {
+function toast(text: string, animation?: string): void {
   const box = document.createElement("div");
   box.className = "discovery";
+  if (animation) box.dataset.animation = animation;
   box.textContent = text;
   $("gonzai").append(box);
   setTimeout(() => box.remove(), 6000);
 }
 client.on("discover", (data) => {
-  const discovery = data as { suggestion?: string; nodeId?: string; relatedNodes?: string[] };
-  toast(`🐒 ${discovery.suggestion ?? "Gonzai noticed something"}`);
-  for (const id of [discovery.nodeId, ...(discovery.relatedNodes ?? [])]) if (id) view.update([id], [], true);
+  const discovery = data as { suggestion?: string; animation?: string; event?: { type: string; id: string } };
+  toast(`🐒 ${discovery.suggestion ?? "Gonzai noticed something"}`, discovery.animation);
+  const touched = discovery.event?.id;
+  if (touched && client.nodes.has(touched)) view.update([touched], [], true);
+  else if (touched) view.update([], [touched], true);
 });
+
+type Suggestion = { target: string; type: string; confidence: number; reason: string };
+const suggestions = $("suggestions");
+/** Asks Gonzai for links from the selected node (answered by a message). */
+function suggest(): void {
+  if (!view.selected) return;
+  suggestions.replaceChildren(Object.assign(document.createElement("li"), { textContent: "Asking Gonzai…" }));
+  client.sendRaw("gonzai.suggestion", { for: view.selected, limit: 8 });
+}
+function showSuggestions(list: Suggestion[]): void {
+  if (!list.length) {
+    suggestions.replaceChildren(Object.assign(document.createElement("li"), { textContent: "No suggestion." }));
+    return;
+  }
+  suggestions.replaceChildren(
+    ...list.map((s) => {
+      const li = document.createElement("li");
+      const target = client.nodes.get(s.target);
+      const what = document.createElement("span");
+      what.textContent = `${s.type} → ${target?.label || s.target} (${Math.round(s.confidence * 100)}%)`;
+      what.title = s.reason;
+      const add = document.createElement("button");
+      add.type = "button";
+      add.textContent = "Link";
+      add.setAttribute("aria-label", `Link ${s.type} to ${s.target}: ${s.reason}`);
+      add.addEventListener("click", () => {
+        if (view.selected) client.createEdge({ source: view.selected, type: s.type, target: s.target }).catch(() => undefined);
+        li.remove();
+      });
+      const why = document.createElement("small");
+      why.textContent = s.reason;
+      li.append(what, add, why);
+      return li;
+    }),
+  );
+}
+client.on("message", (message) => {
+  if (message.type === "gonzai.suggestion") {
+    const data = message.data as { for?: string; suggestions?: Suggestion[] };
+    if (data.for === view.selected) showSuggestions(data.suggestions ?? []);
+  } else if (message.type === "chaos.trigger") {
+    const data = message.data as { initiator?: string; message?: string };
+    toast(`${data.message ?? "Chaos!"} (${data.initiator ?? "someone"})`, "shake");
+  }
+});
+client.on("error", (error) => {
+  if (error.ref && suggestions.textContent === "Asking Gonzai…") suggestions.replaceChildren();
+  toast(`${error.code}: ${error.message ?? ""}`);
+});
+$("suggest").addEventListener("click", suggest);
 
 // For tests and measurements (web/tests): the objects behind the page.
 Object.assign(window, { gitmind: { client, view, firstRender: () => firstRender } });

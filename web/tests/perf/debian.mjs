@@ -3,7 +3,7 @@
 // second arrive from another client, in headless Chromium. Not a test (it
 // asserts nothing); perf-reports/web-16.md gives its figures.
 //
-//   node --experimental-websocket tests/perf/debian.mjs [--runs 3] [--seconds 10]
+//   node --experimental-websocket tests/perf/debian.mjs [--runs 3] [--seconds 10] [--screenshot FILE]
 //
 // Uses the release binaries (GITMIND_BIN_DIR, default ../target/release):
 // gitmind-server, and gitmind to import the dataset.
@@ -14,7 +14,12 @@ import { parseArgs } from "node:util";
 import { Server, launchBrowser, waitConnected } from "../support.mjs";
 
 const { values: opts } = parseArgs({
-  options: { runs: { type: "string", default: "3" }, seconds: { type: "string", default: "10" }, rate: { type: "string", default: "100" } },
+  options: {
+    runs: { type: "string", default: "3" },
+    seconds: { type: "string", default: "10" },
+    rate: { type: "string", default: "100" },
+    screenshot: { type: "string" },
+  },
 });
 const runs = Number(opts.runs);
 const seconds = Number(opts.seconds);
@@ -48,6 +53,7 @@ try {
     const busy = await fps(page, seconds);
     const applied = await mover.stop();
     const seen = await page.evaluate(() => window.gitmind.client.nodes.size);
+    if (opts.screenshot && run === runs - 1) await page.screenshot({ path: opts.screenshot });
     results.push({ run, firstRenderMs: Math.round(firstRenderMs), idleFps, busyFps: busy, movesSent: applied, nodes: seen });
     log(JSON.stringify(results.at(-1)));
     await page.context().close();
