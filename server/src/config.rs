@@ -103,6 +103,8 @@ pub struct Config {
     pub gonzai_discoveries_per_second: u32,
     /// The seed of chaos's draws (`None`: from the clock).
     pub gonzai_seed: Option<u64>,
+    /// Tests: a graph's Gonzai build waits this long before it starts (0).
+    pub gonzai_build_delay_ms: u64,
     /// A session's `chaos.trigger` is taken at most once per this many
     /// milliseconds; sooner, `system.error` `rate_limited`.
     pub chaos_interval_ms: u64,
@@ -170,6 +172,7 @@ impl Default for Config {
             gonzai_discover_threshold: 0.7,
             gonzai_discoveries_per_second: 2,
             gonzai_seed: None,
+            gonzai_build_delay_ms: 0,
             chaos_interval_ms: 1000,
             presence_tick_ms: 100,
             max_mutations_in_flight: 1000,

@@ -18,6 +18,7 @@
 //! persistence thread, never here: what its sessions ask meanwhile waits,
 //! in order, and is served once it arrives ([`Loaded`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use gitmind_owner::{Origin, Owner, OwnerConfig, SessionKey, Submit, SyncData};
 use gitmind_schema::message::{
-    ChaosTrigger, ErrorCode, GonzaiSuggestion, RollbackReason, SystemError,
+    ChaosTrigger, ErrorCode, GonzaiSuggestion, RollbackReason, Suggestion, SystemError,
 };
 use gitmind_schema::{Body, Codec, Envelope};
 
@@ -132,6 +133,19 @@ pub enum HubCmd {
         /// What the session may read: other nodes are not suggested.
         access: Box<Access>,
     },
+    /// `gonzai.suggestion {suggestions}` shared by a session, already
+    /// checked (no `for` or `limit`, at most [`gonzai::MAX_LIMIT`], rate):
+    /// relayed to the sessions focused within two links of its focus.
+    Share {
+        /// The graph.
+        graph: Arc<str>,
+        /// Who shares.
+        session: SessionKey,
+        /// The share's envelope id.
+        id: String,
+        /// The suggestions.
+        suggestions: Vec<Suggestion>,
+    },
     /// `chaos.trigger` from a session, already checked (intensity, rate).
     Chaos {
         /// The graph.
@@ -157,6 +171,7 @@ impl HubCmd {
             | HubCmd::Subscribe { graph, .. }
             | HubCmd::Presence { graph, .. }
             | HubCmd::Suggest { graph, .. }
+            | HubCmd::Share { graph, .. }
             | HubCmd::Chaos { graph, .. } => Some(graph),
             HubCmd::Snapshot { graph, .. } => Some(graph),
             HubCmd::Shutdown => None,
@@ -183,6 +198,31 @@ pub enum SnapshotReply {
 /// mutations in flight, one sync at a time, one join, one leave).
 const MAX_WAITING: usize = 4096;
 
+/// Gonzai asks, shares and chaos that may wait for one graph's Gonzai being
+/// built; past it an ask is answered `rate_limited` with `retryAfterMs`
+/// and shares and chaos are dropped.
+const MAX_WAITING_GONZAI: usize = 1024;
+
+/// A graph's Gonzai being built on its own thread.
+struct Building {
+    /// Which build (a graph unloaded and opened again builds anew).
+    token: u64,
+    /// The changes committed since the snapshot it is built from, to apply
+    /// when it is ready.
+    changes: Vec<Body>,
+    /// The asks, shares and chaos that wait for it, in order.
+    waiting: Vec<HubCmd>,
+    /// When it started.
+    since: Instant,
+}
+
+/// A graph's Gonzai, built.
+struct Built {
+    graph: Arc<str>,
+    token: u64,
+    gonzai: Box<Gonzai>,
+}
+
 /// The hub's state; [`Hub::run`] is its thread's body.
 pub struct Hub {
     graphs: Graphs<HubCmd>,
@@ -205,6 +245,14 @@ pub struct Hub {
     gonzai: gonzai::Settings,
     /// Chaos's draws.
     chaos_rng: SplitMix,
+    /// Graphs whose Gonzai is being built.
+    builds: HashMap<Arc<str>, Building>,
+    /// Where builds answer.
+    built_tx: Sender<Built>,
+    built_rx: Receiver<Built>,
+    next_build: u64,
+    /// Tests: each build waits this long first.
+    build_delay: Duration,
 }
 
 /// What a session reached by chaos is told.
@@ -222,6 +270,7 @@ impl Hub {
         config: &Config,
     ) -> Self {
         let (loaded_tx, loaded_rx) = crossbeam::channel::unbounded();
+        let (built_tx, built_rx) = crossbeam::channel::unbounded();
         Hub {
             graphs: Graphs::new(stored, config.max_open_graphs, config.graph_idle_unload()),
             loaded_tx,
@@ -240,6 +289,11 @@ impl Hub {
                 per_second: config.gonzai_discoveries_per_second,
             },
             chaos_rng: SplitMix(config.gonzai_seed.unwrap_or_else(now_ms)),
+            builds: HashMap::new(),
+            built_tx,
+            built_rx,
+            next_build: 0,
+            build_delay: Duration::from_millis(config.gonzai_build_delay_ms),
         }
     }
 
@@ -247,6 +301,7 @@ impl Hub {
     /// then commits what is queued and stops persistence.
     pub fn run(mut self, commands: Receiver<HubCmd>, persisted: Receiver<PersistEvent>) {
         let loaded = self.loaded_rx.clone();
+        let built = self.built_rx.clone();
         loop {
             let digest = match self.digest_due {
                 Some(at) => crossbeam::channel::at(at),
@@ -269,6 +324,11 @@ impl Hub {
                 recv(loaded) -> answer => {
                     if let Ok(answer) = answer {
                         self.loaded(answer);
+                    }
+                }
+                recv(built) -> answer => {
+                    if let Ok(answer) = answer {
+                        self.built(answer);
                     }
                 }
                 recv(digest) -> _ => self.send_digests(),
@@ -314,6 +374,8 @@ impl Hub {
             "graph unloaded"
         );
         drop(graph);
+        // A build still under way is for a graph no longer here.
+        self.builds.remove(name);
         self.persister.unload(name);
         self.metrics.graph_unloads.fetch_add(1, Relaxed);
     }
@@ -552,19 +614,30 @@ impl Hub {
                     let _ = reply.send(answer);
                 }
             }
-            HubCmd::Suggest {
-                graph,
-                session,
-                id,
-                for_node,
-                limit,
-                access,
-            } => self.suggest(&graph, session, id, &for_node, limit, &access),
-            HubCmd::Chaos {
-                graph,
-                session,
-                intensity,
-            } => self.chaos(&graph, session, intensity),
+            cmd @ (HubCmd::Suggest { .. } | HubCmd::Share { .. } | HubCmd::Chaos { .. }) => {
+                match self.when_built(cmd) {
+                    Some(HubCmd::Suggest {
+                        graph,
+                        session,
+                        id,
+                        for_node,
+                        limit,
+                        access,
+                    }) => self.suggest(&graph, session, id, &for_node, limit, &access),
+                    Some(HubCmd::Share {
+                        graph,
+                        session,
+                        id,
+                        suggestions,
+                    }) => self.share(&graph, session, id, suggestions),
+                    Some(HubCmd::Chaos {
+                        graph,
+                        session,
+                        intensity,
+                    }) => self.chaos(&graph, session, intensity),
+                    _ => {}
+                }
+            }
             HubCmd::Shutdown => {}
         }
     }
@@ -650,10 +723,9 @@ impl Hub {
         let Some(shard) = entry.roster.member(session).map(|m| m.shard) else {
             return;
         };
-        let owner = &entry.owner;
-        let gonzai = entry
-            .gonzai
-            .get_or_insert_with(|| Gonzai::of(&owner.sync(None)));
+        let Some(gonzai) = entry.gonzai.as_mut() else {
+            return;
+        };
         let answer = if access.may_read(for_node) {
             gonzai.ask(Some(for_node), Some(limit))
         } else {
@@ -684,6 +756,182 @@ impl Hub {
         self.shards[shard].send(ShardMsg::Outcome { session, outcome });
     }
 
+    /// `cmd` (an ask, a share or chaos) when its graph's Gonzai is ready;
+    /// otherwise it waits for the build (started now if need be), or past
+    /// [`MAX_WAITING_GONZAI`] an ask is answered `rate_limited`.
+    fn when_built(&mut self, cmd: HubCmd) -> Option<HubCmd> {
+        let graph: Arc<str> = cmd.graph()?.into();
+        let entry = self.graphs.get(&graph)?;
+        if entry.gonzai.is_some() {
+            return Some(cmd);
+        }
+        let Some(building) = self.builds.get_mut(&graph) else {
+            self.start_build(&graph, vec![cmd]);
+            return None;
+        };
+        if building.waiting.len() < MAX_WAITING_GONZAI {
+            building.waiting.push(cmd);
+            return None;
+        }
+        let waited = u64::try_from(building.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let HubCmd::Suggest { session, id, .. } = cmd {
+            let shard = entry.roster.member(session)?.shard;
+            let outcome = stamped(
+                format!("e-g-{id}"),
+                Body::SystemError(SystemError {
+                    code: ErrorCode::RateLimited,
+                    message:
+                        "link suggestions for this graph are being prepared; ask again shortly"
+                            .into(),
+                    reference: Some(id),
+                    retry_after_ms: Some(waited.clamp(500, 5000)),
+                }),
+            );
+            self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+        }
+        None
+    }
+
+    /// Builds the Gonzai of an open graph from its committed snapshot on a
+    /// thread of its own, so that the hub goes on meanwhile; `waiting` is
+    /// handled when it is ready ([`Hub::built`]).
+    fn start_build(&mut self, graph: &Arc<str>, waiting: Vec<HubCmd>) {
+        let Some(entry) = self.graphs.get(graph) else {
+            return;
+        };
+        let snapshot = entry.owner.sync(None);
+        self.next_build += 1;
+        let token = self.next_build;
+        let (tx, delay, name) = (self.built_tx.clone(), self.build_delay, graph.clone());
+        let spawned = std::thread::Builder::new()
+            .name("gonzai-build".into())
+            .spawn(move || {
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                let gonzai = Box::new(Gonzai::of(&snapshot));
+                let _ = tx.send(Built {
+                    graph: name,
+                    token,
+                    gonzai,
+                });
+            });
+        if let Err(error) = spawned {
+            // No thread to be had: build here, as before.
+            tracing::warn!(%error, "no thread for Gonzai's build; building on the hub");
+            let gonzai = Box::new(Gonzai::of(&entry.owner.sync(None)));
+            self.builds.insert(
+                graph.clone(),
+                Building {
+                    token,
+                    changes: Vec::new(),
+                    waiting,
+                    since: Instant::now(),
+                },
+            );
+            self.built(Built {
+                graph: graph.clone(),
+                token,
+                gonzai,
+            });
+            return;
+        }
+        tracing::debug!(graph = &**graph, "building Gonzai");
+        self.builds.insert(
+            graph.clone(),
+            Building {
+                token,
+                changes: Vec::new(),
+                waiting,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    /// A graph's Gonzai is ready: the changes committed during its build
+    /// are applied, then what waited for it is handled, in order.
+    fn built(&mut self, built: Built) {
+        if self
+            .builds
+            .get(&built.graph)
+            .is_none_or(|b| b.token != built.token)
+        {
+            return;
+        }
+        let Some(building) = self.builds.remove(&built.graph) else {
+            return;
+        };
+        let Some(entry) = self.graphs.get_mut(&built.graph) else {
+            return;
+        };
+        let mut gonzai = *built.gonzai;
+        for change in &building.changes {
+            gonzai.apply(change);
+        }
+        tracing::debug!(
+            graph = &*built.graph,
+            ms = building.since.elapsed().as_millis() as u64,
+            changes = building.changes.len(),
+            "Gonzai built"
+        );
+        entry.gonzai = Some(gonzai);
+        for cmd in building.waiting {
+            self.handle(cmd);
+        }
+    }
+
+    /// Relays suggestions a session shares to each other session focused
+    /// within two links of its focus (nothing when it shows none), each
+    /// seeing only the suggestions whose target it may read.
+    fn share(
+        &mut self,
+        graph: &Arc<str>,
+        session: SessionKey,
+        id: String,
+        shared: Vec<Suggestion>,
+    ) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        if entry.roster.member(session).is_none() {
+            return;
+        }
+        let mut watchers = entry.roster.watchers();
+        let Some(focus) = watchers
+            .iter()
+            .find(|w| w.session == session)
+            .map(|w| w.focus.to_string())
+        else {
+            return;
+        };
+        let Some(gonzai) = entry.gonzai.as_mut() else {
+            return;
+        };
+        let near = gonzai.near_sessions(&focus, session, &mut watchers);
+        for to in near {
+            let Some(member) = entry.roster.member(to) else {
+                continue;
+            };
+            let suggestions: Vec<Suggestion> = shared
+                .iter()
+                .filter(|s| member.view.as_ref().is_none_or(|v| v.sees(&s.target)))
+                .cloned()
+                .collect();
+            let outcome = stamped(
+                format!("s-{id}"),
+                Body::GonzaiSuggestion(GonzaiSuggestion {
+                    for_node: None,
+                    limit: None,
+                    suggestions: Some(suggestions),
+                }),
+            );
+            self.shards[member.shard].send(ShardMsg::Outcome {
+                session: to,
+                outcome,
+            });
+        }
+    }
+
     /// Spreads chaos from a session to those focused within two links of
     /// its focus, each with its chaos affinity.
     fn chaos(&mut self, graph: &Arc<str>, session: SessionKey, intensity: f64) {
@@ -701,10 +949,9 @@ impl Hub {
         else {
             return;
         };
-        let owner = &entry.owner;
-        let gonzai = entry
-            .gonzai
-            .get_or_insert_with(|| Gonzai::of(&owner.sync(None)));
+        let Some(gonzai) = entry.gonzai.as_mut() else {
+            return;
+        };
         let reached = gonzai.chaos(&focus, session, &mut watchers, &mut self.chaos_rng);
         for to in reached {
             let Some(member) = entry.roster.member(to) else {
@@ -789,10 +1036,16 @@ impl Hub {
                 // looking at something near it may hear of it (sent after
                 // the change itself, below).
                 let watchers = entry.roster.watchers();
-                if entry.gonzai.is_none() && !watchers.is_empty() {
-                    // The committed graph includes these changes already;
-                    // applying them again below changes nothing.
-                    entry.gonzai = Some(Gonzai::of(&entry.owner.sync(None)));
+                let start = entry.gonzai.is_none()
+                    && !watchers.is_empty()
+                    && !self.builds.contains_key(graph.as_str());
+                if let Some(building) = self.builds.get_mut(graph.as_str()) {
+                    // Being built from an earlier snapshot: these changes
+                    // are applied when it is ready (no discoveries till
+                    // then).
+                    building
+                        .changes
+                        .extend(releases.iter().map(|r| r.event.body.clone()));
                 }
                 let mut discoveries = Vec::new();
                 if let Some(gonzai) = entry.gonzai.as_mut() {
@@ -872,6 +1125,9 @@ impl Hub {
                 }
                 if idle {
                     self.graphs.settle(&name, at);
+                }
+                if start {
+                    self.start_build(&name, Vec::new());
                 }
             }
             PersistEvent::Failed {

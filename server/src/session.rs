@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gitmind_owner::{Origin, SessionKey};
 use gitmind_schema::message::{
-    ChaosTrigger, GonzaiSuggestion, RollbackReason, SystemError, SystemHeartbeat, SystemReconnect,
-    UpdateRollback,
+    ChaosTrigger, GonzaiSuggestion, RollbackReason, Suggestion, SystemError, SystemHeartbeat,
+    SystemReconnect, UpdateRollback,
 };
 use gitmind_schema::{binary, json, Body, Codec, DecodeError, Envelope, ErrorCode, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -666,17 +666,23 @@ impl State<'_> {
         None
     }
 
-    /// `gonzai.suggestion`: an ask is checked here (`for`, `limit`, at most
-    /// `gonzai_asks_per_second`) and answered by the hub; sharing
-    /// suggestions is not available yet.
+    /// `gonzai.suggestion`: an ask (`for`, `limit`) or a share
+    /// (`suggestions` alone) is checked here, at most
+    /// `gonzai_asks_per_second` of both; the hub answers the ask and relays
+    /// the share.
     fn gonzai_suggestion(&mut self, id: String, ask: GonzaiSuggestion) -> Option<End> {
         let Some(for_node) = ask.for_node else {
-            let what = if ask.suggestions.is_some() {
-                "sharing suggestions is not available on this server yet"
-            } else {
-                "`gonzai.suggestion` needs `for`"
+            return match ask.suggestions {
+                Some(suggestions) if ask.limit.is_none() => self.gonzai_share(id, suggestions),
+                Some(_) => self.refuse(
+                    DecodeError::invalid("a shared `gonzai.suggestion` takes no `limit`")
+                        .with_reference(Some(id)),
+                ),
+                None => self.refuse(
+                    DecodeError::invalid("`gonzai.suggestion` needs `for`")
+                        .with_reference(Some(id)),
+                ),
             };
-            return self.refuse(DecodeError::invalid(what).with_reference(Some(id)));
         };
         let limit = ask.limit.unwrap_or(gonzai::DEFAULT_LIMIT);
         if !(1..=gonzai::MAX_LIMIT).contains(&limit) {
@@ -688,6 +694,52 @@ impl State<'_> {
                 .with_reference(Some(id)),
             );
         }
+        let cmd = HubCmd::Suggest {
+            graph: self.graph.clone(),
+            session: self.origin.session,
+            id: id.clone(),
+            for_node,
+            limit,
+            access: Box::new(self.access.clone()),
+        };
+        self.gonzai_send(id, cmd)
+    }
+
+    /// A shared `gonzai.suggestion {suggestions}`: at most
+    /// [`gonzai::MAX_LIMIT`] suggestions, each with a target the session
+    /// may read and a confidence of 0 to 1.
+    fn gonzai_share(&mut self, id: String, suggestions: Vec<Suggestion>) -> Option<End> {
+        let bad = if suggestions.len() > gonzai::MAX_LIMIT as usize {
+            Some(format!(
+                "at most {} shared suggestions, not {}",
+                gonzai::MAX_LIMIT,
+                suggestions.len()
+            ))
+        } else if let Some(s) = suggestions
+            .iter()
+            .find(|s| !(0.0..=1.0).contains(&s.confidence))
+        {
+            Some(format!("confidence {} is not 0 to 1", s.confidence))
+        } else {
+            suggestions
+                .iter()
+                .find(|s| s.target.is_empty() || !self.access.may_read(&s.target))
+                .map(|s| format!("no node {:?} to suggest", s.target))
+        };
+        if let Some(message) = bad {
+            return self.refuse(DecodeError::invalid(message).with_reference(Some(id)));
+        }
+        let cmd = HubCmd::Share {
+            graph: self.graph.clone(),
+            session: self.origin.session,
+            id: id.clone(),
+            suggestions,
+        };
+        self.gonzai_send(id, cmd)
+    }
+
+    /// Hands an ask or a share to the hub within `gonzai_asks_per_second`.
+    fn gonzai_send(&mut self, id: String, cmd: HubCmd) -> Option<End> {
         let now = Instant::now();
         if now.duration_since(self.gonzai_asks.0) >= Duration::from_secs(1) {
             self.gonzai_asks = (now, 0);
@@ -696,14 +748,6 @@ impl State<'_> {
         let busy = if self.gonzai_asks.1 > self.ctx.config.gonzai_asks_per_second {
             Some("too many `gonzai.suggestion` asks from this session")
         } else {
-            let cmd = HubCmd::Suggest {
-                graph: self.graph.clone(),
-                session: self.origin.session,
-                id: id.clone(),
-                for_node,
-                limit,
-                access: Box::new(self.access.clone()),
-            };
             self.ctx
                 .hub
                 .try_send(cmd)

@@ -489,3 +489,140 @@ async fn the_client_library_asks_for_suggestions_and_hears_of_chaos() {
         bob.close().await;
     }
 }
+
+/// The first ask starts the graph's build on a thread of its own: the hub
+/// takes edits meanwhile, the ask waits and is answered when the model is
+/// ready, with the edits committed during the build in it.
+#[tokio::test]
+async fn the_first_build_is_off_the_hub_and_misses_no_change_made_meanwhile() {
+    const DELAY_MS: u64 = 1500;
+    for codec in CODECS {
+        let server = TestServer::start_with(|c| c.gonzai_build_delay_ms = DELAY_MS);
+        let mut alice = server.connect("g", "alice", codec).await;
+        let mut bob = server.connect("g", "bob", codec).await;
+        seed(&mut alice).await;
+        let started = std::time::Instant::now();
+        let id = alice.id();
+        alice
+            .send(&Envelope::new(
+                id.clone(),
+                Body::GonzaiSuggestion(GonzaiSuggestion {
+                    for_node: Some("pkg:app6".into()),
+                    limit: Some(5),
+                    suggestions: None,
+                }),
+            ))
+            .await;
+        // During the build: app6 now depends on liby, and a new app7 on
+        // libx. The hub confirms them at once.
+        edge(&mut bob, "pkg:app6", "pkg:liby").await;
+        node(&mut bob, "pkg:app7").await;
+        edge(&mut bob, "pkg:app7", "pkg:libx").await;
+        assert!(
+            started.elapsed().as_millis() < u128::from(DELAY_MS) - 300,
+            "{codec}: edits wait for the build: {:?}",
+            started.elapsed()
+        );
+        let answer = alice
+            .recv_until("the answer", |e| e.id == format!("g-{id}"))
+            .await;
+        assert!(
+            started.elapsed().as_millis() >= u128::from(DELAY_MS),
+            "{codec}: answered before the build was done"
+        );
+        let first = suggestions(&answer);
+        assert!(
+            first.iter().all(|s| s.target != "pkg:liby"),
+            "{codec}: the edge committed during the build is in the model: {first:?}"
+        );
+        // The node made during the build is known, with its edge.
+        let later = suggestions(&ask(&mut alice, "pkg:app7", Some(3)).await);
+        assert_eq!(later[0].target, "pkg:liby", "{codec}: {later:?}");
+        // And the model goes on following changes.
+        edge(&mut bob, "pkg:app7", "pkg:liby").await;
+        let last = suggestions(&ask(&mut alice, "pkg:app7", Some(3)).await);
+        assert!(
+            last.iter().all(|s| s.target != "pkg:liby"),
+            "{codec}: {last:?}"
+        );
+    }
+}
+
+async fn share(c: &mut Client, suggestions: Vec<Suggestion>, limit: Option<u32>) -> String {
+    let id = c.id();
+    c.send(&Envelope::new(
+        id.clone(),
+        Body::GonzaiSuggestion(GonzaiSuggestion {
+            for_node: None,
+            limit,
+            suggestions: Some(suggestions),
+        }),
+    ))
+    .await;
+    id
+}
+
+fn shared(seen: &[Envelope]) -> Vec<(Option<String>, Vec<Suggestion>)> {
+    seen.iter()
+        .filter_map(|e| match &e.body {
+            Body::GonzaiSuggestion(g) if g.for_node.is_none() => {
+                Some((e.user_id.clone(), g.suggestions.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shared_suggestions_reach_the_sessions_focused_within_two_hops() {
+    for codec in CODECS {
+        let server = TestServer::start();
+        let mut alice = server.connect("g", "alice", codec).await;
+        seed(&mut alice).await;
+        focus(&mut alice, "pkg:app1", None).await;
+        // app2 is two links from app1 (both depend on libx); libz is
+        // linked to nothing.
+        let mut near = server.connect("g", "near", codec).await;
+        focus(&mut near, "pkg:app2", None).await;
+        let mut far = server.connect("g", "far", codec).await;
+        focus(&mut far, "pkg:libz", None).await;
+        for c in [&mut alice, &mut near, &mut far] {
+            drain(c).await;
+        }
+        let offered = vec![Suggestion {
+            target: "pkg:libz".into(),
+            edge_type: "depends-on".into(),
+            confidence: 0.6,
+            reason: "alice thinks so".into(),
+        }];
+        share(&mut alice, offered.clone(), None).await;
+        assert!(
+            shared(&drain(&mut alice).await).is_empty(),
+            "{codec}: not back to the sharer"
+        );
+        let got = shared(&drain(&mut near).await);
+        assert_eq!(got.len(), 1, "{codec}: {got:?}");
+        // Like every message to a session, it carries the recipient's ids.
+        assert_eq!(got[0].0.as_deref(), Some("near"), "{codec}");
+        assert_eq!(got[0].1, offered, "{codec}");
+        assert!(
+            shared(&drain(&mut far).await).is_empty(),
+            "{codec}: too far"
+        );
+
+        // Refused: a share with `limit`, a confidence out of range.
+        let bad = share(&mut alice, offered.clone(), Some(3)).await;
+        let e = alice
+            .recv_until("the refusal", |e| matches!(&e.body, Body::SystemError(err) if err.reference.as_deref() == Some(bad.as_str())))
+            .await;
+        assert_eq!(error(&e), ErrorCode::Invalid, "{codec}");
+        let mut wild = offered.clone();
+        wild[0].confidence = 2.0;
+        let bad = share(&mut alice, wild, None).await;
+        let e = alice
+            .recv_until("the refusal", |e| matches!(&e.body, Body::SystemError(err) if err.reference.as_deref() == Some(bad.as_str())))
+            .await;
+        assert_eq!(error(&e), ErrorCode::Invalid, "{codec}");
+        assert!(shared(&drain(&mut near).await).is_empty(), "{codec}");
+    }
+}

@@ -381,6 +381,32 @@ impl Gonzai {
         out
     }
 
+    /// The other watchers (not `from`) whose focus is within two links of
+    /// `focus`, in session order.
+    pub fn near_sessions(
+        &mut self,
+        focus: &str,
+        from: SessionKey,
+        watchers: &mut [Watcher<'_>],
+    ) -> Vec<SessionKey> {
+        let Some(f) = self.model.node(focus) else {
+            return Vec::new();
+        };
+        let mut near = HashMap::new();
+        self.model.near(f, &mut near);
+        watchers.sort_unstable_by_key(|w| w.session);
+        watchers
+            .iter()
+            .filter(|w| w.session != from)
+            .filter(|w| {
+                self.model
+                    .node(w.focus)
+                    .is_some_and(|ix| near.contains_key(&ix))
+            })
+            .map(|w| w.session)
+            .collect()
+    }
+
     /// The model (for tools and tests).
     pub fn model(&self) -> &Model {
         &self.model
