@@ -75,7 +75,8 @@ fn prop<'a>(node: &'a Node, key: &str) -> &'a str {
     }
 }
 
-fn text_of(node: &Node) -> NodeText<'_> {
+/// What the model reads of a node.
+pub fn text_of(node: &Node) -> NodeText<'_> {
     let section = prop(node, "section");
     NodeText {
         id: &node.id,

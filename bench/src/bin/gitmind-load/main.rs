@@ -145,6 +145,14 @@ enum Scenario {
         /// Held-out edges (one per source).
         #[arg(long, default_value_t = 1000)]
         queries: usize,
+        /// Tuning: no server; the model is built in process from the
+        /// training graph and asked directly, the figures printed only.
+        #[arg(long)]
+        offline: bool,
+        /// With `--offline`: fit the weights on the training graph from
+        /// this many of its own links hidden (0: the shipped weights).
+        #[arg(long, default_value_t = 0)]
+        fit: usize,
     },
 }
 
@@ -181,6 +189,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Scenario::Suggest {
+        dataset,
+        seed,
+        queries,
+        offline: true,
+        fit,
+    } = &args.scenario
+    {
+        return suggest::offline(dataset, *seed, *queries, *fit);
+    }
     let mut server = match (&args.server, args.server_pid) {
         (Some(url), Some(pid)) => {
             let addr = url
@@ -196,6 +214,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dataset,
         seed,
         queries,
+        ..
     } = &args.scenario
     {
         let md = suggest::run(&server, dataset, *seed, *queries).await?;

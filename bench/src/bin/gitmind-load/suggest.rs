@@ -26,14 +26,75 @@ use gitmind_schema::message::GonzaiSuggestion;
 use gitmind_schema::{Body, Envelope};
 use gitmind_server::gonzai::suggest::SplitMix;
 
-/// Runs the evaluation and writes the report.
-pub async fn run(
-    server: &ServerUnderTest,
+/// The held-out pairs, the imported edges, the 100 most depended-on
+/// nodes and what each source links to, of the split of `seed`.
+type Split<'a> = (
+    Vec<(&'a str, &'a str)>,
+    Vec<gitmind_schema::model::Edge>,
+    HashSet<&'a str>,
+    HashMap<&'a str, HashSet<&'a str>>,
+);
+
+/// Tuning without a server: the model built in process from the training
+/// graph of the split of `seed` (its weights fitted on that graph from
+/// `fit` of its own links when not 0), asked for each held-out source.
+pub fn offline(
     dataset: &std::path::Path,
     seed: u64,
     queries: usize,
-) -> anyhow::Result<String> {
+    fit: usize,
+) -> anyhow::Result<()> {
+    use gitmind_server::gonzai::suggest::{Model, Scratch};
     let data = Dataset::read(dataset).with_context(|| format!("reading {}", dataset.display()))?;
+    let (held, train, top100, links) = split(&data, seed, queries);
+    let started = Instant::now();
+    let model = Model::build(
+        data.nodes.iter().map(gitmind_server::gonzai::text_of),
+        train
+            .iter()
+            .map(|e| (e.source.as_str(), e.edge_type.as_str(), e.target.as_str())),
+        fit,
+        seed ^ 0x5eed,
+    );
+    println!("built (fit {fit}) in {:.1?}", started.elapsed());
+    println!("weights: {:.2?}", model.weights());
+    let mut sc = Scratch::default();
+    let (mut h1, mut h10, mut h50, mut mrr, mut harder, mut harder_h10) = (0, 0, 0, 0.0, 0, 0);
+    let at = Instant::now();
+    for &(s, t) in &held {
+        let Some(ix) = model.node(s) else { continue };
+        let found = model.suggest(&mut sc, ix, 50);
+        let own = links.get(s);
+        let rank = found
+            .iter()
+            .map(|x| model.id(x.target))
+            .filter(|x| *x != s && !own.is_some_and(|o| o.contains(x)))
+            .position(|x| x == t);
+        if let Some(r) = rank {
+            h1 += usize::from(r < 1);
+            h10 += usize::from(r < 10);
+            h50 += 1;
+            mrr += 1.0 / (r as f64 + 1.0);
+        }
+        if !top100.contains(t) {
+            harder += 1;
+            harder_h10 += usize::from(rank.is_some_and(|r| r < 10));
+        }
+    }
+    let q = held.len().max(1) as f64;
+    println!(
+        "seed {seed}: hits@1 {:.3} hits@10 {:.3} hits@50 {:.3} MRR {:.3} harder hits@10 {:.3} ({harder}); {:.2} ms per ask",
+        h1 as f64 / q,
+        h10 as f64 / q,
+        h50 as f64 / q,
+        mrr / q,
+        harder_h10 as f64 / harder.max(1) as f64,
+        at.elapsed().as_secs_f64() * 1e3 / q,
+    );
+    Ok(())
+}
+
+fn split(data: &Dataset, seed: u64, queries: usize) -> Split<'_> {
     // The split.
     let mut deps: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut pairs: HashMap<(&str, &str), usize> = HashMap::new();
@@ -74,7 +135,11 @@ pub async fn run(
         .collect();
     let mut indeg: HashMap<&str, usize> = HashMap::new();
     let mut links: HashMap<&str, HashSet<&str>> = HashMap::new();
-    for e in &train {
+    let kept = data
+        .edges
+        .iter()
+        .filter(|e| !(e.edge_type == "depends-on" && hidden.contains(&(&*e.source, &*e.target))));
+    for e in kept {
         if e.edge_type == "depends-on" {
             *indeg.entry(&e.target).or_default() += 1;
         }
@@ -83,6 +148,18 @@ pub async fn run(
     let mut popular: Vec<(&str, usize)> = indeg.into_iter().collect();
     popular.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let top100: HashSet<&str> = popular.iter().take(100).map(|p| p.0).collect();
+    (held, train, top100, links)
+}
+
+/// Runs the evaluation and writes the report.
+pub async fn run(
+    server: &ServerUnderTest,
+    dataset: &std::path::Path,
+    seed: u64,
+    queries: usize,
+) -> anyhow::Result<String> {
+    let data = Dataset::read(dataset).with_context(|| format!("reading {}", dataset.display()))?;
+    let (held, train, top100, links) = split(&data, seed, queries);
 
     // The import.
     let graph = format!("gonzai-eval-{seed}");
