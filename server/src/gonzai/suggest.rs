@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 /// At most this many sources of a target are read for co-links.
 const SAMPLE: usize = 400;
-const ITERS: usize = 400;
+const ITERS: usize = 1000;
 /// Targets with more sources than this are not read to explain a suggestion.
 const REASON_SCAN: usize = 600;
 const LR: f64 = 2.0;
@@ -38,6 +38,8 @@ const NEIGHBOURS: usize = 60;
 const TEXT_NEIGHBOURS: usize = 25;
 /// At most this many candidates are ranked.
 const POOL: usize = 400;
+/// Stems of more nodes than this are not mapped through.
+const MAP_STEM: usize = 40;
 /// Nodes with more links than this are not walked through for relevance.
 pub const HUB: usize = 500;
 /// Terms of the query's text used to find similar texts.
@@ -46,7 +48,7 @@ const QUERY_TERMS: usize = 10;
 const MAX_POSTING: usize = 3000;
 
 /// The number of features of a candidate (the first is the bias).
-pub const FEATURES: usize = 23;
+pub const FEATURES: usize = 30;
 
 /// Feature names, in order (for reports).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -73,6 +75,13 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "cosine rank",
     "release siblings",
     "same release",
+    "mapped/max",
+    "mapped",
+    "neighbours × co-links",
+    "same stem × same role",
+    "co-links × co-link cosine",
+    "text-neighbours × text cosine",
+    "release siblings × same stem",
 ];
 
 /// One suggestion.
@@ -152,7 +161,8 @@ const A_COS: usize = 6;
 const A_PAR: usize = 7;
 const A_CR: usize = 8;
 const A_REL: usize = 9;
-const NACC: usize = 10;
+const A_MAP: usize = 10;
+const NACC: usize = 11;
 
 impl Scratch {
     fn prepare(&mut self, n: usize) {
@@ -711,6 +721,41 @@ impl Model {
                 }
             }
         }
+        // Mapped: what s's library links to, as the nodes of s's role
+        // (`libfoo-dev` -> `libfoo1` -> `libbar1` gives `libbar-dev`):
+        // the targets of s and of its same-stem nodes, each taken to the
+        // nodes of its own stem whose last name token is s's.
+        let s_name = name_of(&sd.id);
+        let s_role = self.role(s_name);
+        let s_last = name_tokens(s_name).last().map(|t| t.to_string());
+        if let Some(last) = s_last.as_deref().filter(|_| s_role.contains('|')) {
+            if sibs.len() <= MAP_STEM {
+                for &u in sibs.iter().chain(std::iter::once(&s)) {
+                    if u == s && sibs.contains(&s) {
+                        continue;
+                    }
+                    for &(x, _) in &self.nodes[u as usize].out {
+                        let xs = self.nodes[x as usize].stem;
+                        if xs == sd.stem {
+                            continue;
+                        }
+                        let members = &self.stem_members[xs as usize];
+                        if members.len() > MAP_STEM {
+                            continue;
+                        }
+                        for &c in members {
+                            if c == x || c == s {
+                                continue;
+                            }
+                            let c_name = name_of(&self.nodes[c as usize].id);
+                            if name_tokens(c_name).last() == Some(&last) {
+                                sc.touch(c)[A_MAP] += 1.0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
         // Text neighbours.
         let norm_s = self.text_norm(s);
         let mut qterms: Vec<(u32, f32)> = sd
@@ -797,7 +842,8 @@ impl Model {
                 + 0.3 * a[A_HOP] / maxes[A_HOP]
                 + a[A_COS] / maxes[A_COS]
                 + 0.5 * a[A_PAR] / maxes[A_PAR]
-                + a[A_REL] / maxes[A_REL];
+                + a[A_REL] / maxes[A_REL]
+                + a[A_MAP] / maxes[A_MAP];
             pool.push((c, prior));
         }
         if pool.len() > POOL {
@@ -830,9 +876,7 @@ impl Model {
         for (r, &(c, _)) in by_cr.iter().enumerate() {
             sc.acc[c as usize][A_CR] = r as f32;
         }
-        let s_name = name_of(&sd.id);
         let s_toks = name_tokens(s_name);
-        let s_role = self.role(s_name);
         let n_outs = outs.len().max(1) as f32;
         let n_alive = self.alive.max(2) as f32;
         pool.iter()
@@ -874,6 +918,13 @@ impl Model {
                 f[20] = 1.0 / (1.0 + a[A_CR]);
                 f[21] = a[A_REL] / maxes[A_REL];
                 f[22] = f32::from(cd.release == sd.release && rels.len() <= 100);
+                f[23] = a[A_MAP] / maxes[A_MAP];
+                f[24] = (1.0 + a[A_MAP]).ln();
+                f[25] = f[2] * f[4];
+                f[26] = f[9] * f[18];
+                f[27] = f[4] * f[16];
+                f[28] = f[6] * f[7];
+                f[29] = f[21] * f[9];
                 (c, f)
             })
             .collect()
@@ -1167,11 +1218,13 @@ impl Model {
     }
 }
 
-/// Weights before any fit: [`Model::fit`] on the training graph of the
-/// split of perf-reports/gonzai.md (seed 11; 1,500 hidden links of it).
+/// Weights before any fit: [`Model::fit`] (1,500 hidden links, seed
+/// `777 ^ 0x5eed`) on the training graph of my own split, seed 777
+/// (`gitmind-load suggest --seed 777 --offline --fit 1500`;
+/// perf-reports/gonzai.md).
 const DEFAULT_WEIGHTS: [f64; FEATURES] = [
-    -12.15, 1.39, 1.47, 0.51, -1.17, 0.40, 3.40, 3.38, 1.93, -0.28, 1.13, 0.71, -1.88, 1.08, -0.25,
-    0.78, 1.94, 1.17, 0.18, 1.68, 0.07, 0.74, 0.86,
+    -8.50, 0.90, 0.67, -0.03, -1.82, 0.88, 2.96, 3.16, 1.88, -0.78, 1.17, 0.41, -1.81, 0.70, -0.62,
+    0.59, 1.48, 0.80, 0.09, 1.95, 0.24, 0.42, 0.85, 2.40, 0.01, 0.73, 0.76, 1.76, 0.64, 0.42,
 ];
 
 /// A small seeded generator (splitmix64).
