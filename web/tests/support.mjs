@@ -99,7 +99,7 @@ export async function openApp(browser, server, { graph, user, codec = "json", vi
 }
 
 export async function waitConnected(page, timeout = 20_000) {
-  await page.waitForFunction(() => window.gitmind?.client.state.kind === "connected" && window.gitmind.client.state.pending === 0, null, { timeout });
+  await page.waitForFunction(() => window.gitmind?.client.state.kind === "connected" && window.gitmind.client.state.pending === 0, null, { timeout, polling: 100 });
 }
 
 /** Selects a node as a user does: search for its id, Enter. */

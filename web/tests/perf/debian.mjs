@@ -19,6 +19,9 @@ const { values: opts } = parseArgs({
     seconds: { type: "string", default: "10" },
     rate: { type: "string", default: "100" },
     screenshot: { type: "string" },
+    // A running server whose `debian` graph is imported and laid out
+    // already (skips the import and the first visit).
+    server: { type: "string" },
   },
 });
 const runs = Number(opts.runs);
@@ -29,20 +32,23 @@ process.env.GITMIND_SERVER_BIN ??= join(bins, "gitmind-server");
 const dataset = process.env.GITMIND_DATASET ?? resolve(import.meta.dirname, "../../../../shared/datasets/debian-bookworm.jsonl.zst");
 const graph = "debian";
 
-const server = await new Server().start();
+const running = opts.server ? new URL(opts.server) : null;
+const server = running ? { url: running.origin, port: Number(running.port), dispose: async () => {} } : await new Server().start();
 const log = (...args) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...args);
 try {
-  log(`importing ${dataset}`);
-  execFileSync(join(bins, "gitmind"), ["--server", `ws://127.0.0.1:${server.port}`, "import", graph, dataset], { stdio: ["ignore", "ignore", "inherit"] });
   const browser = await launchBrowser();
   const viewport = { width: 1280, height: 800 };
-
-  // The first visit lays the graph out and stores the positions.
-  log("first visit: layout");
-  let page = await open(browser, viewport);
-  await page.waitForFunction(() => !window.gitmind.view.layoutRunning && window.gitmind.view.unplaced.size === 0, null, { timeout: 120_000 });
-  await waitConnected(page, 300_000);
-  await page.context().close();
+  let page;
+  if (!running) {
+    log(`importing ${dataset}`);
+    execFileSync(join(bins, "gitmind"), ["--server", `ws://127.0.0.1:${server.port}`, "import", graph, dataset], { stdio: ["ignore", "ignore", "inherit"] });
+    // The first visit lays the graph out and stores the positions.
+    log("first visit: layout");
+    page = await open(browser, viewport);
+    await page.waitForFunction(() => !window.gitmind.view.layoutRunning && window.gitmind.view.unplaced.size === 0, null, { timeout: 120_000, polling: 500 });
+    await waitConnected(page, 300_000);
+    await page.context().close();
+  }
 
   const results = [];
   for (let run = 0; run < runs; run++) {
