@@ -120,11 +120,13 @@ async function startMover(port, rate) {
   let synced;
   const ready = new Promise((resolve) => (synced = resolve));
   ws.onmessage = (event) => {
-    const msg = JSON.parse(event.data);
-    if (typeof msg.seq === "number") seq = Math.max(seq, msg.seq);
-    if (msg.type === "graph.sync") {
-      for (const node of msg.data.nodes ?? []) ids.push(node.id);
-      if (!msg.data.chunk || msg.data.chunk.index === msg.data.chunk.count - 1) synced();
+    // A text frame is one envelope or an array of them (protocol 2.1).
+    for (const msg of [JSON.parse(event.data)].flat()) {
+      if (typeof msg.seq === "number") seq = Math.max(seq, msg.seq);
+      if (msg.type === "graph.sync") {
+        for (const node of msg.data.nodes ?? []) ids.push(node.id);
+        if (!msg.data.chunk || msg.data.chunk.index === msg.data.chunk.count - 1) synced();
+      }
     }
   };
   await ready;
