@@ -131,10 +131,13 @@ async function startMover(port, rate) {
   };
   await ready;
   let sent = 0;
+  const prefix = `mv${Date.now().toString(36)}`;
   const timer = setInterval(() => {
     const id = ids[Math.floor(Math.random() * ids.length)];
     const set = { x: Math.random() * 2000 - 1000, y: Math.random() * 2000 - 1000 };
-    ws.send(JSON.stringify({ id: `m${sent++}`, type: "node.update", data: { baseSeq: seq, id, set } }));
+    // Ids unique across runs: the server answers a repeated id with its
+    // first outcome and applies nothing (protocol 4.4).
+    ws.send(JSON.stringify({ id: `${prefix}-${sent++}`, type: "node.update", data: { baseSeq: seq, id, set } }));
   }, 1000 / rate);
   return {
     async stop() {
