@@ -140,22 +140,38 @@ impl Merger {
         let (b, c) = (Arc::clone(&busy), Arc::clone(&count));
         let thread = std::thread::Builder::new().name("gitmind-repack".into()).spawn(move || {
             for () in rx {
-                let before = c.load(Ordering::Acquire);
-                match consolidate(&pack_dir, max_packs, fsync) {
-                    Ok((Some(m), left)) => {
-                        c.fetch_sub(before.saturating_sub(left), Ordering::AcqRel);
-                        stats.merged();
-                        tracing::info!(packs = m.packs, objects = m.objects, ms = m.millis, "packs merged");
-                    }
-                    // Nothing to merge (the small packs are too few, or
-                    // none is small): look again after `max_packs / 2` more.
-                    Ok((None, left)) => c.store(left.min(max_packs / 2), Ordering::Release),
-                    Err(e) => {
-                        tracing::error!(error = %e, "merging packs failed; the old packs are kept");
-                        c.store(max_packs / 2, Ordering::Release);
+                // Packs written during a merge do not start another (the
+                // merger was busy): look again after each merge until there
+                // are few enough, or a writer has started the next one.
+                loop {
+                    let before = c.load(Ordering::Acquire);
+                    let merged = match consolidate(&pack_dir, max_packs, fsync) {
+                        Ok((Some(m), left)) => {
+                            c.fetch_sub(before.saturating_sub(left), Ordering::AcqRel);
+                            stats.merged();
+                            tracing::info!(packs = m.packs, objects = m.objects, ms = m.millis, "packs merged");
+                            true
+                        }
+                        // Nothing to merge (the small packs are too few, or
+                        // none is small): look again after `max_packs / 2` more.
+                        Ok((None, left)) => {
+                            c.store(left.min(max_packs / 2), Ordering::Release);
+                            false
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "merging packs failed; the old packs are kept");
+                            c.store(max_packs / 2, Ordering::Release);
+                            false
+                        }
+                    };
+                    b.store(false, Ordering::Release);
+                    let again = merged
+                        && c.load(Ordering::Acquire) > max_packs
+                        && !b.swap(true, Ordering::AcqRel);
+                    if !again {
+                        break;
                     }
                 }
-                b.store(false, Ordering::Release);
             }
         })?;
         Ok(Merger {
