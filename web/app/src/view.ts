@@ -6,6 +6,15 @@
 // only the edges of the selected nodes (the user's and other people's):
 // hundreds of thousands of edges cost seconds a frame where WebGL runs in
 // software, and are a grey haze anyway. "All edges" (e) draws them all.
+//
+// Sigma reprocesses every node (extent, label grid, z-order, WebGL
+// buffers) whenever any node's attributes change: 260 ms for the Debian
+// graph without a GPU (perf-reports/web-16.md), on every frame that
+// carries a move. So this view takes attribute changes of nodes sigma has
+// already placed into its own hands and repaints only those nodes; the
+// full pass runs when nodes come or go, when the z-order changes (a
+// selection), and at most every REINDEX_MS to bring the label grid up to
+// date.
 
 import Graph from "graphology";
 import Sigma from "sigma";
@@ -35,6 +44,10 @@ export const EDGE_LIMIT = 20_000;
 export const POINT_LIMIT = 5_000;
 /** At most this many edges are drawn for the selections. */
 const FOCUS_EDGES = 5_000;
+/** How long a change by someone else stays highlighted. */
+const FLASH_MS = 1_500;
+/** The full pass after repaints is put off by at least this long. */
+const REINDEX_MS = 2_000;
 
 const KIND_COLORS: Record<string, string> = {
   library: "#6e7781",
@@ -97,6 +110,11 @@ export class GraphView {
   private pointNodes = false;
   private cursorLayer: HTMLElement;
   private cursorEls = new Map<string, HTMLElement>();
+  /** Whether nodes or edges came since sigma's last full pass (it has
+   * not placed them, and will reprocess everything anyway). */
+  private passDue = false;
+  private flashTimer: ReturnType<typeof setTimeout> | null = null;
+  private reindexTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private client: GitmindClient,
@@ -127,7 +145,6 @@ export class GraphView {
           out.highlighted = true;
           out.color = "#fb8500";
           out.size = attrs.size * 1.8;
-          out.zIndex = 1;
         }
         if (this.matches.size && !this.matches.has(id) && id !== this.selected) {
           out.color = "#eaeef2";
@@ -137,6 +154,35 @@ export class GraphView {
       },
     });
     this.sigma.on("afterRender", () => this.placeCursors());
+    this.graph.on("nodeAdded", () => (this.passDue = true));
+    this.graph.on("edgeAdded", () => (this.passDue = true));
+    this.sigma.on("beforeProcess", () => (this.passDue = false));
+    // Sigma 3.0's own listener reprocesses the whole graph (see the top of
+    // this file); `activeListeners` is its internal table (the version is
+    // pinned in package.json).
+    const own = (this.sigma as unknown as { activeListeners: Record<string, (...args: unknown[]) => void> }).activeListeners;
+    this.graph.removeListener("nodeAttributesUpdated", own.updateNodeGraphUpdate);
+    this.graph.on("nodeAttributesUpdated", ({ key }) => this.repaint([key]));
+  }
+
+  /**
+   * Redraws `nodes` (and their drawn edges) on the next frame without
+   * reprocessing the graph; nodes sigma has not placed yet, and a `reorder`
+   * (a z-order that changed), take the full pass instead.
+   */
+  private repaint(nodes: Iterable<string>, reorder = false): void {
+    const ids = [...nodes].filter((id) => this.graph.hasNode(id));
+    if (reorder || this.passDue) {
+      this.sigma.refresh({ partialGraph: { nodes: ids }, schedule: true });
+      return;
+    }
+    const edges = ids.flatMap((id) => this.graph.edges(id));
+    this.sigma.refresh({ partialGraph: { nodes: ids, edges }, skipIndexation: true, schedule: true });
+    // Labels are placed by the grid of the last full pass.
+    this.reindexTimer ??= setTimeout(() => {
+      this.reindexTimer = null;
+      this.sigma.refresh({ partialGraph: { nodes: [] }, schedule: true });
+    }, REINDEX_MS);
   }
 
   /** Replaces the whole graph (after a full sync). */
@@ -292,19 +338,36 @@ export class GraphView {
   }
 
   private flash(id: string): void {
-    this.flashes.set(id, performance.now() + 1500);
-    setTimeout(() => this.sigma.refresh({ skipIndexation: true }), 1600);
+    // Re-inserted, so the map stays in the order the flashes end.
+    this.flashes.delete(id);
+    this.flashes.set(id, performance.now() + FLASH_MS);
+    this.repaint([id]);
+    this.flashTimer ??= setTimeout(() => this.endFlashes(), FLASH_MS);
+  }
+
+  private endFlashes(): void {
+    const now = performance.now();
+    const ended: string[] = [];
+    for (const [id, until] of this.flashes) {
+      if (until > now) break;
+      this.flashes.delete(id);
+      ended.push(id);
+    }
+    this.repaint(ended);
+    const next = this.flashes.values().next();
+    this.flashTimer = next.done ? null : setTimeout(() => this.endFlashes(), Math.max(16, next.value - now));
   }
 
   setSearch(matches: Iterable<string>): void {
     this.matches = new Set(matches);
-    this.sigma.refresh({ skipIndexation: true });
+    this.sigma.refresh({ skipIndexation: true, schedule: true });
   }
 
   select(id: string | null): void {
+    const was = this.selected;
     this.selected = id;
     if (!this.allEdges) this.drawEdges();
-    this.sigma.refresh({ skipIndexation: true });
+    this.repaint([was, id].filter((n) => n !== null), true);
   }
 
   /** Moves the camera to a node. */
@@ -318,7 +381,8 @@ export class GraphView {
 
   /** Draws other people's selections and cursors. */
   setPeers(peers: Iterable<Peer>, self: string | undefined): void {
-    this.peerSelections.clear();
+    const before = this.peerSelections;
+    this.peerSelections = new Map();
     const seen = new Set<string>();
     for (const peer of peers) {
       if (peer.sessionId === self) continue;
@@ -350,8 +414,12 @@ export class GraphView {
       }
     }
     this.placeCursors();
+    const changed = new Set<string>();
+    for (const [id, color] of this.peerSelections) if (before.get(id) !== color) changed.add(id);
+    for (const id of before.keys()) if (!this.peerSelections.has(id)) changed.add(id);
+    if (changed.size === 0) return;
     if (!this.allEdges) this.drawEdges();
-    this.sigma.refresh({ skipIndexation: true });
+    this.repaint(changed, true);
   }
 
   private placeCursors(): void {

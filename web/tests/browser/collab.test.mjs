@@ -52,6 +52,29 @@ for (const codec of codecs) {
       assert.equal(label, "Alpha");
     });
 
+    test("a node moved in one browser is drawn, and can be clicked, where it now is in the other", async () => {
+      // Moves are repainted without sigma's full pass (web/app/src/view.ts):
+      // what is drawn, and what a click finds, must still follow them.
+      const to = await alice.evaluate(async (id) => {
+        const { x, y } = window.gitmind.client.nodes.get(id);
+        const to = { x: (x ?? 0) + 40, y: (y ?? 0) - 30 };
+        await window.gitmind.client.updateNode(id, to);
+        return to;
+      }, id);
+      await until(bob, ([id, to]) => window.gitmind.view.graph.getNodeAttribute(id, "x") === to.x, [id, to]);
+      await bob.keyboard.press("Escape");
+      const box = await bob.locator("#graph").boundingBox();
+      for (let tries = 0; ; tries++) {
+        const at = await bob.evaluate((to) => window.gitmind.view.sigma.graphToViewport(to), to);
+        await bob.mouse.click(box.x + at.x, box.y + at.y);
+        if ((await bob.evaluate(() => window.gitmind.view.selected)) === id) break;
+        assert.ok(tries < 20, `a click where ${id} was moved to did not find it`);
+        await bob.waitForTimeout(100);
+      }
+      await bob.keyboard.press("Escape");
+      await until(bob, () => window.gitmind.view.selected === null);
+    });
+
     test("a cursor moved over the graph is drawn, with its name, in the other browser", async () => {
       const box = await alice.locator("#graph").boundingBox();
       await alice.mouse.move(box.x + box.width / 3, box.y + box.height / 3);
