@@ -4,7 +4,7 @@
 // URL: /?graph=NAME&user=NAME&codec=json|binary, and #access_token=JWT
 // when the server wants one (kept out of the query so it is not logged).
 
-import { GitmindClient } from "../../lib/src/index";
+import { GitmindClient, ot } from "../../lib/src/index";
 import type { Peer } from "../../lib/src/index";
 import { GraphView, userColor } from "./view";
 
@@ -237,20 +237,9 @@ function showNode(id: string): void {
     const [start, end] = [contentArea.selectionStart, contentArea.selectionEnd];
     const old = contentArea.value;
     contentArea.value = text;
-    contentArea.setSelectionRange(shiftCaret(old, text, start), shiftCaret(old, text, end));
+    contentArea.setSelectionRange(ot.shiftCaret(old, text, start), ot.shiftCaret(old, text, end));
   }
   $("node-meta").textContent = `${node.kind ?? "concept"} · rev ${node.rev ?? "pending"}${node.updatedBy ? ` · last changed by ${node.updatedBy}` : ""}`;
-}
-
-/** Where a caret at `at` in `old` belongs in `now` (one changed span). */
-function shiftCaret(old: string, now: string, at: number): number {
-  let prefix = 0;
-  while (prefix < old.length && prefix < now.length && old[prefix] === now[prefix]) prefix++;
-  if (at <= prefix) return at;
-  let suffix = 0;
-  while (suffix < old.length - prefix && suffix < now.length - prefix && old[old.length - 1 - suffix] === now[now.length - 1 - suffix]) suffix++;
-  if (at >= old.length - suffix) return at + now.length - old.length;
-  return prefix + (now.length - suffix - prefix);
 }
 
 contentArea.addEventListener("input", () => {

@@ -245,6 +245,11 @@ export class GraphView {
     this.drawEdges();
   }
 
+  /** Whether a node is selected, by this user or by someone else. */
+  private focused(id: string): boolean {
+    return id === this.selected || this.peerSelections.has(id);
+  }
+
   /** The edges that should be drawn now. */
   private wantedEdges(): Iterable<string> {
     if (this.allEdges) return this.client.edges.keys();
@@ -300,7 +305,7 @@ export class GraphView {
       if (this.graph.hasEdge(key)) this.graph.dropEdge(key);
       if (!edge) continue;
       resized.add(edge.source).add(edge.target);
-      if (this.allEdges || [edge.source, edge.target].some((id) => id === this.selected || this.peerSelections.has(id))) {
+      if (this.allEdges || this.focused(edge.source) || this.focused(edge.target)) {
         this.putEdge(edge);
       }
       if (flash) {

@@ -237,3 +237,14 @@ export function transformIndex(op: TextOp, index: number, afterInserts = false):
   }
   return result;
 }
+
+/**
+ * Where a caret at UTF-16 offset `at` of `before` (what editors report)
+ * belongs in `after`, when `after` came from `before` by one edit: before
+ * the edit it stays, after it it follows the text, inside a replaced span
+ * it goes to the end of the new text.
+ */
+export function shiftCaret(before: string, after: string, at: number): number {
+  const moved = transformIndex(diff(before, after), cpLen(before.slice(0, at)));
+  return Array.from(after).slice(0, moved).join('').length;
+}

@@ -56,6 +56,17 @@ test('diff makes the smallest canonical op, counting code points', () => {
   assert.equal(ot.transformIndex([2, 'xy', -1, 1], 3), 4);
 });
 
+test('a caret keeps its place in text changed by someone else, in UTF-16 offsets', () => {
+  // Before the change it stays; after it, it follows; inside it, it goes
+  // to the end of the new text.
+  assert.equal(ot.shiftCaret('hello world', 'hello big world', 3), 3);
+  assert.equal(ot.shiftCaret('hello world', 'hello big world', 8), 12);
+  assert.equal(ot.shiftCaret('hello world', 'hello there', 8), 11);
+  // An emoji is two UTF-16 units and one code point (the protocol's unit).
+  assert.equal(ot.shiftCaret('a😀b', 'xa😀b', 3), 4);
+  assert.equal(ot.shiftCaret('a😀b', 'a😀😀b', 4), 6);
+});
+
 test('the server example of 4.2: both insert as of seq 1', () => {
   // alice ["x",2] first in server order; bob [2,"y"] becomes [3,"y"].
   assert.deepEqual(ot.transformPair(['x', 2], [2, 'y'])[1], [3, 'y']);
