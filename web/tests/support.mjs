@@ -82,10 +82,11 @@ export async function launchBrowser() {
 }
 
 /**
- * Opens the app as `user` on `graph` and waits until it has its first sync.
+ * Opens the app as `user` on `graph` (`query`: more of the URL's query,
+ * such as "&screen=1") and waits until it has its first sync.
  * Errors in the page fail the test.
  */
-export async function openApp(browser, server, { graph, user, codec = "json", viewport = { width: 1200, height: 760 } }) {
+export async function openApp(browser, server, { graph, user, codec = "json", viewport = { width: 1200, height: 760 }, query = "" }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.errors = [];
@@ -93,7 +94,7 @@ export async function openApp(browser, server, { graph, user, codec = "json", vi
   page.on("console", (message) => {
     if (message.type() === "error") page.errors.push(new Error(message.text()));
   });
-  await page.goto(`${server.url}/?graph=${graph}&user=${user}&codec=${codec}`);
+  await page.goto(`${server.url}/?graph=${graph}&user=${user}&codec=${codec}${query}`);
   await waitConnected(page);
   return page;
 }

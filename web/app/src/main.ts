@@ -72,7 +72,7 @@ client.on("synced", (sync) => {
 });
 
 client.on("change", (change) => {
-  view.update(change.nodes, change.edges, !change.local);
+  view.update(change.nodes, change.edges, !change.local && change.region !== "sync");
   if (view.selected && change.nodes.includes(view.selected)) showNode(view.selected);
 });
 
@@ -96,6 +96,57 @@ function startLayout(): void {
     note.textContent = `Laying out ${view.unplaced.size} nodes…`;
   }
 }
+
+// -- what is on screen -----------------------------------------------------
+// A large graph seen up close: the page subscribes to the region on screen
+// (protocol 7, with a margin) and gives up the rest, so changes elsewhere
+// are not sent to it; the nodes it held stay drawn as they were. Zoomed
+// out again, it takes the whole graph back. `?screen=1` follows the screen
+// on any graph, at any zoom.
+
+/** Graphs with more nodes than this follow the screen when zoomed in. */
+const SCREEN_NODES = 5_000;
+/** Zoomed in past this camera ratio (1: the whole graph fits). */
+const SCREEN_RATIO = 0.5;
+type Box = [number, number, number, number];
+const forceScreen = params.get("screen") === "1";
+/** The region subscribed for the screen, or null: the whole graph. */
+let screenBox: Box | null = null;
+let screenTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** What the view shows, in graph coordinates, widened by `margin` of its size on each side. */
+function visibleBox(margin: number): Box | null {
+  const { width, height } = view.sigma.getDimensions();
+  const a = view.sigma.viewportToGraph({ x: 0, y: 0 });
+  const b = view.sigma.viewportToGraph({ x: width, y: height });
+  const [x0, x1, y0, y1] = [Math.min(a.x, b.x), Math.max(a.x, b.x), Math.min(a.y, b.y), Math.max(a.y, b.y)];
+  const [mx, my] = [(x1 - x0) * margin, (y1 - y0) * margin];
+  const box: Box = [x0 - mx, y0 - my, x1 + mx, y1 + my];
+  return width > 0 && height > 0 && box.every(Number.isFinite) ? box : null;
+}
+
+function followScreen(): void {
+  const follow = forceScreen || (client.nodes.size > SCREEN_NODES && view.sigma.getCamera().ratio < SCREEN_RATIO);
+  const seen = follow ? visibleBox(0) : null;
+  if (!seen) {
+    if (screenBox) {
+      client.subscribeRegion("all", { all: true });
+      client.unsubscribeRegion("screen");
+      screenBox = null;
+    }
+  } else if (!screenBox || seen[0] < screenBox[0] || seen[1] < screenBox[1] || seen[2] > screenBox[2] || seen[3] > screenBox[3]) {
+    const first = !screenBox;
+    screenBox = visibleBox(0.5)!;
+    client.subscribeRegion("screen", { bbox: screenBox });
+    if (first) client.unsubscribeRegion("all");
+  }
+  $("scope").textContent = screenBox ? "Live: what is on screen" : "Live: the whole graph";
+}
+view.sigma.getCamera().on("updated", () => {
+  clearTimeout(screenTimer);
+  screenTimer = setTimeout(followScreen, 300);
+});
+client.on("synced", followScreen);
 
 // -- presence --------------------------------------------------------------
 

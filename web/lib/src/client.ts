@@ -10,8 +10,8 @@ import { Replica, ReplicaError, opsOf } from './replica.js';
 import {
   edgeId, isMutationType,
   type CursorData, type Edge, type EdgeSet, type Envelope, type GraphSyncData, type Mutation, type Node,
-  type GonzaiDiscoverData, type NodeSet, type Op, type PresenceData, type SelectionData, type SystemError, type SystemReconnect,
-  type UpdateConfirmed, type UpdateConflictResolved, type UpdateRollback,
+  type GonzaiDiscoverData, type NodeSet, type Op, type PresenceData, type Query, type QueryResultsData, type RegionFilter,
+  type SelectionData, type SystemError, type SystemReconnect, type UpdateConfirmed, type UpdateConflictResolved, type UpdateRollback,
 } from './types.js';
 
 /** A frame codec: the JSON one is built in, the binary one loaded on demand. */
@@ -104,6 +104,8 @@ export interface ChangeEvent {
   ref?: string;
   /** The graph `seq` of a received change. */
   seq?: number;
+  /** A region's message brought it (protocol 7): not a change made by anyone now when `sync`. */
+  region?: 'sync' | 'enter' | 'leave';
 }
 
 export interface RollbackEvent { ref: string; code: string; message?: string; data: UpdateRollback }
@@ -118,6 +120,8 @@ export interface ClientEvents {
   rollback: RollbackEvent;
   error: SystemError;
   discover: GonzaiDiscoverData;
+  /** A live query's results, at once and whenever they change (protocol 7). */
+  query: QueryResultsData;
   /** Every envelope received, after the client took it (for sections 7 and 9, and debugging). */
   message: Envelope;
 }
@@ -210,6 +214,15 @@ export class GitmindClient {
   private closedWaiters: (() => void)[] = [];
   private ownPresence: PresenceData | undefined;
   private ownSelection: SelectionData | undefined;
+  /**
+   * The regions and queries taken, by `r:` or `q:` and their id, in the
+   * order taken, sent again after each reconnect (a new connection starts
+   * with the region "all" only); the region "all" given up is kept as its
+   * unsubscribe.
+   */
+  private readonly subscriptions = new Map<string, Envelope>();
+  /** The region "all" was taken again: its next `region.sync` replaces the replica. */
+  private wholeNext = false;
   private cursorDue: CursorData | undefined;
   private cursorTimer: ReturnType<typeof setTimeout> | undefined;
   private lastCursorAt = 0;
@@ -584,6 +597,24 @@ export class GitmindClient {
       case 'gonzai.discover':
         this.emit('discover', env.data as GonzaiDiscoverData);
         return;
+      case 'region.sync':
+      case 'region.enter':
+      case 'region.leave': {
+        // The region "all" is the whole graph: its sync replaces the
+        // replica when "all" was taken again, and is added to it after.
+        const all = type === 'region.sync' && (env.data as { regionId?: string })?.regionId === 'all';
+        const first = all && this.wholeNext;
+        if (first) this.wholeNext = false;
+        const t = this.replica.applyRegion(env, all && (first || !this.replica.partial), first);
+        this.sendReleased(t.released);
+        this.resolveDropped();
+        const region = type.slice('region.'.length) as 'sync' | 'enter' | 'leave';
+        this.emit('change', { nodes: [...t.nodes], edges: [...t.edges], local: false, region });
+        return;
+      }
+      case 'query.results':
+        this.emit('query', env.data as QueryResultsData);
+        return;
       default:
         return; // Sections 7 and 9: seen through the `message` event.
     }
@@ -633,6 +664,8 @@ export class GitmindClient {
       this.send(resend);
       if (this.ownPresence) this.send([{ id: this.newId('p'), type: 'user.presence', data: this.ownPresence }]);
       if (this.ownSelection) this.send([{ id: this.newId('s'), type: 'selection.change', data: this.ownSelection }]);
+      this.send([...this.subscriptions.values()]);
+      this.replica.partial = this.cutsGraph();
     }
     this.setState('connected');
     this.emit('synced', { mode: sync.mode ?? 'snapshot', seq: this.replica.seq, epoch: this.replica.epoch });
@@ -833,6 +866,48 @@ export class GitmindClient {
     for (const k of ['focus', 'displayName', 'color', 'chaosAffinity'] as const) if (p[k] !== undefined) (data as any)[k] = p[k];
     this.ownPresence = data;
     if (this.live) this.send([{ id: this.newId('p'), type: 'user.presence', data }]);
+  }
+
+  /**
+   * Subscribes a region (protocol 7): its nodes arrive with `region.sync`,
+   * then enter and leave as changes move them, each as a `change` event.
+   * Kept, and sent again after each reconnect; the same id replaces the
+   * region. Give up the region "all" ({@link unsubscribeRegion}) to see
+   * only your regions: the replica then holds only what they hold, and
+   * taking "all" again replaces it with the whole graph.
+   */
+  subscribeRegion(regionId: string, filter: RegionFilter): void {
+    if (regionId === 'all' && this.cutsGraph()) this.wholeNext = true;
+    this.hold(`r:${regionId}`, { type: 'region.subscribe', data: { regionId, filter } }, true);
+  }
+
+  /** Gives up a region ("all" included). */
+  unsubscribeRegion(regionId: string): void {
+    this.hold(`r:${regionId}`, { type: 'region.unsubscribe', data: { regionId } }, regionId === 'all');
+    // From now on events come with gaps: the changes outside the regions.
+    this.replica.partial = this.cutsGraph();
+  }
+
+  /** Subscribes a live query: its results arrive as `query` events, at once and whenever they change. */
+  subscribeQuery(queryId: string, query: Query): void {
+    this.hold(`q:${queryId}`, { type: 'query.subscribe', data: { queryId, query } }, true);
+  }
+
+  unsubscribeQuery(queryId: string): void {
+    this.hold(`q:${queryId}`, { type: 'query.unsubscribe', data: { queryId } }, false);
+  }
+
+  /** Notes a subscription (kept, or forgotten) and sends it when connected. */
+  private hold(key: string, e: Omit<Envelope, 'id'>, keep: boolean): void {
+    const envelope = { ...e, id: this.newId('r') } as Envelope;
+    this.subscriptions.delete(key);
+    if (keep) this.subscriptions.set(key, envelope);
+    if (this.live) this.send([envelope]);
+  }
+
+  /** Whether the regions held cut the graph: the region "all" was given up. */
+  private cutsGraph(): boolean {
+    return this.subscriptions.get('r:all')?.type === 'region.unsubscribe';
   }
 
   /**

@@ -22,7 +22,8 @@ import type { TextOp } from './ot.js';
 import {
   edgeId, isMutationType,
   type Edge, type EdgeSet, type Envelope, type GraphSyncData, type Mutation, type Node, type NodeSet,
-  type Op, type PropsPatch, type Resolution, type UpdateConflictResolved, type UpdateConfirmed, type UpdateRollback,
+  type Op, type PropsPatch, type RegionEnterData, type RegionLeaveData, type RegionSyncData, type Resolution,
+  type UpdateConflictResolved, type UpdateConfirmed, type UpdateRollback,
 } from './types.js';
 
 /** Why the replica could not take a message: the connection layer resyncs. */
@@ -336,6 +337,12 @@ export class Replica {
   private pending: Pending[] = [];
   private cachedView: View | undefined;
   private dropped: string[] = [];
+  /**
+   * Whether the session's regions cut the graph (it gave up the region
+   * `"all"`, protocol 7): the replica holds what they hold, and events
+   * come with gaps in `seq` (the changes outside them).
+   */
+  partial = false;
 
   /** How many changes wait for an outcome (sent or not). */
   get pendingCount(): number {
@@ -449,7 +456,7 @@ export class Replica {
     const seq = event.seq;
     if (seq === undefined) throw new ReplicaError('no_seq', 'event has no seq');
     if (seq <= this.seq) throw new ReplicaError('duplicate', `event seq ${seq} was already applied`);
-    if (seq !== this.seq + 1) throw new ReplicaError('gap', `expected seq ${this.seq + 1} next, got ${seq}`);
+    if (seq !== this.seq + 1 && !this.partial) throw new ReplicaError('gap', `expected seq ${this.seq + 1} next, got ${seq}`);
     if (!isMutationType(event.type)) throw new ReplicaError('unexpected', `\`${event.type}\` is not an event`);
     const body = { type: event.type, data: event.data ?? {} } as Mutation;
     const own = this.userId !== undefined && event.userId === this.userId && this.pending.some((p) => p.id === event.id);
@@ -461,7 +468,64 @@ export class Replica {
     return this.release();
   }
 
+  /**
+   * Takes a `region.sync`, `region.enter` or `region.leave` (protocol 7)
+   * and returns the ids it touched. A region's nodes and edges are added
+   * to what the replica holds (regions may overlap); a leave removes the
+   * node and its edges (a node still in another region of the session
+   * comes back with that region's next sync: hold overlapping regions
+   * apart by `regionId`). With `whole`, the sync is of the region `"all"`
+   * taken again: it replaces everything, as a snapshot does (`first` for
+   * its first part), and the replica is whole again; `released` are the
+   * changes that may be sent now, as after a sync.
+   */
+  applyRegion(env: Envelope, whole = false, first = true): Touched & { released: Envelope[] } {
+    const touched = { nodes: new Set<string>(), edges: new Set<string>(), released: [] as Envelope[] };
+    if (env.type === 'region.sync') {
+      const d = env.data as RegionSyncData;
+      if (whole) {
+        if (first) this.partial = false;
+        return this.takeWhole(d, first);
+      }
+      for (const n of d.nodes ?? []) {
+        this.server.nodes.set(n.id, n);
+        touched.nodes.add(n.id);
+      }
+      for (const e of d.edges ?? []) {
+        this.server.insertEdge(e);
+        touched.edges.add(edgeId(e));
+      }
+    } else if (env.type === 'region.enter') {
+      const { node } = env.data as RegionEnterData;
+      this.server.nodes.set(node.id, node);
+      touched.nodes.add(node.id);
+    } else if (env.type === 'region.leave') {
+      const { id } = env.data as RegionLeaveData;
+      for (const e of this.server.removeNode(id)) touched.edges.add(e);
+      touched.nodes.add(id);
+    }
+    this.invalidate();
+    return touched;
+  }
+
+  private takeWhole(d: RegionSyncData, first: boolean): Touched & { released: Envelope[] } {
+    const before = this.server;
+    const released = this.applySync({ mode: 'snapshot', epoch: this.epoch, seq: d.seq, nodes: d.nodes, edges: d.edges, chunk: first ? undefined : { index: 1, count: 2 } });
+    const touched = { nodes: new Set<string>(), edges: new Set<string>(), released };
+    if (first) {
+      for (const id of before.nodes.keys()) touched.nodes.add(id);
+      for (const id of before.edges.keys()) touched.edges.add(id);
+    }
+    for (const n of d.nodes ?? []) touched.nodes.add(n.id);
+    for (const e of d.edges ?? []) touched.edges.add(edgeId(e));
+    return touched;
+  }
+
   private applyEventOp(op: Op, rebase: boolean): void {
+    // With regions, an edge is sent when one end is seen: its other end,
+    // or the edge itself (whose end entered alone), may not be held.
+    if (this.partial && op.type === 'node.update' && !this.server.nodes.has(op.data.id)) return;
+    if (this.partial && op.type === 'edge.update' && !this.server.edges.has(opEdgeId(op.data) ?? '')) return;
     switch (op.type) {
       case 'node.create': {
         const content = op.data.node.content ?? '';
@@ -575,7 +639,7 @@ export class Replica {
       this.undoUnder(p!.body, index);
     } else if (d.seq <= this.seq) {
       this.pending.splice(index, 1);
-    } else if (d.seq !== this.seq + 1) {
+    } else if (d.seq !== this.seq + 1 && !this.partial) {
       throw new ReplicaError('gap', `expected seq ${this.seq + 1} next, got ${d.seq}`);
     } else {
       const [p] = this.pending.splice(index, 1) as [Pending];
