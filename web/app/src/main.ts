@@ -467,6 +467,9 @@ document.addEventListener("keydown", (event) => {
 // -- Gonzai ----------------------------------------------------------------
 
 function toast(text: string, animation?: string): void {
+  // The same words again (Gonzai noticing each keystroke of one edit) are
+  // one toast, shown for longer.
+  for (const shown of [...$("gonzai").children]) if (shown.textContent === text) shown.remove();
   const box = document.createElement("div");
   box.className = "discovery";
   if (animation) box.dataset.animation = animation;

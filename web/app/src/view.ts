@@ -42,6 +42,8 @@ export const EDGE_LIMIT = 20_000;
  * software (perf-reports/web-16.md), the same discs on screen.
  */
 export const POINT_LIMIT = 5_000;
+/** Up to this many nodes, every label is drawn; above, only those of large enough nodes. */
+const ALL_LABELS_LIMIT = 500;
 /** At most this many edges are drawn for the selections. */
 const FOCUS_EDGES = 5_000;
 /** How long a change by someone else stays highlighted. */
@@ -124,7 +126,6 @@ export class GraphView {
     this.cursorLayer = cursorLayer;
     this.sigma = new Sigma<NodeAttrs>(this.graph, container, {
       hideEdgesOnMove: true,
-      labelRenderedSizeThreshold: 8,
       defaultEdgeColor: "#d0d7de",
       zIndex: true,
       nodeProgramClasses: { circle: NodeCircleProgram, point: NodePointProgram },
@@ -203,6 +204,13 @@ export class GraphView {
       })),
     });
     this.drawEdges();
+    this.labelAll();
+  }
+
+  /** Labels every node of a small graph, only the larger nodes of a large one. */
+  private labelAll(): void {
+    const threshold = this.graph.order <= ALL_LABELS_LIMIT ? 0 : 8;
+    if (this.sigma.getSetting("labelRenderedSizeThreshold") !== threshold) this.sigma.setSetting("labelRenderedSizeThreshold", threshold);
   }
 
   /** How many edges a node has in the replica. */
@@ -316,6 +324,7 @@ export class GraphView {
     for (const id of resized) {
       if (this.graph.hasNode(id)) this.graph.setNodeAttribute(id, "size", sizeOf(this.degree(id)));
     }
+    this.labelAll();
   }
 
   private attrs(node: Node, radius: number): NodeAttrs {

@@ -54,6 +54,8 @@ try {
   await alice.mouse.move(box.x + box.width * 0.62, box.y + box.height * 0.42, { steps: 5 });
   const bobBox = await bob.locator("#graph").boundingBox();
   await bob.mouse.move(bobBox.x + bobBox.width * 0.35, bobBox.y + bobBox.height * 0.6, { steps: 5 });
+  // Selecting from the search zooms onto the node: show the whole graph.
+  for (const page of [alice, bob]) await page.evaluate(() => window.gitmind.view.sigma.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1.1 }));
   await new Promise((r) => setTimeout(r, 1000));
   await alice.screenshot({ path: `${out}/two-browsers-alice.png` });
   await bob.screenshot({ path: `${out}/two-browsers-bob.png` });
