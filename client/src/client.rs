@@ -87,6 +87,11 @@ pub struct ClientConfig {
     pub connect_attempts: Option<u32>,
     /// Time allowed for the first `graph.sync` after connecting.
     pub sync_timeout: Duration,
+    /// A change refused `unavailable` or `rate_limited` (transient: the
+    /// server does not remember those, 4.4) is sent again with its id after
+    /// the server's `retryAfterMs` plus the backoff's jitter, up to this
+    /// many times, before the refusal reaches the program.
+    pub transient_retries: u32,
 }
 
 impl ClientConfig {
@@ -102,6 +107,7 @@ impl ClientConfig {
             max_attempts: None,
             connect_attempts: None,
             sync_timeout: Duration::from_secs(30),
+            transient_retries: 5,
         }
     }
 }
@@ -276,6 +282,8 @@ impl Client {
             ready: Some(ready_tx),
             snapshot_next: false,
             subscriptions: Subscriptions::default(),
+            retried: HashMap::new(),
+            due: Vec::new(),
             tag: format!("{:016x}", rand::random::<u64>()),
         };
         tokio::spawn(worker.run());
@@ -674,6 +682,10 @@ struct Worker {
     /// again on each new connection (a new session starts with the region
     /// `"all"` only).
     subscriptions: Subscriptions,
+    /// Transient refusals retried, by mutation id: how many times so far.
+    retried: HashMap<String, u32>,
+    /// Mutations to send again once their time comes (`transient_retries`).
+    due: Vec<(Instant, String)>,
 }
 
 /// How a connection ended.
@@ -873,6 +885,8 @@ impl Worker {
             .cloned()
             .collect();
         resend.extend(orphans);
+        // What waited for a retry goes now, with the rest.
+        self.due.clear();
         self.remember(&resend);
         resend.extend(self.subscriptions.envelopes());
         if !resend.is_empty() {
@@ -949,6 +963,18 @@ impl Worker {
                         last_sent = Instant::now();
                     }
                 }
+                () = tokio::time::sleep_until(self.due.iter().map(|(at, _)| *at).min().unwrap_or(last_sent)), if !self.due.is_empty() => {
+                    let now = Instant::now();
+                    let (ready, later): (Vec<_>, Vec<_>) = self.due.drain(..).partition(|(at, _)| *at <= now);
+                    self.due = later;
+                    let send: Vec<Envelope> = ready.iter().filter_map(|(_, id)| self.sent.get(id).cloned()).collect();
+                    if !send.is_empty() {
+                        if let Err(e) = transport.send(&send).await {
+                            return Lost::Retry { reason: e.to_string(), server_asked };
+                        }
+                        last_sent = Instant::now();
+                    }
+                }
                 () = tokio::time::sleep_until(last_sent + heartbeat / 2) => {
                     let beat = Envelope::new("hb", Body::SystemHeartbeat(SystemHeartbeat::default()));
                     if let Err(e) = transport.send(&[beat]).await {
@@ -978,6 +1004,7 @@ impl Worker {
                     let _ = self.events.send(Event::Synced { mode, seq }).await;
                 }
             }
+            Body::UpdateRollback(r) if self.retry_later(r) => {}
             Body::UpdateConfirmed(_)
             | Body::UpdateConflictResolved(_)
             | Body::UpdateRollback(_) => {
@@ -1135,9 +1162,31 @@ impl Worker {
             _ => return,
         };
         self.sent.remove(reference);
+        self.retried.remove(reference);
         if let Some(reply) = self.replies.remove(reference) {
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Whether a refusal is transient and the change goes again later
+    /// (`ClientConfig::transient_retries`); it then stays pending.
+    fn retry_later(&mut self, r: &UpdateRollback) -> bool {
+        if !matches!(
+            r.reason,
+            RollbackReason::Unavailable | RollbackReason::RateLimited
+        ) || !self.sent.contains_key(&r.reference)
+        {
+            return false;
+        }
+        let tries = self.retried.entry(r.reference.clone()).or_insert(0);
+        if *tries >= self.config.transient_retries {
+            return false;
+        }
+        let asked = r.retry_after_ms.map(Duration::from_millis);
+        let delay = self.config.backoff.delay(*tries, asked);
+        *tries += 1;
+        self.due.push((Instant::now() + delay, r.reference.clone()));
+        true
     }
 
     /// Changes the replica dropped unsent resolve as rolled back.

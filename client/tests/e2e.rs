@@ -5,9 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, until, until_state, TestServer};
-use gitmind_client::{Codec, Event, Outcome, State};
-use gitmind_schema::message::{NodeCreate, NodeUpdate, SyncMode};
+use common::{connect, until, until_state, TestServer, WAIT};
+use gitmind_client::{Client, ClientConfig, Codec, Event, Outcome, State};
+use gitmind_schema::message::{NodeCreate, NodeUpdate, RollbackReason, SyncMode};
 use gitmind_schema::model::{Node, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
@@ -583,4 +583,52 @@ async fn a_snapshot_in_several_chunks_reaches_both_codecs_whole_with_the_events_
         .await;
         reader.close().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_refused_rate_limited_are_sent_again_and_each_lands_once_on_both_codecs() {
+    use futures_util::future::join_all;
+
+    // Five changes a second per user: a burst of twelve is refused
+    // `rate_limited` from the sixth on, with `retryAfterMs`.
+    let server = TestServer::start_with(|config| config.mutation_rate_per_user = 5);
+    let node = |id: String| Node {
+        id,
+        ..Node::default()
+    };
+    for (codec, graph) in [(Codec::Binary, "retry-bin"), (Codec::Json, "retry-json")] {
+        let (client, _events) = connect(&server.url(), graph, graph, codec).await;
+        let outcomes = join_all((0..12).map(|i| client.create_node(node(format!("n:{i}"))))).await;
+        for outcome in outcomes {
+            assert!(
+                matches!(outcome.unwrap(), Outcome::Confirmed(_)),
+                "{codec:?}: every change lands"
+            );
+        }
+        // Each exactly once: a second application would have been refused
+        // `already_exists`, and the graph would be past seq 12.
+        let (watcher, _w) = connect(&server.url(), graph, "watcher", codec).await;
+        until(&watcher, "the twelve nodes", |r| {
+            r.server_nodes().count() == 12
+        })
+        .await;
+        assert_eq!(watcher.replica().server_seq(), 12);
+    }
+
+    // Without retries the refusal reaches the program, as before.
+    let mut config = ClientConfig::new(server.url(), "retry-off");
+    config.user = Some("impatient".into());
+    config.transient_retries = 0;
+    let (client, _events) = tokio::time::timeout(WAIT, Client::connect(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let outcomes = join_all((0..12).map(|i| client.create_node(node(format!("n:{i}"))))).await;
+    let refused = outcomes
+        .into_iter()
+        .filter(
+            |o| matches!(o, Ok(Outcome::RolledBack(r)) if r.reason == RollbackReason::RateLimited),
+        )
+        .count();
+    assert!(refused > 0, "some changes are refused rate_limited");
 }

@@ -42,6 +42,13 @@ export interface ClientOptions {
   cursorIntervalMs?: number;
   /** The server's frame limit (1 MiB): a change larger than that is rolled back here as `too_large`, not sent. */
   maxFrameBytes?: number;
+  /**
+   * A change refused `unavailable` or `rate_limited` (transient: the server
+   * does not remember those, 4.4) is sent again with its id after the
+   * server's `retryAfterMs` plus the backoff's jitter, up to this many
+   * times (default 5), before the refusal reaches the caller.
+   */
+  transientRetries?: number;
 }
 
 export type ConnectionKind = 'connecting' | 'connected' | 'reconnecting' | 'offline';
@@ -223,6 +230,8 @@ export class GitmindClient {
   private readonly subscriptions = new Map<string, Envelope>();
   /** The region "all" was taken again: its next `region.sync` replaces the replica. */
   private wholeNext = false;
+  /** Transient refusals retried, by mutation id: how many times so far. */
+  private readonly retried = new Map<string, number>();
   private cursorDue: CursorData | undefined;
   private cursorTimer: ReturnType<typeof setTimeout> | undefined;
   private lastCursorAt = 0;
@@ -672,6 +681,7 @@ export class GitmindClient {
   }
 
   private takeOutcome(env: Envelope): void {
+    if (this.retryLater(env)) return;
     const d = (env.data ?? {}) as UpdateRollback & UpdateConfirmed;
     const held = this.replica.hasPending(d.ref);
     // What the outcome touches, read before the replica forgets the change.
@@ -699,9 +709,30 @@ export class GitmindClient {
   /** The bodies of the changes made here and not answered, for `change` events. */
   private readonly bodies = new Map<string, Mutation>();
 
+  /**
+   * Whether an outcome is a transient refusal of a change sent here, and
+   * the change goes again later (`transientRetries`): it stays pending.
+   */
+  private retryLater(env: Envelope): boolean {
+    const d = (env.data ?? {}) as UpdateRollback;
+    if (env.type !== 'update.rollback' || (d.reason !== 'unavailable' && d.reason !== 'rate_limited') || !this.sent.has(d.ref)) return false;
+    const tries = this.retried.get(d.ref) ?? 0;
+    if (tries >= (this.options.transientRetries ?? 5)) return false;
+    this.retried.set(d.ref, tries + 1);
+    const ws = this.ws;
+    const delay = backoffDelay(this.options.backoff ?? DEFAULT_BACKOFF, tries, d.retryAfterMs ?? 0);
+    setTimeout(() => {
+      // A new connection has sent every pending change again already.
+      const e = this.sent.get(d.ref);
+      if (e && this.ws === ws && this.live) this.send([e]);
+    }, delay);
+    return true;
+  }
+
   private resolve(env: Envelope): void {
     const d = (env.data ?? {}) as { ref: string };
     this.sent.delete(d.ref);
+    this.retried.delete(d.ref);
     this.bodies.delete(d.ref);
     const r = this.replies.get(d.ref);
     if (!r) return;
