@@ -3,6 +3,7 @@
 // and pages of the app at a given graph, user and codec.
 
 import { spawn } from "node:child_process";
+import { after, before } from "node:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -60,6 +61,23 @@ export class Server {
     if (!response.ok) throw new Error(`snapshot: ${response.status}`);
     return response.json();
   }
+}
+
+/**
+ * A server on port 0 and a browser for the tests of one file, started
+ * before them and stopped after them: `env.server`, `env.browser`.
+ */
+export function serverAndBrowser() {
+  const env = {};
+  before(async () => {
+    env.server = await new Server().start();
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.dispose();
+  });
+  return env;
 }
 
 export async function launchBrowser() {

@@ -3,18 +3,9 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Server, launchBrowser, openApp, selectNode, until, codecs } from "../support.mjs";
+import { serverAndBrowser, openApp, selectNode, until, codecs } from "../support.mjs";
 
-let server;
-let browser;
-before(async () => {
-  server = await new Server().start();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+const env = serverAndBrowser();
 
 for (const codec of codecs) {
   describe(`two browsers, ${codec}`, () => {
@@ -24,8 +15,8 @@ for (const codec of codecs) {
     let id;
 
     before(async () => {
-      alice = await openApp(browser, server, { graph, user: "alice", codec });
-      bob = await openApp(browser, server, { graph, user: "bob", codec });
+      alice = await openApp(env.browser, env.server, { graph, user: "alice", codec });
+      bob = await openApp(env.browser, env.server, { graph, user: "bob", codec });
     });
     after(async () => {
       assert.deepEqual(alice.errors, [], "alice's page logged errors");
@@ -117,7 +108,7 @@ for (const codec of codecs) {
       assert.ok(text, `the two texts did not converge: ${JSON.stringify(await same(alice))} / ${JSON.stringify(await same(bob))}`);
       // Every keystroke of each is there, in each one's order.
       assert.ok(isSubsequence(a, text) && isSubsequence(b, text), `a keystroke is missing or out of order: ${JSON.stringify(text)}`);
-      const snapshot = await server.snapshot(graph);
+      const snapshot = await env.server.snapshot(graph);
       assert.equal(snapshot.nodes.find((n) => n.id === id).content, text);
     });
 

@@ -4,18 +4,9 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Server, launchBrowser, openApp, until, codecs } from "../support.mjs";
+import { serverAndBrowser, openApp, until, codecs } from "../support.mjs";
 
-let server;
-let browser;
-before(async () => {
-  server = await new Server().start();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+const env = serverAndBrowser();
 
 for (const codec of codecs) {
   describe(`the page follows the screen, ${codec}`, () => {
@@ -24,7 +15,7 @@ for (const codec of codecs) {
     let bob;
 
     before(async () => {
-      alice = await openApp(browser, server, { graph, user: "alice", codec });
+      alice = await openApp(env.browser, env.server, { graph, user: "alice", codec });
       await alice.evaluate(() =>
         Promise.all(
           [["n:a", 0, 0], ["n:b", 100, 0], ["n:c", 0, 100], ["n:d", 100, 100]].map(([id, x, y]) =>
@@ -32,7 +23,7 @@ for (const codec of codecs) {
           ),
         ),
       );
-      bob = await openApp(browser, server, { graph, user: "bob", codec, query: "&screen=1" });
+      bob = await openApp(env.browser, env.server, { graph, user: "bob", codec, query: "&screen=1" });
       await until(bob, () => document.getElementById("scope").textContent === "Live: what is on screen");
     });
     after(async () => {
