@@ -170,6 +170,16 @@ pub struct Release {
     pub record: Arc<ChangeRecord>,
 }
 
+/// A followed change that is not the next `seq` ([`Owner::follow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("change {got} does not follow the replica's seq {have}")]
+pub struct FollowGap {
+    /// The replica's committed `seq`.
+    pub have: u64,
+    /// The change's `seq`.
+    pub got: u64,
+}
+
 /// A change ordered but not yet committed.
 #[derive(Debug)]
 struct Pending {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::{Body, Envelope};
 
-use crate::change::{Group, Write};
+use crate::change::{ChangeRecord, Group, Write};
 use crate::history::CommittedChange;
 use crate::snapshot::with_commit;
-use crate::{Owner, Release, SessionKey};
+use crate::{FollowGap, Owner, Release, SessionKey};
 
 impl Owner {
     /// The changes ordered since the last call, for the persistence thread.
@@ -48,25 +48,7 @@ impl Owner {
                 break;
             };
             self.taken = self.taken.saturating_sub(1);
-            for w in &p.record.writes {
-                match w {
-                    Write::Node(n) => {
-                        self.committed_nodes
-                            .insert(Arc::from(n.id.as_str()), Arc::clone(n));
-                    }
-                    Write::NodeDeleted(id) => {
-                        self.committed_nodes.remove(id.as_str());
-                    }
-                    Write::Edge(e) => {
-                        let id = e.id.clone().unwrap_or_default();
-                        self.committed_edges
-                            .insert(Arc::from(id.as_str()), Arc::clone(e));
-                    }
-                    Write::EdgeDeleted(id) => {
-                        self.committed_edges.remove(id.as_str());
-                    }
-                }
-            }
+            self.commit_writes(&p.record.writes);
             releases.push(Release {
                 seq: p.record.seq,
                 recipients: p.recipients,
@@ -82,6 +64,76 @@ impl Owner {
         }
         self.trim_window();
         releases
+    }
+
+    /// A change ordered and committed by this graph's owner on another
+    /// server (docs/scale-out.md): a follower's replica takes it into its
+    /// committed graph and its replay window, so that its `graph.sync`
+    /// answers as the owner's would. `None` for a change it already has;
+    /// the release has no recipients (the caller knows who sent it).
+    ///
+    /// A replica never orders changes itself: its live graph is left as it
+    /// was loaded, and a server that takes the graph over loads it anew.
+    ///
+    /// # Errors
+    ///
+    /// [`FollowGap`] when the change is not the next `seq`: changes were
+    /// missed, and the replica must be loaded again.
+    pub fn follow(
+        &mut self,
+        record: Arc<ChangeRecord>,
+        commit: &str,
+        now_ms: u64,
+    ) -> Result<Option<Release>, FollowGap> {
+        if record.seq <= self.committed_seq {
+            return Ok(None);
+        }
+        if record.seq != self.committed_seq + 1 {
+            return Err(FollowGap {
+                have: self.committed_seq,
+                got: record.seq,
+            });
+        }
+        self.now_ms = self.now_ms.max(now_ms);
+        self.commit_writes(&record.writes);
+        self.committed_seq = record.seq;
+        self.ordered_seq = record.seq;
+        let commit: Arc<str> = Arc::from(commit);
+        let release = Release {
+            seq: record.seq,
+            recipients: Vec::new(),
+            outcome: with_commit(&record.outcome, &commit),
+            event: with_commit(&record.event, &commit),
+            record: Arc::clone(&record),
+        };
+        self.idempotency
+            .insert(&record.user_id, &record.mutation_id, record.seq);
+        self.window.changes.push_back(CommittedChange { record, commit });
+        self.trim_window();
+        Ok(Some(release))
+    }
+
+    /// Takes a change's writes into the committed graph.
+    fn commit_writes(&mut self, writes: &[Write]) {
+        for w in writes {
+            match w {
+                Write::Node(n) => {
+                    self.committed_nodes
+                        .insert(Arc::from(n.id.as_str()), Arc::clone(n));
+                }
+                Write::NodeDeleted(id) => {
+                    self.committed_nodes.remove(id.as_str());
+                }
+                Write::Edge(e) => {
+                    let id = e.id.clone().unwrap_or_default();
+                    self.committed_edges
+                        .insert(Arc::from(id.as_str()), Arc::clone(e));
+                }
+                Write::EdgeDeleted(id) => {
+                    self.committed_edges.remove(id.as_str());
+                }
+            }
+        }
     }
 
     /// Drops what the replay window no longer needs to hold.

@@ -2061,3 +2061,36 @@ fn restore_without_journal_starts_at_the_committed_seq() {
     );
     confirmed(&ok(&mut r, B, "m-3", text(2, "c:a", ins(0, "y", 1))));
 }
+
+/// A follower's replica takes the owner's committed changes in order and
+/// answers a sync as the owner does; a repeat is ignored, a gap refused.
+#[test]
+fn a_replica_follows_the_owners_committed_changes() {
+    let mut o = owner();
+    let mut replica = owner();
+    let a = ok(&mut o, A, "m1", create(0, node("c:n1")));
+    let b = ok(&mut o, B, "m2", label(1, "c:n1", "renamed"));
+    let c = ok(&mut o, A, "m3", create(2, node("c:n2")));
+    let first = replica
+        .follow(a.record.clone(), COMMIT, 1000)
+        .expect("next")
+        .expect("new");
+    assert_eq!((first.seq, &first.event), (1, &a.event));
+    assert_eq!(replica.follow(a.record.clone(), COMMIT, 1000), Ok(None));
+    assert_eq!(
+        replica.follow(c.record.clone(), COMMIT, 1000),
+        Err(FollowGap { have: 1, got: 3 })
+    );
+    assert!(replica.follow(b.record, COMMIT, 1000).expect("next").is_some());
+    assert!(replica.follow(c.record, COMMIT, 1000).expect("next").is_some());
+    assert_eq!(replica.committed_seq(), 3);
+    assert_eq!(
+        committed_node(&replica, "c:n1").map(|n| n.label.clone()),
+        committed_node(&o, "c:n1").map(|n| n.label.clone())
+    );
+    assert!(committed_node(&replica, "c:n2").is_some());
+    let SyncData::Delta { events, seq, .. } = replica.sync(Some((1, "e1"))) else {
+        panic!("the replica's window holds the followed changes")
+    };
+    assert_eq!((seq, events.len()), (3, 2));
+}
