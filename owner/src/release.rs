@@ -108,7 +108,9 @@ impl Owner {
         };
         self.idempotency
             .insert(&record.user_id, &record.mutation_id, record.seq);
-        self.window.changes.push_back(CommittedChange { record, commit });
+        self.window
+            .changes
+            .push_back(CommittedChange { record, commit });
         self.trim_window();
         Ok(Some(release))
     }

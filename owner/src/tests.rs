@@ -2081,8 +2081,14 @@ fn a_replica_follows_the_owners_committed_changes() {
         replica.follow(c.record.clone(), COMMIT, 1000),
         Err(FollowGap { have: 1, got: 3 })
     );
-    assert!(replica.follow(b.record, COMMIT, 1000).expect("next").is_some());
-    assert!(replica.follow(c.record, COMMIT, 1000).expect("next").is_some());
+    assert!(replica
+        .follow(b.record, COMMIT, 1000)
+        .expect("next")
+        .is_some());
+    assert!(replica
+        .follow(c.record, COMMIT, 1000)
+        .expect("next")
+        .is_some());
     assert_eq!(replica.committed_seq(), 3);
     assert_eq!(
         committed_node(&replica, "c:n1").map(|n| n.label.clone()),

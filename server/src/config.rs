@@ -130,6 +130,13 @@ pub struct Config {
     pub replay_ms: u64,
     /// The WebSocket read buffer per connection (memory per idle client).
     pub read_buffer_bytes: usize,
+    /// `--cluster`: the NATS server (with JetStream) of a cluster of servers
+    /// sharing the graphs (docs/scale-out.md); `None`, the default: this
+    /// server alone, no NATS.
+    pub cluster: Option<String>,
+    /// `--node`: this server's name in the cluster (letters, digits, `-`,
+    /// `_`), unique among its nodes.
+    pub node: Option<String>,
     /// TLS certificate chain (PEM, the server's certificate first). With
     /// [`Config::tls_key`], the port speaks only TLS (`wss://`, `https://`).
     pub tls_cert: Option<PathBuf>,
@@ -184,6 +191,8 @@ impl Default for Config {
             read_buffer_bytes: 2048,
             tls_cert: None,
             tls_key: None,
+            cluster: None,
+            node: None,
         }
     }
 }
@@ -244,6 +253,19 @@ impl Config {
                  together (or neither, for plain ws://)"
                     .into(),
             );
+        }
+        if let Some(url) = &self.cluster {
+            let node = self.node.as_deref().unwrap_or_default();
+            if node.is_empty()
+                || !node
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "--cluster {url} needs --node NAME: this server's name in the cluster \
+                     (letters, digits, '-', '_')"
+                ));
+            }
         }
         if self.max_frame_bytes < 1024 || self.max_envelopes == 0 || self.max_json_depth < 4 {
             return Err("limits are too small to carry a single message".into());

@@ -33,6 +33,9 @@ pub struct Graph {
     pub subs: Subscriptions,
     /// Its link suggestions, made when first asked for.
     pub gonzai: Option<crate::gonzai::Gonzai>,
+    /// Held open whatever its sessions: in a cluster, a graph whose lease
+    /// this server holds serves the sessions of other servers too.
+    pub pinned: bool,
     /// Its key in the idle order, while it is idle.
     idle: Option<u64>,
 }
@@ -45,6 +48,7 @@ impl Graph {
             roster: Roster::new(shards),
             subs: Subscriptions::default(),
             gonzai: None,
+            pinned: false,
             idle: None,
         }
     }
@@ -52,7 +56,8 @@ impl Graph {
     /// Whether it could be released without loss: no session on it, and
     /// nothing ordered that persistence has not answered.
     pub fn is_idle(&self) -> bool {
-        self.roster.shards().next().is_none()
+        !self.pinned
+            && self.roster.shards().next().is_none()
             && self.owner.ordered_seq() == self.owner.committed_seq()
     }
 }

@@ -41,6 +41,8 @@ use crate::persist::{Loaded, PersistEvent, Persister};
 use crate::stamp::{now_ms, stamped};
 use crate::view::View;
 
+mod clustered;
+
 /// What shards ask of the hub.
 pub enum HubCmd {
     /// A session opened on a graph; answer with its `graph.sync`.
@@ -253,6 +255,8 @@ pub struct Hub {
     next_build: u64,
     /// Tests: each build waits this long first.
     build_delay: Duration,
+    /// The cluster, with `--cluster` (docs/scale-out.md).
+    cluster: Option<clustered::Membership>,
 }
 
 /// What a session reached by chaos is told.
@@ -294,7 +298,19 @@ impl Hub {
             built_rx,
             next_build: 0,
             build_delay: Duration::from_millis(config.gonzai_build_delay_ms),
+            cluster: None,
         }
+    }
+
+    /// The hub of one node of a cluster (docs/scale-out.md): graphs are
+    /// owned or followed through `link`, whose events come on `events`.
+    pub fn with_cluster(
+        mut self,
+        link: crate::cluster::Cluster,
+        events: Receiver<crate::cluster::ClusterEvent>,
+    ) -> Self {
+        self.cluster = Some(clustered::Membership::new(link, events));
+        self
     }
 
     /// Runs until [`HubCmd::Shutdown`] or until every shard has hung up,
@@ -302,6 +318,10 @@ impl Hub {
     pub fn run(mut self, commands: Receiver<HubCmd>, persisted: Receiver<PersistEvent>) {
         let loaded = self.loaded_rx.clone();
         let built = self.built_rx.clone();
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map_or_else(crossbeam::channel::never, |m| m.events.clone());
         loop {
             let digest = match self.digest_due {
                 Some(at) => crossbeam::channel::at(at),
@@ -329,6 +349,11 @@ impl Hub {
                 recv(built) -> answer => {
                     if let Ok(answer) = answer {
                         self.built(answer);
+                    }
+                }
+                recv(cluster) -> event => {
+                    if let Ok(event) = event {
+                        self.clustered(event);
                     }
                 }
                 recv(digest) -> _ => self.send_digests(),
@@ -374,6 +399,7 @@ impl Hub {
             "graph unloaded"
         );
         drop(graph);
+        self.unloaded_clustered(name);
         // A build still under way is for a graph no longer here.
         self.builds.remove(name);
         self.persister.unload(name);
@@ -411,6 +437,9 @@ impl Hub {
         if !self.make_room() {
             self.refuse(cmd, Refusal::TooManyGraphs);
             return None;
+        }
+        if self.cluster.is_some() {
+            return self.open_clustered(graph, cmd);
         }
         if place == Place::Stored {
             self.persister.load(graph, &self.loaded_tx);
@@ -464,10 +493,11 @@ impl Hub {
                         Owner::restore(restored, self.owner_config.clone())
                     }
                     // Listed, but gone from git: a new graph.
-                    None => Owner::new(&name, new_epoch(), self.owner_config.clone()),
+                    None => Owner::new(&name, self.epoch_for_new(&name), self.owner_config.clone()),
                 };
                 self.graphs
                     .insert(name.clone(), Graph::new(owner, self.shards.len()));
+                self.opened_clustered(&name);
                 for cmd in waiting {
                     self.handle(cmd);
                 }
@@ -533,6 +563,9 @@ impl Hub {
             let _ = self.graphs.wait(&graph, cmd);
             return;
         }
+        let Some(cmd) = self.forward(cmd) else {
+            return;
+        };
         match cmd {
             HubCmd::Join { member, since } => {
                 let graph = member.graph.clone();
@@ -682,15 +715,17 @@ impl Hub {
         origin: Origin,
         submit: impl FnOnce(&mut Owner, Origin) -> Submit,
     ) {
+        let session = origin.session;
+        let remote = self.cluster.as_ref().is_some_and(|m| m.is_remote(session));
         let Some(entry) = self.graphs.get_mut(graph) else {
             // A session always joins before it mutates; this is a race with
             // its own close.
             return;
         };
-        let session = origin.session;
-        let Some(shard) = entry.roster.member(session).map(|m| m.shard) else {
+        let shard = entry.roster.member(session).map(|m| m.shard);
+        if shard.is_none() && !remote {
             return;
-        };
+        }
         match submit(&mut entry.owner, origin) {
             Submit::Ordered(_) => {
                 if !self.dirty.contains(graph) {
@@ -701,7 +736,10 @@ impl Hub {
                 if matches!(outcome.body, Body::UpdateRollback(_)) {
                     self.metrics.rollbacks.fetch_add(1, Relaxed);
                 }
-                self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+                match shard {
+                    Some(shard) => self.shards[shard].send(ShardMsg::Outcome { session, outcome }),
+                    None => self.answer_remote(graph, session, &outcome),
+                }
             }
         }
     }
@@ -1022,113 +1060,17 @@ impl Hub {
                 let Some(entry) = self.graphs.get_mut(graph.as_str()) else {
                     return;
                 };
-                // The nodes before the group, for the regions (an O(1)
-                // clone of the owner's persistent map).
-                let before = match entry.owner.sync(None) {
-                    SyncData::Snapshot { nodes, .. } if !entry.subs.is_empty() => nodes,
-                    _ => Default::default(),
-                };
+                let before = nodes_before(entry);
                 let releases = entry.owner.committed(upto, &commit);
                 if releases.is_empty() {
                     return;
                 }
-                // Gonzai: the model follows each change, and the sessions
-                // looking at something near it may hear of it (sent after
-                // the change itself, below).
-                let watchers = entry.roster.watchers();
-                let start = entry.gonzai.is_none()
-                    && !watchers.is_empty()
-                    && !self.builds.contains_key(graph.as_str());
-                if let Some(building) = self.builds.get_mut(graph.as_str()) {
-                    // Being built from an earlier snapshot: these changes
-                    // are applied when it is ready (no discoveries till
-                    // then).
-                    building
-                        .changes
-                        .extend(releases.iter().map(|r| r.event.body.clone()));
-                }
-                let mut discoveries = Vec::new();
-                if let Some(gonzai) = entry.gonzai.as_mut() {
-                    let now = Instant::now();
-                    for r in &releases {
-                        gonzai.apply(&r.event.body);
-                        if !watchers.is_empty() {
-                            discoveries.extend(gonzai.discover(
-                                &self.gonzai,
-                                r.seq,
-                                &r.event,
-                                &r.recipients,
-                                &watchers,
-                                now,
-                            ));
-                        }
-                    }
-                }
-                let discoveries: Vec<(usize, SessionKey, Envelope)> = discoveries
-                    .into_iter()
-                    .filter_map(|(s, e)| Some((entry.roster.member(s)?.shard, s, e)))
-                    .collect();
-                drop(watchers);
-                let idle = entry.is_idle();
-                self.metrics
-                    .changes_committed
-                    .fetch_add(releases.len() as u64, Relaxed);
-                let mut cuts = entry
-                    .subs
-                    .committed(&releases, &before, &entry.owner)
-                    .inspect(|cuts| {
-                        self.metrics.region_groups.fetch_add(1, Relaxed);
-                        self.metrics
-                            .region_cuts_encoded
-                            .fetch_add(cuts.encoded, Relaxed);
-                    })
-                    .unwrap_or_default();
-                let (mut all, views) = (entry.roster.seeing_all(), entry.roster.views());
-                for codec in [Codec::Json, Codec::Binary] {
-                    all[codec] = all[codec].saturating_sub(cuts.regional[codec]);
-                }
-                let mut per_change = std::mem::take(&mut cuts.cuts).into_iter();
-                let mut extras = std::mem::take(&mut cuts.extras).into_iter();
-                let items: Vec<_> = releases
-                    .into_iter()
-                    .map(|r| Released {
-                        groups: cuts.groups.clone(),
-                        cuts: per_change.next().unwrap_or_default(),
-                        extras: extras.next().unwrap_or_default(),
-                        seq: r.seq,
-                        recipients: r.recipients,
-                        // Each distinct view's event is filtered and encoded
-                        // once, like everyone else's.
-                        views: views
-                            .iter()
-                            .map(|(view, codecs)| {
-                                let event = view.event(&r.event);
-                                (view.clone(), event.map(|e| fanout::encode(&e, *codecs)))
-                            })
-                            .collect(),
-                        event: fanout::encode(&r.event, all),
-                        outcome: r.outcome,
-                    })
-                    .collect();
-                let items = Arc::new(items);
+                let Some(entry) = self.graphs.get(graph.as_str()) else {
+                    return;
+                };
+                let encoded = self.publish(&entry.owner, &commit, &releases);
                 let name: Arc<str> = graph.as_str().into();
-                let at = Instant::now();
-                for shard in entry.roster.shards() {
-                    self.shards[shard].send(ShardMsg::Committed {
-                        graph: name.clone(),
-                        items: items.clone(),
-                        at,
-                    });
-                }
-                for (shard, session, outcome) in discoveries {
-                    self.shards[shard].send(ShardMsg::Outcome { session, outcome });
-                }
-                if idle {
-                    self.graphs.settle(&name, at);
-                }
-                if start {
-                    self.start_build(&name, Vec::new());
-                }
+                self.release(&name, before, releases, encoded);
             }
             PersistEvent::Failed {
                 graph,
@@ -1149,6 +1091,130 @@ impl Hub {
                 self.graphs.settle(&graph, Instant::now());
             }
         }
+    }
+    /// Sends a committed group's changes: each outcome to its senders,
+    /// each event (encoded once per codec, or as `published` by the
+    /// graph's owner) to every shard with sessions on the graph; the
+    /// regions, Gonzai and idleness follow.
+    fn release(
+        &mut self,
+        graph: &Arc<str>,
+        before: gitmind_owner::Entities<gitmind_schema::model::Node>,
+        releases: Vec<gitmind_owner::Release>,
+        published: Option<Vec<fanout::Encoded>>,
+    ) {
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        // Gonzai: the model follows each change, and the sessions
+        // looking at something near it may hear of it (sent after
+        // the change itself, below).
+        let watchers = entry.roster.watchers();
+        let start =
+            entry.gonzai.is_none() && !watchers.is_empty() && !self.builds.contains_key(&**graph);
+        if let Some(building) = self.builds.get_mut(&**graph) {
+            // Being built from an earlier snapshot: these changes
+            // are applied when it is ready (no discoveries till
+            // then).
+            building
+                .changes
+                .extend(releases.iter().map(|r| r.event.body.clone()));
+        }
+        let mut discoveries = Vec::new();
+        if let Some(gonzai) = entry.gonzai.as_mut() {
+            let now = Instant::now();
+            for r in &releases {
+                gonzai.apply(&r.event.body);
+                if !watchers.is_empty() {
+                    discoveries.extend(gonzai.discover(
+                        &self.gonzai,
+                        r.seq,
+                        &r.event,
+                        &r.recipients,
+                        &watchers,
+                        now,
+                    ));
+                }
+            }
+        }
+        let discoveries: Vec<(usize, SessionKey, Envelope)> = discoveries
+            .into_iter()
+            .filter_map(|(s, e)| Some((entry.roster.member(s)?.shard, s, e)))
+            .collect();
+        drop(watchers);
+        let idle = entry.is_idle();
+        self.metrics
+            .changes_committed
+            .fetch_add(releases.len() as u64, Relaxed);
+        let mut cuts = entry
+            .subs
+            .committed(&releases, &before, &entry.owner)
+            .inspect(|cuts| {
+                self.metrics.region_groups.fetch_add(1, Relaxed);
+                self.metrics
+                    .region_cuts_encoded
+                    .fetch_add(cuts.encoded, Relaxed);
+            })
+            .unwrap_or_default();
+        let (mut all, views) = (entry.roster.seeing_all(), entry.roster.views());
+        for codec in [Codec::Json, Codec::Binary] {
+            all[codec] = all[codec].saturating_sub(cuts.regional[codec]);
+        }
+        let mut per_change = std::mem::take(&mut cuts.cuts).into_iter();
+        let mut extras = std::mem::take(&mut cuts.extras).into_iter();
+        let mut published = published.map(Vec::into_iter);
+        let items: Vec<_> = releases
+            .into_iter()
+            .map(|r| Released {
+                groups: cuts.groups.clone(),
+                cuts: per_change.next().unwrap_or_default(),
+                extras: extras.next().unwrap_or_default(),
+                seq: r.seq,
+                recipients: r.recipients,
+                // Each distinct view's event is filtered and encoded
+                // once, like everyone else's.
+                views: views
+                    .iter()
+                    .map(|(view, codecs)| {
+                        let event = view.event(&r.event);
+                        (view.clone(), event.map(|e| fanout::encode(&e, *codecs)))
+                    })
+                    .collect(),
+                event: published
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .unwrap_or_else(|| fanout::encode(&r.event, all)),
+                outcome: r.outcome,
+            })
+            .collect();
+        let items = Arc::new(items);
+        let name = graph.clone();
+        let at = Instant::now();
+        for shard in entry.roster.shards() {
+            self.shards[shard].send(ShardMsg::Committed {
+                graph: name.clone(),
+                items: items.clone(),
+                at,
+            });
+        }
+        for (shard, session, outcome) in discoveries {
+            self.shards[shard].send(ShardMsg::Outcome { session, outcome });
+        }
+        if idle {
+            self.graphs.settle(&name, at);
+        }
+        if start {
+            self.start_build(&name, Vec::new());
+        }
+    }
+}
+
+/// The nodes of a graph before a group, for the regions (an O(1) clone
+/// of the owner's persistent map; none when no session has regions).
+fn nodes_before(entry: &Graph) -> gitmind_owner::Entities<gitmind_schema::model::Node> {
+    match entry.owner.sync(None) {
+        SyncData::Snapshot { nodes, .. } if !entry.subs.is_empty() => nodes,
+        _ => Default::default(),
     }
 }
 

@@ -35,6 +35,7 @@
 //! - [`view`]: what a session with read prefixes sees of its graph.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod fanout;
 pub mod frames;

@@ -94,6 +94,13 @@ struct Args {
     /// 0 when it is sound, 1 when not. Do not run it on a live server's data.
     #[arg(long)]
     verify: bool,
+    /// Join a cluster of servers sharing the graphs through this NATS
+    /// server (JetStream on), e.g. nats://127.0.0.1:4222 (docs/scale-out.md).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// This server's name in the cluster (with --cluster).
+    #[arg(long)]
+    node: Option<String>,
     /// Print the address served on this line of stdout once listening
     /// (for scripts that start the server on port 0).
     #[arg(long)]
@@ -137,6 +144,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(key) = &args.tls_key {
         config.tls_key = Some(key.clone());
+    }
+    if let Some(url) = &args.cluster {
+        config.cluster = Some(url.clone());
+    }
+    if let Some(node) = &args.node {
+        config.node = Some(node.clone());
     }
     config.insecure_open |= args.insecure_open;
     let auth = &mut config.auth;

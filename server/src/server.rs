@@ -61,6 +61,9 @@ pub enum StartError {
     /// The data directory could not be opened or loaded.
     #[error("cannot open the data directory: {0}")]
     Persist(#[from] crate::persist::OpenError),
+    /// NATS or JetStream could not be had (`--cluster`).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] crate::cluster::StartError),
     /// A thread or runtime could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
@@ -123,6 +126,14 @@ impl Server {
                 fsync: config.fsync,
                 replay_changes: config.replay_changes,
                 replay_ms: config.replay_ms,
+                // Several processes share the repository in a cluster: none
+                // may delete packs another may be reading
+                // (docs/scale-out.md).
+                max_packs: if config.cluster.is_some() {
+                    usize::MAX
+                } else {
+                    PersistConfig::new(config.data_dir.clone()).max_packs
+                },
                 ..PersistConfig::new(config.data_dir.clone())
             },
             persist_tx,
@@ -154,6 +165,14 @@ impl Server {
             metrics.clone(),
             &config,
         );
+        let hub = match (&config.cluster, &config.node) {
+            (Some(url), Some(node)) => {
+                let (link, events) = crate::cluster::Cluster::start(url, node)?;
+                tracing::info!(url, node, "joined the cluster");
+                hub.with_cluster(link, events)
+            }
+            _ => hub,
+        };
         let hub_thread = std::thread::Builder::new()
             .name("gitmind-hub".into())
             .spawn(move || hub.run(hub_rx, persist_rx))

@@ -1,0 +1,454 @@
+//! The hub's side of the cluster (docs/scale-out.md): which graphs it owns
+//! and which it follows, mutations forwarded both ways, groups published
+//! and followed. Nothing here runs without `--cluster`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use gitmind_owner::{Origin, Owner, Release, SessionKey};
+use gitmind_schema::message::UpdateRollback;
+use gitmind_schema::{Body, Envelope};
+
+use super::{Hub, HubCmd};
+use crate::cluster::wire::{self, Change, Forward, Group, Reply, WireWrite};
+use crate::cluster::{Cluster, ClusterCmd, ClusterEvent};
+use crate::fanout::{Encoded, Refusal, ShardMsg};
+use crate::stamp::now_ms;
+
+/// The first key given to a session of another node: far above the keys
+/// this server gives its own sessions.
+const FIRST_REMOTE_KEY: SessionKey = 1 << 62;
+
+/// What the hub keeps of the cluster.
+pub(super) struct Membership {
+    pub link: Cluster,
+    pub events: crossbeam::channel::Receiver<ClusterEvent>,
+    /// The role of each graph open or being opened here.
+    roles: HashMap<Arc<str>, Role>,
+    /// Sessions of other nodes whose mutations this node ordered, by the
+    /// key the owner knows them by, and back.
+    remote: HashMap<SessionKey, (Arc<str>, SessionKey)>,
+    keys: HashMap<(Arc<str>, SessionKey), SessionKey>,
+    next_remote: SessionKey,
+}
+
+/// A graph's role on this node.
+#[derive(Debug, Clone)]
+enum Role {
+    /// This node holds the lease: it orders, commits and publishes.
+    Owner {
+        /// The epoch for a graph git has nothing of.
+        epoch: String,
+    },
+    /// Another node holds it: this node keeps a replica from its stream.
+    Follower {
+        /// The owner's node.
+        owner: String,
+        /// The epoch for a graph git has nothing of.
+        epoch: String,
+    },
+    /// This node held the lease and could not renew it: it orders nothing
+    /// more of the graph.
+    Lost,
+}
+
+impl Membership {
+    pub fn new(link: Cluster, events: crossbeam::channel::Receiver<ClusterEvent>) -> Self {
+        Membership {
+            link,
+            events,
+            roles: HashMap::new(),
+            remote: HashMap::new(),
+            keys: HashMap::new(),
+            next_remote: FIRST_REMOTE_KEY,
+        }
+    }
+
+    /// The key this node gives a session of another node.
+    fn remote_key(&mut self, node: &str, session: SessionKey) -> SessionKey {
+        let node: Arc<str> = node.into();
+        if let Some(&key) = self.keys.get(&(node.clone(), session)) {
+            return key;
+        }
+        let key = self.next_remote;
+        self.next_remote += 1;
+        self.keys.insert((node.clone(), session), key);
+        self.remote.insert(key, (node, session));
+        key
+    }
+
+    /// The node and session behind a key: this node's own for a local one.
+    fn recipient(&self, key: SessionKey) -> (String, SessionKey) {
+        match self.remote.get(&key) {
+            Some((node, session)) => (node.to_string(), *session),
+            None => (self.link.node().to_string(), key),
+        }
+    }
+
+    /// Whether a key is a session of another node.
+    pub fn is_remote(&self, key: SessionKey) -> bool {
+        self.remote.contains_key(&key)
+    }
+}
+
+impl Hub {
+    /// In a cluster, a graph not open here is opened through its lease:
+    /// the command waits while the lease is asked for, then the graph is
+    /// loaded from git as owner or follower. `false` without a cluster.
+    pub(super) fn open_clustered(&mut self, graph: &Arc<str>, cmd: HubCmd) -> Option<HubCmd> {
+        let Some(member) = self.cluster.as_ref() else {
+            return Some(cmd);
+        };
+        member.link.send(ClusterCmd::Acquire {
+            graph: graph.clone(),
+            epoch: super::new_epoch(),
+        });
+        self.graphs.start_loading(graph.clone(), cmd);
+        None
+    }
+
+    /// The epoch of a graph git has nothing of: in a cluster, the lease's.
+    pub(super) fn epoch_for_new(&self, graph: &str) -> String {
+        match self.cluster.as_ref().and_then(|m| m.roles.get(graph)) {
+            Some(Role::Owner { epoch } | Role::Follower { epoch, .. }) => epoch.clone(),
+            _ => super::new_epoch(),
+        }
+    }
+
+    /// A graph was loaded: an owned one stays open while the lease is
+    /// held, a followed one follows its owner's stream.
+    pub(super) fn opened_clustered(&mut self, graph: &Arc<str>) {
+        let Some(member) = self.cluster.as_ref() else {
+            return;
+        };
+        match member.roles.get(graph) {
+            Some(Role::Owner { .. }) => {
+                if let Some(entry) = self.graphs.get_mut(graph) {
+                    entry.pinned = true;
+                }
+            }
+            Some(Role::Follower { .. }) => member.link.send(ClusterCmd::Follow {
+                graph: graph.clone(),
+            }),
+            _ => {}
+        }
+    }
+
+    /// A graph was released here.
+    pub(super) fn unloaded_clustered(&mut self, graph: &str) {
+        if let Some(member) = self.cluster.as_mut() {
+            member.roles.remove(graph);
+            member.link.send(ClusterCmd::Unfollow {
+                graph: graph.into(),
+            });
+        }
+    }
+
+    /// A mutation of a graph another node owns goes there; `Some` gives it
+    /// back to be ordered here.
+    pub(super) fn forward(&mut self, cmd: HubCmd) -> Option<HubCmd> {
+        let Some(member) = self.cluster.as_ref() else {
+            return Some(cmd);
+        };
+        let (HubCmd::Mutate { graph, origin, .. } | HubCmd::Refuse { graph, origin, .. }) = &cmd
+        else {
+            return Some(cmd);
+        };
+        let owner = match member.roles.get(graph) {
+            Some(Role::Follower { owner, .. }) => owner.clone(),
+            Some(Role::Lost) => {
+                let (graph, origin) = (graph.clone(), origin.clone());
+                let id = match cmd {
+                    HubCmd::Mutate { mutation_id, .. } | HubCmd::Refuse { mutation_id, .. } => {
+                        mutation_id
+                    }
+                    _ => return None,
+                };
+                self.answer_local(&graph, origin.session, unavailable(&id, &origin));
+                return None;
+            }
+            _ => return Some(cmd),
+        };
+        let in_roster = self
+            .graphs
+            .get(graph)
+            .is_some_and(|e| e.roster.member(origin.session).is_some());
+        if !in_roster {
+            return None;
+        }
+        let node = member.link.node().to_string();
+        let forward = match cmd {
+            HubCmd::Mutate {
+                graph,
+                origin,
+                mutation_id,
+                body,
+            } => Forward {
+                graph: graph.to_string(),
+                node,
+                session: origin.session,
+                session_id: origin.session_id,
+                user_id: origin.user_id,
+                envelope: Some(wire::json_text(&Envelope::new(mutation_id.clone(), body))),
+                mutation_id,
+                refused: None,
+            },
+            HubCmd::Refuse {
+                graph,
+                origin,
+                mutation_id,
+                reason,
+                message,
+            } => Forward {
+                graph: graph.to_string(),
+                node,
+                session: origin.session,
+                session_id: origin.session_id,
+                user_id: origin.user_id,
+                envelope: None,
+                mutation_id,
+                refused: Some((reason, message)),
+            },
+            _ => return None,
+        };
+        member.link.send(ClusterCmd::Forward {
+            to: owner,
+            forward: Box::new(forward),
+        });
+        None
+    }
+
+    /// Sends an answer to a session of this node.
+    fn answer_local(&self, graph: &str, session: SessionKey, outcome: Envelope) {
+        if let Some(member) = self
+            .graphs
+            .get(graph)
+            .and_then(|e| e.roster.member(session))
+        {
+            self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
+        }
+    }
+
+    /// An immediate answer (a rollback, a repeat's outcome) to a session
+    /// of another node.
+    pub(super) fn answer_remote(&self, graph: &str, key: SessionKey, outcome: &Envelope) {
+        let Some(member) = self.cluster.as_ref() else {
+            return;
+        };
+        let (node, session) = member.recipient(key);
+        member.link.send(ClusterCmd::Reply {
+            to: node,
+            reply: Reply {
+                graph: graph.to_owned(),
+                session,
+                envelope: wire::json_text(outcome),
+            },
+        });
+    }
+
+    /// Publishes a committed group of an owned graph, each event encoded
+    /// once per codec; gives back the encodings for this node's own
+    /// fan-out. `None` when not in a cluster.
+    pub(super) fn publish(
+        &self,
+        owner: &Owner,
+        commit: &str,
+        releases: &[Release],
+    ) -> Option<Vec<Encoded>> {
+        let member = self.cluster.as_ref()?;
+        if !matches!(member.roles.get(owner.graph()), Some(Role::Owner { .. })) {
+            return None;
+        }
+        let changes: Vec<Change> = releases
+            .iter()
+            .map(|r| Change {
+                seq: r.seq,
+                at_ms: r.record.at_ms,
+                user_id: r.record.user_id.clone(),
+                session_id: r.record.session_id.clone(),
+                mutation_id: r.record.mutation_id.clone(),
+                outcome: wire::json_text(&r.outcome),
+                writes: r.record.writes.iter().map(WireWrite::from).collect(),
+                recipients: r.recipients.iter().map(|&k| member.recipient(k)).collect(),
+                event: wire::encode_both(&r.event),
+            })
+            .collect();
+        let encoded = changes.iter().map(|c| c.event.clone()).collect();
+        member.link.send(ClusterCmd::Publish {
+            group: Box::new(Group {
+                graph: owner.graph().to_owned(),
+                epoch: owner.epoch().to_owned(),
+                commit: commit.to_owned(),
+                changes,
+            }),
+        });
+        Some(encoded)
+    }
+
+    /// What the cluster thread tells.
+    pub(super) fn clustered(&mut self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::Lease { graph, lease, mine } => {
+                let Some(member) = self.cluster.as_mut() else {
+                    return;
+                };
+                if !self.graphs.is_loading(&graph) {
+                    return;
+                }
+                let role = if mine {
+                    Role::Owner { epoch: lease.epoch }
+                } else {
+                    Role::Follower {
+                        owner: lease.node,
+                        epoch: lease.epoch,
+                    }
+                };
+                tracing::info!(graph = &*graph, ?role, "graph opened in the cluster");
+                member.roles.insert(graph.clone(), role);
+                self.persister.load(&graph, &self.loaded_tx);
+            }
+            ClusterEvent::NoLease { graph } => {
+                tracing::error!(
+                    graph = &*graph,
+                    "no lease to be had; its sessions are closed"
+                );
+                if let Some((_, waiting)) = self.graphs.loaded(&graph) {
+                    for cmd in waiting {
+                        self.refuse(cmd, Refusal::LoadFailed);
+                    }
+                }
+            }
+            ClusterEvent::LeaseLost { graph } => {
+                if let Some(member) = self.cluster.as_mut() {
+                    member.roles.insert(graph, Role::Lost);
+                }
+            }
+            ClusterEvent::Forwarded(forward) => self.forwarded(*forward),
+            ClusterEvent::Reply(reply) => match wire::envelope(&reply.envelope) {
+                Ok(outcome) => {
+                    if matches!(outcome.body, Body::UpdateRollback(_)) {
+                        self.metrics.rollbacks.fetch_add(1, Relaxed);
+                    }
+                    self.answer_local(&reply.graph, reply.session, outcome);
+                }
+                Err(e) => tracing::warn!(error = %e, "malformed reply from another node"),
+            },
+            ClusterEvent::Group(group) => self.followed(*group),
+        }
+    }
+
+    /// A mutation a follower forwarded: ordered here if this node owns the
+    /// graph, else answered `unavailable` (the client resends).
+    fn forwarded(&mut self, f: Forward) {
+        let graph: Arc<str> = f.graph.as_str().into();
+        let owned = self
+            .cluster
+            .as_ref()
+            .is_some_and(|m| matches!(m.roles.get(&graph), Some(Role::Owner { .. })))
+            && self.graphs.get(&graph).is_some();
+        let Some(member) = self.cluster.as_mut() else {
+            return;
+        };
+        let key = member.remote_key(&f.node, f.session);
+        let origin = Origin {
+            session: key,
+            session_id: f.session_id,
+            user_id: f.user_id,
+        };
+        if !owned {
+            let answer = unavailable(&f.mutation_id, &origin);
+            return self.answer_remote(&graph, key, &answer);
+        }
+        let cmd = match (f.envelope, f.refused) {
+            (_, Some((reason, message))) => HubCmd::Refuse {
+                graph,
+                origin,
+                mutation_id: f.mutation_id,
+                reason,
+                message,
+            },
+            (Some(text), None) => match wire::envelope(&text) {
+                Ok(envelope) => HubCmd::Mutate {
+                    graph,
+                    origin,
+                    mutation_id: f.mutation_id,
+                    body: envelope.body,
+                },
+                Err(e) => return tracing::warn!(error = %e, "malformed forwarded mutation"),
+            },
+            (None, None) => return,
+        };
+        self.handle(cmd);
+    }
+
+    /// A committed group of a followed graph: the replica takes it, and
+    /// this node's sessions get the published bytes.
+    fn followed(&mut self, group: Group) {
+        let Some(member) = self.cluster.as_ref() else {
+            return;
+        };
+        if !matches!(
+            member.roles.get(group.graph.as_str()),
+            Some(Role::Follower { .. })
+        ) {
+            return;
+        }
+        let me = member.link.node().to_string();
+        let Some(entry) = self.graphs.get_mut(group.graph.as_str()) else {
+            return;
+        };
+        if group.epoch != entry.owner.epoch() {
+            tracing::error!(
+                graph = group.graph,
+                "a group of another epoch; the replica stops here"
+            );
+            return;
+        }
+        let before = super::nodes_before(entry);
+        let mut releases = Vec::new();
+        let mut encoded = Vec::new();
+        for change in group.changes {
+            let record = match change.record() {
+                Ok(record) => Arc::new(record),
+                Err(e) => return tracing::error!(error = %e, "malformed change in the stream"),
+            };
+            match entry.owner.follow(record, &group.commit, now_ms()) {
+                Ok(Some(mut release)) => {
+                    release.recipients = change
+                        .recipients
+                        .iter()
+                        .filter(|(node, _)| *node == me)
+                        .map(|&(_, session)| session)
+                        .collect();
+                    releases.push(release);
+                    encoded.push(change.event);
+                }
+                Ok(None) => {}
+                Err(gap) => {
+                    tracing::error!(graph = group.graph, %gap, "changes missed; the replica stops here");
+                    break;
+                }
+            }
+        }
+        if releases.is_empty() {
+            return;
+        }
+        let graph: Arc<str> = group.graph.into();
+        self.release(&graph, before, releases, Some(encoded));
+    }
+}
+
+/// `update.rollback` `unavailable` for a mutation this node cannot order.
+fn unavailable(mutation_id: &str, origin: &Origin) -> Envelope {
+    let body = UpdateRollback::unavailable(
+        mutation_id.to_owned(),
+        "the graph's owner is changing; nothing was applied, retry",
+        None,
+    );
+    let mut env = Envelope::new(format!("r-{mutation_id}"), Body::UpdateRollback(body));
+    env.timestamp = Some(now_ms());
+    env.user_id = Some(origin.user_id.clone());
+    env.session_id = Some(origin.session_id.clone());
+    env
+}
