@@ -115,6 +115,26 @@ impl Owner {
         Ok(Some(release))
     }
 
+    /// The committed changes after `since` that the replay window holds,
+    /// as releases with no recipients: what a server that loaded the graph
+    /// anew (a cluster's owner changed) sends the sessions it kept, which
+    /// had seen the graph up to `since` (docs/scale-out.md, "Failover").
+    /// Empty when the window does not reach back to `since`.
+    pub fn releases_after(&self, since: u64) -> Vec<Release> {
+        let Some(changes) = self.window.after(since) else {
+            return Vec::new();
+        };
+        changes
+            .map(|c| Release {
+                seq: c.record.seq,
+                recipients: Vec::new(),
+                outcome: with_commit(&c.record.outcome, &c.commit),
+                event: with_commit(&c.record.event, &c.commit),
+                record: Arc::clone(&c.record),
+            })
+            .collect()
+    }
+
     /// Takes a change's writes into the committed graph.
     fn commit_writes(&mut self, writes: &[Write]) {
         for w in writes {

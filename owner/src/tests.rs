@@ -2099,4 +2099,7 @@ fn a_replica_follows_the_owners_committed_changes() {
         panic!("the replica's window holds the followed changes")
     };
     assert_eq!((seq, events.len()), (3, 2));
+    let after: Vec<u64> = replica.releases_after(1).iter().map(|r| r.seq).collect();
+    assert_eq!(after, [2, 3]);
+    assert_eq!(replica.releases_after(1)[1].event, c.event);
 }

@@ -479,6 +479,9 @@ impl Hub {
     /// Persistence read a graph back: it opens, and what waited for it
     /// is served in order.
     fn loaded(&mut self, answer: Loaded) {
+        let Some(answer) = self.reloaded(answer) else {
+            return;
+        };
         let Loaded { graph, result } = answer;
         let Some((name, waiting)) = self.graphs.loaded(&graph) else {
             // Never asked for: let persistence forget it again.

@@ -10,18 +10,22 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Client;
-use gitmind_schema::message::NodeCreate;
+use futures_util::SinkExt as _;
+use gitmind_schema::message::{NodeCreate, RollbackReason};
 use gitmind_schema::model::Node;
-use gitmind_schema::{Body, Envelope};
+use gitmind_schema::{binary, json, Body, Envelope};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long anything the test waits for may take: generous, the machine
 /// is shared.
@@ -127,22 +131,52 @@ struct Seen {
 }
 
 impl Seen {
+    /// A change seen; seen again (an event, then the outcome of the same
+    /// mutation resent after a reconnect) it must be the same change.
     fn record(&mut self, seq: u64, node: String) {
-        let before = self.by_seq.insert(seq, node.clone());
-        assert!(before.is_none(), "seq {seq} seen twice ({node})");
+        if let Some(before) = self.by_seq.insert(seq, node.clone()) {
+            assert_eq!(before, node, "seq {seq} is two changes");
+        }
     }
 }
 
+/// One writing client: its name, where it is, and where it goes when its
+/// node dies.
+struct Writer {
+    me: String,
+    codec: Option<&'static str>,
+    client: Client,
+    fallback: Option<SocketAddr>,
+}
+
 /// Creates `count` nodes (at most 8 in flight), then reads until it has
-/// seen `total` changes: its own as outcomes, the others' as events.
-async fn write_and_watch(mut client: Client, me: &str, count: usize, total: usize) -> Seen {
+/// seen `total` changes: its own as outcomes, the others' as events. A
+/// rollback `unavailable` (the graph's owner changing) is resent; when
+/// its connection drops it resumes on its fallback node with `since` and
+/// resends what was not confirmed, with the same ids. `confirmed` counts
+/// every client's confirmations.
+async fn write_and_watch(
+    w: Writer,
+    count: usize,
+    total: usize,
+    confirmed: Arc<AtomicUsize>,
+) -> Seen {
+    let Writer {
+        me,
+        codec,
+        mut client,
+        mut fallback,
+    } = w;
+    let epoch = client.sync.as_ref().unwrap().epoch.clone().unwrap();
     let mut seen = Seen::default();
-    let mut sent: HashMap<String, String> = HashMap::new();
+    let mut sent: BTreeMap<String, (String, Envelope)> = BTreeMap::new();
     let mut in_flight = 0;
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while sent.len() < count || seen.by_seq.len() < total {
+    while sent.len() < count || seen.confirmed.len() < count || seen.by_seq.len() < total {
+        let mut lost = false;
         if sent.len() < count && in_flight < 8 {
-            let id = client.id();
+            // Ids of this writer's own: they outlive its connections.
+            let id = format!("{me}-{}", sent.len());
             let node = format!("n:{me}-{}", sent.len());
             let body = Body::NodeCreate(NodeCreate {
                 base_seq: Some(0),
@@ -152,36 +186,155 @@ async fn write_and_watch(mut client: Client, me: &str, count: usize, total: usiz
                 },
                 commit: None,
             });
-            client.send(&Envelope::new(id.clone(), body)).await;
-            sent.insert(id, node);
+            let envelope = Envelope::new(id.clone(), body);
+            sent.insert(id, (node, envelope.clone()));
             in_flight += 1;
+            lost = !try_send(&mut client, &envelope).await;
+        } else {
+            let next = tokio::time::timeout_at(deadline, client.try_recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{me}: saw {} of {total} changes ({} confirmed)",
+                        seen.by_seq.len(),
+                        seen.confirmed.len()
+                    )
+                });
+            match next {
+                Some(envelope) => match envelope.body {
+                    Body::UpdateConfirmed(c) => {
+                        let node = sent[&c.reference].0.clone();
+                        seen.record(c.seq, node.clone());
+                        if seen.confirmed.insert(node) {
+                            in_flight -= 1;
+                            confirmed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Body::NodeCreate(event) => seen.record(envelope.seq.unwrap(), event.node.id),
+                    Body::UpdateRollback(r) if r.reason == RollbackReason::Unavailable => {
+                        let again = sent[&r.reference].1.clone();
+                        lost = !try_send(&mut client, &again).await;
+                    }
+                    Body::UpdateRollback(r) => panic!("{me}: rolled back: {r:?}"),
+                    _ => {}
+                },
+                None => lost = true,
+            }
+        }
+        if !lost {
             continue;
         }
-        let envelope = tokio::time::timeout_at(deadline, client.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{me}: saw {} of {total} changes ({} confirmed)",
-                    seen.by_seq.len(),
-                    seen.confirmed.len()
-                )
-            });
-        match envelope.body {
-            Body::UpdateConfirmed(c) => {
-                let node = sent[&c.reference].clone();
-                assert!(
-                    seen.confirmed.insert(node.clone()),
-                    "{node} confirmed twice"
-                );
-                seen.record(c.seq, node);
-                in_flight -= 1;
+        // The node died: resume on another with `since`.
+        let addr = fallback
+            .take()
+            .unwrap_or_else(|| panic!("{me} lost a second node"));
+        let since = seen.by_seq.keys().next_back().copied().unwrap_or(0);
+        let resume = format!("{}&since={since}&epoch={epoch}", path(&me));
+        client = Client::connect(addr, &resume, codec).await.unwrap();
+        let sync = client.sync.take().unwrap();
+        assert_eq!(
+            sync.epoch.as_deref(),
+            Some(epoch.as_str()),
+            "{me}: the same epoch"
+        );
+        for event in sync.events.unwrap_or_default() {
+            if let Body::NodeCreate(e) = event.body {
+                seen.record(event.seq.unwrap(), e.node.id);
             }
-            Body::NodeCreate(event) => seen.record(envelope.seq.unwrap(), event.node.id),
-            Body::UpdateRollback(r) => panic!("{me}: rolled back: {r:?}"),
-            _ => {}
+        }
+        in_flight = 0;
+        for (node, envelope) in sent.values() {
+            if !seen.confirmed.contains(node) {
+                in_flight += 1;
+                if !try_send(&mut client, envelope).await {
+                    panic!("{me}: the fallback node closed at once");
+                }
+            }
         }
     }
     seen
+}
+
+/// Sends; `false` when the connection is gone.
+async fn try_send(client: &mut Client, envelope: &Envelope) -> bool {
+    let message = if client.binary {
+        Message::Binary(binary::encode(envelope))
+    } else {
+        Message::Text(
+            String::from_utf8(json::encode(envelope).to_vec())
+                .unwrap()
+                .into(),
+        )
+    };
+    client.ws.send(message).await.is_ok()
+}
+
+/// Checks what every writer saw: every change once, in one history
+/// shared by all, with no change applied twice; returns the nodes made.
+fn check_histories(seen: Vec<(String, Seen)>, count: usize, total: usize) -> BTreeSet<String> {
+    let mut histories = Vec::new();
+    for (me, seen) in seen {
+        assert_eq!(seen.confirmed.len(), count, "{me}: every change confirmed");
+        assert_eq!(
+            seen.by_seq.keys().copied().collect::<Vec<_>>(),
+            (1..=total as u64).collect::<Vec<_>>(),
+            "{me}: every seq once, no gap"
+        );
+        histories.push(seen.by_seq);
+    }
+    for h in &histories[1..] {
+        assert_eq!(h, &histories[0], "every client saw the same history");
+    }
+    let all: BTreeSet<String> = histories[0].values().cloned().collect();
+    assert_eq!(all.len(), total, "no change applied twice");
+    all
+}
+
+/// Starts every writer and waits for them.
+async fn run_writers(
+    writers: Vec<Writer>,
+    count: usize,
+    confirmed: &Arc<AtomicUsize>,
+) -> BTreeSet<String> {
+    let total = count * writers.len();
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .map(|w| {
+            let confirmed = confirmed.clone();
+            tokio::spawn(async move {
+                let me = w.me.clone();
+                (me, write_and_watch(w, count, total, confirmed).await)
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    check_histories(seen, count, total)
+}
+
+/// Two writers on each node, one per codec; `fallback` says where a
+/// node's writers go when it dies.
+async fn writers(
+    nodes: &[Server],
+    fallback: impl Fn(usize, usize) -> Option<SocketAddr>,
+) -> Vec<Writer> {
+    let codecs = [None, Some("gitmind.v1.bin")];
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for (c, codec) in codecs.into_iter().enumerate() {
+            let me = format!("u{n}{c}");
+            let client = Client::connect(node.addr, &path(&me), codec).await.unwrap();
+            writers.push(Writer {
+                me,
+                codec,
+                client,
+                fallback: fallback(n, c),
+            });
+        }
+    }
+    writers
 }
 
 /// The nodes of a fresh `graph.sync` from `addr`, and its `seq`.
@@ -204,55 +357,74 @@ async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
         start_node(&nats, &data, "b").await,
     ];
     // The first join takes the lease: node a owns the graph, b follows.
-    let codecs = [None, Some("gitmind.v1.bin")];
-    let mut clients = Vec::new();
-    for (n, node) in nodes.iter().enumerate() {
-        for (c, codec) in codecs.iter().enumerate() {
-            let me = format!("u{n}{c}");
-            let client = Client::connect(node.addr, &path(&me), *codec)
-                .await
-                .unwrap();
-            clients.push((me, client));
-        }
-    }
+    let writers = writers(&nodes, |_, _| None).await;
     const PER_CLIENT: usize = 40;
-    let total = PER_CLIENT * clients.len();
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|(me, client)| {
-            tokio::spawn(async move {
-                let seen = write_and_watch(client, &me, PER_CLIENT, total).await;
-                (me, seen)
-            })
-        })
-        .collect();
-    let mut histories = Vec::new();
-    for task in tasks {
-        let (me, seen) = task.await.unwrap();
-        assert_eq!(
-            seen.confirmed.len(),
-            PER_CLIENT,
-            "{me}: every change confirmed"
-        );
-        assert_eq!(
-            seen.by_seq.keys().copied().collect::<Vec<_>>(),
-            (1..=total as u64).collect::<Vec<_>>(),
-            "{me}: every seq once, no gap"
-        );
-        histories.push(seen.by_seq);
-    }
-    for h in &histories[1..] {
-        assert_eq!(h, &histories[0], "every client saw the same history");
-    }
-    let all: BTreeSet<String> = histories[0].values().cloned().collect();
-    assert_eq!(all.len(), total);
+    let total = PER_CLIENT * writers.len();
+    let all = run_writers(writers, PER_CLIENT, &Arc::default()).await;
     for node in &nodes {
         assert_eq!(snapshot(node.addr).await, (all.clone(), total as u64));
     }
     for mut node in nodes {
         node.child.kill().await.unwrap();
     }
-    let report = gitmind_server::persist::verify(&data).unwrap();
+    check_git(&data, total);
+}
+
+/// Git holds the graph with one commit's worth per change, nothing more.
+fn check_git(data: &Path, total: usize) {
+    let report = gitmind_server::persist::verify(data).unwrap();
     let graph = report.graphs.iter().find(|g| g.graph == GRAPH).unwrap();
     assert_eq!((graph.seq, graph.nodes), (total as u64, total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(dir.path()).await else {
+        return;
+    };
+    let data = dir.path().join("data");
+    let mut nodes = vec![
+        start_node(&nats, &data, "a").await,
+        start_node(&nats, &data, "b").await,
+        start_node(&nats, &data, "c").await,
+    ];
+    let (b, c) = (nodes[1].addr, nodes[2].addr);
+    // Node a owns the graph; its writers resume on b and c.
+    let writers = writers(&nodes, |n, codec| {
+        (n == 0).then_some(if codec == 0 { b } else { c })
+    })
+    .await;
+    const PER_CLIENT: usize = 40;
+    let total = PER_CLIENT * writers.len();
+    let confirmed: Arc<AtomicUsize> = Arc::default();
+    let mut owner = nodes.remove(0);
+    let killer = {
+        let confirmed = confirmed.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while confirmed.load(Ordering::Relaxed) < total / 4 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no load to kill under"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            owner.child.start_kill().unwrap(); // SIGKILL
+            owner.child.wait().await.unwrap();
+            let at = confirmed.load(Ordering::Relaxed);
+            eprintln!("owner killed after {at} of {total} confirmations");
+            std::time::Instant::now()
+        })
+    };
+    let all = run_writers(writers, PER_CLIENT, &confirmed).await;
+    let killed = killer.await.unwrap();
+    eprintln!("failover and the rest of the load: {:?}", killed.elapsed());
+    for node in &nodes {
+        assert_eq!(snapshot(node.addr).await, (all.clone(), total as u64));
+    }
+    for mut node in nodes {
+        node.child.kill().await.unwrap();
+    }
+    check_git(&data, total);
 }

@@ -55,13 +55,22 @@ pub enum ClusterCmd {
         group: Box<Group>,
     },
     /// Deliver the graph's groups from the start of the stream
-    /// ([`ClusterEvent::Group`]) until [`ClusterCmd::Unfollow`].
+    /// ([`ClusterEvent::Group`]) until [`ClusterCmd::Unfollow`], and watch
+    /// its lease: when it expires, try to take it
+    /// ([`ClusterEvent::LeaseMoved`]).
     Follow {
         /// The graph.
         graph: Arc<str>,
+        /// Its lease as last known.
+        lease: Lease,
     },
     /// Stop following the graph.
     Unfollow {
+        /// The graph.
+        graph: Arc<str>,
+    },
+    /// Stop renewing the graph's lease (it was released here).
+    Disown {
         /// The graph.
         graph: Arc<str>,
     },
@@ -102,6 +111,15 @@ pub enum ClusterEvent {
     LeaseLost {
         /// The graph.
         graph: Arc<str>,
+    },
+    /// A followed graph's lease went to another node, or to this one.
+    LeaseMoved {
+        /// The graph.
+        graph: Arc<str>,
+        /// The lease now.
+        lease: Lease,
+        /// Whether this node holds it.
+        mine: bool,
     },
     /// A mutation forwarded by a follower.
     Forwarded(Box<Forward>),
@@ -222,8 +240,8 @@ struct Link {
     events: Sender<ClusterEvent>,
     /// The leases this node holds: each key's last revision and value.
     owned: HashMap<Arc<str>, (u64, Bytes)>,
-    /// The graphs followed, each by a task.
-    followed: HashMap<Arc<str>, tokio::task::JoinHandle<()>>,
+    /// The graphs followed, each by a task, with their lease as last known.
+    followed: HashMap<Arc<str>, (tokio::task::JoinHandle<()>, Lease)>,
 }
 
 impl Link {
@@ -313,10 +331,13 @@ impl Link {
                     Ok(r) => self.tell(ClusterEvent::Reply(r)),
                     Err(e) => tracing::warn!(error = %e, "malformed reply"),
                 },
-                _ = renew.tick() => self.renew().await,
+                _ = renew.tick() => {
+                    self.renew().await;
+                    self.watch().await;
+                }
             }
         }
-        for (_, task) in self.followed.drain() {
+        for (_, (task, _)) in self.followed.drain() {
             task.abort();
         }
     }
@@ -352,20 +373,22 @@ impl Link {
                     }
                 }
             }
-            ClusterCmd::Follow { graph } => {
+            ClusterCmd::Follow { graph, lease } => {
                 let task = tokio::spawn(follow(
                     self.stream.clone(),
                     graph.clone(),
                     self.events.clone(),
                 ));
-                if let Some(old) = self.followed.insert(graph, task) {
+                if let Some((old, _)) = self.followed.insert(graph, (task, lease)) {
                     old.abort();
                 }
             }
             ClusterCmd::Unfollow { graph } => {
-                if let Some(task) = self.followed.remove(&graph) {
+                if let Some((task, _)) = self.followed.remove(&graph) {
                     task.abort();
                 }
+            }
+            ClusterCmd::Disown { graph } => {
                 self.owned.remove(&graph);
             }
             ClusterCmd::Forward { to, forward } => {
@@ -460,6 +483,60 @@ impl Link {
         for graph in lost {
             self.owned.remove(&graph);
             self.tell(ClusterEvent::LeaseLost { graph });
+        }
+    }
+}
+
+impl Link {
+    /// Reads the lease of every followed graph: one that expired (its
+    /// owner stopped renewing it) is taken if this node is first; one that
+    /// names another owner is told.
+    async fn watch(&mut self) {
+        let graphs: Vec<(Arc<str>, Lease)> = self
+            .followed
+            .iter()
+            .map(|(g, (_, lease))| (g.clone(), lease.clone()))
+            .collect();
+        for (graph, known) in graphs {
+            let entry = match self.leases.entry(&*graph).await {
+                Ok(entry) => entry.filter(|e| e.operation == kv::Operation::Put),
+                Err(e) => {
+                    tracing::warn!(graph = &*graph, error = %e, "cannot read a lease");
+                    continue;
+                }
+            };
+            let (lease, mine) = match entry {
+                Some(entry) => match serde_json::from_slice::<Lease>(&entry.value) {
+                    Ok(lease) if lease.node == known.node => continue,
+                    Ok(lease) => (lease, false),
+                    Err(_) => continue,
+                },
+                None => {
+                    let lease = Lease {
+                        node: self.node.clone(),
+                        epoch: known.epoch.clone(),
+                    };
+                    let value: Bytes = serde_json::to_vec(&lease).unwrap_or_default().into();
+                    match self.leases.create(&*graph, value.clone()).await {
+                        Ok(revision) => {
+                            tracing::info!(graph = &*graph, from = known.node, "lease taken over");
+                            self.owned.insert(graph.clone(), (revision, value));
+                            (lease, true)
+                        }
+                        // Another node was first: its lease is read on
+                        // the next round.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            if let Some((task, known)) = self.followed.get_mut(&graph) {
+                *known = lease.clone();
+                if mine {
+                    task.abort();
+                    self.followed.remove(&graph);
+                }
+            }
+            self.tell(ClusterEvent::LeaseMoved { graph, lease, mine });
         }
     }
 }

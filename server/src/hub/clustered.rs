@@ -11,9 +11,10 @@ use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::{Body, Envelope};
 
 use super::{Hub, HubCmd};
-use crate::cluster::wire::{self, Change, Forward, Group, Reply, WireWrite};
+use crate::cluster::wire::{self, Change, Forward, Group, Lease, Reply, WireWrite};
 use crate::cluster::{Cluster, ClusterCmd, ClusterEvent};
 use crate::fanout::{Encoded, Refusal, ShardMsg};
+use crate::persist::Loaded;
 use crate::stamp::now_ms;
 
 /// The first key given to a session of another node: far above the keys
@@ -31,6 +32,20 @@ pub(super) struct Membership {
     remote: HashMap<SessionKey, (Arc<str>, SessionKey)>,
     keys: HashMap<(Arc<str>, SessionKey), SessionKey>,
     next_remote: SessionKey,
+    /// Mutations of this node's sessions forwarded to their graph's owner
+    /// and not answered yet, by session and mutation id: sent again to
+    /// the next owner when the owner changes (its idempotency answers one
+    /// already committed with its outcome).
+    pending: HashMap<Arc<str>, HashMap<(SessionKey, String), Forward>>,
+    /// Graphs loaded again from git because their owner changed, with
+    /// what waits for it: their mutations and the groups followed.
+    reloading: HashMap<Arc<str>, Vec<Waiting>>,
+}
+
+/// What waits for a graph being loaded again.
+enum Waiting {
+    Cmd(HubCmd),
+    Group(Box<Group>),
 }
 
 /// A graph's role on this node.
@@ -62,6 +77,8 @@ impl Membership {
             remote: HashMap::new(),
             keys: HashMap::new(),
             next_remote: FIRST_REMOTE_KEY,
+            pending: HashMap::new(),
+            reloading: HashMap::new(),
         }
     }
 
@@ -128,8 +145,12 @@ impl Hub {
                     entry.pinned = true;
                 }
             }
-            Some(Role::Follower { .. }) => member.link.send(ClusterCmd::Follow {
+            Some(Role::Follower { owner, epoch }) => member.link.send(ClusterCmd::Follow {
                 graph: graph.clone(),
+                lease: Lease {
+                    node: owner.clone(),
+                    epoch: epoch.clone(),
+                },
             }),
             _ => {}
         }
@@ -139,7 +160,12 @@ impl Hub {
     pub(super) fn unloaded_clustered(&mut self, graph: &str) {
         if let Some(member) = self.cluster.as_mut() {
             member.roles.remove(graph);
+            member.pending.remove(graph);
+            member.reloading.remove(graph);
             member.link.send(ClusterCmd::Unfollow {
+                graph: graph.into(),
+            });
+            member.link.send(ClusterCmd::Disown {
                 graph: graph.into(),
             });
         }
@@ -148,13 +174,17 @@ impl Hub {
     /// A mutation of a graph another node owns goes there; `Some` gives it
     /// back to be ordered here.
     pub(super) fn forward(&mut self, cmd: HubCmd) -> Option<HubCmd> {
-        let Some(member) = self.cluster.as_ref() else {
+        let Some(member) = self.cluster.as_mut() else {
             return Some(cmd);
         };
         let (HubCmd::Mutate { graph, origin, .. } | HubCmd::Refuse { graph, origin, .. }) = &cmd
         else {
             return Some(cmd);
         };
+        if let Some(waiting) = member.reloading.get_mut(graph) {
+            waiting.push(Waiting::Cmd(cmd));
+            return None;
+        }
         let owner = match member.roles.get(graph) {
             Some(Role::Follower { owner, .. }) => owner.clone(),
             Some(Role::Lost) => {
@@ -212,6 +242,14 @@ impl Hub {
             },
             _ => return None,
         };
+        member
+            .pending
+            .entry(forward.graph.as_str().into())
+            .or_default()
+            .insert(
+                (forward.session, forward.mutation_id.clone()),
+                forward.clone(),
+            );
         member.link.send(ClusterCmd::Forward {
             to: owner,
             forward: Box::new(forward),
@@ -324,9 +362,15 @@ impl Hub {
                     member.roles.insert(graph, Role::Lost);
                 }
             }
+            ClusterEvent::LeaseMoved { graph, lease, mine } => self.lease_moved(graph, lease, mine),
             ClusterEvent::Forwarded(forward) => self.forwarded(*forward),
             ClusterEvent::Reply(reply) => match wire::envelope(&reply.envelope) {
                 Ok(outcome) => {
+                    if let (Some(member), Some(id)) = (self.cluster.as_mut(), reference(&outcome)) {
+                        if let Some(p) = member.pending.get_mut(reply.graph.as_str()) {
+                            p.remove(&(reply.session, id.to_owned()));
+                        }
+                    }
                     if matches!(outcome.body, Body::UpdateRollback(_)) {
                         self.metrics.rollbacks.fetch_add(1, Relaxed);
                     }
@@ -334,7 +378,128 @@ impl Hub {
                 }
                 Err(e) => tracing::warn!(error = %e, "malformed reply from another node"),
             },
-            ClusterEvent::Group(group) => self.followed(*group),
+            ClusterEvent::Group(group) => {
+                if let Some(waiting) = self
+                    .cluster
+                    .as_mut()
+                    .and_then(|m| m.reloading.get_mut(group.graph.as_str()))
+                {
+                    waiting.push(Waiting::Group(group));
+                    return;
+                }
+                self.followed(*group);
+            }
+        }
+    }
+
+    /// A followed graph's owner changed (it died, and this node or
+    /// another took the lease over): the graph is loaded again from git,
+    /// which holds everything the old owner committed, published or not;
+    /// its mutations wait meanwhile ([`Hub::reloaded`]).
+    fn lease_moved(&mut self, graph: Arc<str>, lease: Lease, mine: bool) {
+        let Some(member) = self.cluster.as_mut() else {
+            return;
+        };
+        if !member.roles.contains_key(&graph) || self.graphs.get(&graph).is_none() {
+            return;
+        }
+        let role = if mine {
+            Role::Owner { epoch: lease.epoch }
+        } else {
+            Role::Follower {
+                owner: lease.node,
+                epoch: lease.epoch,
+            }
+        };
+        tracing::info!(
+            graph = &*graph,
+            ?role,
+            "the graph's owner changed; loading it again"
+        );
+        member.roles.insert(graph.clone(), role);
+        member.reloading.entry(graph.clone()).or_default();
+        self.persister.load(&graph, &self.loaded_tx);
+    }
+
+    /// A graph loaded again after its owner changed: the sessions kept here
+    /// get what git holds beyond what they saw (the outcome to the senders
+    /// waiting for one), then what waited is handled and the unanswered
+    /// mutations go to the new owner. Gives back an answer that is not
+    /// for such a graph.
+    pub(super) fn reloaded(&mut self, answer: Loaded) -> Option<Loaded> {
+        let member = self.cluster.as_mut()?;
+        let Some(waiting) = member.reloading.remove(answer.graph.as_str()) else {
+            return Some(answer);
+        };
+        let graph: Arc<str> = answer.graph.as_str().into();
+        let owned = matches!(member.roles.get(&graph), Some(Role::Owner { .. }));
+        let pending = member.pending.entry(graph.clone()).or_default();
+        match (answer.result, self.graphs.get_mut(&graph)) {
+            (Ok(Some(restored)), Some(entry)) => {
+                let owner = Owner::restore(restored, self.owner_config.clone());
+                if owner.epoch() != entry.owner.epoch() {
+                    tracing::error!(graph = &*graph, "git holds another epoch than the replica");
+                }
+                let since = entry.owner.committed_seq();
+                let before = super::nodes_before(entry);
+                entry.owner = owner;
+                entry.pinned = owned;
+                let mut releases = entry.owner.releases_after(since);
+                for r in &mut releases {
+                    let senders: Vec<(SessionKey, String)> = pending
+                        .iter()
+                        .filter(|(_, f)| {
+                            f.mutation_id == r.record.mutation_id && f.user_id == r.record.user_id
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in senders {
+                        pending.remove(&key);
+                        r.recipients.push(key.0);
+                    }
+                }
+                tracing::info!(
+                    graph = &*graph,
+                    from = since,
+                    to = entry.owner.committed_seq(),
+                    owned,
+                    "graph loaded again"
+                );
+                if !releases.is_empty() {
+                    self.release(&graph, before, releases, None);
+                }
+            }
+            (Ok(_), Some(entry)) => entry.pinned = owned,
+            (Ok(_), None) => {}
+            (Err(error), _) => {
+                tracing::error!(graph = &*graph, %error, "graph cannot be loaded again");
+            }
+        }
+        for w in waiting {
+            match w {
+                Waiting::Cmd(cmd) => self.handle(cmd),
+                Waiting::Group(group) => self.followed(*group),
+            }
+        }
+        self.resend(&graph);
+        None
+    }
+
+    /// Sends the graph's unanswered forwarded mutations again: to this
+    /// node's owner, or to the new owner's node.
+    fn resend(&mut self, graph: &Arc<str>) {
+        let Some(pending) = self.cluster.as_mut().and_then(|m| m.pending.remove(graph)) else {
+            return;
+        };
+        for (_, f) in pending {
+            let origin = Origin {
+                session: f.session,
+                session_id: f.session_id.clone(),
+                user_id: f.user_id.clone(),
+            };
+            if let Some(cmd) = command_of(f, origin) {
+                self.handle(cmd);
+            }
         }
     }
 
@@ -353,31 +518,15 @@ impl Hub {
         let key = member.remote_key(&f.node, f.session);
         let origin = Origin {
             session: key,
-            session_id: f.session_id,
-            user_id: f.user_id,
+            session_id: f.session_id.clone(),
+            user_id: f.user_id.clone(),
         };
         if !owned {
             let answer = unavailable(&f.mutation_id, &origin);
             return self.answer_remote(&graph, key, &answer);
         }
-        let cmd = match (f.envelope, f.refused) {
-            (_, Some((reason, message))) => HubCmd::Refuse {
-                graph,
-                origin,
-                mutation_id: f.mutation_id,
-                reason,
-                message,
-            },
-            (Some(text), None) => match wire::envelope(&text) {
-                Ok(envelope) => HubCmd::Mutate {
-                    graph,
-                    origin,
-                    mutation_id: f.mutation_id,
-                    body: envelope.body,
-                },
-                Err(e) => return tracing::warn!(error = %e, "malformed forwarded mutation"),
-            },
-            (None, None) => return,
+        let Some(cmd) = command_of(f, origin) else {
+            return;
         };
         self.handle(cmd);
     }
@@ -395,6 +544,10 @@ impl Hub {
             return;
         }
         let me = member.link.node().to_string();
+        let mut pending = self
+            .cluster
+            .as_mut()
+            .and_then(|m| m.pending.get_mut(group.graph.as_str()));
         let Some(entry) = self.graphs.get_mut(group.graph.as_str()) else {
             return;
         };
@@ -421,6 +574,11 @@ impl Hub {
                         .filter(|(node, _)| *node == me)
                         .map(|&(_, session)| session)
                         .collect();
+                    if let Some(p) = pending.as_mut() {
+                        for &session in &release.recipients {
+                            p.remove(&(session, change.mutation_id.clone()));
+                        }
+                    }
                     releases.push(release);
                     encoded.push(change.event);
                 }
@@ -436,6 +594,43 @@ impl Hub {
         }
         let graph: Arc<str> = group.graph.into();
         self.release(&graph, before, releases, Some(encoded));
+    }
+}
+
+/// The command a forwarded mutation makes, from `origin`.
+fn command_of(f: Forward, origin: Origin) -> Option<HubCmd> {
+    let graph: Arc<str> = f.graph.as_str().into();
+    match (f.envelope, f.refused) {
+        (_, Some((reason, message))) => Some(HubCmd::Refuse {
+            graph,
+            origin,
+            mutation_id: f.mutation_id,
+            reason,
+            message,
+        }),
+        (Some(text), None) => match wire::envelope(&text) {
+            Ok(envelope) => Some(HubCmd::Mutate {
+                graph,
+                origin,
+                mutation_id: f.mutation_id,
+                body: envelope.body,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed forwarded mutation");
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+/// The mutation an outcome answers.
+fn reference(outcome: &Envelope) -> Option<&str> {
+    match &outcome.body {
+        Body::UpdateConfirmed(b) => Some(&b.reference),
+        Body::UpdateConflictResolved(b) => Some(&b.reference),
+        Body::UpdateRollback(b) => Some(&b.reference),
+        _ => None,
     }
 }
 
