@@ -4,7 +4,7 @@
 //! no locks on any hot path.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,9 +101,137 @@ pub struct Metrics {
     /// Sessions refused because no more graphs could be opened (1013).
     pub graph_refusals: AtomicU64,
     /// Fan-out latency: from the hub releasing a commit to a shard queueing it.
-    latency_buckets: [AtomicU64; 12],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    fanout: Histogram,
+    /// The cluster's, shown only with `--cluster`.
+    pub cluster: ClusterMetrics,
+}
+
+/// A latency histogram in [`LATENCY_BUCKETS_US`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Its Prometheus exposition as `gitmind_{name}`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(
+            out,
+            "# HELP gitmind_{name} {help}\n# TYPE gitmind_{name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "gitmind_{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "gitmind_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "gitmind_{name}_sum {sum}");
+        let _ = writeln!(out, "gitmind_{name}_count {count}");
+    }
+}
+
+/// What a node of a cluster reports (docs/scale-out.md).
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// Whether this server is in a cluster: nothing below is shown if not.
+    pub enabled: AtomicBool,
+    /// Graphs whose lease this node holds.
+    pub graphs_owned: AtomicI64,
+    /// Graphs this node follows.
+    pub graphs_followed: AtomicI64,
+    /// Leases taken over from a node that stopped renewing them.
+    pub takeovers: AtomicU64,
+    /// Leases this node could not renew.
+    pub leases_lost: AtomicU64,
+    /// Mutations forwarded to another node's owner.
+    pub forwarded: AtomicU64,
+    /// From forwarding a mutation to its outcome coming back.
+    pub forward_latency: Histogram,
+    /// Groups the followed streams still hold for this node (JetStream's
+    /// count of pending messages, summed over the graphs followed).
+    pub stream_pending: AtomicI64,
+    /// From the owner's publish (JetStream's timestamp) to this node
+    /// taking the group.
+    pub stream_lag: Histogram,
+}
+
+impl ClusterMetrics {
+    fn render(&self, out: &mut String) {
+        if !self.enabled.load(Relaxed) {
+            return;
+        }
+        for (name, help, kind, value) in [
+            (
+                "graphs_owned",
+                "Graphs whose lease this node holds.",
+                "gauge",
+                self.graphs_owned.load(Relaxed),
+            ),
+            (
+                "graphs_followed",
+                "Graphs this node follows.",
+                "gauge",
+                self.graphs_followed.load(Relaxed),
+            ),
+            (
+                "stream_pending",
+                "Groups the followed streams still hold for this node.",
+                "gauge",
+                self.stream_pending.load(Relaxed),
+            ),
+            (
+                "takeovers_total",
+                "Leases taken over from a node that stopped renewing them.",
+                "counter",
+                i64::try_from(self.takeovers.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+            (
+                "leases_lost_total",
+                "Leases this node could not renew.",
+                "counter",
+                i64::try_from(self.leases_lost.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+            (
+                "forwarded_total",
+                "Mutations forwarded to another node's owner.",
+                "counter",
+                i64::try_from(self.forwarded.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP gitmind_cluster_{name} {help}\n# TYPE gitmind_cluster_{name} {kind}\ngitmind_cluster_{name} {value}"
+            );
+        }
+        self.forward_latency.render(
+            out,
+            "cluster_forward_latency_seconds",
+            "From forwarding a mutation to the owner to its outcome coming back.",
+        );
+        self.stream_lag.render(
+            out,
+            "cluster_stream_lag_seconds",
+            "From the owner publishing a group to this node taking it.",
+        );
+    }
 }
 
 impl Metrics {
@@ -130,9 +258,8 @@ impl Metrics {
             graph_loads: AtomicU64::new(0),
             graph_unloads: AtomicU64::new(0),
             graph_refusals: AtomicU64::new(0),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_us: AtomicU64::new(0),
+            fanout: Histogram::default(),
+            cluster: ClusterMetrics::default(),
         }
     }
 
@@ -150,12 +277,7 @@ impl Metrics {
 
     /// Records one fan-out latency.
     pub fn fanout_latency(&self, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(us, Relaxed);
+        self.fanout.record(latency);
     }
 
     /// Open sessions over all shards.
@@ -331,31 +453,12 @@ impl Metrics {
                 vec![(String::new(), i128::from(v.load(Relaxed)))],
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP gitmind_fanout_latency_seconds From commit release to queueing at each shard.\n\
-             # TYPE gitmind_fanout_latency_seconds histogram"
+        self.fanout.render(
+            &mut out,
+            "fanout_latency_seconds",
+            "From commit release to queueing at each shard.",
         );
-        let mut cumulative = 0;
-        for (bound, n) in LATENCY_BUCKETS_US.iter().zip(&self.latency_buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "gitmind_fanout_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e6
-            );
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "gitmind_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "gitmind_fanout_latency_seconds_sum {}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "gitmind_fanout_latency_seconds_count {count}");
+        self.cluster.render(&mut out);
         out
     }
 }

@@ -134,6 +134,7 @@ impl Server {
                 } else {
                     PersistConfig::new(config.data_dir.clone()).max_packs
                 },
+                shared: config.cluster.is_some(),
                 ..PersistConfig::new(config.data_dir.clone())
             },
             persist_tx,
@@ -167,7 +168,11 @@ impl Server {
         );
         let hub = match (&config.cluster, &config.node) {
             (Some(url), Some(node)) => {
-                let (link, events) = crate::cluster::Cluster::start(url, node)?;
+                let (link, events) = crate::cluster::Cluster::start(url, node, metrics.clone())?;
+                metrics
+                    .cluster
+                    .enabled
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(url, node, "joined the cluster");
                 hub.with_cluster(link, events)
             }

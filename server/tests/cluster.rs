@@ -364,10 +364,43 @@ async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
     for node in &nodes {
         assert_eq!(snapshot(node.addr).await, (all.clone(), total as u64));
     }
+    // Each node's /metrics tells its part: a owns, b follows and forwarded
+    // its writers' changes (every one confirmed, so timed).
+    let (a, b) = (metrics(nodes[0].addr).await, metrics(nodes[1].addr).await);
+    assert_eq!(metric(&a, "gitmind_cluster_graphs_owned"), 1.0);
+    assert_eq!(metric(&b, "gitmind_cluster_graphs_followed"), 1.0);
+    let forwarded = (PER_CLIENT * 2) as f64;
+    assert_eq!(metric(&b, "gitmind_cluster_forwarded_total"), forwarded);
+    assert_eq!(
+        metric(&b, "gitmind_cluster_forward_latency_seconds_count"),
+        forwarded
+    );
+    assert!(metric(&b, "gitmind_cluster_stream_lag_seconds_count") >= 1.0);
     for mut node in nodes {
         node.child.kill().await.unwrap();
     }
     check_git(&data, total);
+}
+
+/// `GET /metrics` of a node.
+async fn metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Git holds the graph with one commit's worth per change, nothing more.
@@ -411,15 +444,27 @@ async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             owner.child.start_kill().unwrap(); // SIGKILL
-            owner.child.wait().await.unwrap();
+            let killed = std::time::Instant::now();
             let at = confirmed.load(Ordering::Relaxed);
-            eprintln!("owner killed after {at} of {total} confirmations");
-            std::time::Instant::now()
+            owner.child.wait().await.unwrap();
+            // Failover, measured: from the kill until confirmations pass
+            // all that could have been in flight then (8 per writer), so
+            // the new owner is ordering (polled, not a synchronisation).
+            let in_flight = total / PER_CLIENT * 8;
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while confirmed.load(Ordering::Relaxed) <= at + in_flight
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            eprintln!(
+                "owner killed after {at} of {total} confirmations; confirmations again after {:?}",
+                killed.elapsed()
+            );
         })
     };
     let all = run_writers(writers, PER_CLIENT, &confirmed).await;
-    let killed = killer.await.unwrap();
-    eprintln!("failover and the rest of the load: {:?}", killed.elapsed());
+    killer.await.unwrap();
     for node in &nodes {
         assert_eq!(snapshot(node.addr).await, (all.clone(), total as u64));
     }

@@ -15,6 +15,7 @@
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
 use self::wire::{Forward, Group, Lease, Reply};
+use crate::metrics::Metrics;
 
 /// The key-value bucket of the leases.
 pub const LEASE_BUCKET: &str = "gitmind-leases";
@@ -164,6 +166,7 @@ impl Cluster {
     pub fn start(
         url: &str,
         node: &str,
+        metrics: Arc<Metrics>,
     ) -> Result<(Cluster, crossbeam::channel::Receiver<ClusterEvent>), StartError> {
         let (events_tx, events_rx) = crossbeam::channel::bounded(EVENTS_CAPACITY);
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -183,7 +186,7 @@ impl Cluster {
                     }
                 };
                 runtime.block_on(async move {
-                    match Link::connect(&url_owned, &node_owned, events_tx).await {
+                    match Link::connect(&url_owned, &node_owned, events_tx, metrics).await {
                         Ok(link) => {
                             let _ = ready_tx.send(Ok(()));
                             link.run(commands_rx).await;
@@ -238,6 +241,7 @@ struct Link {
     leases: kv::Store,
     stream: stream::Stream,
     events: Sender<ClusterEvent>,
+    metrics: Arc<Metrics>,
     /// The leases this node holds: each key's last revision and value.
     owned: HashMap<Arc<str>, (u64, Bytes)>,
     /// The graphs followed, each by a task, with their lease as last known.
@@ -249,6 +253,7 @@ impl Link {
         url: &str,
         node: &str,
         events: Sender<ClusterEvent>,
+        metrics: Arc<Metrics>,
     ) -> Result<Link, StartError> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("gitmind-{node}"))
@@ -299,6 +304,7 @@ impl Link {
             leases,
             stream,
             events,
+            metrics,
             owned: HashMap::new(),
             followed: HashMap::new(),
         })
@@ -378,6 +384,7 @@ impl Link {
                     self.stream.clone(),
                     graph.clone(),
                     self.events.clone(),
+                    self.metrics.clone(),
                 ));
                 if let Some((old, _)) = self.followed.insert(graph, (task, lease)) {
                     old.abort();
@@ -481,6 +488,7 @@ impl Link {
             }
         }
         for graph in lost {
+            self.metrics.cluster.leases_lost.fetch_add(1, Relaxed);
             self.owned.remove(&graph);
             self.tell(ClusterEvent::LeaseLost { graph });
         }
@@ -520,6 +528,7 @@ impl Link {
                     match self.leases.create(&*graph, value.clone()).await {
                         Ok(revision) => {
                             tracing::info!(graph = &*graph, from = known.node, "lease taken over");
+                            self.metrics.cluster.takeovers.fetch_add(1, Relaxed);
                             self.owned.insert(graph.clone(), (revision, value));
                             (lease, true)
                         }
@@ -543,7 +552,12 @@ impl Link {
 
 /// Delivers a graph's committed groups, from the start of the stream, in
 /// order, until aborted.
-async fn follow(stream: stream::Stream, graph: Arc<str>, events: Sender<ClusterEvent>) {
+async fn follow(
+    stream: stream::Stream,
+    graph: Arc<str>,
+    events: Sender<ClusterEvent>,
+    metrics: Arc<Metrics>,
+) {
     let config = consumer::pull::OrderedConfig {
         filter_subject: changes_subject(&graph),
         deliver_policy: consumer::DeliverPolicy::All,
@@ -563,6 +577,10 @@ async fn follow(stream: stream::Stream, graph: Arc<str>, events: Sender<ClusterE
             return;
         }
     };
+    let mut pending = Pending {
+        metrics: metrics.clone(),
+        last: 0,
+    };
     while let Some(message) = messages.next().await {
         let message = match message {
             Ok(message) => message,
@@ -571,6 +589,15 @@ async fn follow(stream: stream::Stream, graph: Arc<str>, events: Sender<ClusterE
                 continue;
             }
         };
+        if let Ok(info) = message.info() {
+            pending.set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let lag = i128::try_from(now).unwrap_or(0) - info.published.unix_timestamp_nanos();
+            let lag = u64::try_from(lag.max(0)).unwrap_or(u64::MAX);
+            metrics.cluster.stream_lag.record(Duration::from_nanos(lag));
+        }
         match Group::decode(message.payload.clone()) {
             Ok(group) => {
                 if events.send(ClusterEvent::Group(Box::new(group))).is_err() {
@@ -579,5 +606,29 @@ async fn follow(stream: stream::Stream, graph: Arc<str>, events: Sender<ClusterE
             }
             Err(e) => tracing::error!(graph = &*graph, error = %e, "malformed group in the stream"),
         }
+    }
+}
+
+/// A followed graph's share of
+/// [`ClusterMetrics::stream_pending`](crate::metrics::ClusterMetrics::stream_pending),
+/// taken back when its task ends (aborted or not).
+struct Pending {
+    metrics: Arc<Metrics>,
+    last: i64,
+}
+
+impl Pending {
+    fn set(&mut self, now: i64) {
+        self.metrics
+            .cluster
+            .stream_pending
+            .fetch_add(now - self.last, Relaxed);
+        self.last = now;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use gitmind_owner::{Origin, Owner, Release, SessionKey};
 use gitmind_schema::message::UpdateRollback;
@@ -36,10 +37,17 @@ pub(super) struct Membership {
     /// and not answered yet, by session and mutation id: sent again to
     /// the next owner when the owner changes (its idempotency answers one
     /// already committed with its outcome).
-    pending: HashMap<Arc<str>, HashMap<(SessionKey, String), Forward>>,
+    pending: HashMap<Arc<str>, HashMap<(SessionKey, String), Forwarded>>,
     /// Graphs loaded again from git because their owner changed, with
     /// what waits for it: their mutations and the groups followed.
     reloading: HashMap<Arc<str>, Vec<Waiting>>,
+}
+
+/// A mutation forwarded and not answered yet.
+struct Forwarded {
+    forward: Forward,
+    /// When it was first forwarded.
+    at: Instant,
 }
 
 /// What waits for a graph being loaded again.
@@ -103,6 +111,26 @@ impl Membership {
         }
     }
 
+    /// Counts the graphs owned and followed into the metrics.
+    fn count_roles(&self, metrics: &crate::metrics::Metrics) {
+        let owned = self
+            .roles
+            .values()
+            .filter(|r| matches!(r, Role::Owner { .. }))
+            .count();
+        let followed = self
+            .roles
+            .values()
+            .filter(|r| matches!(r, Role::Follower { .. }))
+            .count();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.cluster.graphs_owned.store(gauge(owned), Relaxed);
+        metrics
+            .cluster
+            .graphs_followed
+            .store(gauge(followed), Relaxed);
+    }
+
     /// Whether a key is a session of another node.
     pub fn is_remote(&self, key: SessionKey) -> bool {
         self.remote.contains_key(&key)
@@ -160,6 +188,7 @@ impl Hub {
     pub(super) fn unloaded_clustered(&mut self, graph: &str) {
         if let Some(member) = self.cluster.as_mut() {
             member.roles.remove(graph);
+            member.count_roles(&self.metrics);
             member.pending.remove(graph);
             member.reloading.remove(graph);
             member.link.send(ClusterCmd::Unfollow {
@@ -242,14 +271,17 @@ impl Hub {
             },
             _ => return None,
         };
+        let at = Instant::now();
         member
             .pending
             .entry(forward.graph.as_str().into())
             .or_default()
-            .insert(
-                (forward.session, forward.mutation_id.clone()),
-                forward.clone(),
-            );
+            .entry((forward.session, forward.mutation_id.clone()))
+            .or_insert_with(|| Forwarded {
+                forward: forward.clone(),
+                at,
+            });
+        self.metrics.cluster.forwarded.fetch_add(1, Relaxed);
         member.link.send(ClusterCmd::Forward {
             to: owner,
             forward: Box::new(forward),
@@ -326,6 +358,19 @@ impl Hub {
 
     /// What the cluster thread tells.
     pub(super) fn clustered(&mut self, event: ClusterEvent) {
+        let roles_change = matches!(
+            event,
+            ClusterEvent::Lease { .. }
+                | ClusterEvent::LeaseLost { .. }
+                | ClusterEvent::LeaseMoved { .. }
+        );
+        self.on_cluster_event(event);
+        if let Some(member) = self.cluster.as_ref().filter(|_| roles_change) {
+            member.count_roles(&self.metrics);
+        }
+    }
+
+    fn on_cluster_event(&mut self, event: ClusterEvent) {
         match event {
             ClusterEvent::Lease { graph, lease, mine } => {
                 let Some(member) = self.cluster.as_mut() else {
@@ -344,7 +389,11 @@ impl Hub {
                 };
                 tracing::info!(graph = &*graph, ?role, "graph opened in the cluster");
                 member.roles.insert(graph.clone(), role);
-                self.persister.load(&graph, &self.loaded_tx);
+                if mine {
+                    self.persister.take_over(&graph, &self.loaded_tx);
+                } else {
+                    self.persister.load(&graph, &self.loaded_tx);
+                }
             }
             ClusterEvent::NoLease { graph } => {
                 tracing::error!(
@@ -368,7 +417,9 @@ impl Hub {
                 Ok(outcome) => {
                     if let (Some(member), Some(id)) = (self.cluster.as_mut(), reference(&outcome)) {
                         if let Some(p) = member.pending.get_mut(reply.graph.as_str()) {
-                            p.remove(&(reply.session, id.to_owned()));
+                            if let Some(f) = p.remove(&(reply.session, id.to_owned())) {
+                                self.metrics.cluster.forward_latency.record(f.at.elapsed());
+                            }
                         }
                     }
                     if matches!(outcome.body, Body::UpdateRollback(_)) {
@@ -418,7 +469,11 @@ impl Hub {
         );
         member.roles.insert(graph.clone(), role);
         member.reloading.entry(graph.clone()).or_default();
-        self.persister.load(&graph, &self.loaded_tx);
+        if mine {
+            self.persister.take_over(&graph, &self.loaded_tx);
+        } else {
+            self.persister.load(&graph, &self.loaded_tx);
+        }
     }
 
     /// A graph loaded again after its owner changed: the sessions kept here
@@ -427,7 +482,9 @@ impl Hub {
     /// mutations go to the new owner. Gives back an answer that is not
     /// for such a graph.
     pub(super) fn reloaded(&mut self, answer: Loaded) -> Option<Loaded> {
-        let member = self.cluster.as_mut()?;
+        let Some(member) = self.cluster.as_mut() else {
+            return Some(answer);
+        };
         let Some(waiting) = member.reloading.remove(answer.graph.as_str()) else {
             return Some(answer);
         };
@@ -449,12 +506,15 @@ impl Hub {
                     let senders: Vec<(SessionKey, String)> = pending
                         .iter()
                         .filter(|(_, f)| {
-                            f.mutation_id == r.record.mutation_id && f.user_id == r.record.user_id
+                            f.forward.mutation_id == r.record.mutation_id
+                                && f.forward.user_id == r.record.user_id
                         })
                         .map(|(k, _)| k.clone())
                         .collect();
                     for key in senders {
-                        pending.remove(&key);
+                        if let Some(f) = pending.remove(&key) {
+                            self.metrics.cluster.forward_latency.record(f.at.elapsed());
+                        }
                         r.recipients.push(key.0);
                     }
                 }
@@ -491,7 +551,7 @@ impl Hub {
         let Some(pending) = self.cluster.as_mut().and_then(|m| m.pending.remove(graph)) else {
             return;
         };
-        for (_, f) in pending {
+        for (_, Forwarded { forward: f, .. }) in pending {
             let origin = Origin {
                 session: f.session,
                 session_id: f.session_id.clone(),
@@ -576,7 +636,9 @@ impl Hub {
                         .collect();
                     if let Some(p) = pending.as_mut() {
                         for &session in &release.recipients {
-                            p.remove(&(session, change.mutation_id.clone()));
+                            if let Some(f) = p.remove(&(session, change.mutation_id.clone())) {
+                                self.metrics.cluster.forward_latency.record(f.at.elapsed());
+                            }
                         }
                     }
                     releases.push(release);

@@ -136,6 +136,11 @@ pub struct PersistConfig {
     pub max_queued_changes: usize,
     /// Pack files tolerated before the smallest are merged.
     pub max_packs: usize,
+    /// Several servers share the repository (a cluster, docs/scale-out.md):
+    /// the ref locks found at start may be another server's, and are left;
+    /// a server that takes a graph over removes that graph's
+    /// ([`Persister::take_over`]).
+    pub shared: bool,
 }
 
 impl PersistConfig {
@@ -149,6 +154,7 @@ impl PersistConfig {
             max_group_changes: 10_000,
             max_queued_changes: 200_000,
             max_packs: 32,
+            shared: false,
         }
     }
 
@@ -201,6 +207,8 @@ enum Msg {
     Load {
         graph: String,
         reply: Sender<Loaded>,
+        /// Remove the graph's stale ref lock first ([`Persister::take_over`]).
+        take_over: bool,
     },
     /// Forget what the thread keeps of a graph the hub released.
     Unload(String),
@@ -373,11 +381,24 @@ impl Persister {
     /// queued before; the answer comes on `reply`. Never blocks. When the
     /// thread has stopped, the answer is [`LoadError::Stopped`], at once.
     pub fn load(&self, graph: &str, reply: &Sender<Loaded>) {
+        self.send_load(graph, reply, false);
+    }
+
+    /// [`Persister::load`] for a server that has just become the graph's
+    /// owner in a cluster (its lease): a lock on the graph's ref is one its
+    /// previous owner left when it died, and is removed first, else every
+    /// commit would fail.
+    pub fn take_over(&self, graph: &str, reply: &Sender<Loaded>) {
+        self.send_load(graph, reply, true);
+    }
+
+    fn send_load(&self, graph: &str, reply: &Sender<Loaded>, take_over: bool) {
         let msg = Msg::Load {
             graph: graph.to_owned(),
             reply: reply.clone(),
+            take_over,
         };
-        if let Err(channel::SendError(Msg::Load { graph, reply })) = self.tx.send(msg) {
+        if let Err(channel::SendError(Msg::Load { graph, reply, .. })) = self.tx.send(msg) {
             let _ = reply.send(Loaded {
                 graph,
                 result: Err(LoadError::Stopped),
@@ -438,7 +459,9 @@ fn open_repository(config: &PersistConfig) -> Result<Repository, OpenError> {
     // only hold memory for the life of the process.
     git2::opts::enable_caching(false);
     let repo = open_or_init(config)?;
-    remove_stale_locks(&config.repo_path().join(commit::REF_PREFIX));
+    if !config.shared {
+        remove_stale_locks(&config.repo_path().join(commit::REF_PREFIX));
+    }
     Ok(repo)
 }
 
@@ -544,8 +567,8 @@ struct Plan {
 struct Round {
     /// The batch held `Shutdown`.
     shutdown: bool,
-    /// Graphs to read, and where to answer.
-    loads: Vec<(String, Sender<Loaded>)>,
+    /// Graphs to read, where to answer, and whether to take them over.
+    loads: Vec<(String, Sender<Loaded>, bool)>,
 }
 
 /// The persistence thread's state.
@@ -578,7 +601,18 @@ impl Worker {
                 // The hub is stopping: nobody waits for these.
                 break;
             }
-            for (graph, reply) in round.loads {
+            for (graph, reply, take_over) in round.loads {
+                if take_over {
+                    let lock = self
+                        .repo_path
+                        .join(format!("{}{graph}.lock", commit::REF_PREFIX));
+                    if lock.exists() {
+                        tracing::warn!(path = %lock.display(), "removing the ref lock a dead owner left");
+                        if let Err(e) = std::fs::remove_file(&lock) {
+                            tracing::error!(path = %lock.display(), error = %e, "cannot remove a stale ref lock");
+                        }
+                    }
+                }
                 let result = self.load(&graph);
                 let _ = reply.send(Loaded { graph, result });
             }
@@ -595,7 +629,11 @@ impl Worker {
         let mut loads = Vec::new();
         for msg in batch {
             match msg {
-                Msg::Load { graph, reply } => loads.push((graph, reply)),
+                Msg::Load {
+                    graph,
+                    reply,
+                    take_over,
+                } => loads.push((graph, reply, take_over)),
                 Msg::Unload(graph) => {
                     // Everything the hub handed over for it is answered: a
                     // group still in this batch is one a failure covers,
