@@ -89,6 +89,15 @@ pub fn histogram() -> Arc<Mutex<Histogram<u64>>> {
     ))
 }
 
+/// The node the `i`th subscriber (or writer) connects to: `--server` and
+/// `--also-server` in turn.
+fn node_of(args: &Args, addr: SocketAddr, i: usize) -> SocketAddr {
+    if args.nodes.is_empty() {
+        return addr;
+    }
+    args.nodes[i % args.nodes.len()]
+}
+
 /// Connects subscribers and writers to one graph; writers create their node.
 pub async fn connect(
     args: &Args,
@@ -119,6 +128,7 @@ pub async fn connect(
     let mut joins = Vec::new();
     for i in 0..subscribers {
         let permit = limit.clone().acquire_owned().await?;
+        let node = node_of(args, addr, i);
         let codec = codec_of(args, i);
         let path = graph_path(args, &graph, &format!("sub{i}"), true);
         let focus =
@@ -132,7 +142,7 @@ pub async fn connect(
             fleet.disconnected.clone(),
         );
         joins.push(tokio::spawn(async move {
-            let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
+            let mut conn = Conn::connect(node, Some(conn::source_addr(i)), &path, codec).await?;
             let sync = read_sync(&mut conn).await?;
             if let Some(focus) = focus {
                 let presence = Body::UserPresence(UserPresence {
@@ -205,6 +215,7 @@ pub async fn connect(
     }
     for w in 0..writers {
         let i = subscribers + w;
+        let node = node_of(args, addr, w);
         let codec = codec_of(args, i);
         let (graph, confirm, confirmed, rolled_back) = (
             graph.clone(),
@@ -214,7 +225,7 @@ pub async fn connect(
         );
         let path = graph_path(args, &graph, &format!("writer{w}"), false);
         let writer = fleet.writer_runtime.spawn(async move {
-            let mut conn = Conn::connect(addr, Some(conn::source_addr(i)), &path, codec).await?;
+            let mut conn = Conn::connect(node, Some(conn::source_addr(i)), &path, codec).await?;
             let sync = read_sync(&mut conn).await?;
             let node = format!("load:writer-{w}");
             let create = Envelope::new(

@@ -49,6 +49,15 @@ struct Args {
     /// Measure this running server (`ws://HOST:PORT`) instead of starting one.
     #[arg(long, global = true, requires = "server_pid")]
     server: Option<String>,
+    /// More nodes of the same cluster as `--server` (`ws://HOST:PORT`,
+    /// docs/scale-out.md); may be repeated. Subscribers and writers are
+    /// spread over `--server` and these in turn; memory and CPU are
+    /// `--server`'s alone.
+    #[arg(long, global = true, requires = "server")]
+    also_server: Vec<String>,
+    /// `--server` and `--also-server`, parsed.
+    #[arg(skip)]
+    nodes: Vec<std::net::SocketAddr>,
     /// The process id of `--server`, for its memory and CPU.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
@@ -199,17 +208,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     {
         return suggest::offline(dataset, *seed, *queries, *fit);
     }
+    let parse = |url: &str| -> anyhow::Result<std::net::SocketAddr> {
+        url.trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .parse()
+            .context("--server and --also-server must be ws://HOST:PORT")
+    };
     let mut server = match (&args.server, args.server_pid) {
-        (Some(url), Some(pid)) => {
-            let addr = url
-                .trim_start_matches("ws://")
-                .trim_end_matches('/')
-                .parse()
-                .context("--server must be ws://HOST:PORT")?;
-            ServerUnderTest::attach(addr, pid)
-        }
+        (Some(url), Some(pid)) => ServerUnderTest::attach(parse(url)?, pid),
         _ => ServerUnderTest::start(&args.server_args).await?,
     };
+    let mut args = args;
+    args.nodes = std::iter::once(Ok(server.addr))
+        .chain(args.also_server.iter().map(|u| parse(u)))
+        .collect::<anyhow::Result<_>>()?;
     if let Scenario::Suggest {
         dataset,
         seed,
