@@ -1030,6 +1030,7 @@ impl Hub {
             return;
         };
         let kind = envelope.body.message_type();
+        self.relay_ephemeral(graph, from, &envelope);
         let encoded = Arc::new(fanout::encode(&envelope, entry.roster.codecs()));
         for shard in entry.roster.shards() {
             self.shards[shard].send(ShardMsg::Ephemeral {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::Client;
 use futures_util::SinkExt as _;
-use gitmind_schema::message::{NodeCreate, RollbackReason};
+use gitmind_schema::message::{CursorMove, NodeCreate, RollbackReason, SelectionChange};
 use gitmind_schema::model::Node;
 use gitmind_schema::{binary, json, Body, Envelope};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -364,6 +364,42 @@ async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
     for node in &nodes {
         assert_eq!(snapshot(node.addr).await, (all.clone(), total as u64));
     }
+    // Cursors and selections cross nodes, both ways, both codecs.
+    let mut alice = Client::connect(nodes[0].addr, &path("alice"), None)
+        .await
+        .unwrap();
+    let mut bob = Client::connect(nodes[1].addr, &path("bob"), Some("gitmind.v1.bin"))
+        .await
+        .unwrap();
+    let cursor = CursorMove {
+        x: 1.5,
+        y: -2.0,
+        node_id: None,
+    };
+    bob.send(&Envelope::new("c1", Body::CursorMove(cursor.clone())))
+        .await;
+    let got = alice
+        .recv_until("bob's cursor", |e| matches!(e.body, Body::CursorMove(_)))
+        .await;
+    assert_eq!(got.session_id.as_deref(), Some(bob.session_id.as_str()));
+    assert_eq!(got.body, Body::CursorMove(cursor));
+    let selection = SelectionChange {
+        nodes: vec![all.first().unwrap().clone()],
+        edges: vec![],
+    };
+    alice
+        .send(&Envelope::new(
+            "s1",
+            Body::SelectionChange(selection.clone()),
+        ))
+        .await;
+    let got = bob
+        .recv_until("alice's selection", |e| {
+            matches!(e.body, Body::SelectionChange(_))
+        })
+        .await;
+    assert_eq!(got.session_id.as_deref(), Some(alice.session_id.as_str()));
+    assert_eq!(got.body, Body::SelectionChange(selection));
     // Each node's /metrics tells its part: a owns, b follows and forwarded
     // its writers' changes (every one confirmed, so timed).
     let (a, b) = (metrics(nodes[0].addr).await, metrics(nodes[1].addr).await);

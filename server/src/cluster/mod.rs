@@ -25,7 +25,7 @@ use crossbeam::channel::Sender;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
-use self::wire::{Forward, Group, Lease, Reply};
+use self::wire::{Forward, Group, Lease, Presence, Reply};
 use crate::metrics::Metrics;
 
 /// The key-value bucket of the leases.
@@ -83,6 +83,8 @@ pub enum ClusterCmd {
         /// The mutation.
         forward: Box<Forward>,
     },
+    /// Relay a cursor or a selection to the other nodes.
+    Presence(Box<Presence>),
     /// Send an answer back to a forwarded mutation's node.
     Reply {
         /// The node.
@@ -129,6 +131,8 @@ pub enum ClusterEvent {
     Reply(Reply),
     /// A committed group of a followed graph.
     Group(Box<Group>),
+    /// A cursor or a selection from a session of another node.
+    Presence(Box<Presence>),
 }
 
 /// Why the cluster could not be joined.
@@ -229,6 +233,11 @@ pub fn changes_subject(graph: &str) -> String {
     format!("gitmind.changes.{graph}")
 }
 
+/// The subject of a graph's cursors and selections.
+fn presence_subject(graph: &str) -> String {
+    format!("gitmind.presence.{graph}")
+}
+
 fn node_subject(node: &str, kind: &str) -> String {
     format!("gitmind.node.{node}.{kind}")
 }
@@ -316,9 +325,12 @@ impl Link {
             let subject = node_subject(&self.node, kind);
             async move { client.subscribe(subject).await }
         };
-        let (Ok(mut mutations), Ok(mut replies)) =
-            (subscribe("mutate").await, subscribe("reply").await)
-        else {
+        let presence = self.client.subscribe(presence_subject(">")).await;
+        let (Ok(mut mutations), Ok(mut replies), Ok(mut presence)) = (
+            subscribe("mutate").await,
+            subscribe("reply").await,
+            presence,
+        ) else {
             tracing::error!("cannot subscribe to this node's subjects; the cluster thread stops");
             return;
         };
@@ -332,6 +344,11 @@ impl Link {
                 Some(msg) = mutations.next() => match serde_json::from_slice::<Forward>(&msg.payload) {
                     Ok(f) => self.tell(ClusterEvent::Forwarded(Box::new(f))),
                     Err(e) => tracing::warn!(error = %e, "malformed forwarded mutation"),
+                },
+                Some(msg) = presence.next() => match serde_json::from_slice::<Presence>(&msg.payload) {
+                    Ok(p) if p.node != self.node => self.tell(ClusterEvent::Presence(Box::new(p))),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "malformed presence"),
                 },
                 Some(msg) = replies.next() => match serde_json::from_slice::<Reply>(&msg.payload) {
                     Ok(r) => self.tell(ClusterEvent::Reply(r)),
@@ -402,6 +419,16 @@ impl Link {
                 // Plain data: serialising cannot fail.
                 let payload = serde_json::to_vec(&forward).unwrap_or_default();
                 self.direct(&to, "mutate", payload).await;
+            }
+            ClusterCmd::Presence(p) => {
+                let payload = serde_json::to_vec(&p).unwrap_or_default();
+                if let Err(e) = self
+                    .client
+                    .publish(presence_subject(&p.graph), payload.into())
+                    .await
+                {
+                    tracing::debug!(error = %e, "presence not relayed");
+                }
             }
             ClusterCmd::Reply { to, reply } => {
                 let payload = serde_json::to_vec(&reply).unwrap_or_default();

@@ -62,6 +62,21 @@ pub struct Reply {
     pub envelope: String,
 }
 
+/// A cursor or a selection of a session, relayed to the other nodes
+/// (core NATS: ephemeral, at most once, like presence itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Presence {
+    /// The graph.
+    pub graph: String,
+    /// The sender's node.
+    pub node: String,
+    /// The sender's session key on its node.
+    pub session: u64,
+    /// The message (`cursor.move`, `selection.change`), in JSON, as the
+    /// sender's node relays it (with its `userId` and `sessionId`).
+    pub envelope: String,
+}
+
 /// A committed group, as published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Group {

@@ -12,7 +12,7 @@ use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::{Body, Envelope};
 
 use super::{Hub, HubCmd};
-use crate::cluster::wire::{self, Change, Forward, Group, Lease, Reply, WireWrite};
+use crate::cluster::wire::{self, Change, Forward, Group, Lease, Presence, Reply, WireWrite};
 use crate::cluster::{Cluster, ClusterCmd, ClusterEvent};
 use crate::fanout::{Encoded, Refusal, ShardMsg};
 use crate::persist::Loaded;
@@ -317,6 +317,23 @@ impl Hub {
         });
     }
 
+    /// Relays a cursor or a selection of a session of this node to the
+    /// other nodes (one from another node is not relayed again).
+    pub(super) fn relay_ephemeral(&self, graph: &str, from: SessionKey, envelope: &Envelope) {
+        let Some(member) = self.cluster.as_ref() else {
+            return;
+        };
+        if member.is_remote(from) {
+            return;
+        }
+        member.link.send(ClusterCmd::Presence(Box::new(Presence {
+            graph: graph.to_owned(),
+            node: member.link.node().to_string(),
+            session: from,
+            envelope: wire::json_text(envelope),
+        })));
+    }
+
     /// Publishes a committed group of an owned graph, each event encoded
     /// once per codec; gives back the encodings for this node's own
     /// fan-out. `None` when not in a cluster.
@@ -429,6 +446,20 @@ impl Hub {
                 }
                 Err(e) => tracing::warn!(error = %e, "malformed reply from another node"),
             },
+            ClusterEvent::Presence(p) => {
+                let graph: Arc<str> = p.graph.as_str().into();
+                if self.graphs.get(&graph).is_none() {
+                    return;
+                }
+                let Some(member) = self.cluster.as_mut() else {
+                    return;
+                };
+                let from = member.remote_key(&p.node, p.session);
+                match wire::envelope(&p.envelope) {
+                    Ok(envelope) => self.broadcast_ephemeral(&graph, from, envelope),
+                    Err(e) => tracing::warn!(error = %e, "malformed presence from another node"),
+                }
+            }
             ClusterEvent::Group(group) => {
                 if let Some(waiting) = self
                     .cluster
