@@ -33,6 +33,17 @@ start_server() {
   echo "$name did not start" >&2; cat "$work/$name.log" >&2; exit 1
 }
 addr() { echo "ws://$(head -1 "$work/$1.addr")"; }
+# CPU seconds (user + system) each server and nats-server used so far,
+# appended to $out/cpu.txt under the run's name.
+cpu_of() {
+  local run=$1 total=0 line="" tick; tick=$(getconf CLK_TCK)
+  for p in "${pids[@]}"; do
+    local t; t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    line+=" $(ps -o comm= -p "$p" 2>/dev/null)=$(echo "scale=2; $t / $tick" | bc)s"
+    total=$((total + t))
+  done
+  echo "$run:$line total=$(echo "scale=2; $total / $tick" | bc)s" >>perf-reports/cluster/cpu.txt
+}
 stop_servers() {
   for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; done
   pids=("${pids[0]}")
@@ -52,9 +63,14 @@ load() {
     --duration "$dur" --report "cluster/$report" --json "perf-reports/cluster/$report.json" "$@" >/dev/null
 }
 
+{
+  echo "# CPU seconds per process from its start to the end of the run (nats-server from the first run's start)"
+  echo "# commit $(git rev-parse --short=12 HEAD), $(nproc) cores, $(uname -srm), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+} >perf-reports/cluster/cpu.txt
 for round in $(seq 1 "$rounds"); do
   start_server alone --data-dir "$work/alone-$round"
   load "alone-$round" --server "$(addr alone)" --server-pid "$(cat "$work/alone.pid")"
+  cpu_of "alone-$round"
   stop_servers
   for n in 0 1 2; do
     start_server "n$n" --data-dir "$work/cluster-$round" --cluster "nats://127.0.0.1:$nats_port" --node "r$round-n$n"
@@ -62,5 +78,6 @@ for round in $(seq 1 "$rounds"); do
   # Subscriber 0 joins n0 first: n0 owns the graph, n1 and n2 follow.
   load "three-$round" --server "$(addr n0)" --server-pid "$(cat "$work/n0.pid")" \
     --also-server "$(addr n1)" --also-server "$(addr n2)"
+  cpu_of "three-$round"
   stop_servers
 done
