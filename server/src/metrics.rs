@@ -106,7 +106,7 @@ pub struct Metrics {
     pub cluster: ClusterMetrics,
 }
 
-/// A latency histogram in [`LATENCY_BUCKETS_US`].
+/// A latency histogram, in buckets from 50 µs to 250 ms.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; 12],

@@ -52,7 +52,7 @@ struct Forwarded {
 
 /// What waits for a graph being loaded again.
 enum Waiting {
-    Cmd(HubCmd),
+    Cmd(Box<HubCmd>),
     Group(Box<Group>),
 }
 
@@ -211,7 +211,7 @@ impl Hub {
             return Some(cmd);
         };
         if let Some(waiting) = member.reloading.get_mut(graph) {
-            waiting.push(Waiting::Cmd(cmd));
+            waiting.push(Waiting::Cmd(Box::new(cmd)));
             return None;
         }
         let owner = match member.roles.get(graph) {
@@ -568,7 +568,7 @@ impl Hub {
         }
         for w in waiting {
             match w {
-                Waiting::Cmd(cmd) => self.handle(cmd),
+                Waiting::Cmd(cmd) => self.handle(*cmd),
                 Waiting::Group(group) => self.followed(*group),
             }
         }
