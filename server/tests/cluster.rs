@@ -22,10 +22,9 @@ use common::Client;
 use futures_util::SinkExt as _;
 use gitmind_schema::message::{CursorMove, NodeCreate, RollbackReason, SelectionChange};
 use gitmind_schema::model::Node;
-use gitmind_schema::{binary, json, Body, Envelope};
+use gitmind_schema::{Body, Envelope};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message;
 
 /// How long anything the test waits for may take: generous, the machine
 /// is shared.
@@ -257,15 +256,7 @@ async fn write_and_watch(
 
 /// Sends; `false` when the connection is gone.
 async fn try_send(client: &mut Client, envelope: &Envelope) -> bool {
-    let message = if client.binary {
-        Message::Binary(binary::encode(envelope))
-    } else {
-        Message::Text(
-            String::from_utf8(json::encode(envelope).to_vec())
-                .unwrap()
-                .into(),
-        )
-    };
+    let message = client.message(envelope);
     client.ws.send(message).await.is_ok()
 }
 

@@ -76,6 +76,20 @@ enum Role {
     Lost,
 }
 
+impl Role {
+    /// The role a lease gives this node.
+    fn of(lease: Lease, mine: bool) -> Role {
+        if mine {
+            Role::Owner { epoch: lease.epoch }
+        } else {
+            Role::Follower {
+                owner: lease.node,
+                epoch: lease.epoch,
+            }
+        }
+    }
+}
+
 impl Membership {
     pub fn new(link: Cluster, events: crossbeam::channel::Receiver<ClusterEvent>) -> Self {
         Membership {
@@ -237,39 +251,34 @@ impl Hub {
             return None;
         }
         let node = member.link.node().to_string();
-        let forward = match cmd {
+        let (graph, origin, mutation_id, envelope, refused) = match cmd {
             HubCmd::Mutate {
                 graph,
                 origin,
                 mutation_id,
                 body,
-            } => Forward {
-                graph: graph.to_string(),
-                node,
-                session: origin.session,
-                session_id: origin.session_id,
-                user_id: origin.user_id,
-                envelope: Some(wire::json_text(&Envelope::new(mutation_id.clone(), body))),
-                mutation_id,
-                refused: None,
-            },
+            } => {
+                let envelope = wire::json_text(&Envelope::new(mutation_id.clone(), body));
+                (graph, origin, mutation_id, Some(envelope), None)
+            }
             HubCmd::Refuse {
                 graph,
                 origin,
                 mutation_id,
                 reason,
                 message,
-            } => Forward {
-                graph: graph.to_string(),
-                node,
-                session: origin.session,
-                session_id: origin.session_id,
-                user_id: origin.user_id,
-                envelope: None,
-                mutation_id,
-                refused: Some((reason, message)),
-            },
+            } => (graph, origin, mutation_id, None, Some((reason, message))),
             _ => return None,
+        };
+        let forward = Forward {
+            graph: graph.to_string(),
+            node,
+            session: origin.session,
+            session_id: origin.session_id,
+            user_id: origin.user_id,
+            mutation_id,
+            envelope,
+            refused,
         };
         let at = Instant::now();
         member
@@ -396,14 +405,7 @@ impl Hub {
                 if !self.graphs.is_loading(&graph) {
                     return;
                 }
-                let role = if mine {
-                    Role::Owner { epoch: lease.epoch }
-                } else {
-                    Role::Follower {
-                        owner: lease.node,
-                        epoch: lease.epoch,
-                    }
-                };
+                let role = Role::of(lease, mine);
                 tracing::info!(graph = &*graph, ?role, "graph opened in the cluster");
                 member.roles.insert(graph.clone(), role);
                 if mine {
@@ -485,14 +487,7 @@ impl Hub {
         if !member.roles.contains_key(&graph) || self.graphs.get(&graph).is_none() {
             return;
         }
-        let role = if mine {
-            Role::Owner { epoch: lease.epoch }
-        } else {
-            Role::Follower {
-                owner: lease.node,
-                epoch: lease.epoch,
-            }
-        };
+        let role = Role::of(lease, mine);
         tracing::info!(
             graph = &*graph,
             ?role,

@@ -316,7 +316,13 @@ impl Client {
     }
 
     pub async fn send(&mut self, envelope: &Envelope) {
-        let message = if self.binary {
+        let message = self.message(envelope);
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The frame `send` sends: binary or text, as the session's codec.
+    pub fn message(&self, envelope: &Envelope) -> Message {
+        if self.binary {
             Message::Binary(binary::encode(envelope))
         } else {
             Message::Text(
@@ -324,8 +330,7 @@ impl Client {
                     .unwrap()
                     .into(),
             )
-        };
-        self.ws.send(message).await.unwrap();
+        }
     }
 
     pub async fn send_raw(&mut self, message: Message) {
