@@ -25,6 +25,9 @@
 //! weights are fitted again, after a big import.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::rerank::{Query, Reranker, RERANK};
 
 /// At most this many sources of a target are read for co-links.
 const SAMPLE: usize = 400;
@@ -48,7 +51,7 @@ const QUERY_TERMS: usize = 10;
 const MAX_POSTING: usize = 3000;
 
 /// The number of features of a candidate (the first is the bias).
-pub const FEATURES: usize = 30;
+pub const FEATURES: usize = 36;
 
 /// Feature names, in order (for reports).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -82,6 +85,12 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "co-links × co-link cosine",
     "text-neighbours × text cosine",
     "release siblings × same stem",
+    "text of s names c",
+    "text of c names s",
+    "same upstream version",
+    "name prefix",
+    "name prefix × same release",
+    "name prefix × same upstream",
 ];
 
 /// One suggestion.
@@ -104,6 +113,9 @@ struct NodeData {
     stem: u32,
     section: u32,
     release: u32,
+    /// The upstream part of the release (`1.2` of `1:1.2+dfsg-3`), shared by
+    /// a project's source packages.
+    upstream: u32,
     /// Sorted term ids with their counts.
     terms: Vec<(u32, f32)>,
     /// Outgoing links: (target, type).
@@ -129,6 +141,9 @@ pub struct Model {
     sections: HashMap<String, u32>,
     releases: HashMap<String, u32>,
     release_members: Vec<Vec<u32>>,
+    upstreams: HashMap<String, u32>,
+    /// Nodes per upstream version.
+    upstream_count: Vec<u32>,
     terms: HashMap<String, u32>,
     /// Nodes holding each term.
     postings: Vec<Vec<u32>>,
@@ -137,6 +152,8 @@ pub struct Model {
     /// The name suffixes so common they say what a node is (`dev`, `doc`).
     suffixes: std::collections::HashSet<String>,
     weights: [f64; FEATURES],
+    /// Trees re-ranking the linear model's best candidates, when there are.
+    reranker: Option<Arc<Reranker>>,
 }
 
 /// Working memory of one query, kept between queries.
@@ -196,6 +213,15 @@ impl Scratch {
         }
         &mut self.acc[i]
     }
+}
+
+/// The upstream part of a Debian-style version: without the epoch
+/// (`1:`), the revision (`-3`) and repacking or backport marks (`+dfsg`,
+/// `~bpo`).
+fn upstream(version: &str) -> &str {
+    let v = version.split_once(':').map_or(version, |(_, v)| v);
+    let v = v.rsplit_once('-').map_or(v, |(v, _)| v);
+    v.split(['+', '~']).next().unwrap_or(v)
 }
 
 /// Splits a node id into the name used for stems: what follows the
@@ -284,12 +310,21 @@ impl Model {
             sections: HashMap::new(),
             releases: HashMap::new(),
             release_members: Vec::new(),
+            upstreams: HashMap::new(),
+            upstream_count: Vec::new(),
             terms: HashMap::new(),
             postings: Vec::new(),
             namespaces: Default::default(),
             suffixes: Default::default(),
             weights: DEFAULT_WEIGHTS,
+            reranker: Reranker::shipped(),
         }
+    }
+
+    /// Ranks with these trees after the linear model (`None`: the linear
+    /// model alone).
+    pub fn set_reranker(&mut self, reranker: Option<Arc<Reranker>>) {
+        self.reranker = reranker;
     }
 
     /// A model of these nodes and edges `(source, type, target)`, its
@@ -437,6 +472,16 @@ impl Model {
         }
         self.release_members[rel as usize].push(ix);
         self.nodes[ix as usize].release = rel;
+        let next = self.upstreams.len() as u32;
+        let up = *self
+            .upstreams
+            .entry(upstream(n.release).to_string())
+            .or_insert(next);
+        if up as usize == self.upstream_count.len() {
+            self.upstream_count.push(0);
+        }
+        self.upstream_count[up as usize] += 1;
+        self.nodes[ix as usize].upstream = up;
         let mut words = Vec::new();
         tokenize(n.label, &mut words);
         tokenize(n.content, &mut words);
@@ -465,6 +510,9 @@ impl Model {
 
     fn leave_release(&mut self, ix: u32) {
         let d = &self.nodes[ix as usize];
+        if let Some(c) = self.upstream_count.get_mut(d.upstream as usize) {
+            *c = c.saturating_sub(1);
+        }
         if let Some(m) = self.release_members.get_mut(d.release as usize) {
             if let Some(i) = m.iter().position(|&x| x == ix) {
                 m.swap_remove(i);
@@ -925,6 +973,26 @@ impl Model {
                 f[27] = f[4] * f[16];
                 f[28] = f[6] * f[7];
                 f[29] = f[21] * f[9];
+                if cd.stem != sd.stem {
+                    f[30] = f32::from(self.names(s, c));
+                    f[31] = f32::from(self.names(c, s));
+                }
+                f[32] = f32::from(
+                    cd.upstream == sd.upstream
+                        && cd.release != sd.release
+                        && self.upstream_count[sd.upstream as usize] <= 200
+                        && !self.nodes[s as usize].id.is_empty(),
+                );
+                // How much of the shorter name the two begin with:
+                // `libfoo-dev` and `libfoo7`, `python3-x` and `python3-x-lib`.
+                let lcp = s_name
+                    .bytes()
+                    .zip(c_name.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                f[33] = lcp as f32 / s_name.len().min(c_name.len()).max(1) as f32;
+                f[34] = f[33] * f[22];
+                f[35] = f[33] * f[32];
                 (c, f)
             })
             .collect()
@@ -960,6 +1028,24 @@ impl Model {
             .map(|(c, f)| (c, self.score(&f), f))
             .collect();
         scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if let Some(trees) = &self.reranker {
+            // The trees order the best candidates; the rest follow in linear
+            // order, never more confident than the last of those.
+            let k = RERANK.min(scored.len());
+            let features: Vec<[f32; FEATURES]> = scored[..k].iter().map(|x| x.2).collect();
+            let linear: Vec<f64> = scored[..k].iter().map(|x| x.1).collect();
+            let z = trees.score(&features, &linear);
+            for (x, z) in scored.iter_mut().zip(z) {
+                x.1 = z;
+            }
+            // Stable: candidates the trees cannot tell apart keep their
+            // linear order.
+            scored[..k].sort_by(|a, b| b.1.total_cmp(&a.1));
+            let floor = scored[..k].last().map_or(0.0, |x| x.1);
+            for x in &mut scored[k..] {
+                x.1 = x.1.min(floor);
+            }
+        }
         scored.truncate(limit);
         scored
             .into_iter()
@@ -1030,6 +1116,37 @@ impl Model {
         )
     }
 
+    /// Whether the text of `a` holds the last word of `b`'s stem (of three
+    /// letters or more): `python3-foo` "bindings for the bar library".
+    fn names(&self, a: u32, b: u32) -> bool {
+        let word = self.stem_word(b);
+        if word.len() < 3 {
+            return false;
+        }
+        let Some(&t) = self.terms.get(word) else {
+            return false;
+        };
+        self.nodes[a as usize]
+            .terms
+            .binary_search_by_key(&t, |&(x, _)| x)
+            .is_ok()
+    }
+
+    /// The last word of a node's stem.
+    fn stem_word(&self, ix: u32) -> &str {
+        let name = name_of(&self.nodes[ix as usize].id);
+        let toks = name_tokens(name);
+        // The stem's last token is the first or second name token.
+        let first_is_namespace = toks
+            .first()
+            .is_some_and(|f| self.namespaces.contains(&token_stem(f)));
+        let tok = if first_is_namespace { toks.get(1) } else { toks.first() };
+        tok.map_or("", |t| {
+            let t = t.strip_prefix("lib").filter(|r| r.len() >= 2).unwrap_or(t);
+            t.trim_end_matches(|c: char| c.is_ascii_digit())
+        })
+    }
+
     /// The role a name plays: its namespace (`python3`) and its suffix
     /// when it is a common one (`dev`, `doc`, `perl`).
     fn role(&self, name: &str) -> String {
@@ -1060,30 +1177,85 @@ impl Model {
             .map_or_else(String::new, |(k, _)| format!("\"{k}\""))
     }
 
+    /// Up to `sample` links `(s, t)` to hide, drawn at random (`seed`) among
+    /// the links of nodes with at least two (of `edge_type`, when given:
+    /// the kind of link to learn to suggest), each the only link of `s` to
+    /// `t`.
+    fn hidden_links(&self, sample: usize, seed: u64, edge_type: Option<&str>) -> Vec<(u32, u32)> {
+        let ty = match edge_type {
+            Some(name) => match self.type_ix.get(name) {
+                Some(&t) => Some(t),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let of_type = |s: u32| -> Vec<u32> {
+            self.nodes[s as usize]
+                .out
+                .iter()
+                .filter(|&&(_, y)| ty.is_none_or(|t| t == y))
+                .map(|&(t, _)| t)
+                .collect()
+        };
+        let mut rng = SplitMix(seed);
+        let eligible: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&i| self.nodes[i as usize].alive && of_type(i).len() >= 2)
+            .collect();
+        if eligible.len() < 20 {
+            return Vec::new();
+        }
+        let mut links = Vec::new();
+        for _ in 0..sample.min(eligible.len() * 2) {
+            let s = eligible[(rng.next_u64() % eligible.len() as u64) as usize];
+            let out = of_type(s);
+            let t = out[(rng.next_u64() % out.len() as u64) as usize];
+            if self.nodes[s as usize].out.iter().filter(|&&(x, _)| x == t).count() == 1 {
+                links.push((s, t));
+            }
+        }
+        links
+    }
+
+    /// Queries to train a [`Reranker`] on: for each of up to `sample`
+    /// hidden links (as [`Model::fit`] draws them), the best [`RERANK`]
+    /// candidates by linear score without the link, best first.
+    pub fn rerank_queries(&self, sample: usize, seed: u64, edge_type: Option<&str>) -> Vec<Query> {
+        let mut sc = Scratch::default();
+        self.hidden_links(sample, seed, edge_type)
+            .into_iter()
+            .map(|(s, t)| {
+                let mut scored: Vec<(u32, f64, [f32; FEATURES])> = self
+                    .candidates(&mut sc, s, Some(t))
+                    .into_iter()
+                    .map(|(c, f)| (c, self.score(&f), f))
+                    .collect();
+                scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                scored.truncate(RERANK);
+                let pos = scored.iter().position(|x| x.0 == t);
+                (
+                    scored.iter().map(|x| x.2).collect(),
+                    scored.iter().map(|x| x.1).collect(),
+                    pos,
+                )
+            })
+            .collect()
+    }
+
     /// Fits the weights: hides one link of each of `sample` nodes with at
     /// least two links, ranks candidates without it, and fits a logistic
     /// model telling the hidden target from the other candidates (weighted so
     /// each query counts once), by a few hundred steps of gradient descent.
     pub fn fit(&mut self, sample: usize, seed: u64) {
-        let mut rng = SplitMix(seed);
-        let eligible: Vec<u32> = (0..self.nodes.len() as u32)
-            .filter(|&i| {
-                let d = &self.nodes[i as usize];
-                d.alive && d.out.len() >= 2
-            })
-            .collect();
-        if eligible.len() < 20 {
-            return;
-        }
+        self.fit_on(sample, seed, None, 0);
+    }
+
+    /// [`Model::fit`] on links of `edge_type` only (any type when `None`),
+    /// fitting only the weights from `from` on (the others kept: new
+    /// features fitted on top of weights that work) when `from` is not 0.
+    pub fn fit_on(&mut self, sample: usize, seed: u64, edge_type: Option<&str>, from: usize) {
         let mut sc = Scratch::default();
         let mut data: Vec<(Vec<[f32; FEATURES]>, usize)> = Vec::new();
-        for _ in 0..sample.min(eligible.len() * 2) {
-            let s = eligible[(rng.next_u64() % eligible.len() as u64) as usize];
-            let out = &self.nodes[s as usize].out;
-            let (t, _) = out[(rng.next_u64() % out.len() as u64) as usize];
-            if out.iter().filter(|&&(x, _)| x == t).count() > 1 {
-                continue;
-            }
+        for (s, t) in self.hidden_links(sample, seed, edge_type) {
             let cands = self.candidates(&mut sc, s, Some(t));
             let Some(pos) = cands.iter().position(|&(c, _)| c == t) else {
                 continue;
@@ -1095,7 +1267,11 @@ impl Model {
         }
         // Softmax (listwise) regression: each query's hidden target against
         // its candidates.
-        let mut w = [0f64; FEATURES];
+        let mut w = if from > 0 {
+            self.weights
+        } else {
+            [0f64; FEATURES]
+        };
         let lr = LR;
         let l2 = 1e-3;
         for _ in 0..ITERS {
@@ -1114,7 +1290,7 @@ impl Model {
                     }
                 }
             }
-            for k in 0..FEATURES {
+            for k in from..FEATURES {
                 w[k] -= lr * (g[k] / data.len() as f64 + l2 * w[k]);
             }
         }
@@ -1224,7 +1400,8 @@ impl Model {
 /// perf-reports/gonzai.md).
 const DEFAULT_WEIGHTS: [f64; FEATURES] = [
     -8.50, 0.90, 0.67, -0.03, -1.82, 0.88, 2.96, 3.16, 1.88, -0.78, 1.17, 0.41, -1.81, 0.70, -0.62,
-    0.59, 1.48, 0.80, 0.09, 1.95, 0.24, 0.42, 0.85, 2.40, 0.01, 0.73, 0.76, 1.76, 0.64, 0.42,
+    0.59, 1.48, 0.80, 0.09, 1.95, 0.24, 0.42, 0.85, 2.40, 0.01, 0.73, 0.76, 1.76, 0.64, 0.42, 0.0,
+    0.0, 0.0, 0.0, 0.0, 0.0,
 ];
 
 /// A small seeded generator (splitmix64).

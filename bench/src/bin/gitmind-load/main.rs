@@ -162,6 +162,28 @@ enum Scenario {
         /// this many of its own links hidden (0: the shipped weights).
         #[arg(long, default_value_t = 0)]
         fit: usize,
+        /// With `--offline`: train the re-ranker's trees on the training
+        /// graph from this many of its own links hidden (0: the shipped
+        /// trees), and write them to `--rerank-out`.
+        #[arg(long, default_value_t = 0)]
+        rerank: usize,
+        /// The trees' complexity (perpetual's budget).
+        #[arg(long, default_value_t = 0.5)]
+        budget: f32,
+        /// Where `--rerank` writes the trees.
+        #[arg(long, default_value = "server/src/gonzai/rerank.json")]
+        rerank_out: std::path::PathBuf,
+        /// Train the trees listwise (ListNet) rather than by log loss.
+        #[arg(long)]
+        listwise: bool,
+        /// With `--fit`: fit only the weights from this feature on, the
+        /// others kept as shipped (0: all).
+        #[arg(long, default_value_t = 0)]
+        fit_from: usize,
+        /// Train on hidden links of this type only (the kind the
+        /// evaluation asks for), any type when empty.
+        #[arg(long, default_value = "depends-on")]
+        train_type: String,
     },
 }
 
@@ -204,9 +226,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         queries,
         offline: true,
         fit,
+        rerank,
+        budget,
+        rerank_out,
+        listwise,
+        train_type,
+        fit_from,
     } = &args.scenario
     {
-        return suggest::offline(dataset, *seed, *queries, *fit);
+        let train = suggest::Training {
+            fit: *fit,
+            rerank: *rerank,
+            budget: *budget,
+            out: rerank_out.clone(),
+            listwise: *listwise,
+            fit_from: *fit_from,
+            edge_type: Some(train_type.clone()).filter(|t| !t.is_empty()),
+        };
+        return suggest::offline(dataset, *seed, *queries, &train);
     }
     let parse = |url: &str| -> anyhow::Result<std::net::SocketAddr> {
         url.trim_start_matches("ws://")

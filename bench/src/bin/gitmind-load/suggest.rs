@@ -35,35 +35,107 @@ type Split<'a> = (
     HashMap<&'a str, HashSet<&'a str>>,
 );
 
+/// What `--offline` fits on the training graph.
+pub struct Training {
+    /// Hidden links to fit the linear weights on (0: the shipped weights).
+    pub fit: usize,
+    /// Hidden links to train the trees on (0: the shipped trees).
+    pub rerank: usize,
+    /// The trees' complexity.
+    pub budget: f32,
+    /// Where trained trees are written.
+    pub out: std::path::PathBuf,
+    /// Train the trees listwise (ListNet) rather than by log loss.
+    pub listwise: bool,
+    /// Fit only the weights from this feature on (0: all).
+    pub fit_from: usize,
+    /// Hide links of this type only (any type when `None`).
+    pub edge_type: Option<String>,
+}
+
 /// Tuning without a server: the model built in process from the training
-/// graph of the split of `seed` (its weights fitted on that graph from
-/// `fit` of its own links when not 0), asked for each held-out source.
+/// graph of the split of `seed` (its weights and trees trained on that
+/// graph's own links as `train` says), asked for each held-out source, with
+/// and without the trees.
 pub fn offline(
     dataset: &std::path::Path,
     seed: u64,
     queries: usize,
-    fit: usize,
+    train: &Training,
 ) -> anyhow::Result<()> {
-    use gitmind_server::gonzai::suggest::{Model, Scratch};
+    use gitmind_server::gonzai::rerank::Reranker;
+    use gitmind_server::gonzai::suggest::Model;
     let data = Dataset::read(dataset).with_context(|| format!("reading {}", dataset.display()))?;
-    let (held, train, top100, links) = split(&data, seed, queries);
+    let split = split(&data, seed, queries);
     let started = Instant::now();
-    let model = Model::build(
+    let mut model = Model::build(
         data.nodes.iter().map(gitmind_server::gonzai::text_of),
-        train
+        split
+            .1
             .iter()
             .map(|e| (e.source.as_str(), e.edge_type.as_str(), e.target.as_str())),
-        fit,
-        seed ^ 0x5eed,
+        0,
+        0,
     );
-    println!("built (fit {fit}) in {:.1?}", started.elapsed());
+    if train.fit > 0 {
+        model.fit_on(
+            train.fit,
+            seed ^ 0x5eed,
+            train.edge_type.as_deref(),
+            train.fit_from,
+        );
+    }
+    println!("built (fit {}) in {:.1?}", train.fit, started.elapsed());
     println!("weights: {:.2?}", model.weights());
-    let mut sc = Scratch::default();
+    // The same figure on links hidden in the training graph (what the fit
+    // learns from), to compare with the held-out one.
+    let inner = model.rerank_queries(1000, seed ^ 0x1ea7, train.edge_type.as_deref());
+    let inner10 = inner.iter().filter(|q| q.2.is_some_and(|p| p < 10)).count();
+    println!(
+        "linear hits@10 on {} links hidden in the training graph: {:.3}",
+        inner.len(),
+        inner10 as f64 / inner.len().max(1) as f64
+    );
+    let trees = if train.rerank > 0 {
+        model.set_reranker(None);
+        let started = Instant::now();
+        let queries = model.rerank_queries(train.rerank, seed ^ 0x7ee5, train.edge_type.as_deref());
+        let found = queries.iter().filter(|q| q.2.is_some()).count();
+        let trees = Reranker::fit(&queries, train.budget, train.listwise)?;
+        println!(
+            "trees trained on {} hidden links ({found} among the candidates), budget {}, in {:.1?}",
+            queries.len(),
+            train.budget,
+            started.elapsed()
+        );
+        std::fs::write(&train.out, trees.to_json()?)
+            .with_context(|| format!("writing {}", train.out.display()))?;
+        println!("trees written to {}", train.out.display());
+        Some(std::sync::Arc::new(trees))
+    } else {
+        Reranker::shipped()
+    };
+    model.set_reranker(None);
+    evaluate(&model, &split, seed, "linear");
+    if trees.is_some() {
+        model.set_reranker(trees);
+        evaluate(&model, &split, seed, "re-ranked");
+    }
+    Ok(())
+}
+
+/// Prints the figures of `model` on the held-out pairs of `split`.
+fn evaluate(model: &gitmind_server::gonzai::suggest::Model, split: &Split<'_>, seed: u64, what: &str) {
+    let (held, _, top100, links) = split;
+    let mut sc = gitmind_server::gonzai::suggest::Scratch::default();
     let (mut h1, mut h10, mut h50, mut mrr, mut harder, mut harder_h10) = (0, 0, 0, 0.0, 0, 0);
-    let at = Instant::now();
-    for &(s, t) in &held {
+    let mut times = Vec::with_capacity(held.len());
+    let mut ranks = Vec::with_capacity(held.len());
+    for &(s, t) in held {
         let Some(ix) = model.node(s) else { continue };
+        let at = Instant::now();
         let found = model.suggest(&mut sc, ix, 50);
+        times.push(at.elapsed());
         let own = links.get(s);
         let rank = found
             .iter()
@@ -80,18 +152,25 @@ pub fn offline(
             harder += 1;
             harder_h10 += usize::from(rank.is_some_and(|r| r < 10));
         }
+        ranks.push(format!("{s}\t{t}\t{}\n", rank.map_or(-1, |r| r as i64)));
     }
+    if let Ok(path) = std::env::var("GONZAI_RANKS") {
+        // For study: each held-out pair's rank (-1: not among the 50).
+        let _ = std::fs::write(format!("{path}.{what}"), ranks.concat());
+    }
+    times.sort_unstable();
+    let pct = |p: usize| times.get(times.len() * p / 100).copied().unwrap_or_default();
     let q = held.len().max(1) as f64;
     println!(
-        "seed {seed}: hits@1 {:.3} hits@10 {:.3} hits@50 {:.3} MRR {:.3} harder hits@10 {:.3} ({harder}); {:.2} ms per ask",
+        "{what}, seed {seed}: hits@1 {:.3} hits@10 {:.3} hits@50 {:.3} MRR {:.3} harder hits@10 {:.3} ({harder}); per ask median {:.2?} p99 {:.2?}",
         h1 as f64 / q,
         h10 as f64 / q,
         h50 as f64 / q,
         mrr / q,
         harder_h10 as f64 / harder.max(1) as f64,
-        at.elapsed().as_secs_f64() * 1e3 / q,
+        pct(50),
+        pct(99),
     );
-    Ok(())
 }
 
 fn split(data: &Dataset, seed: u64, queries: usize) -> Split<'_> {
