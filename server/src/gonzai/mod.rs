@@ -9,7 +9,6 @@
 //! text of an updated node is read again at the next build). See
 //! [`suggest`] for the model.
 
-pub mod rerank;
 pub mod suggest;
 
 use std::collections::HashMap;

@@ -25,9 +25,6 @@
 //! weights are fitted again, after a big import.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use super::rerank::{Query, Reranker, RERANK};
 
 /// At most this many sources of a target are read for co-links.
 const SAMPLE: usize = 400;
@@ -152,8 +149,6 @@ pub struct Model {
     /// The name suffixes so common they say what a node is (`dev`, `doc`).
     suffixes: std::collections::HashSet<String>,
     weights: [f64; FEATURES],
-    /// Trees re-ranking the linear model's best candidates, when there are.
-    reranker: Option<Arc<Reranker>>,
 }
 
 /// Working memory of one query, kept between queries.
@@ -317,14 +312,7 @@ impl Model {
             namespaces: Default::default(),
             suffixes: Default::default(),
             weights: DEFAULT_WEIGHTS,
-            reranker: Reranker::shipped(),
         }
-    }
-
-    /// Ranks with these trees after the linear model (`None`: the linear
-    /// model alone).
-    pub fn set_reranker(&mut self, reranker: Option<Arc<Reranker>>) {
-        self.reranker = reranker;
     }
 
     /// A model of these nodes and edges `(source, type, target)`, its
@@ -1028,24 +1016,6 @@ impl Model {
             .map(|(c, f)| (c, self.score(&f), f))
             .collect();
         scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if let Some(trees) = &self.reranker {
-            // The trees order the best candidates; the rest follow in linear
-            // order, never more confident than the last of those.
-            let k = RERANK.min(scored.len());
-            let features: Vec<[f32; FEATURES]> = scored[..k].iter().map(|x| x.2).collect();
-            let linear: Vec<f64> = scored[..k].iter().map(|x| x.1).collect();
-            let z = trees.score(&features, &linear);
-            for (x, z) in scored.iter_mut().zip(z) {
-                x.1 = z;
-            }
-            // Stable: candidates the trees cannot tell apart keep their
-            // linear order.
-            scored[..k].sort_by(|a, b| b.1.total_cmp(&a.1));
-            let floor = scored[..k].last().map_or(0.0, |x| x.1);
-            for x in &mut scored[k..] {
-                x.1 = x.1.min(floor);
-            }
-        }
         scored.truncate(limit);
         scored
             .into_iter()
@@ -1216,29 +1186,21 @@ impl Model {
         links
     }
 
-    /// Queries to train a [`Reranker`] on: for each of up to `sample`
-    /// hidden links (as [`Model::fit`] draws them), the best [`RERANK`]
-    /// candidates by linear score without the link, best first.
-    pub fn rerank_queries(&self, sample: usize, seed: u64, edge_type: Option<&str>) -> Vec<Query> {
+    /// The share of up to `sample` links hidden in this graph (as
+    /// [`Model::fit`] draws them) ranked among the first ten: the figure
+    /// the fit learns from, to set beside the held-out one.
+    pub fn hidden_hits10(&self, sample: usize, seed: u64, edge_type: Option<&str>) -> (usize, f64) {
         let mut sc = Scratch::default();
-        self.hidden_links(sample, seed, edge_type)
-            .into_iter()
-            .map(|(s, t)| {
-                let mut scored: Vec<(u32, f64, [f32; FEATURES])> = self
-                    .candidates(&mut sc, s, Some(t))
-                    .into_iter()
-                    .map(|(c, f)| (c, self.score(&f), f))
-                    .collect();
-                scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                scored.truncate(RERANK);
-                let pos = scored.iter().position(|x| x.0 == t);
-                (
-                    scored.iter().map(|x| x.2).collect(),
-                    scored.iter().map(|x| x.1).collect(),
-                    pos,
-                )
+        let links = self.hidden_links(sample, seed, edge_type);
+        let hits = links
+            .iter()
+            .filter(|&&(s, t)| {
+                self.suggest_hiding(&mut sc, s, 10, Some(t))
+                    .iter()
+                    .any(|x| x.target == t)
             })
-            .collect()
+            .count();
+        (links.len(), hits as f64 / links.len().max(1) as f64)
     }
 
     /// Fits the weights: hides one link of each of `sample` nodes with at
@@ -1396,12 +1358,14 @@ impl Model {
 
 /// Weights before any fit: [`Model::fit`] (1,500 hidden links, seed
 /// `777 ^ 0x5eed`) on the training graph of my own split, seed 777
-/// (`gitmind-load suggest --seed 777 --offline --fit 1500`;
-/// perf-reports/gonzai.md).
+/// (`gitmind-load suggest --seed 777 --offline --fit 1500`); the last six
+/// (text names, same upstream, name prefix) fitted on top of those, on
+/// 1,500 `depends-on` links hidden in the same graph
+/// (`--fit 1500 --fit-from 30`; perf-reports/gonzai.md).
 const DEFAULT_WEIGHTS: [f64; FEATURES] = [
-    -8.50, 0.90, 0.67, -0.03, -1.82, 0.88, 2.96, 3.16, 1.88, -0.78, 1.17, 0.41, -1.81, 0.70, -0.62,
-    0.59, 1.48, 0.80, 0.09, 1.95, 0.24, 0.42, 0.85, 2.40, 0.01, 0.73, 0.76, 1.76, 0.64, 0.42, 0.0,
-    0.0, 0.0, 0.0, 0.0, 0.0,
+    -8.85, 0.90, 0.67, -0.03, -1.82, 0.88, 2.96, 3.16, 1.88, -0.78, 1.17, 0.41, -1.81, 0.70, -0.62,
+    0.59, 1.48, 0.80, 0.09, 1.95, 0.24, 0.42, 0.85, 2.40, 0.01, 0.73, 0.76, 1.76, 0.64, 0.42, 1.06,
+    0.54, -0.24, 0.35, -0.42, -0.02,
 ];
 
 /// A small seeded generator (splitmix64).

@@ -162,20 +162,6 @@ enum Scenario {
         /// this many of its own links hidden (0: the shipped weights).
         #[arg(long, default_value_t = 0)]
         fit: usize,
-        /// With `--offline`: train the re-ranker's trees on the training
-        /// graph from this many of its own links hidden (0: the shipped
-        /// trees), and write them to `--rerank-out`.
-        #[arg(long, default_value_t = 0)]
-        rerank: usize,
-        /// The trees' complexity (perpetual's budget).
-        #[arg(long, default_value_t = 0.5)]
-        budget: f32,
-        /// Where `--rerank` writes the trees.
-        #[arg(long, default_value = "server/src/gonzai/rerank.json")]
-        rerank_out: std::path::PathBuf,
-        /// Train the trees listwise (ListNet) rather than by log loss.
-        #[arg(long)]
-        listwise: bool,
         /// With `--fit`: fit only the weights from this feature on, the
         /// others kept as shipped (0: all).
         #[arg(long, default_value_t = 0)]
@@ -226,20 +212,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         queries,
         offline: true,
         fit,
-        rerank,
-        budget,
-        rerank_out,
-        listwise,
         train_type,
         fit_from,
     } = &args.scenario
     {
         let train = suggest::Training {
             fit: *fit,
-            rerank: *rerank,
-            budget: *budget,
-            out: rerank_out.clone(),
-            listwise: *listwise,
             fit_from: *fit_from,
             edge_type: Some(train_type.clone()).filter(|t| !t.is_empty()),
         };

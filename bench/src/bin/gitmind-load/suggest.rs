@@ -39,14 +39,6 @@ type Split<'a> = (
 pub struct Training {
     /// Hidden links to fit the linear weights on (0: the shipped weights).
     pub fit: usize,
-    /// Hidden links to train the trees on (0: the shipped trees).
-    pub rerank: usize,
-    /// The trees' complexity.
-    pub budget: f32,
-    /// Where trained trees are written.
-    pub out: std::path::PathBuf,
-    /// Train the trees listwise (ListNet) rather than by log loss.
-    pub listwise: bool,
     /// Fit only the weights from this feature on (0: all).
     pub fit_from: usize,
     /// Hide links of this type only (any type when `None`).
@@ -54,16 +46,14 @@ pub struct Training {
 }
 
 /// Tuning without a server: the model built in process from the training
-/// graph of the split of `seed` (its weights and trees trained on that
-/// graph's own links as `train` says), asked for each held-out source, with
-/// and without the trees.
+/// graph of the split of `seed` (its weights fitted on that graph's own
+/// links as `train` says), asked for each held-out source.
 pub fn offline(
     dataset: &std::path::Path,
     seed: u64,
     queries: usize,
     train: &Training,
 ) -> anyhow::Result<()> {
-    use gitmind_server::gonzai::rerank::Reranker;
     use gitmind_server::gonzai::suggest::Model;
     let data = Dataset::read(dataset).with_context(|| format!("reading {}", dataset.display()))?;
     let split = split(&data, seed, queries);
@@ -89,38 +79,9 @@ pub fn offline(
     println!("weights: {:.2?}", model.weights());
     // The same figure on links hidden in the training graph (what the fit
     // learns from), to compare with the held-out one.
-    let inner = model.rerank_queries(1000, seed ^ 0x1ea7, train.edge_type.as_deref());
-    let inner10 = inner.iter().filter(|q| q.2.is_some_and(|p| p < 10)).count();
-    println!(
-        "linear hits@10 on {} links hidden in the training graph: {:.3}",
-        inner.len(),
-        inner10 as f64 / inner.len().max(1) as f64
-    );
-    let trees = if train.rerank > 0 {
-        model.set_reranker(None);
-        let started = Instant::now();
-        let queries = model.rerank_queries(train.rerank, seed ^ 0x7ee5, train.edge_type.as_deref());
-        let found = queries.iter().filter(|q| q.2.is_some()).count();
-        let trees = Reranker::fit(&queries, train.budget, train.listwise)?;
-        println!(
-            "trees trained on {} hidden links ({found} among the candidates), budget {}, in {:.1?}",
-            queries.len(),
-            train.budget,
-            started.elapsed()
-        );
-        std::fs::write(&train.out, trees.to_json()?)
-            .with_context(|| format!("writing {}", train.out.display()))?;
-        println!("trees written to {}", train.out.display());
-        Some(std::sync::Arc::new(trees))
-    } else {
-        Reranker::shipped()
-    };
-    model.set_reranker(None);
+    let (n, inner) = model.hidden_hits10(1000, seed ^ 0x1ea7, train.edge_type.as_deref());
+    println!("hits@10 on {n} links hidden in the training graph: {inner:.3}");
     evaluate(&model, &split, seed, "linear");
-    if trees.is_some() {
-        model.set_reranker(trees);
-        evaluate(&model, &split, seed, "re-ranked");
-    }
     Ok(())
 }
 
