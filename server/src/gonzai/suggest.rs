@@ -1428,6 +1428,42 @@ mod tests {
     }
 
     #[test]
+    fn upstream_versions_drop_epoch_revision_and_repacking() {
+        assert_eq!(upstream("1:1.2+dfsg-3"), "1.2");
+        assert_eq!(upstream("0.0.26-3"), "0.0.26");
+        assert_eq!(upstream("2.3.1~bpo12-1+b1"), "2.3.1");
+        assert_eq!(upstream("3.73"), "3.73");
+    }
+
+    #[test]
+    fn name_features_see_a_dev_package_and_its_library() {
+        let with = |id: &'static str, content: &'static str| NodeText {
+            id,
+            label: "",
+            content,
+            section: "",
+            release: "1.0-1",
+        };
+        let m = Model::build(
+            [
+                with("pkg:libfoo-dev", "development files for foo, uses the bar library"),
+                with("pkg:libfoo7", ""),
+                with("pkg:libbar2", ""),
+            ],
+            [],
+            0,
+            0,
+        );
+        let (dev, lib, bar) = (
+            m.node("pkg:libfoo-dev").unwrap(),
+            m.node("pkg:libfoo7").unwrap(),
+            m.node("pkg:libbar2").unwrap(),
+        );
+        assert!(m.names(dev, bar) && !m.names(bar, dev));
+        assert_eq!(m.stem_word(lib), "foo");
+    }
+
+    #[test]
     fn suggestions_exclude_the_node_and_its_targets_and_follow_changes() {
         let mut m = model();
         let mut sc = Scratch::default();
