@@ -8,7 +8,13 @@
 //! with vectored writes: no copy, few system calls, and no buffer kept
 //! while idle. A JSON batch becomes one text frame whose payload is a JSON
 //! array built from the parts and the punctuation between them; binary
-//! messages are one frame each. Over TLS the same slices go to rustls,
+//! messages are one frame each.
+//!
+//! A shard joins the events of one commit group into a single [`Part::Run`]
+//! ([`Part::run`]) for every session that sees all of them: per session the
+//! group costs one pointer copy and one or two slices of a `writev`, however
+//! many changes it holds, and sessions at the same point of the stream get
+//! the same bytes. Over TLS the same slices go to rustls,
 //! which encrypts them into records of its own (the one copy encryption
 //! needs), each freed once sent.
 //!
@@ -17,7 +23,8 @@
 
 use std::io::IoSlice;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use gitmind_schema::Codec;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 /// Slices handed to one `writev` at most (Linux's IOV_MAX is 1024).
@@ -26,6 +33,83 @@ const MAX_SLICES: usize = 512;
 /// WebSocket opcodes of data frames.
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
+
+/// What a session's writer takes from its outbox: one message, or a run
+/// of messages laid out once for many sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// One message: a JSON envelope, or a binary frame's payload.
+    One(Bytes),
+    /// Several messages in the form the wire takes them, so that a writer
+    /// only points at them: JSON envelopes joined by commas (the inside of
+    /// an array), or complete binary frames, headers included.
+    Run {
+        /// The bytes.
+        bytes: Bytes,
+        /// How many messages they hold (for the envelope limit).
+        messages: usize,
+    },
+}
+
+impl Part {
+    /// Lays out `messages` (encoded in `codec`) as one part: copied once
+    /// into a buffer of their own, which the caller shares between its
+    /// sessions (one buffer per shard keeps its reference count on that
+    /// shard's core).
+    pub fn run<'a>(codec: Codec, messages: impl Iterator<Item = &'a Bytes> + Clone) -> Part {
+        let (count, len) = messages
+            .clone()
+            .fold((0, 0), |(n, len), m| (n + 1, len + m.len()));
+        let mut out = BytesMut::with_capacity(len + count * MAX_HEADER);
+        for (i, message) in messages.enumerate() {
+            match codec {
+                Codec::Json if i > 0 => out.put_u8(b','),
+                Codec::Json => {}
+                Codec::Binary => put_header(&mut out, OPCODE_BINARY, message.len()),
+            }
+            out.extend_from_slice(message);
+        }
+        Part::Run {
+            bytes: out.freeze(),
+            messages: count,
+        }
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Part::One(bytes) | Part::Run { bytes, .. } => bytes,
+        }
+    }
+
+    /// How many messages it holds.
+    pub fn messages(&self) -> usize {
+        match self {
+            Part::One(_) => 1,
+            Part::Run { messages, .. } => *messages,
+        }
+    }
+}
+
+/// Longest header of a server's frame (RFC 6455 5.2: no mask).
+const MAX_HEADER: usize = 10;
+
+/// Appends the header of an unmasked, final frame of `opcode` and `len`
+/// payload bytes.
+fn put_header(out: &mut impl BufMut, opcode: u8, len: usize) {
+    out.put_u8(0x80 | opcode);
+    match len {
+        0..=125 => out.put_u8(len as u8),
+        126..=0xffff => {
+            out.put_u8(126);
+            out.put_u16(len as u16);
+        }
+        _ => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+}
 
 /// One piece of the batch being written.
 #[derive(Debug, Clone, Copy)]
@@ -64,13 +148,21 @@ impl FrameWriter {
         self.len
     }
 
-    /// Lays out JSON envelopes as one text frame: one envelope as it is,
-    /// several as a JSON array.
-    pub fn json(&mut self, parts: Vec<Bytes>) {
+    /// Lays out `parts` in `codec`: JSON as one text frame (one envelope
+    /// as it is, several as a JSON array), binary messages as a frame each.
+    pub fn lay_out(&mut self, codec: Codec, parts: Vec<Part>) {
+        match codec {
+            Codec::Json => self.json(parts),
+            Codec::Binary => self.binary(parts),
+        }
+        self.len = self.meta.len() + self.payloads.iter().map(Bytes::len).sum::<usize>();
+    }
+
+    fn json(&mut self, parts: Vec<Part>) {
         self.reset();
-        let single = parts.len() == 1;
+        let single = parts.iter().map(Part::messages).sum::<usize>() == 1;
         let payload_len: usize =
-            parts.iter().map(Bytes::len).sum::<usize>() + if single { 0 } else { parts.len() + 1 };
+            parts.iter().map(|p| p.bytes().len()).sum::<usize>() + if single { 0 } else { parts.len() + 1 };
         self.header(OPCODE_TEXT, payload_len);
         if !single {
             self.meta_piece(b"[");
@@ -79,24 +171,31 @@ impl FrameWriter {
             if i > 0 {
                 self.meta_piece(b",");
             }
-            self.pieces.push(Piece::Payload(self.payloads.len()));
-            self.payloads.push(part);
+            let (Part::One(bytes) | Part::Run { bytes, .. }) = part;
+            self.payload(bytes);
         }
         if !single {
             self.meta_piece(b"]");
         }
-        self.len = self.meta.len() + self.payloads.iter().map(Bytes::len).sum::<usize>();
     }
 
-    /// Lays out binary messages as one frame each.
-    pub fn binary(&mut self, parts: Vec<Bytes>) {
+    fn binary(&mut self, parts: Vec<Part>) {
         self.reset();
         for part in parts {
-            self.header(OPCODE_BINARY, part.len());
-            self.pieces.push(Piece::Payload(self.payloads.len()));
-            self.payloads.push(part);
+            match part {
+                Part::One(bytes) => {
+                    self.header(OPCODE_BINARY, bytes.len());
+                    self.payload(bytes);
+                }
+                // Framed already.
+                Part::Run { bytes, .. } => self.payload(bytes),
+            }
         }
-        self.len = self.meta.len() + self.payloads.iter().map(Bytes::len).sum::<usize>();
+    }
+
+    fn payload(&mut self, bytes: Bytes) {
+        self.pieces.push(Piece::Payload(self.payloads.len()));
+        self.payloads.push(bytes);
     }
 
     /// Writes what is left of the batch, and flushes: over TLS the last
@@ -157,18 +256,7 @@ impl FrameWriter {
 
     fn header(&mut self, opcode: u8, len: usize) {
         let start = self.meta.len();
-        self.meta.push(0x80 | opcode);
-        match len {
-            0..=125 => self.meta.push(len as u8),
-            126..=0xffff => {
-                self.meta.push(126);
-                self.meta.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                self.meta.push(127);
-                self.meta.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
+        put_header(&mut self.meta, opcode, len);
         self.pieces.push(Piece::Meta(start, self.meta.len()));
     }
 
@@ -203,6 +291,10 @@ impl FrameWriter {
 mod tests {
     use super::*;
 
+    fn ones(messages: Vec<Bytes>) -> Vec<Part> {
+        messages.into_iter().map(Part::One).collect()
+    }
+
     fn flat(writer: &FrameWriter) -> Vec<u8> {
         let mut out = Vec::new();
         for piece in &writer.pieces {
@@ -217,7 +309,7 @@ mod tests {
     #[test]
     fn one_json_envelope_is_one_text_frame_as_it_is() {
         let mut w = FrameWriter::default();
-        w.json(vec![Bytes::from_static(b"{\"a\":1}")]);
+        w.lay_out(Codec::Json, ones(vec![Bytes::from_static(b"{\"a\":1}")]));
         assert_eq!(flat(&w), b"\x81\x07{\"a\":1}");
         assert_eq!(w.batch_len(), 9);
     }
@@ -225,7 +317,7 @@ mod tests {
     #[test]
     fn several_json_envelopes_are_one_array_frame() {
         let mut w = FrameWriter::default();
-        w.json(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]);
+        w.lay_out(Codec::Json, ones(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]));
         assert_eq!(flat(&w), b"\x81\x07[{},{}]");
     }
 
@@ -234,7 +326,7 @@ mod tests {
         let mut w = FrameWriter::default();
         let big = Bytes::from(vec![7u8; 300]);
         let huge = Bytes::from(vec![9u8; 70_000]);
-        w.binary(vec![Bytes::from_static(b"x"), big, huge]);
+        w.lay_out(Codec::Binary, ones(vec![Bytes::from_static(b"x"), big, huge]));
         let out = flat(&w);
         assert_eq!(&out[..3], b"\x82\x01x");
         assert_eq!(&out[3..7], &[0x82, 126, 0x01, 0x2c]);
@@ -245,6 +337,35 @@ mod tests {
         assert_eq!(out.len(), 3 + 4 + 300 + 10 + 70_000);
     }
 
+    #[test]
+    fn a_json_run_joins_into_the_array_around_it() {
+        let events = [Bytes::from_static(b"{}"), Bytes::from_static(b"{\"b\":2}")];
+        let run = Part::run(Codec::Json, events.iter());
+        assert_eq!(run.messages(), 2);
+        let mut w = FrameWriter::default();
+        w.lay_out(Codec::Json, vec![Part::One(Bytes::from_static(b"{\"a\":1}")), run]);
+        assert_eq!(flat(&w), b"\x81\x14[{\"a\":1},{},{\"b\":2}]");
+        let mut w = FrameWriter::default();
+        w.lay_out(Codec::Json, vec![Part::run(Codec::Json, events[..1].iter())]);
+        assert_eq!(flat(&w), b"\x81\x02{}", "a run of one is the envelope alone");
+    }
+
+    #[test]
+    fn a_binary_run_is_the_frames_its_messages_make_one_by_one() {
+        let events = [
+            Bytes::from_static(b"x"),
+            Bytes::from(vec![7u8; 300]),
+            Bytes::from(vec![9u8; 70_000]),
+        ];
+        let mut each = FrameWriter::default();
+        each.lay_out(Codec::Binary, ones(events.to_vec()));
+        let mut run = FrameWriter::default();
+        run.lay_out(Codec::Binary, vec![Part::run(Codec::Binary, events.iter())]);
+        assert_eq!(flat(&run), flat(&each));
+        assert_eq!(run.batch_len(), each.batch_len());
+        assert_eq!(run.pieces.len(), 1, "one slice for the whole run");
+    }
+
     #[tokio::test]
     async fn what_a_buffering_layer_holds_is_flushed() {
         use tokio::io::AsyncReadExt as _;
@@ -252,7 +373,7 @@ mod tests {
         let (near, mut far) = tokio::io::duplex(1 << 16);
         let mut stream = tokio::io::BufWriter::new(near);
         let mut w = FrameWriter::default();
-        w.binary(vec![Bytes::from_static(b"x")]);
+        w.lay_out(Codec::Binary, ones(vec![Bytes::from_static(b"x")]));
         w.drive(&mut stream).await.unwrap();
         let mut frame = [0u8; 3];
         let read = tokio::time::timeout(
@@ -266,7 +387,7 @@ mod tests {
     #[test]
     fn progress_is_kept_across_partial_writes() {
         let mut w = FrameWriter::default();
-        w.json(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]);
+        w.lay_out(Codec::Json, ones(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]));
         w.advance(4);
         assert_eq!(
             (w.piece, w.offset),

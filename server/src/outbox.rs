@@ -15,6 +15,7 @@ use gitmind_schema::{Body, Codec, Envelope, Limits, MessageType};
 use tokio::sync::Notify;
 
 use crate::fanout::{Digest, Refusal};
+use crate::frames::Part;
 use crate::metrics::Metrics;
 use crate::sync_stream::{SyncCursor, SYNC_CHUNK_BYTES};
 use crate::view::SessionView;
@@ -22,8 +23,8 @@ use crate::view::SessionView;
 /// One queued item.
 enum Out {
     /// Bytes encoded for this session's codec: one envelope (JSON) or one
-    /// frame (binary).
-    Frame(Bytes),
+    /// frame's payload (binary), or a run of them laid out once per shard.
+    Frame(Part),
     /// An ephemeral message that a newer one from the same sender and of
     /// the same kind replaces while it waits (`version` tells which).
     Ephemeral {
@@ -201,10 +202,11 @@ impl Outbox {
         self.sync_asked.set(true);
     }
 
-    /// Queues a shared, pre-encoded graph event.
-    pub fn push_shared(&self, bytes: Bytes, seq: u64) {
+    /// Queues shared, pre-encoded graph events: one, or a run of them,
+    /// the last of which is at `seq`.
+    pub fn push_shared(&self, part: Part, seq: u64) {
         self.seq.set(self.seq.get().max(seq));
-        self.push(Out::Frame(bytes));
+        self.push(Out::Frame(part));
     }
 
     /// Encodes and queues a message addressed to this session alone (an
@@ -223,7 +225,7 @@ impl Outbox {
         }
         envelope.user_id = Some(self.user_id.clone());
         envelope.session_id = Some(self.session_id.clone());
-        self.push(Out::Frame(self.codec.encode(&envelope)));
+        self.push(Out::Frame(Part::One(self.codec.encode(&envelope))));
     }
 
     /// Queues the presence notices of a digest about sessions other than
@@ -256,7 +258,7 @@ impl Outbox {
         coalesce: bool,
     ) {
         if !coalesce || self.queue.borrow().is_empty() {
-            return self.push(Out::Frame(bytes));
+            return self.push(Out::Frame(Part::One(bytes)));
         }
         let version = self.next_version.get() + 1;
         self.next_version.set(version);
@@ -287,7 +289,8 @@ impl Outbox {
             return;
         }
         let len = match &out {
-            Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+            Out::Frame(part) => part.bytes().len(),
+            Out::Ephemeral { bytes, .. } => bytes.len(),
             Out::Notices { len, .. } => *len,
             Out::Sync(_) => 0,
         };
@@ -315,18 +318,25 @@ impl Outbox {
     /// Takes queued frames for one write: up to `limits.max_frame_bytes`
     /// bytes and `limits.max_envelopes` envelopes of JSON joined into one
     /// text frame (the limits a client holds a frame to), or binary frames
-    /// as they are.
-    pub fn take_batch(&self, limits: &Limits, into: &mut Vec<Bytes>) {
+    /// as they are. A run is taken whole (the shard makes none larger than
+    /// the limits); the messages taken are counted in `messages`.
+    pub fn take_batch(&self, limits: &Limits, into: &mut Vec<Part>) {
         let max_frame = limits.max_frame_bytes;
         let mut queue = self.queue.borrow_mut();
         let mut latest = self.latest.borrow_mut();
-        let mut taken = 0;
+        let (mut taken, mut messages) = (0, 0);
         while let Some(out) = queue.front_mut() {
-            if into.len() >= limits.max_envelopes {
+            if messages >= limits.max_envelopes {
                 break;
             }
             let len = match out {
-                Out::Frame(b) | Out::Ephemeral { bytes: b, .. } => b.len(),
+                Out::Frame(part) => {
+                    if messages > 0 && messages + part.messages() > limits.max_envelopes {
+                        break;
+                    }
+                    part.bytes().len()
+                }
+                Out::Ephemeral { bytes, .. } => bytes.len(),
                 Out::Notices {
                     digest,
                     own,
@@ -344,13 +354,14 @@ impl Outbox {
                             *next += 1;
                             continue;
                         }
-                        if into.len() >= limits.max_envelopes
+                        if messages >= limits.max_envelopes
                             || (taken > 0 && taken + bytes.len() > max_frame)
                         {
                             break;
                         }
-                        into.push(bytes.clone());
+                        into.push(Part::One(bytes.clone()));
                         taken += bytes.len();
+                        messages += 1;
                         *next += 1;
                     }
                     if *next < digest.len() {
@@ -376,7 +387,8 @@ impl Outbox {
                             envelope.session_id = Some(self.session_id.clone());
                             let bytes = self.codec.encode(&envelope);
                             taken += bytes.len();
-                            into.push(bytes);
+                            messages += 1;
+                            into.push(Part::One(bytes));
                         }
                         None => {
                             queue.pop_front();
@@ -396,7 +408,10 @@ impl Outbox {
                 .fetch_sub(len as i64, Relaxed);
             match out {
                 Out::Sync(_) | Out::Notices { .. } => {}
-                Out::Frame(bytes) => into.push(bytes),
+                Out::Frame(part) => {
+                    messages += part.messages();
+                    into.push(part);
+                }
                 Out::Ephemeral {
                     key,
                     version,
@@ -404,7 +419,8 @@ impl Outbox {
                 } => {
                     if latest.get(&key) == Some(&version) {
                         latest.remove(&key);
-                        into.push(bytes);
+                        messages += 1;
+                        into.push(Part::One(bytes));
                     }
                     // else: superseded by a newer one further back.
                 }
@@ -453,6 +469,10 @@ mod tests {
         )
     }
 
+    fn one(bytes: &'static [u8]) -> Part {
+        Part::One(Bytes::from_static(bytes))
+    }
+
     fn cursor(x: f64) -> Bytes {
         let env = Envelope::new(
             "c",
@@ -472,7 +492,7 @@ mod tests {
         // client (rightly) refused as over the limit of 1,000.
         let out = outbox(1 << 24);
         for _ in 0..2_500 {
-            out.push_shared(Bytes::from_static(b"{}"), 1);
+            out.push_shared(one(b"{}"), 1);
         }
         let limits = Limits::default();
         let mut sizes = Vec::new();
@@ -488,28 +508,49 @@ mod tests {
     }
 
     #[test]
+    fn a_run_counts_its_messages_against_the_envelope_limit_and_is_taken_whole() {
+        let out = outbox(1 << 24);
+        let events = vec![Bytes::from_static(b"{}"); 400];
+        for seq in 1..=3 {
+            out.push_shared(Part::run(Codec::Json, events.iter()), seq);
+        }
+        assert_eq!(out.latest_seq(), 3);
+        let limits = Limits::default();
+        let mut runs = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            out.take_batch(&limits, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            runs.push(batch.iter().map(Part::messages).collect::<Vec<_>>());
+        }
+        assert_eq!(runs, [vec![400, 400], vec![400]]);
+    }
+
+    #[test]
     fn cursor_moves_coalesce_under_backlog() {
         let out = outbox(1 << 20);
-        out.push_shared(Bytes::from_static(b"{}"), 1);
+        out.push_shared(one(b"{}"), 1);
         for x in 0..5 {
             out.push_ephemeral(7, MessageType::CursorMove, cursor(f64::from(x)), true);
         }
         let mut batch = Vec::new();
         out.take_batch(&Limits::default(), &mut batch);
         assert_eq!(batch.len(), 2, "the event and only the latest cursor");
-        assert!(std::str::from_utf8(&batch[1]).unwrap().contains("\"x\":4"));
+        assert!(std::str::from_utf8(batch[1].bytes()).unwrap().contains("\"x\":4"));
         assert_eq!(out.queued_bytes(), 0);
     }
 
     #[test]
     fn queue_past_its_limit_marks_slow_and_drops_everything() {
         let out = outbox(10);
-        out.push_shared(Bytes::from_static(b"12345678"), 1);
+        out.push_shared(one(b"12345678"), 1);
         assert!(!out.slow.get());
-        out.push_shared(Bytes::from_static(b"12345"), 2);
+        out.push_shared(one(b"12345"), 2);
         assert!(out.slow.get());
         assert_eq!(out.queued_bytes(), 0);
-        out.push_shared(Bytes::from_static(b"1"), 3);
+        out.push_shared(one(b"1"), 3);
         assert_eq!(
             out.queued_bytes(),
             0,
@@ -520,9 +561,9 @@ mod tests {
     #[test]
     fn a_sync_larger_than_the_queue_limit_streams_without_turning_slow() {
         let out = outbox(64 * 1024);
-        out.push_shared(Bytes::from_static(b"{}"), 1);
+        out.push_shared(one(b"{}"), 1);
         out.push_sync(test_snapshot(3000), Vec::new(), 25_000);
-        out.push_shared(Bytes::from_static(b"{\"after\":1}"), 10);
+        out.push_shared(one(b"{\"after\":1}"), 10);
         assert!(
             !out.slow.get(),
             "a sync is not counted against the queue limit"
@@ -532,24 +573,24 @@ mod tests {
             let mut batch = Vec::new();
             out.take_batch(&Limits::default(), &mut batch);
             assert!(
-                batch.iter().map(Bytes::len).sum::<usize>() <= 1 << 20,
+                batch.iter().map(|p| p.bytes().len()).sum::<usize>() <= 1 << 20,
                 "each write within the frame limit"
             );
             frames.extend(batch);
         }
         assert_eq!(
-            &frames[0][..],
+            &frames[0].bytes()[..],
             b"{}",
             "what was queued before the sync goes first"
         );
         assert_eq!(
-            &frames[frames.len() - 1][..],
+            &frames[frames.len() - 1].bytes()[..],
             b"{\"after\":1}",
             "what was queued after it waits for its last chunk"
         );
         for frame in &frames[1..frames.len() - 1] {
             let envelope =
-                json::decode_one(std::str::from_utf8(frame).unwrap(), &Limits::default()).unwrap();
+                json::decode_one(std::str::from_utf8(frame.bytes()).unwrap(), &Limits::default()).unwrap();
             let Body::GraphSync(s) = envelope.body else {
                 panic!()
             };
@@ -599,7 +640,7 @@ mod tests {
             taken.extend(batch);
         }
         assert_eq!(taken.len(), 2999, "all but the session's own");
-        assert!(!taken.contains(&cursor(7.0)));
+        assert!(!taken.contains(&Part::One(cursor(7.0))));
         assert!(batches >= 3, "cut at the envelope limit");
         assert_eq!(o.bytes.get(), 0);
         assert_eq!(o.queue.borrow().len(), 0);

@@ -365,7 +365,7 @@ fn run_shard(index: usize, link: ShardLink, source: Source, shared: &Arc<Shared>
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let shard = ShardState::new(index, shared.metrics.clone());
+        let shard = ShardState::new(index, shared.metrics.clone(), shared.config.limits());
         tokio::task::spawn_local(shard::dispatch_loop(shard.clone(), link));
         let tracker = TaskTracker::new();
         let token = shared.shutdown.clone();

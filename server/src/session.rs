@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Access;
 use crate::config::Config;
 use crate::fanout::{Member, Refusal};
-use crate::frames::FrameWriter;
+use crate::frames::{FrameWriter, Part};
 use crate::gonzai;
 use crate::hub::HubCmd;
 use crate::metrics::Metrics;
@@ -453,11 +453,9 @@ impl State<'_> {
                 if batch.is_empty() {
                     break;
                 }
-                counters.messages_out.fetch_add(batch.len() as u64, Relaxed);
-                match codec {
-                    Codec::Json => self.writer.json(batch),
-                    Codec::Binary => self.writer.binary(batch),
-                }
+                let messages: usize = batch.iter().map(Part::messages).sum();
+                counters.messages_out.fetch_add(messages as u64, Relaxed);
+                self.writer.lay_out(codec, batch);
                 counters
                     .bytes_out
                     .fetch_add(self.writer.batch_len() as u64, Relaxed);
@@ -928,7 +926,7 @@ mod tests {
     #[test]
     fn a_panicking_session_still_leaves_its_shard_and_its_graph() {
         let metrics = Arc::new(Metrics::new(1));
-        let shard = ShardState::new(0, metrics.clone());
+        let shard = ShardState::new(0, metrics.clone(), Limits::default());
         let (hub, commands) = crossbeam::channel::unbounded();
         let outbox = Outbox::new(
             Codec::Json,

@@ -7,13 +7,15 @@
 //! buffers to each local session's [`Outbox`].
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use gitmind_owner::SessionKey;
+use gitmind_schema::{Codec, Limits, PerCodec};
 
-use crate::fanout::{ShardLink, ShardMsg};
+use crate::fanout::{Released, ShardLink, ShardMsg};
+use crate::frames::Part;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::presence;
@@ -27,19 +29,22 @@ pub struct ShardState {
     /// Synced sessions per graph: those that receive events.
     graphs: HashMap<Arc<str>, Vec<SessionKey>>,
     metrics: Arc<Metrics>,
+    /// The frame limits, which a run of events must fit.
+    limits: Limits,
 }
 
 /// Shared handle to a shard's state, for its tasks.
 pub type Shard = Rc<RefCell<ShardState>>;
 
 impl ShardState {
-    /// An empty shard.
-    pub fn new(index: usize, metrics: Arc<Metrics>) -> Shard {
+    /// An empty shard, whose sessions write frames within `limits`.
+    pub fn new(index: usize, metrics: Arc<Metrics>, limits: Limits) -> Shard {
         Rc::new(RefCell::new(ShardState {
             index,
             sessions: HashMap::new(),
             graphs: HashMap::new(),
             metrics,
+            limits,
         }))
     }
 
@@ -88,17 +93,31 @@ impl ShardState {
                 let Some(list) = self.graphs.get(&graph) else {
                     return;
                 };
+                // Sessions that see the whole group as everyone does (no
+                // outcome, region cut, extra or view of their own) take its
+                // events as one run, laid out once per codec on this shard.
+                let special = special_sessions(&items);
+                let mut runs: PerCodec<Option<Option<(Part, u64)>>> = PerCodec::default();
                 for session in list {
                     let Some(outbox) = self.sessions.get(session) else {
                         continue;
                     };
+                    if outbox.view.is_none() && !special.contains(session) {
+                        let codec = outbox.codec;
+                        let run = runs[codec].get_or_insert_with(|| run_of(&items, codec, &self.limits));
+                        if let Some((run, seq)) = run {
+                            outbox.push_shared(run.clone(), *seq);
+                            outbox.wake();
+                            continue;
+                        }
+                    }
                     for item in items.iter() {
                         if item.recipients.contains(session) {
                             outbox.push_envelope(item.outcome.clone());
                         } else if let Some(bytes) =
                             item.event_for(*session, outbox.view.as_ref(), outbox.codec)
                         {
-                            outbox.push_shared(bytes.clone(), item.seq);
+                            outbox.push_shared(Part::One(bytes.clone()), item.seq);
                         }
                         for extra in item.extras.get(session).into_iter().flatten() {
                             outbox.push_envelope(extra.clone());
@@ -157,6 +176,34 @@ impl ShardState {
             }
         }
     }
+}
+
+/// The sessions that see part of a commit group in a way of their own:
+/// its senders, who get outcomes, and those with region cuts or extras.
+fn special_sessions(items: &[Released]) -> HashSet<SessionKey> {
+    let mut special = HashSet::new();
+    for item in items {
+        special.extend(item.recipients.iter().copied());
+        special.extend(item.extras.keys().copied());
+    }
+    // The same map for every item of a group.
+    if let Some(first) = items.first() {
+        special.extend(first.groups.keys().copied());
+    }
+    special
+}
+
+/// The events of a commit group in `codec` joined as one run, with the
+/// `seq` of the last; `None` when there are none in `codec`, or more than
+/// one frame may hold (then each goes on its own).
+fn run_of(items: &[Released], codec: Codec, limits: &Limits) -> Option<(Part, u64)> {
+    let events = || items.iter().filter_map(|i| Some((i.seq, i.event[codec].as_ref()?)));
+    let (count, len, seq) = events().fold((0, 0, 0), |(n, len, _), (seq, e)| (n + 1, len + e.len(), seq));
+    // JSON's brackets and commas count in the frame limit.
+    if count == 0 || count > limits.max_envelopes || len + count + 1 > limits.max_frame_bytes {
+        return None;
+    }
+    Some((Part::run(codec, events().map(|(_, e)| e)), seq))
 }
 
 /// The shard's dispatcher: drains the ring in order, forever (until its
