@@ -128,7 +128,10 @@ pub struct Config {
     pub replay_changes: usize,
     /// Milliseconds of changes kept for resume, at least.
     pub replay_ms: u64,
-    /// The WebSocket read buffer per connection (memory per idle client).
+    /// The WebSocket layer's own read buffer per connection, held for the
+    /// connection's life (memory per idle client). 0: none; the stream
+    /// then reads up to 4 KiB per system call and holds what is left only
+    /// until it is taken (`tls::Stream`).
     pub read_buffer_bytes: usize,
     /// `--cluster`: the NATS server (with JetStream) of a cluster of servers
     /// sharing the graphs (docs/scale-out.md); `None`, the default: this
@@ -188,7 +191,7 @@ impl Default for Config {
             extra_edge_types: Vec::new(),
             replay_changes: 100_000,
             replay_ms: 600_000,
-            read_buffer_bytes: 2048,
+            read_buffer_bytes: 0,
             tls_cert: None,
             tls_key: None,
             cluster: None,

@@ -274,6 +274,13 @@ impl FrameWriter {
         self.offset = 0;
     }
 
+    /// Frees its buffers (between batches: [`FrameWriter::in_flight`] is
+    /// false), for a session gone quiet.
+    pub fn trim(&mut self) {
+        debug_assert!(!self.in_flight());
+        *self = FrameWriter::default();
+    }
+
     /// Drops the shared payloads and any large buffers once written, so an
     /// idle session holds nothing.
     fn release(&mut self) {

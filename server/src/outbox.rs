@@ -315,6 +315,15 @@ impl Outbox {
         self.queue.borrow_mut().push_back(out);
     }
 
+    /// Frees the queue's buffer if nothing waits (for a session gone quiet;
+    /// not after each write, where the next push would allocate it again).
+    pub fn trim(&self) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_empty() {
+            *queue = VecDeque::new();
+        }
+    }
+
     /// Takes queued frames for one write: up to `limits.max_frame_bytes`
     /// bytes and `limits.max_envelopes` envelopes of JSON joined into one
     /// text frame (the limits a client holds a frame to), or binary frames

@@ -457,21 +457,28 @@ async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Ar
         Ok(admission) => admission,
         Err(response) => {
             // Read the request first: closing on unread bytes would reset
-            // the connection and lose the answer.
-            let deadline = Instant::now() + REFUSAL_READ;
-            let Some(mut stream) = open(tcp, &shared, deadline).await else {
-                return;
-            };
-            let _ = tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await;
-            return refuse(&shared, &mut stream, response).await;
+            // the connection and lose the answer. Boxed, like the
+            // handshake below.
+            return Box::pin(async {
+                let deadline = Instant::now() + REFUSAL_READ;
+                let Some(mut stream) = open(tcp, &shared, deadline).await else {
+                    return;
+                };
+                let _ = tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await;
+                refuse(&shared, &mut stream, response).await;
+            })
+            .await;
         }
     };
-    let Some(stream) = open(tcp, &shared, deadline).await else {
-        return;
-    };
     // The handshake's leftovers (the request head, the answer) are dropped
-    // before the session starts: an idle session holds none of them.
-    let Some(accepted) = handshake(stream, shard_index, &shared, deadline).await else {
+    // before the session starts: an idle session holds none of them. Boxed,
+    // so their state (a 1 KiB read chunk, TLS's handshake) is freed then
+    // instead of sizing the task for the session's whole life.
+    let accepted = Box::pin(async {
+        let stream = open(tcp, &shared, deadline).await?;
+        handshake(stream, shard_index, &shared, deadline).await
+    });
+    let Some(accepted) = accepted.await else {
         return;
     };
     let _open = (
@@ -504,7 +511,7 @@ async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Ar
 async fn open(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Option<Stream> {
     let _ = tcp.set_nodelay(true);
     let Some(tls) = &shared.tls else {
-        return Some(Stream::Plain(tcp));
+        return Some(Stream::plain(tcp));
     };
     let peer = tcp.peer_addr().ok();
     let failed = |reason: &dyn std::fmt::Display| {
@@ -532,7 +539,7 @@ async fn open(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Option<Stre
         return None;
     }
     match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
-        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => Some(Stream::tls(stream)),
         Ok(Err(error)) => {
             failed(&error);
             None

@@ -396,6 +396,13 @@ impl State<'_> {
                             return end;
                         }
                     }
+                    // Quiet for a while: give back what the last writes
+                    // grew (here, not after each write, where the next
+                    // write would allocate it again).
+                    if !self.writer.in_flight() {
+                        self.writer.trim();
+                        self.outbox.trim();
+                    }
                 }
             }
         }

@@ -16,7 +16,9 @@ use std::io::{self, IoSlice, Read as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -236,13 +238,58 @@ fn pem_error(path: &Path, error: &pem::Error) -> TlsError {
 /// A connection's bytes: plain TCP, or TLS over TCP once its handshake is
 /// done. One type, so the HTTP handshake, the session and its vectored
 /// writes (`frames`) have one code path for both.
+///
+/// Reads hold no buffer while a connection is idle: each read takes up to
+/// [`READ_CHUNK`] bytes in one system call into a buffer on the stack, and
+/// what the caller had no room for waits in a spill allocated for it and
+/// freed once taken. So the WebSocket layer can be given no read buffer of
+/// its own (`Config::read_buffer_bytes` 0) and still read a frame in few
+/// system calls.
 #[derive(Debug)]
-pub enum Stream {
-    /// Plain TCP (TLS off).
+pub struct Stream {
+    transport: Transport,
+    /// Bytes read and not yet taken (empty: nothing allocated).
+    spill: Bytes,
+}
+
+/// Bytes read per system call at most, when the caller asks for fewer.
+pub const READ_CHUNK: usize = 4096;
+
+#[derive(Debug)]
+enum Transport {
     Plain(TcpStream),
-    /// TLS (boxed: rustls's connection state is large and the plain
-    /// variant should not pay for it).
+    /// Boxed: rustls's connection state is large and the plain variant
+    /// should not pay for it.
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Plain TCP (TLS off).
+    pub fn plain(tcp: TcpStream) -> Self {
+        Stream {
+            transport: Transport::Plain(tcp),
+            spill: Bytes::new(),
+        }
+    }
+
+    /// TLS, after its handshake.
+    pub fn tls(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        Stream {
+            transport: Transport::Tls(Box::new(tls)),
+            spill: Bytes::new(),
+        }
+    }
+
+    fn poll_transport_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.transport {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
 }
 
 impl AsyncRead for Stream {
@@ -251,10 +298,29 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        if !this.spill.is_empty() {
+            let n = this.spill.len().min(buf.remaining());
+            buf.put_slice(&this.spill.split_to(n));
+            if this.spill.is_empty() {
+                // Free it: an idle connection holds no read buffer.
+                this.spill = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
         }
+        if buf.remaining() >= READ_CHUNK {
+            return this.poll_transport_read(cx, buf);
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut read = ReadBuf::new(&mut chunk);
+        ready!(this.poll_transport_read(cx, &mut read))?;
+        let read = read.filled();
+        let n = read.len().min(buf.remaining());
+        buf.put_slice(&read[..n]);
+        if n < read.len() {
+            this.spill = Bytes::copy_from_slice(&read[n..]);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -264,9 +330,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -275,31 +341,31 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
+        match &self.transport {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     /// For TLS, sends close_notify, then ends the TCP stream's write side.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -352,5 +418,27 @@ mod tests {
             &"x".repeat(MAX_PEM_BYTES as usize + 10),
         );
         assert!(matches!(read_pem(&big), Err(TlsError::TooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn small_reads_take_every_byte_in_order_through_the_spill() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = Stream::plain(tcp);
+        let sent: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        client.write_all(&sent).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let mut small = [0u8; 14];
+        loop {
+            let n = stream.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, sent);
     }
 }
