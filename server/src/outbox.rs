@@ -402,6 +402,11 @@ impl Outbox {
                         None => {
                             queue.pop_front();
                             self.syncs_queued.set(self.syncs_queued.get() - 1);
+                            if queue.is_empty() {
+                                // A join's sync is often the last thing a
+                                // session gets for a while: hold no queue.
+                                *queue = VecDeque::new();
+                            }
                         }
                     }
                     continue;

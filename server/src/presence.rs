@@ -291,7 +291,9 @@ pub fn validate(body: &Body) -> Result<(), DecodeError> {
 pub struct Throttle {
     interval: Duration,
     last: Option<Instant>,
-    pending: Option<Body>,
+    /// Boxed: a `Body` is large, and every session holds three throttles
+    /// that are nearly always empty (memory per idle connection).
+    pending: Option<Box<Body>>,
 }
 
 impl Throttle {
@@ -308,7 +310,7 @@ impl Throttle {
     /// keeps it (replacing any kept before) for [`Throttle::due`].
     pub fn offer(&mut self, body: Body, now: Instant) -> Option<Body> {
         if self.last.is_some_and(|t| now < t + self.interval) {
-            self.pending = Some(body);
+            self.pending = Some(Box::new(body));
             return None;
         }
         // Anything kept is older than this one: it must not follow it.
@@ -326,7 +328,7 @@ impl Throttle {
     pub fn due(&mut self, now: Instant) -> Option<Body> {
         if self.deadline().is_some_and(|d| now >= d) {
             self.last = Some(now);
-            return self.pending.take();
+            return self.pending.take().map(|body| *body);
         }
         None
     }

@@ -12,7 +12,9 @@
 //! TLS on) its TLS handshake, then its HTTP request head, all within
 //! `handshake_timeout_ms`; then a plain answer or a WebSocket session.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -455,53 +457,87 @@ async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Ar
     // handshake counts toward the caps, so slow handshakes cannot pile up.
     let admission = match admit(&tcp, &shared) {
         Ok(admission) => admission,
-        Err(response) => {
-            // Read the request first: closing on unread bytes would reset
-            // the connection and lose the answer. Boxed, like the
-            // handshake below.
-            return Box::pin(async {
-                let deadline = Instant::now() + REFUSAL_READ;
-                let Some(mut stream) = open(tcp, &shared, deadline).await else {
-                    return;
-                };
-                let _ = tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await;
-                refuse(&shared, &mut stream, response).await;
-            })
-            .await;
-        }
+        Err(response) => return refusal(tcp, &shared, response).await,
     };
-    // The handshake's leftovers (the request head, the answer) are dropped
-    // before the session starts: an idle session holds none of them. Boxed,
-    // so their state (a 1 KiB read chunk, TLS's handshake) is freed then
-    // instead of sizing the task for the session's whole life.
-    let accepted = Box::pin(async {
-        let stream = open(tcp, &shared, deadline).await?;
-        handshake(stream, shard_index, &shared, deadline).await
-    });
-    let Some(accepted) = accepted.await else {
-        return;
+    // In a block: what the opening returned is not kept beside the session.
+    let (serving, _open) = {
+        let Some(accepted) = opening(tcp, shard_index, &shared, deadline).await else {
+            return;
+        };
+        let open = (
+            admission,
+            accepted.session.slot,
+            shared.metrics.session_opened(shard_index),
+        );
+        let ctx = SessionCtx {
+            config: shared.config.clone(),
+            shard: Rc::clone(&shard),
+            hub: shared.hub.clone(),
+            metrics: shared.metrics.clone(),
+            quotas: shared.quotas.clone(),
+            shutdown: shared.shutdown.clone(),
+        };
+        let Admitted {
+            member,
+            access,
+            since,
+            ..
+        } = accepted.session;
+        (session_task(accepted.ws, member, access, since, ctx), open)
     };
-    let _open = (
-        admission,
-        accepted.session.slot,
-        shared.metrics.session_opened(shard_index),
-    );
-    let ctx = SessionCtx {
-        config: shared.config.clone(),
-        shard: Rc::clone(&shard),
-        hub: shared.hub.clone(),
-        metrics: shared.metrics.clone(),
-        quotas: shared.quotas.clone(),
-        shutdown: shared.shutdown.clone(),
-    };
-    session::run(
-        accepted.ws,
-        accepted.session.member,
-        accepted.session.access,
-        accepted.session.since,
-        ctx,
-    )
-    .await;
+    serving.await;
+}
+
+/// The session's future, boxed and built outside [`connection`]'s: the
+/// connection's future then holds a pointer, not a second copy of what
+/// the session starts from.
+fn session_task(
+    ws: WebSocketStream<Stream>,
+    member: Member,
+    access: Access,
+    since: Option<(u64, String)>,
+    ctx: SessionCtx,
+) -> Pin<Box<impl Future<Output = ()>>> {
+    Box::pin(session::run(ws, member, access, since, ctx))
+}
+
+/// A connection refused before its handshake: its request is read first
+/// (closing on unread bytes would reset the connection and lose the
+/// answer), then answered with `response`.
+///
+/// Boxed, and built outside [`connection`]'s future: that future then
+/// holds a pointer to this state, not the state itself (a read chunk,
+/// TLS's handshake), for the whole life of every connection.
+fn refusal(
+    tcp: TcpStream,
+    shared: &Shared,
+    response: Response,
+) -> Pin<Box<impl Future<Output = ()> + '_>> {
+    Box::pin(async move {
+        let deadline = Instant::now() + REFUSAL_READ;
+        let Some(mut stream) = open(tcp, shared, deadline).await else {
+            return;
+        };
+        let _ = tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await;
+        refuse(shared, &mut stream, response).await;
+    })
+}
+
+/// A connection's opening: TLS, then the request head and its answer; a
+/// WebSocket upgrade comes out. Boxed and built outside [`connection`]'s
+/// future like [`refusal`]: the opening's state (the request head, a read
+/// chunk, TLS's handshake) is freed before the session starts, and an idle
+/// session holds none of it.
+fn opening(
+    tcp: TcpStream,
+    shard_index: usize,
+    shared: &Shared,
+    deadline: Instant,
+) -> Pin<Box<impl Future<Output = Option<Accepted>> + '_>> {
+    Box::pin(async move {
+        let stream = open(tcp, shared, deadline).await?;
+        handshake(stream, shard_index, shared, deadline).await
+    })
 }
 
 /// The connection's byte stream: the TCP stream as it is, or with TLS on,

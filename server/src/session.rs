@@ -145,17 +145,20 @@ pub async fn run(
     let session = member.session;
     let graph = member.graph.clone();
     let codec = member.codec;
-    let mut outbox = Outbox::new(
-        codec,
-        graph.clone(),
-        member.user_id.clone(),
-        member.session_id.clone(),
-        member.shard,
-        config.max_queue_bytes,
-        ctx.metrics.clone(),
-    );
-    outbox.view = member.view.clone();
-    let outbox = Rc::new(outbox);
+    // Built in a block: the future keeps the `Rc`, not a second copy.
+    let outbox = Rc::new({
+        let mut outbox = Outbox::new(
+            codec,
+            graph.clone(),
+            member.user_id.clone(),
+            member.session_id.clone(),
+            member.shard,
+            config.max_queue_bytes,
+            ctx.metrics.clone(),
+        );
+        outbox.view = member.view.clone();
+        outbox
+    });
     ctx.shard.borrow_mut().add(session, outbox.clone());
     let origin = Origin {
         session,
