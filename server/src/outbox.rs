@@ -483,6 +483,19 @@ mod tests {
         )
     }
 
+    /// Takes batches until none is left.
+    fn batches(out: &Outbox) -> Vec<Vec<Part>> {
+        let mut batches = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            out.take_batch(&Limits::default(), &mut batch);
+            if batch.is_empty() {
+                return batches;
+            }
+            batches.push(batch);
+        }
+    }
+
     fn one(bytes: &'static [u8]) -> Part {
         Part::One(Bytes::from_static(bytes))
     }
@@ -508,16 +521,7 @@ mod tests {
         for _ in 0..2_500 {
             out.push_shared(one(b"{}"), 1);
         }
-        let limits = Limits::default();
-        let mut sizes = Vec::new();
-        loop {
-            let mut batch = Vec::new();
-            out.take_batch(&limits, &mut batch);
-            if batch.is_empty() {
-                break;
-            }
-            sizes.push(batch.len());
-        }
+        let sizes: Vec<usize> = batches(&out).iter().map(Vec::len).collect();
         assert_eq!(sizes, [1000, 1000, 500]);
     }
 
@@ -529,16 +533,10 @@ mod tests {
             out.push_shared(Part::run(Codec::Json, events.iter()), seq);
         }
         assert_eq!(out.latest_seq(), 3);
-        let limits = Limits::default();
-        let mut runs = Vec::new();
-        loop {
-            let mut batch = Vec::new();
-            out.take_batch(&limits, &mut batch);
-            if batch.is_empty() {
-                break;
-            }
-            runs.push(batch.iter().map(Part::messages).collect::<Vec<_>>());
-        }
+        let runs: Vec<Vec<usize>> = batches(&out)
+            .iter()
+            .map(|batch| batch.iter().map(Part::messages).collect())
+            .collect();
         assert_eq!(runs, [vec![400, 400], vec![400]]);
     }
 
