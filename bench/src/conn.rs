@@ -145,16 +145,22 @@ pub fn message_of(codec: Codec, envelope: &Envelope) -> anyhow::Result<Message> 
     })
 }
 
-/// Messages up to this size are remembered by [`decode_cached`].
-const CACHED_MESSAGE_BYTES: usize = 4096;
+/// Messages up to this size are remembered by [`decode_cached`]: a whole
+/// JSON frame of a commit group's events, which the server sends alike to
+/// every session at the same point (perf-reports/perf-19.md).
+const CACHED_MESSAGE_BYTES: usize = 64 * 1024;
 /// Messages remembered per thread before the memory is cleared.
 const CACHED_MESSAGES: usize = 65_536;
+/// Bytes of messages remembered per thread before the memory is cleared.
+const CACHED_BYTES: usize = 64 << 20;
 
 type Decoded = anyhow::Result<Vec<Arc<Envelope>>>;
 
 thread_local! {
     static DECODED: RefCell<HashMap<Bytes, Vec<Arc<Envelope>>, foldhash::fast::RandomState>> =
         RefCell::new(HashMap::default());
+    /// The bytes of the messages in `DECODED`.
+    static DECODED_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Decodes `bytes` with `decode`, or takes the envelopes that the same
@@ -170,9 +176,12 @@ fn decode_cached(bytes: Bytes, decode: fn(&Bytes) -> Decoded) -> Decoded {
     if cacheable {
         DECODED.with(|d| {
             let mut d = d.borrow_mut();
-            if d.len() >= CACHED_MESSAGES {
+            let held = DECODED_BYTES.get();
+            if d.len() >= CACHED_MESSAGES || held >= CACHED_BYTES {
                 d.clear();
+                DECODED_BYTES.set(0);
             }
+            DECODED_BYTES.set(DECODED_BYTES.get() + bytes.len());
             d.insert(bytes, envelopes.clone());
         });
     }
