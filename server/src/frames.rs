@@ -161,8 +161,8 @@ impl FrameWriter {
     fn json(&mut self, parts: Vec<Part>) {
         self.reset();
         let single = parts.iter().map(Part::messages).sum::<usize>() == 1;
-        let payload_len: usize =
-            parts.iter().map(|p| p.bytes().len()).sum::<usize>() + if single { 0 } else { parts.len() + 1 };
+        let payload_len: usize = parts.iter().map(|p| p.bytes().len()).sum::<usize>()
+            + if single { 0 } else { parts.len() + 1 };
         self.header(OPCODE_TEXT, payload_len);
         if !single {
             self.meta_piece(b"[");
@@ -324,7 +324,10 @@ mod tests {
     #[test]
     fn several_json_envelopes_are_one_array_frame() {
         let mut w = FrameWriter::default();
-        w.lay_out(Codec::Json, ones(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]));
+        w.lay_out(
+            Codec::Json,
+            ones(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]),
+        );
         assert_eq!(flat(&w), b"\x81\x07[{},{}]");
     }
 
@@ -333,7 +336,10 @@ mod tests {
         let mut w = FrameWriter::default();
         let big = Bytes::from(vec![7u8; 300]);
         let huge = Bytes::from(vec![9u8; 70_000]);
-        w.lay_out(Codec::Binary, ones(vec![Bytes::from_static(b"x"), big, huge]));
+        w.lay_out(
+            Codec::Binary,
+            ones(vec![Bytes::from_static(b"x"), big, huge]),
+        );
         let out = flat(&w);
         assert_eq!(&out[..3], b"\x82\x01x");
         assert_eq!(&out[3..7], &[0x82, 126, 0x01, 0x2c]);
@@ -350,11 +356,21 @@ mod tests {
         let run = Part::run(Codec::Json, events.iter());
         assert_eq!(run.messages(), 2);
         let mut w = FrameWriter::default();
-        w.lay_out(Codec::Json, vec![Part::One(Bytes::from_static(b"{\"a\":1}")), run]);
+        w.lay_out(
+            Codec::Json,
+            vec![Part::One(Bytes::from_static(b"{\"a\":1}")), run],
+        );
         assert_eq!(flat(&w), b"\x81\x14[{\"a\":1},{},{\"b\":2}]");
         let mut w = FrameWriter::default();
-        w.lay_out(Codec::Json, vec![Part::run(Codec::Json, events[..1].iter())]);
-        assert_eq!(flat(&w), b"\x81\x02{}", "a run of one is the envelope alone");
+        w.lay_out(
+            Codec::Json,
+            vec![Part::run(Codec::Json, events[..1].iter())],
+        );
+        assert_eq!(
+            flat(&w),
+            b"\x81\x02{}",
+            "a run of one is the envelope alone"
+        );
     }
 
     #[test]
@@ -394,7 +410,10 @@ mod tests {
     #[test]
     fn progress_is_kept_across_partial_writes() {
         let mut w = FrameWriter::default();
-        w.lay_out(Codec::Json, ones(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]));
+        w.lay_out(
+            Codec::Json,
+            ones(vec![Bytes::from_static(b"{}"), Bytes::from_static(b"{}")]),
+        );
         w.advance(4);
         assert_eq!(
             (w.piece, w.offset),

@@ -550,7 +550,9 @@ mod tests {
         let mut batch = Vec::new();
         out.take_batch(&Limits::default(), &mut batch);
         assert_eq!(batch.len(), 2, "the event and only the latest cursor");
-        assert!(std::str::from_utf8(batch[1].bytes()).unwrap().contains("\"x\":4"));
+        assert!(std::str::from_utf8(batch[1].bytes())
+            .unwrap()
+            .contains("\"x\":4"));
         assert_eq!(out.queued_bytes(), 0);
     }
 
@@ -601,8 +603,11 @@ mod tests {
             "what was queued after it waits for its last chunk"
         );
         for frame in &frames[1..frames.len() - 1] {
-            let envelope =
-                json::decode_one(std::str::from_utf8(frame.bytes()).unwrap(), &Limits::default()).unwrap();
+            let envelope = json::decode_one(
+                std::str::from_utf8(frame.bytes()).unwrap(),
+                &Limits::default(),
+            )
+            .unwrap();
             let Body::GraphSync(s) = envelope.body else {
                 panic!()
             };

@@ -104,7 +104,8 @@ impl ShardState {
                     };
                     if outbox.view.is_none() && !special.contains(session) {
                         let codec = outbox.codec;
-                        let run = runs[codec].get_or_insert_with(|| run_of(&items, codec, &self.limits));
+                        let run =
+                            runs[codec].get_or_insert_with(|| run_of(&items, codec, &self.limits));
                         if let Some((run, seq)) = run {
                             outbox.push_shared(run.clone(), *seq);
                             outbox.wake();
@@ -209,8 +210,14 @@ impl Special {
 /// `seq` of the last; `None` when there are none in `codec`, or more than
 /// one frame may hold (then each goes on its own).
 fn run_of(items: &[Released], codec: Codec, limits: &Limits) -> Option<(Part, u64)> {
-    let events = || items.iter().filter_map(|i| Some((i.seq, i.event[codec].as_ref()?)));
-    let (count, len, seq) = events().fold((0, 0, 0), |(n, len, _), (seq, e)| (n + 1, len + e.len(), seq));
+    let events = || {
+        items
+            .iter()
+            .filter_map(|i| Some((i.seq, i.event[codec].as_ref()?)))
+    };
+    let (count, len, seq) = events().fold((0, 0, 0), |(n, len, _), (seq, e)| {
+        (n + 1, len + e.len(), seq)
+    });
     // JSON's brackets and commas count in the frame limit.
     if count == 0 || count > limits.max_envelopes || len + count + 1 > limits.max_frame_bytes {
         return None;

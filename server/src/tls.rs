@@ -424,7 +424,9 @@ mod tests {
     async fn small_reads_take_every_byte_in_order_through_the_spill() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
         let mut stream = Stream::plain(tcp);
         let sent: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();

@@ -1110,7 +1110,11 @@ impl Model {
         let first_is_namespace = toks
             .first()
             .is_some_and(|f| self.namespaces.contains(&token_stem(f)));
-        let tok = if first_is_namespace { toks.get(1) } else { toks.first() };
+        let tok = if first_is_namespace {
+            toks.get(1)
+        } else {
+            toks.first()
+        };
         tok.map_or("", |t| {
             let t = t.strip_prefix("lib").filter(|r| r.len() >= 2).unwrap_or(t);
             t.trim_end_matches(|c: char| c.is_ascii_digit())
@@ -1179,7 +1183,13 @@ impl Model {
             let s = eligible[(rng.next_u64() % eligible.len() as u64) as usize];
             let out = of_type(s);
             let t = out[(rng.next_u64() % out.len() as u64) as usize];
-            if self.nodes[s as usize].out.iter().filter(|&&(x, _)| x == t).count() == 1 {
+            if self.nodes[s as usize]
+                .out
+                .iter()
+                .filter(|&&(x, _)| x == t)
+                .count()
+                == 1
+            {
                 links.push((s, t));
             }
         }
@@ -1446,7 +1456,10 @@ mod tests {
         };
         let m = Model::build(
             [
-                with("pkg:libfoo-dev", "development files for foo, uses the bar library"),
+                with(
+                    "pkg:libfoo-dev",
+                    "development files for foo, uses the bar library",
+                ),
                 with("pkg:libfoo7", ""),
                 with("pkg:libbar2", ""),
             ],

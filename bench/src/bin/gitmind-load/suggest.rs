@@ -86,7 +86,12 @@ pub fn offline(
 }
 
 /// Prints the figures of `model` on the held-out pairs of `split`.
-fn evaluate(model: &gitmind_server::gonzai::suggest::Model, split: &Split<'_>, seed: u64, what: &str) {
+fn evaluate(
+    model: &gitmind_server::gonzai::suggest::Model,
+    split: &Split<'_>,
+    seed: u64,
+    what: &str,
+) {
     let (held, _, top100, links) = split;
     let mut sc = gitmind_server::gonzai::suggest::Scratch::default();
     let (mut h1, mut h10, mut h50, mut mrr, mut harder, mut harder_h10) = (0, 0, 0, 0.0, 0, 0);
@@ -120,7 +125,12 @@ fn evaluate(model: &gitmind_server::gonzai::suggest::Model, split: &Split<'_>, s
         let _ = std::fs::write(format!("{path}.{what}"), ranks.concat());
     }
     times.sort_unstable();
-    let pct = |p: usize| times.get(times.len() * p / 100).copied().unwrap_or_default();
+    let pct = |p: usize| {
+        times
+            .get(times.len() * p / 100)
+            .copied()
+            .unwrap_or_default()
+    };
     let q = held.len().max(1) as f64;
     println!(
         "{what}, seed {seed}: hits@1 {:.3} hits@10 {:.3} hits@50 {:.3} MRR {:.3} harder hits@10 {:.3} ({harder}); per ask median {:.2?} p99 {:.2?}",
