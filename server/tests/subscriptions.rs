@@ -437,6 +437,20 @@ async fn a_live_query_gains_and_loses_results() {
         let id = bob.id();
         bob.send(&env(&id, "query.unsubscribe", r#"{"queryId":"games"}"#))
             .await;
+        // bob's messages and alice's reach the hub in no set order: a
+        // query of bob's answered means the unsubscribes before it are done
+        // (it matches nothing, so it says nothing more).
+        let id = bob.id();
+        bob.send(&env(
+            &id,
+            "query.subscribe",
+            r#"{"queryId":"barrier","query":{"prefix":"none:"}}"#,
+        ))
+        .await;
+        bob.recv_until("the barrier's results", |e| {
+            results(e).is_some_and(|r| r.query_id == "barrier")
+        })
+        .await;
         unlink(&mut alice, "other:game", "pkg:git").await;
         node_at(&mut alice, "c:sentinel", 0.0, 0.0).await;
         let seen = until_sentinel(&mut bob, "c:sentinel").await;
