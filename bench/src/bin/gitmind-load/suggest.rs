@@ -85,6 +85,36 @@ pub fn offline(
     Ok(())
 }
 
+/// The figures of a run, from the target's rank in each answer (after the
+/// source and its own links are dropped), the same offline and through
+/// the protocol.
+#[derive(Default)]
+struct Tally {
+    h1: usize,
+    h10: usize,
+    h50: usize,
+    mrr: f64,
+    /// Queries whose target is not among the 100 most depended-on nodes.
+    harder: usize,
+    harder_h10: usize,
+}
+
+impl Tally {
+    /// Counts one query: the target's rank among the first 50, if there.
+    fn add(&mut self, rank: Option<usize>, harder: bool) {
+        if let Some(r) = rank {
+            self.h1 += usize::from(r < 1);
+            self.h10 += usize::from(r < 10);
+            self.h50 += 1;
+            self.mrr += 1.0 / (r as f64 + 1.0);
+        }
+        if harder {
+            self.harder += 1;
+            self.harder_h10 += usize::from(rank.is_some_and(|r| r < 10));
+        }
+    }
+}
+
 /// Prints the figures of `model` on the held-out pairs of `split`.
 fn evaluate(
     model: &gitmind_server::gonzai::suggest::Model,
@@ -94,7 +124,7 @@ fn evaluate(
 ) {
     let (held, _, top100, links) = split;
     let mut sc = gitmind_server::gonzai::suggest::Scratch::default();
-    let (mut h1, mut h10, mut h50, mut mrr, mut harder, mut harder_h10) = (0, 0, 0, 0.0, 0, 0);
+    let mut tally = Tally::default();
     let mut times = Vec::with_capacity(held.len());
     let mut ranks = Vec::with_capacity(held.len());
     for &(s, t) in held {
@@ -108,16 +138,7 @@ fn evaluate(
             .map(|x| model.id(x.target))
             .filter(|x| *x != s && !own.is_some_and(|o| o.contains(x)))
             .position(|x| x == t);
-        if let Some(r) = rank {
-            h1 += usize::from(r < 1);
-            h10 += usize::from(r < 10);
-            h50 += 1;
-            mrr += 1.0 / (r as f64 + 1.0);
-        }
-        if !top100.contains(t) {
-            harder += 1;
-            harder_h10 += usize::from(rank.is_some_and(|r| r < 10));
-        }
+        tally.add(rank, !top100.contains(t));
         ranks.push(format!("{s}\t{t}\t{}\n", rank.map_or(-1, |r| r as i64)));
     }
     if let Ok(path) = std::env::var("GONZAI_RANKS") {
@@ -133,12 +154,13 @@ fn evaluate(
     };
     let q = held.len().max(1) as f64;
     println!(
-        "{what}, seed {seed}: hits@1 {:.3} hits@10 {:.3} hits@50 {:.3} MRR {:.3} harder hits@10 {:.3} ({harder}); per ask median {:.2?} p99 {:.2?}",
-        h1 as f64 / q,
-        h10 as f64 / q,
-        h50 as f64 / q,
-        mrr / q,
-        harder_h10 as f64 / harder.max(1) as f64,
+        "{what}, seed {seed}: hits@1 {:.3} hits@10 {:.3} hits@50 {:.3} MRR {:.3} harder hits@10 {:.3} ({}); per ask median {:.2?} p99 {:.2?}",
+        tally.h1 as f64 / q,
+        tally.h10 as f64 / q,
+        tally.h50 as f64 / q,
+        tally.mrr / q,
+        tally.harder_h10 as f64 / tally.harder.max(1) as f64,
+        tally.harder,
         pct(50),
         pct(99),
     );
@@ -251,7 +273,7 @@ pub async fn run(
     conn.send(&ask(0, held[0].0)).await?;
     answer(&mut conn, "q0").await?;
     let build_time = first.elapsed();
-    let (mut h1, mut h10, mut h50, mut mrr, mut harder, mut harder_h10) = (0, 0, 0, 0.0, 0, 0);
+    let mut tally = Tally::default();
     let mut latencies = Vec::new();
     for (n, &(s, t)) in held.iter().enumerate() {
         let id = format!("q{}", n + 1);
@@ -264,16 +286,7 @@ pub async fn run(
             .iter()
             .filter(|x| x.as_str() != s && !own.is_some_and(|o| o.contains(x.as_str())))
             .position(|x| x == t);
-        if let Some(r) = rank {
-            h1 += usize::from(r < 1);
-            h10 += usize::from(r < 10);
-            h50 += 1;
-            mrr += 1.0 / (r as f64 + 1.0);
-        }
-        if !top100.contains(t) {
-            harder += 1;
-            harder_h10 += usize::from(rank.is_some_and(|r| r < 10));
-        }
+        tally.add(rank, !top100.contains(t));
     }
     latencies.sort_unstable();
     let q = held.len() as f64;
@@ -311,12 +324,12 @@ p99 {:.2} ms, max {:.2} ms. The first ask builds the graph's model from the comm
         data.edges.len(),
         held.len(),
         train.len(),
-        harder,
-        f64::from(h1 as u32) / q,
-        f64::from(h10 as u32) / q,
-        f64::from(h50 as u32) / q,
-        mrr / q,
-        f64::from(harder_h10 as u32) / f64::from(harder.max(1) as u32),
+        tally.harder,
+        f64::from(tally.h1 as u32) / q,
+        f64::from(tally.h10 as u32) / q,
+        f64::from(tally.h50 as u32) / q,
+        tally.mrr / q,
+        f64::from(tally.harder_h10 as u32) / f64::from(tally.harder.max(1) as u32),
         mean.as_secs_f64() * 1e3,
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.9).as_secs_f64() * 1e3,
