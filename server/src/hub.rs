@@ -34,7 +34,7 @@ use crate::auth::Access;
 use crate::config::Config;
 use crate::fanout::{self, Member, Refusal, Released, ShardLink, ShardMsg};
 use crate::gonzai::suggest::SplitMix;
-use crate::gonzai::{self, AskError, Gonzai};
+use crate::gonzai::{self, AskError, Gonzai, Watcher};
 use crate::graphs::{Graph, Graphs, Place};
 use crate::metrics::Metrics;
 use crate::persist::{Loaded, PersistEvent, Persister};
@@ -938,11 +938,7 @@ impl Hub {
             return;
         }
         let mut watchers = entry.roster.watchers();
-        let Some(focus) = watchers
-            .iter()
-            .find(|w| w.session == session)
-            .map(|w| w.focus.to_string())
-        else {
+        let Some(focus) = focus_of(&watchers, session) else {
             return;
         };
         let Some(gonzai) = entry.gonzai.as_mut() else {
@@ -983,11 +979,7 @@ impl Hub {
             return;
         };
         let mut watchers = entry.roster.watchers();
-        let Some(focus) = watchers
-            .iter()
-            .find(|w| w.session == session)
-            .map(|w| w.focus.to_string())
-        else {
+        let Some(focus) = focus_of(&watchers, session) else {
             return;
         };
         let Some(gonzai) = entry.gonzai.as_mut() else {
@@ -1239,4 +1231,13 @@ pub fn new_epoch() -> String {
 /// The hub's command channel: bounded so a flood cannot grow memory.
 pub fn channel(capacity: usize) -> (Sender<HubCmd>, Receiver<HubCmd>) {
     crossbeam::channel::bounded(capacity)
+}
+
+/// The focus of `session` among the graph's watchers (the sessions that
+/// show one).
+fn focus_of(watchers: &[Watcher<'_>], session: SessionKey) -> Option<String> {
+    watchers
+        .iter()
+        .find(|w| w.session == session)
+        .map(|w| w.focus.to_string())
 }
