@@ -146,7 +146,7 @@ enum Scenario {
     /// `perf-reports/gonzai.md`.
     Suggest {
         /// The dataset.
-        #[arg(long, default_value = "../shared/datasets/debian-bookworm.jsonl.zst")]
+        #[arg(long, default_value_os_t = gitmind_testkit::default_dataset())]
         dataset: std::path::PathBuf,
         /// The split's seed.
         #[arg(long, default_value_t = 20261207)]

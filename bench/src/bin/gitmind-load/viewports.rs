@@ -58,10 +58,7 @@ pub struct Options {
     #[arg(long, default_value_t = 30.0)]
     pub jump: f64,
     /// The dataset.
-    #[arg(
-        long,
-        default_value = "/work/shared/datasets/debian-bookworm.jsonl.zst"
-    )]
+    #[arg(long, default_value_os_t = gitmind_testkit::default_dataset())]
     pub dataset: PathBuf,
     /// Import only the nodes (no edges): a quicker setup.
     #[arg(long)]
