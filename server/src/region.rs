@@ -86,16 +86,25 @@ pub fn validate_id(id: &str) -> Result<(), DecodeError> {
 
 /// A session's region and query ids, counted against
 /// [`MAX_SUBSCRIPTIONS`] before anything reaches the hub.
-#[derive(Debug)]
+///
+/// Nothing is allocated while the session holds only the region it
+/// started with, `"all"` (most sessions never subscribe: memory per idle
+/// connection).
+#[derive(Debug, Default)]
 pub struct Counted {
+    held: Option<Box<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
     regions: HashSet<String>,
     queries: HashSet<String>,
 }
 
-impl Default for Counted {
+impl Default for Held {
     /// A session's start: the region `"all"`.
     fn default() -> Self {
-        Counted {
+        Held {
             regions: HashSet::from(["all".to_owned()]),
             queries: HashSet::new(),
         }
@@ -109,7 +118,10 @@ impl Counted {
     ///
     /// `too_large` when the session holds [`MAX_SUBSCRIPTIONS`] others.
     pub fn check_region(&self, id: &str) -> Result<(), DecodeError> {
-        fits(&self.regions, id, "regions")
+        match &self.held {
+            Some(held) => fits(&held.regions, id, "regions"),
+            None => Ok(()),
+        }
     }
 
     /// Whether one more query of this id fits.
@@ -118,26 +130,33 @@ impl Counted {
     ///
     /// `too_large` when the session holds [`MAX_SUBSCRIPTIONS`] others.
     pub fn check_query(&self, id: &str) -> Result<(), DecodeError> {
-        fits(&self.queries, id, "queries")
+        match &self.held {
+            Some(held) => fits(&held.queries, id, "queries"),
+            None => Ok(()),
+        }
     }
 
     /// Notes a message sent on to the hub.
     pub fn sent(&mut self, body: &Body) {
         match body {
             Body::RegionSubscribe(m) => {
-                self.regions.insert(m.region_id.clone());
+                self.held().regions.insert(m.region_id.clone());
             }
             Body::RegionUnsubscribe(m) => {
-                self.regions.remove(&m.region_id);
+                self.held().regions.remove(&m.region_id);
             }
             Body::QuerySubscribe(m) => {
-                self.queries.insert(m.query_id.clone());
+                self.held().queries.insert(m.query_id.clone());
             }
             Body::QueryUnsubscribe(m) => {
-                self.queries.remove(&m.query_id);
+                self.held().queries.remove(&m.query_id);
             }
             _ => {}
         }
+    }
+
+    fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
     }
 }
 

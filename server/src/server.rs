@@ -398,6 +398,9 @@ fn run_shard(index: usize, link: ShardLink, source: Source, shared: &Arc<Shared>
                 }
             },
         }
+        // Sessions see the shutdown when they wake; a session registered
+        // after this sees it before it first waits.
+        shard.borrow().wake_all();
         tracker.close();
         let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -485,20 +488,23 @@ async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Ar
         } = accepted.session;
         (session_task(accepted.ws, member, access, since, ctx), open)
     };
-    serving.await;
+    if let Some(serving) = serving {
+        serving.await;
+    }
 }
 
 /// The session's future, boxed and built outside [`connection`]'s: the
 /// connection's future then holds a pointer, not a second copy of what
-/// the session starts from.
+/// the session starts from (and the session's own future holds a pointer
+/// to its state, [`session::Running`]).
 fn session_task(
     ws: WebSocketStream<Stream>,
     member: Member,
     access: Access,
     since: Option<(u64, String)>,
     ctx: SessionCtx,
-) -> Pin<Box<impl Future<Output = ()>>> {
-    Box::pin(session::run(ws, member, access, since, ctx))
+) -> Option<Pin<Box<impl Future<Output = ()>>>> {
+    session::start(ws, member, access, since, ctx).map(|running| Box::pin(session::run(running)))
 }
 
 /// A connection refused before its handshake: its request is read first

@@ -96,7 +96,7 @@ struct Registration {
 impl Registration {
     /// Leaves the shard and the graph; waits for room in the hub's queue
     /// so the others always hear of it.
-    fn leave(mut self) {
+    fn leave(&mut self) {
         self.leave_shard();
         let _ = self.hub.send(self.leave_command());
         self.left = true;
@@ -133,32 +133,43 @@ impl Drop for Registration {
     }
 }
 
-/// Runs one session from just after the WebSocket handshake to its end.
-pub async fn run(
-    mut ws: WebSocketStream<Stream>,
+/// A session from just after the WebSocket handshake: its connection,
+/// its loop state and its place on its shard and in its graph.
+///
+/// Built by [`start`], outside any future, and boxed: the session's
+/// future then holds one pointer to it. An `async fn` keeps its arguments
+/// and the locals they move into side by side, so passing these as
+/// arguments (or building them inside the future) costs every connection
+/// their size twice.
+pub struct Running {
+    ws: WebSocketStream<Stream>,
+    state: State,
+    registration: Registration,
+}
+
+/// Registers a session on its shard and in its graph, and asks the hub to
+/// join it; `None` when the hub is gone (the server is stopping).
+pub fn start(
+    ws: WebSocketStream<Stream>,
     member: Member,
     access: Access,
     since: Option<(u64, String)>,
     ctx: SessionCtx,
-) {
+) -> Option<Box<Running>> {
     let config = ctx.config.clone();
     let session = member.session;
     let graph = member.graph.clone();
-    let codec = member.codec;
-    // Built in a block: the future keeps the `Rc`, not a second copy.
-    let outbox = Rc::new({
-        let mut outbox = Outbox::new(
-            codec,
-            graph.clone(),
-            member.user_id.clone(),
-            member.session_id.clone(),
-            member.shard,
-            config.max_queue_bytes,
-            ctx.metrics.clone(),
-        );
-        outbox.view = member.view.clone();
-        outbox
-    });
+    let mut outbox = Outbox::new(
+        member.codec,
+        graph.clone(),
+        member.user_id.clone(),
+        member.session_id.clone(),
+        member.shard,
+        config.max_queue_bytes,
+        ctx.metrics.clone(),
+    );
+    outbox.view = member.view.clone();
+    let outbox = Rc::new(outbox);
     ctx.shard.borrow_mut().add(session, outbox.clone());
     let origin = Origin {
         session,
@@ -172,12 +183,9 @@ pub async fn run(
         graph: graph.clone(),
         left: false,
     };
-    if ctx.hub.send(HubCmd::Join { member, since }).is_err() {
-        return;
-    }
-    let mut state = State {
-        ctx: &ctx,
-        outbox: &outbox,
+    ctx.hub.send(HubCmd::Join { member, since }).ok()?;
+    let state = State {
+        outbox,
         origin,
         graph,
         limits: config.limits(),
@@ -185,7 +193,7 @@ pub async fn run(
         errors_since: Instant::now(),
         last_sent: Instant::now(),
         last_received: Instant::now(),
-        throttles: Throttles::new(config.cursor_rate, config.presence_rate),
+        throttles: None,
         writer: FrameWriter::default(),
         gonzai_asks: (Instant::now(), 0),
         last_chaos: None,
@@ -196,8 +204,31 @@ pub async fn run(
         }),
         access,
         subscriptions: Counted::default(),
+        ctx,
     };
-    let end = Box::pin(state.serve(&mut ws)).await;
+    Some(Box::new(Running {
+        ws,
+        state,
+        registration,
+    }))
+}
+
+/// Runs a session [`start`]ed to its end.
+pub async fn run(mut running: Box<Running>) {
+    let end = Box::pin(running.state.serve(&mut running.ws)).await;
+    // Boxed too: the session's future, which lives as long as the session,
+    // is then as small as the pointers it holds.
+    Box::pin(finish(&mut running, end)).await;
+}
+
+/// Ends a session: the batch being written, the graph left, the close.
+async fn finish(running: &mut Running, end: End) {
+    let Running {
+        ws,
+        state,
+        registration,
+    } = running;
+    let codec = state.outbox.codec;
     // A batch cut short by the close must be finished before anything else
     // goes on the wire; if the client does not take it in time, it gets no
     // close frame, only the end of the connection.
@@ -224,9 +255,9 @@ pub async fn run(
                     retry_after_ms: 500 + rand::random::<u64>() % 1500,
                 }),
             );
-            Box::pin(close(&mut ws, codec, Some(message), code, reason)).await;
+            close(ws, codec, Some(message), code, reason).await;
         }
-        End::Close { code, reason } => Box::pin(close(&mut ws, codec, None, code, reason)).await,
+        End::Close { code, reason } => close(ws, codec, None, code, reason).await,
     }
 }
 
@@ -299,9 +330,9 @@ fn frame_of(codec: Codec, bytes: Bytes) -> Message {
 }
 
 /// A session's loop state.
-struct State<'a> {
-    ctx: &'a SessionCtx,
-    outbox: &'a Outbox,
+struct State {
+    ctx: SessionCtx,
+    outbox: Rc<Outbox>,
     origin: Origin,
     graph: Arc<str>,
     limits: Limits,
@@ -309,8 +340,9 @@ struct State<'a> {
     errors_since: Instant,
     last_sent: Instant,
     last_received: Instant,
-    /// The rate limits of what the session shows.
-    throttles: Throttles,
+    /// The rate limits of what the session shows, from its first cursor,
+    /// selection or presence on (most idle sessions send none).
+    throttles: Option<Box<Throttles>>,
     /// The batch being written, kept across interruptions.
     writer: FrameWriter,
     /// What the session may do.
@@ -327,23 +359,29 @@ struct State<'a> {
     subscriptions: Counted,
 }
 
-impl State<'_> {
+impl State {
     async fn serve(&mut self, ws: &mut WebSocketStream<Stream>) -> End {
         let config = self.ctx.config.clone();
         loop {
             let mut deadline = (self.last_sent + config.heartbeat())
                 .min(self.last_received + config.idle_timeout());
-            if let Some(due) = self.throttles.deadline() {
+            if let Some(due) = self.throttles.as_ref().and_then(|t| t.deadline()) {
                 deadline = deadline.min(due);
             }
             if let Some(expires) = self.expires {
                 deadline = deadline.min(expires);
             }
+            // The shard wakes every session when the server shuts down
+            // (a future per session waiting on the token would cost each
+            // idle connection its size).
+            if self.ctx.shutdown.is_cancelled() {
+                return End::Reconnect {
+                    code: 1001,
+                    reason: "shutdown",
+                };
+            }
             tokio::select! {
                 biased;
-                () = self.ctx.shutdown.cancelled() => {
-                    return End::Reconnect { code: 1001, reason: "shutdown" };
-                }
                 () = self.outbox.woken() => {
                     if let Err(end) = Box::pin(self.write_or_close(ws)).await {
                         return end;
@@ -382,7 +420,7 @@ impl State<'_> {
                         self.ctx.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
                         return End::Reconnect { code: 1001, reason: "heartbeat_timeout" };
                     }
-                    let due: Vec<Body> = self.throttles.due(now).collect();
+                    let due: Vec<Body> = self.throttles.as_mut().map_or_else(Vec::new, |t| t.due(now).collect());
                     for body in due {
                         self.relay(body);
                     }
@@ -415,7 +453,7 @@ impl State<'_> {
     /// shuts down: a write blocked on a client that does not read is
     /// abandoned for the close.
     async fn write_or_close(&mut self, ws: &mut WebSocketStream<Stream>) -> Result<(), End> {
-        let (outbox, shutdown) = (self.outbox, self.ctx.shutdown.clone());
+        let (outbox, shutdown) = (Rc::clone(&self.outbox), self.ctx.shutdown.clone());
         let slow = End::Reconnect {
             code: CLOSE_SLOW_CONSUMER,
             reason: "slow_consumer",
@@ -618,7 +656,13 @@ impl State<'_> {
                     return None;
                 }
                 // Faster than the rate: the latest waits until it is due.
-                let body = self.throttles.offer(body, Instant::now())?;
+                let config = &self.ctx.config;
+                let body = self
+                    .throttles
+                    .get_or_insert_with(|| {
+                        Box::new(Throttles::new(config.cursor_rate, config.presence_rate))
+                    })
+                    .offer(body, Instant::now())?;
                 self.relay(body);
                 None
             }

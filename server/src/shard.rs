@@ -53,6 +53,13 @@ impl ShardState {
         self.sessions.insert(session, outbox);
     }
 
+    /// Wakes every session, for it to see that the server shuts down.
+    pub fn wake_all(&self) {
+        for outbox in self.sessions.values() {
+            outbox.wake();
+        }
+    }
+
     /// Whether a session is registered here.
     #[cfg(test)]
     pub(crate) fn has(&self, session: SessionKey) -> bool {
