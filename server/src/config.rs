@@ -96,6 +96,9 @@ pub struct Config {
     /// `gonzai.suggestion` asks answered per session per second; beyond
     /// it, `system.error` `rate_limited`.
     pub gonzai_asks_per_second: u32,
+    /// Whether committed changes are weighed against each session's focus
+    /// for `gonzai.discover` (`false`: Gonzai stays off the commit path).
+    pub gonzai_discoveries: bool,
     /// A committed change is sent as `gonzai.discover` to each session whose
     /// focus it is more relevant to than this (0 to 1).
     pub gonzai_discover_threshold: f64,
@@ -179,6 +182,7 @@ impl Default for Config {
             cursor_rate: 30,
             presence_rate: 10,
             gonzai_asks_per_second: 20,
+            gonzai_discoveries: true,
             gonzai_discover_threshold: 0.7,
             gonzai_discoveries_per_second: 2,
             gonzai_seed: None,

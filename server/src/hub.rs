@@ -289,6 +289,7 @@ impl Hub {
             noticed: Vec::new(),
             digest_due: None,
             gonzai: gonzai::Settings {
+                discoveries: config.gonzai_discoveries,
                 threshold: config.gonzai_discover_threshold,
                 per_second: config.gonzai_discoveries_per_second,
             },
@@ -1105,7 +1106,11 @@ impl Hub {
         // Gonzai: the model follows each change, and the sessions
         // looking at something near it may hear of it (sent after
         // the change itself, below).
-        let watchers = entry.roster.watchers();
+        let watchers = if self.gonzai.discoveries {
+            entry.roster.watchers()
+        } else {
+            Vec::new()
+        };
         let start =
             entry.gonzai.is_none() && !watchers.is_empty() && !self.builds.contains_key(&**graph);
         if let Some(building) = self.builds.get_mut(&**graph) {

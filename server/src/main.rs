@@ -57,6 +57,9 @@ struct Args {
     /// `gonzai.suggestion` asks answered per session per second.
     #[arg(long)]
     gonzai_asks_per_second: Option<u32>,
+    /// `false`: no `gonzai.discover`, Gonzai off the commit path.
+    #[arg(long)]
+    gonzai_discoveries: Option<bool>,
     /// Turn authentication on with the HS256 secret in this file
     /// (docs/security.md).
     #[arg(long, env = "GITMIND_JWT_SECRET_FILE")]
@@ -137,7 +140,8 @@ fn main() -> anyhow::Result<()> {
         max_queue_bytes,
         heartbeat_ms,
         graph_idle_unload_ms,
-        gonzai_asks_per_second
+        gonzai_asks_per_second,
+        gonzai_discoveries
     );
     if let Some(cert) = &args.tls_cert {
         config.tls_cert = Some(cert.clone());

@@ -311,6 +311,26 @@ async fn discoveries_reach_the_sessions_focused_near_a_change_above_the_threshol
 }
 
 #[tokio::test]
+async fn discoveries_switched_off_reach_nobody_and_asks_are_still_answered() {
+    for codec in CODECS {
+        let server = TestServer::start_with(|c| c.gonzai_discoveries = false);
+        let mut alice = server.connect("g", "alice", codec).await;
+        seed(&mut alice).await;
+        let mut bob = server.connect("g", "bob", codec).await;
+        focus(&mut bob, "pkg:app6", None).await;
+        drain(&mut bob).await;
+        edge(&mut alice, "pkg:app6", "pkg:liby").await;
+        let seen = drain(&mut bob).await;
+        assert!(discoveries(&seen).is_empty(), "{codec}: {seen:?}");
+        let answer = ask(&mut bob, "pkg:app6", Some(5)).await;
+        assert!(
+            suggestions(&answer).iter().all(|s| s.target != "pkg:liby"),
+            "{codec}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn discoveries_are_rate_limited_per_session() {
     for codec in CODECS {
         let server = TestServer::start_with(|c| c.gonzai_discoveries_per_second = 2);

@@ -24,6 +24,9 @@ use self::suggest::{Model, NodeText, Scratch, SplitMix};
 /// What Gonzai is told by the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
+    /// Whether committed changes are weighed against sessions' focus at
+    /// all (`false`: no discoveries, and a focus does not start a build).
+    pub discoveries: bool,
     /// A change is a discovery for a session above this relevance.
     pub threshold: f64,
     /// At most this many discoveries per session per second.
@@ -451,6 +454,7 @@ mod tests {
             })
             .collect();
         let settings = Settings {
+            discoveries: true,
             threshold: 0.7,
             per_second: 2,
         };

@@ -13,6 +13,9 @@
 //!      `libfoo-dev`) vote for their targets, and are candidates themselves;
 //!    - *text*: nodes whose label and content are most alike (TF-IDF) vote
 //!      for their targets;
+//!    - *analogies*: what a node of `s`'s stem or release links to,
+//!      renamed as `s` is named from it (`libzck-dev` -> `libzstd-dev`
+//!      gives `libzck1` -> `libzstd1`);
 //!    - two hops: targets of `s`'s targets.
 //! 2. **Ranking**: each candidate's evidence becomes a few features (plus
 //!    popularity, text cosine, name relations, same section, reverse link)
@@ -40,6 +43,8 @@ const TEXT_NEIGHBOURS: usize = 25;
 const POOL: usize = 400;
 /// Stems of more nodes than this are not mapped through.
 const MAP_STEM: usize = 40;
+/// Stems of more nodes than this give no analogies.
+const ANALOGY_STEM: usize = 400;
 /// Nodes with more links than this are not walked through for relevance.
 pub const HUB: usize = 500;
 /// Terms of the query's text used to find similar texts.
@@ -48,7 +53,7 @@ const QUERY_TERMS: usize = 10;
 const MAX_POSTING: usize = 3000;
 
 /// The number of features of a candidate (the first is the bias).
-pub const FEATURES: usize = 36;
+pub const FEATURES: usize = 38;
 
 /// Feature names, in order (for reports).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -88,6 +93,8 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "name prefix",
     "name prefix × same release",
     "name prefix × same upstream",
+    "analogies/max",
+    "analogies",
 ];
 
 /// One suggestion.
@@ -174,7 +181,8 @@ const A_PAR: usize = 7;
 const A_CR: usize = 8;
 const A_REL: usize = 9;
 const A_MAP: usize = 10;
-const NACC: usize = 11;
+const A_ANA: usize = 11;
+const NACC: usize = 12;
 
 impl Scratch {
     fn prepare(&mut self, n: usize) {
@@ -217,6 +225,33 @@ fn upstream(version: &str) -> &str {
     let v = version.split_once(':').map_or(version, |(_, v)| v);
     let v = v.rsplit_once('-').map_or(v, |(v, _)| v);
     v.split(['+', '~']).next().unwrap_or(v)
+}
+
+/// How `to` is named from `from`: the part of `from` between the beginning
+/// and the end they share, the part of `to` that replaces it, and where it
+/// begins (`libzck-dev`, `libzck1`: `-dev`, `1`, 6). `None` when the names
+/// share too little to say.
+fn rename<'a, 'b>(from: &'a str, to: &'b str) -> Option<(&'a str, &'b str, usize)> {
+    let p = from
+        .bytes()
+        .zip(to.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (fr, tr) = (&from.as_bytes()[p..], &to.as_bytes()[p..]);
+    let q = fr
+        .iter()
+        .rev()
+        .zip(tr.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if p + q < 3 || !from.is_char_boundary(p) || !to.is_char_boundary(p) {
+        return None;
+    }
+    let (fe, te) = (from.len() - q, to.len() - q);
+    if !from.is_char_boundary(fe) || !to.is_char_boundary(te) {
+        return None;
+    }
+    Some((&from[p..fe], &to[p..te], p))
 }
 
 /// Splits a node id into the name used for stems: what follows the
@@ -792,6 +827,22 @@ impl Model {
                 }
             }
         }
+        // Analogies: what a node named like s (same stem or release)
+        // links to, renamed as s is named from it: `libzck-dev` ->
+        // `libzstd-dev` gives `libzck1` -> `libzstd1`, `php-soap` ->
+        // `php8.2-soap` gives `php-odbc` -> `php8.2-odbc`.
+        if !s_name.is_empty() {
+            let mut like: Vec<u32> = Vec::new();
+            if sibs.len() <= ANALOGY_STEM {
+                like.extend(sibs.iter().copied().filter(|&u| u != s));
+            }
+            if rels.len() <= 100 && !sd.id.is_empty() {
+                like.extend(rels.iter().copied().filter(|&u| u != s));
+            }
+            like.sort_unstable();
+            like.dedup();
+            self.analogies(sc, s, like);
+        }
         // Text neighbours.
         let norm_s = self.text_norm(s);
         let mut qterms: Vec<(u32, f32)> = sd
@@ -879,7 +930,8 @@ impl Model {
                 + a[A_COS] / maxes[A_COS]
                 + 0.5 * a[A_PAR] / maxes[A_PAR]
                 + a[A_REL] / maxes[A_REL]
-                + a[A_MAP] / maxes[A_MAP];
+                + a[A_MAP] / maxes[A_MAP]
+                + a[A_ANA] / maxes[A_ANA];
             pool.push((c, prior));
         }
         if pool.len() > POOL {
@@ -981,9 +1033,54 @@ impl Model {
                 f[33] = lcp as f32 / s_name.len().min(c_name.len()).max(1) as f32;
                 f[34] = f[33] * f[22];
                 f[35] = f[33] * f[32];
+                f[36] = a[A_ANA] / maxes[A_ANA];
+                f[37] = (1.0 + a[A_ANA]).ln();
                 (c, f)
             })
             .collect()
+    }
+
+    /// Adds to each candidate the analogies of `like` (nodes
+    /// named like `s`): what each links to, renamed as `s` is named from it,
+    /// when a node of that name exists.
+    fn analogies(&self, sc: &mut Scratch, s: u32, like: Vec<u32>) {
+        let s_name = name_of(&self.nodes[s as usize].id);
+        let mut renamed = String::new();
+        for u in like {
+            let ud = &self.nodes[u as usize];
+            let Some((umid, smid, p)) = rename(name_of(&ud.id), s_name) else {
+                continue;
+            };
+            let w = 1.0 - (umid.len() + smid.len()) as f32 / (2 * s_name.len()) as f32;
+            for &(x, _) in &ud.out {
+                let xid = &self.nodes[x as usize].id;
+                let xn = name_of(xid);
+                let at = if umid.is_empty() {
+                    // An insertion: where it is in s, after the same
+                    // beginning.
+                    let un = name_of(&ud.id);
+                    match xn.get(..p) {
+                        Some(b) if p > 0 && un.get(..p) == Some(b) => p,
+                        _ => continue,
+                    }
+                } else {
+                    match xn.find(umid) {
+                        Some(i) => i,
+                        None => continue,
+                    }
+                };
+                renamed.clear();
+                renamed.push_str(&xid[..xid.len() - xn.len()]);
+                renamed.push_str(&xn[..at]);
+                renamed.push_str(smid);
+                renamed.push_str(&xn[at + umid.len()..]);
+                if let Some(&c) = self.index.get(renamed.as_str()) {
+                    if c != s && c != x {
+                        sc.touch(c)[A_ANA] += w.max(0.1);
+                    }
+                }
+            }
+        }
     }
 
     fn score(&self, f: &[f32; FEATURES]) -> f64 {
@@ -1371,11 +1468,15 @@ impl Model {
 /// (`gitmind-load suggest --seed 777 --offline --fit 1500`); the last six
 /// (text names, same upstream, name prefix) fitted on top of those, on
 /// 1,500 `depends-on` links hidden in the same graph
-/// (`--fit 1500 --fit-from 30`; perf-reports/gonzai.md).
+/// (`--fit 1500 --fit-from 30`; perf-reports/gonzai.md); the last two
+/// (analogies) and the bias fitted on top of those on 1,500 `depends-on`
+/// links hidden in the training graph of my split seed 31337
+/// (`--seed 31337 --offline --fit 1500 --fit-from 36`;
+/// perf-reports/gonzai-tuning/round4.md).
 const DEFAULT_WEIGHTS: [f64; FEATURES] = [
-    -8.85, 0.90, 0.67, -0.03, -1.82, 0.88, 2.96, 3.16, 1.88, -0.78, 1.17, 0.41, -1.81, 0.70, -0.62,
+    -8.95, 0.90, 0.67, -0.03, -1.82, 0.88, 2.96, 3.16, 1.88, -0.78, 1.17, 0.41, -1.81, 0.70, -0.62,
     0.59, 1.48, 0.80, 0.09, 1.95, 0.24, 0.42, 0.85, 2.40, 0.01, 0.73, 0.76, 1.76, 0.64, 0.42, 1.06,
-    0.54, -0.24, 0.35, -0.42, -0.02,
+    0.54, -0.24, 0.35, -0.42, -0.02, 0.43, 2.81,
 ];
 
 /// A small seeded generator (splitmix64).
@@ -1435,6 +1536,49 @@ mod tests {
         assert_eq!(stem("libfoo2", &ns), "foo");
         assert_eq!(stem("foo-data", &ns), "foo");
         assert_eq!(stem("python3-foo", &ns), "python-foo");
+    }
+
+    #[test]
+    fn renames_are_the_middle_parts_two_names_do_not_share() {
+        assert_eq!(rename("libzck-dev", "libzck1"), Some(("-dev", "1", 6)));
+        assert_eq!(rename("php-soap", "php-odbc"), Some(("soap", "odbc", 4)));
+        assert_eq!(
+            rename("gobjc-mipsel-linux-gnu", "gobjc++-mipsel-linux-gnu"),
+            Some(("", "++", 5))
+        );
+        assert_eq!(rename("ab", "cd"), None);
+    }
+
+    #[test]
+    fn analogies_rename_what_a_sibling_links_to() {
+        // libzck-dev -> libzstd-dev, so libzck1 -> libzstd1; nothing else
+        // points libzck1 at libzstd1.
+        let m = Model::build(
+            [
+                "pkg:libzck-dev",
+                "pkg:libzck1",
+                "pkg:libzstd-dev",
+                "pkg:libzstd1",
+                "pkg:libother1",
+            ]
+            .map(text),
+            [
+                ("pkg:libzck-dev", "depends-on", "pkg:libzstd-dev"),
+                ("pkg:libzck1", "depends-on", "pkg:libother1"),
+            ],
+            0,
+            0,
+        );
+        let mut sc = Scratch::default();
+        let zck = m.node("pkg:libzck1").unwrap();
+        let zstd = m.node("pkg:libzstd1").unwrap();
+        let cands = m.candidates(&mut sc, zck, None);
+        let f = cands.iter().find(|(c, _)| *c == zstd).unwrap().1;
+        assert_eq!(f[36], 1.0);
+        assert!(cands
+            .iter()
+            .filter(|(c, _)| *c != zstd)
+            .all(|(_, f)| f[36] == 0.0));
     }
 
     #[test]
