@@ -12,15 +12,19 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::Client;
+use gitmind_testkit::Nats;
 use futures_util::SinkExt as _;
-use gitmind_schema::message::{CursorMove, NodeCreate, RollbackReason, SelectionChange};
+use gitmind_schema::message::{
+    CursorMove, NodeCreate, PresenceState, PresenceStatus, RollbackReason, SelectionChange,
+    UserPresence,
+};
 use gitmind_schema::model::Node;
 use gitmind_schema::{Body, Envelope};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -33,61 +37,18 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// The graph every client writes to.
 const GRAPH: &str = "shared";
 
-/// `nats-server` on the `PATH` (or where Debian puts it).
-fn nats_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
-/// A `nats-server -js` on a free loopback port, its store in `dir`.
-struct Nats {
-    _child: Child,
-    url: String,
-}
-
-impl Nats {
-    /// `None` (with a message) when the binary is missing outside CI.
-    async fn start(dir: &Path) -> Option<Nats> {
-        let Some(binary) = nats_binary() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "nats-server is missing: .ci/run installs it (apt-get install nats-server)"
-            );
-            eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.join("jetstream"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Some(Nats {
-            _child: child,
-            url: format!("nats://127.0.0.1:{port}"),
-        })
-    }
+/// A `nats-server -js` on a free loopback port, its store in `dir`;
+/// `None` (with a message) when the binary is missing outside CI.
+async fn start_nats(dir: &Path) -> Option<Nats> {
+    let Some(binary) = gitmind_testkit::nats::binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nats-server is missing: .ci/run installs it (apt-get install nats-server)"
+        );
+        eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
+        return None;
+    };
+    Some(Nats::start(&binary, dir).await.unwrap())
 }
 
 /// A `gitmind-server` node of the cluster, on a free port.
@@ -339,7 +300,7 @@ async fn snapshot(addr: SocketAddr) -> (BTreeSet<String>, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path()).await else {
+    let Some(nats) = start_nats(dir.path()).await else {
         return;
     };
     let data = dir.path().join("data");
@@ -440,7 +401,7 @@ fn check_git(data: &Path, total: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path()).await else {
+    let Some(nats) = start_nats(dir.path()).await else {
         return;
     };
     let data = dir.path().join("data");
@@ -499,4 +460,89 @@ async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
         node.child.kill().await.unwrap();
     }
     check_git(&data, total);
+}
+
+/// Waits for a `user.presence` of `status` about `session`.
+async fn presence_of(client: &mut Client, session: &str, status: PresenceStatus) -> UserPresence {
+    let what = format!("{status:?} of {session}");
+    let got = client
+        .recv_until(&what, |e| {
+            e.session_id.as_deref() == Some(session)
+                && matches!(&e.body, Body::UserPresence(p) if p.status == status)
+        })
+        .await;
+    match got.body {
+        Body::UserPresence(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+/// Whether a session's sync lists `session`.
+fn lists(client: &Client, session: &str) -> Option<PresenceState> {
+    let sync = client.sync.as_ref()?;
+    sync.presence
+        .iter()
+        .flatten()
+        .find(|p| p.session_id == session)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = start_nats(dir.path()).await else {
+        return;
+    };
+    let data = dir.path().join("data");
+    let mut a = start_node(&nats, &data, "a").await;
+    let b = start_node(&nats, &data, "b").await;
+    let bin = Some("gitmind.v1.bin");
+    let mut alice = Client::connect(a.addr, &path("alice"), None).await.unwrap();
+    // Bob, on the other node, is told of alice: in his sync if node b
+    // heard of her before he came, else as she joins.
+    let mut bob = Client::connect(b.addr, &path("bob"), bin).await.unwrap();
+    if lists(&bob, &alice.session_id).is_none() {
+        presence_of(&mut bob, &alice.session_id, PresenceStatus::Joined).await;
+    }
+    presence_of(&mut alice, &bob.session_id, PresenceStatus::Joined).await;
+    // A status change crosses, coalesced in the other node's digest.
+    let away = UserPresence {
+        status: PresenceStatus::Away,
+        focus: Some("n:somewhere".into()),
+        display_name: Some("Alice".into()),
+        color: None,
+        chaos_affinity: None,
+    };
+    alice
+        .send(&Envelope::new("p1", Body::UserPresence(away.clone())))
+        .await;
+    let got = presence_of(&mut bob, &alice.session_id, PresenceStatus::Away).await;
+    assert_eq!(got, away);
+    // A session that comes to node b now finds alice, away, and bob in
+    // its sync.
+    let mut carol = Client::connect(b.addr, &path("carol"), None).await.unwrap();
+    let listed = lists(&carol, &alice.session_id).expect("alice in carol's sync");
+    assert_eq!(listed.presence, away);
+    assert!(lists(&carol, &bob.session_id).is_some());
+    // Dave's sync, on node a, shows the sessions of node b.
+    let mut dave = Client::connect(a.addr, &path("dave"), bin).await.unwrap();
+    if lists(&dave, &carol.session_id).is_none() {
+        // Node a had not heard of carol yet: she comes as a join.
+        presence_of(&mut dave, &carol.session_id, PresenceStatus::Joined).await;
+    }
+    assert!(lists(&dave, &bob.session_id).is_some(), "bob in dave's sync");
+    // Alice leaves: node b's sessions see her go.
+    alice.ws.close(None).await.unwrap();
+    presence_of(&mut carol, &alice.session_id, PresenceStatus::Left).await;
+    // Node a dies with dave on it: within seconds node b's sessions see
+    // him leave (node a's word about him stops).
+    a.child.start_kill().unwrap(); // SIGKILL
+    let killed = std::time::Instant::now();
+    a.child.wait().await.unwrap();
+    presence_of(&mut bob, &dave.session_id, PresenceStatus::Left).await;
+    presence_of(&mut carol, &dave.session_id, PresenceStatus::Left).await;
+    eprintln!("a dead node's session left after {:?}", killed.elapsed());
+    let erin = Client::connect(b.addr, &path("erin"), None).await.unwrap();
+    assert!(lists(&erin, &dave.session_id).is_none(), "dave is gone");
+    assert!(lists(&erin, &carol.session_id).is_some());
 }
