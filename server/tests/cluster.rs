@@ -22,7 +22,7 @@ use common::Client;
 use gitmind_testkit::Nats;
 use futures_util::SinkExt as _;
 use gitmind_schema::message::{
-    CursorMove, NodeCreate, PresenceState, PresenceStatus, RollbackReason, SelectionChange,
+    CursorMove, GonzaiSuggestion, NodeCreate, PresenceState, PresenceStatus, RollbackReason, SelectionChange,
     UserPresence,
 };
 use gitmind_schema::model::Node;
@@ -80,7 +80,11 @@ async fn start_node(nats: &Nats, data: &Path, name: &str) -> Server {
 }
 
 fn path(user: &str) -> String {
-    format!("/v1/graphs/{GRAPH}?user={user}")
+    path_in(GRAPH, user)
+}
+
+fn path_in(graph: &str, user: &str) -> String {
+    format!("/v1/graphs/{graph}?user={user}")
 }
 
 /// What one client saw: each `seq` once, with the node it created.
@@ -545,4 +549,127 @@ async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
     let erin = Client::connect(b.addr, &path("erin"), None).await.unwrap();
     assert!(lists(&erin, &dave.session_id).is_none(), "dave is gone");
     assert!(lists(&erin, &carol.session_id).is_some());
+}
+
+/// An envelope from its JSON text.
+fn env(id: &str, ty: &str, data: &str) -> Envelope {
+    let text = format!(r#"{{"id":"{id}","type":"{ty}","data":{data}}}"#);
+    gitmind_schema::json::decode(&text, &gitmind_schema::Limits::default())
+        .unwrap()
+        .remove(0)
+        .unwrap()
+}
+
+/// Creates a node at `(x, y)` and waits for its confirmation.
+async fn node_at(c: &mut Client, id: &str, x: f64, y: f64) {
+    let mid = c.id();
+    let data = format!(r#"{{"baseSeq":0,"node":{{"id":"{id}","label":"{id}","x":{x},"y":{y}}}}}"#);
+    c.send(&env(&mid, "node.create", &data)).await;
+    let outcome = c.outcome(&mid).await;
+    assert!(
+        matches!(outcome.body, Body::UpdateConfirmed(_)),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_regions_queries_and_suggestions() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = start_nats(dir.path()).await else {
+        return;
+    };
+    let data = dir.path().join("data");
+    let nodes = [
+        start_node(&nats, &data, "a").await,
+        start_node(&nats, &data, "b").await,
+    ];
+    for (graph, codec) in [("regions-json", None), ("regions-bin", Some("gitmind.v1.bin"))] {
+        // Alice's join on node a makes it the owner; bob is on node b.
+        let mut alice = Client::connect(nodes[0].addr, &path_in(graph, "alice"), codec)
+            .await
+            .unwrap();
+        let mut bob = Client::connect(nodes[1].addr, &path_in(graph, "bob"), codec)
+            .await
+            .unwrap();
+        node_at(&mut alice, "c:in", 10.0, 10.0).await;
+        node_at(&mut alice, "c:out", 500.0, 500.0).await;
+        let id = bob.id();
+        bob.send(&env(
+            &id,
+            "region.subscribe",
+            r#"{"regionId":"view","filter":{"bbox":[0,0,100,100]}}"#,
+        ))
+        .await;
+        let sync = bob
+            .recv_until("region.sync", |e| matches!(e.body, Body::RegionSync(_)))
+            .await;
+        let Body::RegionSync(sync) = sync.body else {
+            unreachable!()
+        };
+        let ids: Vec<&str> = sync.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["c:in"], "{graph}: the region as the replica holds it");
+        let id = bob.id();
+        bob.send(&env(&id, "region.unsubscribe", r#"{"regionId":"all"}"#))
+            .await;
+        let id = bob.id();
+        bob.send(&env(
+            &id,
+            "query.subscribe",
+            r#"{"queryId":"far","query":{"labelContains":"far"}}"#,
+        ))
+        .await;
+        let results = |e: &Envelope| match &e.body {
+            Body::QueryResults(r) => Some(r.clone()),
+            _ => None,
+        };
+        // The first results say the hub of node b took bob's messages.
+        let first = bob.recv_until("query.results", |e| results(e).is_some()).await;
+        assert!(results(&first).unwrap().results.is_empty());
+        // Written on the owner: bob hears of what is in his box, and of
+        // his query's new result, nothing else.
+        node_at(&mut alice, "c:far", 1000.0, 1000.0).await;
+        node_at(&mut alice, "c:out2", 600.0, 600.0).await;
+        node_at(&mut alice, "c:sentinel", 1.0, 1.0).await;
+        let mut seen = Vec::new();
+        loop {
+            let e = bob.recv().await;
+            let done = matches!(&e.body, Body::NodeCreate(m) if m.node.id == "c:sentinel");
+            match &e.body {
+                Body::NodeCreate(m) => seen.push(format!("node.create {}", m.node.id)),
+                Body::QueryResults(r) => seen.push(format!("query.results {:?}", r.added)),
+                _ => {}
+            }
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            ["query.results [\"c:far\"]", "node.create c:sentinel"],
+            "{graph}"
+        );
+        // Gonzai answers on the follower, from its replica.
+        let id = bob.id();
+        bob.send(&Envelope::new(
+            id.clone(),
+            Body::GonzaiSuggestion(GonzaiSuggestion {
+                for_node: Some("c:in".into()),
+                limit: Some(3),
+                suggestions: None,
+            }),
+        ))
+        .await;
+        let answer = bob
+            .recv_until("suggestions", |e| match &e.body {
+                Body::GonzaiSuggestion(_) => true,
+                Body::SystemError(err) => err.reference.as_deref() == Some(id.as_str()),
+                _ => false,
+            })
+            .await;
+        let Body::GonzaiSuggestion(g) = answer.body else {
+            panic!("{graph}: {answer:?}")
+        };
+        assert_eq!(g.for_node.as_deref(), Some("c:in"));
+        assert!(g.suggestions.unwrap().iter().all(|s| s.target != "c:in"));
+    }
 }
