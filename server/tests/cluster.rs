@@ -395,11 +395,16 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-/// Git holds the graph with one commit's worth per change, nothing more.
+/// Git holds the graph as one history, readable, every change once: one
+/// chain of commits (`verify` fails on a merge, a gap or a repeat in
+/// `seq`, an object that does not hash to its id, a tree its journals do
+/// not explain), with one journal line per change, nothing more.
 fn check_git(data: &Path, total: usize) {
     let report = gitmind_server::persist::verify(data).unwrap();
     let graph = report.graphs.iter().find(|g| g.graph == GRAPH).unwrap();
     assert_eq!((graph.seq, graph.nodes), (total as u64, total));
+    assert_eq!(graph.changes, total as u64, "each change once in the history");
+    assert!(graph.commits >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
