@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Client;
-use gitmind_testkit::Nats;
 use futures_util::SinkExt as _;
 use gitmind_schema::message::{
-    CursorMove, GonzaiSuggestion, NodeCreate, PresenceState, PresenceStatus, RollbackReason, SelectionChange,
-    UserPresence,
+    CursorMove, GonzaiSuggestion, NodeCreate, PresenceState, PresenceStatus, RollbackReason,
+    SelectionChange, UserPresence,
 };
 use gitmind_schema::model::Node;
 use gitmind_schema::{Body, Envelope};
+use gitmind_testkit::Nats;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -403,7 +403,10 @@ fn check_git(data: &Path, total: usize) {
     let report = gitmind_server::persist::verify(data).unwrap();
     let graph = report.graphs.iter().find(|g| g.graph == GRAPH).unwrap();
     assert_eq!((graph.seq, graph.nodes), (total as u64, total));
-    assert_eq!(graph.changes, total as u64, "each change once in the history");
+    assert_eq!(
+        graph.changes, total as u64,
+        "each change once in the history"
+    );
     assert!(graph.commits >= 1);
 }
 
@@ -539,7 +542,10 @@ async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
         // Node a had not heard of carol yet: she comes as a join.
         presence_of(&mut dave, &carol.session_id, PresenceStatus::Joined).await;
     }
-    assert!(lists(&dave, &bob.session_id).is_some(), "bob in dave's sync");
+    assert!(
+        lists(&dave, &bob.session_id).is_some(),
+        "bob in dave's sync"
+    );
     // Alice leaves: node b's sessions see her go.
     alice.ws.close(None).await.unwrap();
     presence_of(&mut carol, &alice.session_id, PresenceStatus::Left).await;
@@ -588,7 +594,10 @@ async fn a_follower_serves_regions_queries_and_suggestions() {
         start_node(&nats, &data, "a").await,
         start_node(&nats, &data, "b").await,
     ];
-    for (graph, codec) in [("regions-json", None), ("regions-bin", Some("gitmind.v1.bin"))] {
+    for (graph, codec) in [
+        ("regions-json", None),
+        ("regions-bin", Some("gitmind.v1.bin")),
+    ] {
         // Alice's join on node a makes it the owner; bob is on node b.
         let mut alice = Client::connect(nodes[0].addr, &path_in(graph, "alice"), codec)
             .await
@@ -628,7 +637,9 @@ async fn a_follower_serves_regions_queries_and_suggestions() {
             _ => None,
         };
         // The first results say the hub of node b took bob's messages.
-        let first = bob.recv_until("query.results", |e| results(e).is_some()).await;
+        let first = bob
+            .recv_until("query.results", |e| results(e).is_some())
+            .await;
         assert!(results(&first).unwrap().results.is_empty());
         // Written on the owner: bob hears of what is in his box, and of
         // his query's new result, nothing else.

@@ -328,13 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     );
 
     let mut faults = inject(
-        &cli,
-        &mut rng,
-        &mut nodes,
-        &normal,
-        &slow,
-        &clients,
-        &shared,
+        &cli, &mut rng, &mut nodes, &normal, &slow, &clients, &shared,
     )
     .await?;
     stop_load.cancel();
@@ -397,7 +391,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let sum = |f: fn(&WriterReport) -> u64| writer_reports.iter().map(f).sum::<u64>();
     let mut result = Result {
-        scenario: if cli.cluster > 0 { "soak-cluster" } else { "soak" },
+        scenario: if cli.cluster > 0 {
+            "soak-cluster"
+        } else {
+            "soak"
+        },
         seed,
         cluster: cli.cluster,
         duration_s: cli.duration,
@@ -652,7 +650,10 @@ fn summary(r: &Result, verdict: &[String]) -> String {
     );
     for (i, x) in r.faults.restarts.iter().enumerate() {
         let takeover = match x.takeover_ms {
-            Some(ms) => format!("node n{}, another node owned the graph after {ms} ms; ", x.node),
+            Some(ms) => format!(
+                "node n{}, another node owned the graph after {ms} ms; ",
+                x.node
+            ),
             None => String::new(),
         };
         let _ = writeln!(
@@ -691,7 +692,8 @@ fn summary(r: &Result, verdict: &[String]) -> String {
         s,
         "| checks | replicas == server{}: {} diverged; server == git; confirmed in git: {} lost |",
         if r.cluster > 0 { " (every node)" } else { "" },
-        r.checks.diverged, r.checks.lost
+        r.checks.diverged,
+        r.checks.lost
     );
     s
 }

@@ -396,7 +396,11 @@ impl Hub {
             });
         }
         for (graph, node) in gone {
-            tracing::debug!(graph = &*graph, node = &*node, "a node's sessions are dropped");
+            tracing::debug!(
+                graph = &*graph,
+                node = &*node,
+                "a node's sessions are dropped"
+            );
             self.roster_of(&graph, &node, &[]);
         }
     }
@@ -494,7 +498,12 @@ impl Hub {
     /// Makes the sessions of `node` listed on `graph` those it told of:
     /// the others leave, the new ones arrive, a presence that differs (a
     /// notice lost on the way) is changed.
-    fn roster_of(&mut self, graph: &Arc<str>, node: &str, sessions: &[(SessionKey, PresenceState)]) {
+    fn roster_of(
+        &mut self,
+        graph: &Arc<str>,
+        node: &str,
+        sessions: &[(SessionKey, PresenceState)],
+    ) {
         let Some(member) = self.cluster.as_ref() else {
             return;
         };
