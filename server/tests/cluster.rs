@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Client;
+use common::{env, Client};
 use futures_util::SinkExt as _;
 use gitmind_schema::message::{
     CursorMove, GonzaiSuggestion, NodeCreate, PresenceState, PresenceStatus, RollbackReason,
@@ -37,18 +37,38 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// The graph every client writes to.
 const GRAPH: &str = "shared";
 
-/// A `nats-server -js` on a free loopback port, its store in `dir`;
-/// `None` (with a message) when the binary is missing outside CI.
-async fn start_nats(dir: &Path) -> Option<Nats> {
-    let Some(binary) = gitmind_testkit::nats::binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nats-server is missing: .ci/run installs it (apt-get install nats-server)"
-        );
-        eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
-        return None;
-    };
-    Some(Nats::start(&binary, dir).await.unwrap())
+/// A `nats-server -js` on a free loopback port and the data directory
+/// the nodes share, both in a temporary directory.
+struct Cluster {
+    nats: Nats,
+    data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `None` (with a message) when `nats-server` is missing outside CI.
+    async fn start() -> Option<Cluster> {
+        let Some(binary) = gitmind_testkit::nats::binary() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nats-server is missing: .ci/run installs it (apt-get install nats-server)"
+            );
+            eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let nats = Nats::start(&binary, dir.path()).await.unwrap();
+        Some(Cluster {
+            nats,
+            data: dir.path().join("data"),
+            _dir: dir,
+        })
+    }
+
+    /// Starts node `name`.
+    async fn node(&self, name: &str) -> Server {
+        start_node(&self.nats, &self.data, name).await
+    }
 }
 
 /// A `gitmind-server` node of the cluster, on a free port.
@@ -303,15 +323,10 @@ async fn snapshot(addr: SocketAddr) -> (BTreeSet<String>, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = start_nats(dir.path()).await else {
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let data = dir.path().join("data");
-    let nodes = [
-        start_node(&nats, &data, "a").await,
-        start_node(&nats, &data, "b").await,
-    ];
+    let nodes = [cluster.node("a").await, cluster.node("b").await];
     // The first join takes the lease: node a owns the graph, b follows.
     let writers = writers(&nodes, |_, _| None).await;
     const PER_CLIENT: usize = 40;
@@ -371,7 +386,7 @@ async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
     for mut node in nodes {
         node.child.kill().await.unwrap();
     }
-    check_git(&data, total);
+    check_git(&cluster.data, total);
 }
 
 /// `GET /metrics` of a node.
@@ -412,15 +427,13 @@ fn check_git(data: &Path, total: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = start_nats(dir.path()).await else {
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let data = dir.path().join("data");
     let mut nodes = vec![
-        start_node(&nats, &data, "a").await,
-        start_node(&nats, &data, "b").await,
-        start_node(&nats, &data, "c").await,
+        cluster.node("a").await,
+        cluster.node("b").await,
+        cluster.node("c").await,
     ];
     let (b, c) = (nodes[1].addr, nodes[2].addr);
     // Node a owns the graph; its writers resume on b and c.
@@ -471,7 +484,7 @@ async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
     for mut node in nodes {
         node.child.kill().await.unwrap();
     }
-    check_git(&data, total);
+    check_git(&cluster.data, total);
 }
 
 /// Waits for a `user.presence` of `status` about `session`.
@@ -501,13 +514,11 @@ fn lists(client: &Client, session: &str) -> Option<PresenceState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = start_nats(dir.path()).await else {
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let data = dir.path().join("data");
-    let mut a = start_node(&nats, &data, "a").await;
-    let b = start_node(&nats, &data, "b").await;
+    let mut a = cluster.node("a").await;
+    let b = cluster.node("b").await;
     let bin = Some("gitmind.v1.bin");
     let mut alice = Client::connect(a.addr, &path("alice"), None).await.unwrap();
     // Bob, on the other node, is told of alice: in his sync if node b
@@ -562,15 +573,6 @@ async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
     assert!(lists(&erin, &carol.session_id).is_some());
 }
 
-/// An envelope from its JSON text.
-fn env(id: &str, ty: &str, data: &str) -> Envelope {
-    let text = format!(r#"{{"id":"{id}","type":"{ty}","data":{data}}}"#);
-    gitmind_schema::json::decode(&text, &gitmind_schema::Limits::default())
-        .unwrap()
-        .remove(0)
-        .unwrap()
-}
-
 /// Creates a node at `(x, y)` and waits for its confirmation.
 async fn node_at(c: &mut Client, id: &str, x: f64, y: f64) {
     let mid = c.id();
@@ -585,15 +587,10 @@ async fn node_at(c: &mut Client, id: &str, x: f64, y: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_serves_regions_queries_and_suggestions() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = start_nats(dir.path()).await else {
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let data = dir.path().join("data");
-    let nodes = [
-        start_node(&nats, &data, "a").await,
-        start_node(&nats, &data, "b").await,
-    ];
+    let nodes = [cluster.node("a").await, cluster.node("b").await];
     for (graph, codec) in [
         ("regions-json", None),
         ("regions-bin", Some("gitmind.v1.bin")),
