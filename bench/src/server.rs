@@ -37,19 +37,33 @@ impl ServerUnderTest {
     /// # Errors
     /// When the binary is missing or does not report its address.
     pub async fn start(extra_args: &[String]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let binary = exe.with_file_name("gitmind-server");
+        let data = std::env::temp_dir().join(format!(
+            "gitmind-load-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        Self::start_at(&data, true, extra_args).await
+    }
+
+    /// Starts `gitmind-server` from the same build directory as this
+    /// program, on a free port, on the data directory `data`, which it
+    /// removes when dropped if `owned` (several servers of a cluster
+    /// share one).
+    ///
+    /// # Errors
+    /// When the binary is missing or does not report its address.
+    pub async fn start_at(
+        data: &std::path::Path,
+        owned: bool,
+        extra_args: &[String],
+    ) -> anyhow::Result<Self> {
+        let binary = std::env::current_exe()?.with_file_name("gitmind-server");
         if !binary.exists() {
             bail!(
                 "{} not found: build it first (cargo build --release -p gitmind-server)",
                 binary.display()
             );
         }
-        let data = std::env::temp_dir().join(format!(
-            "gitmind-load-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
         let mut args = vec![
             "--port".to_owned(),
             "0".to_owned(),
@@ -58,7 +72,7 @@ impl ServerUnderTest {
         ];
         args.push(data.display().to_string());
         args.extend(extra_args.iter().cloned());
-        Self::spawn(&binary, args, Some(data)).await
+        Self::spawn(&binary, args, owned.then(|| data.to_owned())).await
     }
 
     /// Stops a server this program started (see [`Stop`]) and starts it
@@ -68,6 +82,15 @@ impl ServerUnderTest {
     /// When it cannot be stopped or started again.
     pub async fn restart(&mut self, how: Stop) -> anyhow::Result<()> {
         self.stop_with(how).await;
+        self.start_again().await
+    }
+
+    /// Starts a server this program started and stopped again, with the
+    /// same arguments, data and port.
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
         let exe = std::env::current_exe()?.with_file_name("gitmind-server");
         let mut args = self.args.clone();
         if let Some(i) = args.iter().position(|a| a == "--port") {

@@ -537,6 +537,9 @@ impl Hub {
             if notices.is_empty() {
                 continue;
             }
+            if let Some(member) = &self.cluster {
+                member.relay_notices(&graph, &notices);
+            }
             let notices = Arc::new(fanout::encode_digest(notices, entry.roster.codecs()));
             for shard in entry.roster.shards() {
                 self.shards[shard].send(ShardMsg::Digest {

@@ -33,6 +33,9 @@ pub struct Roster {
     /// Each session's presence is shared with the syncs that list it, so an
     /// arrival in a crowd copies pointers, not the crowd's presence.
     members: HashMap<SessionKey, (Member, Arc<PresenceState>)>,
+    /// In a cluster, the sessions of other nodes on the graph
+    /// (docs/scale-out.md): listed and noticed like members, never sent to.
+    remote: HashMap<SessionKey, Arc<PresenceState>>,
     /// Notices not yet sent, in order, each with the session it is about.
     notices: Vec<(SessionKey, Envelope)>,
     /// Where each session's pending presence change is in `notices`.
@@ -52,6 +55,7 @@ impl Roster {
     pub fn new(shards: usize) -> Self {
         Roster {
             members: HashMap::new(),
+            remote: HashMap::new(),
             notices: Vec::new(),
             changed: HashMap::new(),
             per_shard: vec![0; shards],
@@ -73,37 +77,98 @@ impl Roster {
         self.per_shard[member.shard] += 1;
         self.per_codec[member.codec] += 1;
         self.count_view(&member, 1);
-        let joined = notice(&member, Body::UserPresence(status(PresenceStatus::Joined)));
+        let joined = notice(member.session, &state, joined());
         self.notices.push((member.session, joined));
         self.members.insert(member.session, (member, state));
     }
 
     /// Removes a session, with a `left` notice; `false` if it was not here.
     pub fn leave(&mut self, session: SessionKey) -> bool {
-        let Some((member, _)) = self.members.remove(&session) else {
+        let Some((member, state)) = self.members.remove(&session) else {
             return false;
         };
         self.per_shard[member.shard] -= 1;
         self.per_codec[member.codec] -= 1;
         self.count_view(&member, -1);
         self.changed.remove(&session);
-        let left = notice(&member, Body::UserPresence(status(PresenceStatus::Left)));
+        let left = notice(session, &state, left());
         self.notices.push((session, left));
         true
     }
 
-    /// Records what a session shows (`user.presence`, `cursor.move` or
-    /// `selection.change`, already validated). A presence change waits for
-    /// the next digest; a cursor or selection is returned, to relay to the
-    /// others now. `None` as well if the session is not here.
+    /// Adds a session of another node, with a `joined` notice (and one of
+    /// its presence when it is not `active`); `false` if it was here.
+    pub fn arrive(&mut self, session: SessionKey, state: PresenceState) -> bool {
+        if self.remote.contains_key(&session) {
+            return false;
+        }
+        let presence = state.presence.clone();
+        let state = Arc::new(state);
+        self.notices
+            .push((session, notice(session, &state, joined())));
+        self.remote.insert(session, state);
+        if presence.status != PresenceStatus::Active {
+            self.update(session, Body::UserPresence(presence));
+        }
+        true
+    }
+
+    /// Removes a session of another node, with a `left` notice; `false` if
+    /// it was not here.
+    pub fn depart(&mut self, session: SessionKey) -> bool {
+        let Some(state) = self.remote.remove(&session) else {
+            return false;
+        };
+        self.changed.remove(&session);
+        let left = notice(session, &state, left());
+        self.notices.push((session, left));
+        true
+    }
+
+    /// A session of another node, as last heard of.
+    pub fn remote(&self, session: SessionKey) -> Option<&PresenceState> {
+        self.remote.get(&session).map(|s| &**s)
+    }
+
+    /// The sessions of other nodes.
+    pub fn remote_sessions(&self) -> impl Iterator<Item = SessionKey> + '_ {
+        self.remote.keys().copied()
+    }
+
+    /// This node's sessions with their presence (no cursor nor selection),
+    /// for the other nodes.
+    pub fn local(&self) -> Vec<(SessionKey, PresenceState)> {
+        self.members
+            .iter()
+            .map(|(&session, (_, state))| {
+                let state = PresenceState {
+                    user_id: state.user_id.clone(),
+                    session_id: state.session_id.clone(),
+                    presence: state.presence.clone(),
+                    cursor: None,
+                    selection: None,
+                };
+                (session, state)
+            })
+            .collect()
+    }
+
+    /// Records what a session (of this node or another) shows
+    /// (`user.presence`, `cursor.move` or `selection.change`, already
+    /// validated). A presence change waits for the next digest; a cursor
+    /// or selection is returned, to relay to the others now. `None` as
+    /// well if the session is not here.
     pub fn update(&mut self, session: SessionKey, body: Body) -> Option<Envelope> {
-        let (member, state) = self.members.get_mut(&session)?;
+        let state = match self.members.get_mut(&session) {
+            Some((_, state)) => state,
+            None => self.remote.get_mut(&session)?,
+        };
         // A sync still on its way keeps the presence it was given.
         let state = Arc::make_mut(state);
         match &body {
             Body::UserPresence(p) => {
                 state.presence = p.clone();
-                let change = notice(member, body);
+                let change = notice(session, state, body);
                 match self.changed.get(&session) {
                     Some(&at) => self.notices[at].1 = change,
                     None => {
@@ -117,7 +182,7 @@ impl Roster {
             Body::SelectionChange(s) => state.selection = Some(s.clone()),
             _ => return None,
         }
-        Some(notice(member, body))
+        Some(notice(session, state, body))
     }
 
     /// The sessions that show a `focus`, with their chaos affinity (0.5
@@ -153,12 +218,14 @@ impl Roster {
     }
 
     /// What every `graph.sync` carries: the presence of the sessions other
-    /// than `session` (docs/protocol.md 6 and 8).
+    /// than `session` (docs/protocol.md 6 and 8), of every node.
     pub fn others(&self, session: SessionKey) -> Vec<Arc<PresenceState>> {
         self.members
             .iter()
+            .map(|(key, (_, p))| (key, p))
+            .chain(&self.remote)
             .filter(|(key, _)| **key != session)
-            .map(|(_, (_, p))| Arc::clone(p))
+            .map(|(_, p)| Arc::clone(p))
             .collect()
     }
 
@@ -217,11 +284,21 @@ fn status(status: PresenceStatus) -> UserPresence {
     }
 }
 
-/// A presence message about `member`, for the others.
-fn notice(member: &Member, body: Body) -> Envelope {
-    let mut envelope = stamped(format!("p-{}", member.session), body);
-    envelope.user_id = Some(member.user_id.clone());
-    envelope.session_id = Some(member.session_id.clone());
+/// The body of a `joined` notice.
+fn joined() -> Body {
+    Body::UserPresence(status(PresenceStatus::Joined))
+}
+
+/// The body of a `left` notice.
+fn left() -> Body {
+    Body::UserPresence(status(PresenceStatus::Left))
+}
+
+/// A presence message about `session`, which shows `state`, for the others.
+fn notice(session: SessionKey, state: &PresenceState, body: Body) -> Envelope {
+    let mut envelope = stamped(format!("p-{session}"), body);
+    envelope.user_id = Some(state.user_id.clone());
+    envelope.session_id = Some(state.session_id.clone());
     envelope
 }
 
@@ -447,6 +524,51 @@ mod tests {
         assert!(roster.leave(2));
         assert!(!roster.leave(2), "a session leaves once");
         assert_eq!(roster.codecs().bin, 0);
+    }
+
+    #[test]
+    fn sessions_of_other_nodes_are_listed_and_noticed_but_not_members() {
+        let mut roster = Roster::new(1);
+        roster.join(member(1, 0, Codec::Json));
+        roster.take_notices();
+        let away = UserPresence {
+            status: PresenceStatus::Away,
+            ..status(PresenceStatus::Active)
+        };
+        let state = PresenceState {
+            user_id: "r".into(),
+            session_id: "sr".into(),
+            presence: away.clone(),
+            cursor: None,
+            selection: None,
+        };
+        assert!(roster.arrive(9, state.clone()));
+        assert!(!roster.arrive(9, state), "arrives once");
+        assert!(roster.member(9).is_none(), "never sent to");
+        assert_eq!(roster.shards().collect::<Vec<_>>(), [0]);
+        assert_eq!(roster.others(1)[0].session_id, "sr");
+        assert_eq!(roster.local().len(), 1);
+        roster.update(9, cursor(2.0)).unwrap();
+        assert_eq!(roster.remote(9).unwrap().cursor.as_ref().unwrap().x, 2.0);
+        assert!(roster.depart(9));
+        assert!(!roster.depart(9));
+        let statuses: Vec<PresenceStatus> = roster
+            .take_notices()
+            .into_iter()
+            .map(|(key, n)| match n.body {
+                Body::UserPresence(p) if key == 9 => p.status,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                PresenceStatus::Joined,
+                PresenceStatus::Away,
+                PresenceStatus::Left
+            ]
+        );
+        assert!(roster.others(1).is_empty());
     }
 
     #[test]

@@ -12,17 +12,21 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Client;
+use common::{env, Client};
 use futures_util::SinkExt as _;
-use gitmind_schema::message::{CursorMove, NodeCreate, RollbackReason, SelectionChange};
+use gitmind_schema::message::{
+    CursorMove, GonzaiSuggestion, NodeCreate, PresenceState, PresenceStatus, RollbackReason,
+    SelectionChange, UserPresence,
+};
 use gitmind_schema::model::Node;
 use gitmind_schema::{Body, Envelope};
+use gitmind_testkit::Nats;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -33,25 +37,18 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// The graph every client writes to.
 const GRAPH: &str = "shared";
 
-/// `nats-server` on the `PATH` (or where Debian puts it).
-fn nats_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
+/// A `nats-server -js` on a free loopback port and the data directory
+/// the nodes share, both in a temporary directory.
+struct Cluster {
+    nats: Nats,
+    data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-/// A `nats-server -js` on a free loopback port, its store in `dir`.
-struct Nats {
-    _child: Child,
-    url: String,
-}
-
-impl Nats {
-    /// `None` (with a message) when the binary is missing outside CI.
-    async fn start(dir: &Path) -> Option<Nats> {
-        let Some(binary) = nats_binary() else {
+impl Cluster {
+    /// `None` (with a message) when `nats-server` is missing outside CI.
+    async fn start() -> Option<Cluster> {
+        let Some(binary) = gitmind_testkit::nats::binary() else {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "nats-server is missing: .ci/run installs it (apt-get install nats-server)"
@@ -59,34 +56,18 @@ impl Nats {
             eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.join("jetstream"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Some(Nats {
-            _child: child,
-            url: format!("nats://127.0.0.1:{port}"),
+        let dir = tempfile::tempdir().unwrap();
+        let nats = Nats::start(&binary, dir.path()).await.unwrap();
+        Some(Cluster {
+            nats,
+            data: dir.path().join("data"),
+            _dir: dir,
         })
+    }
+
+    /// Starts node `name`.
+    async fn node(&self, name: &str) -> Server {
+        start_node(&self.nats, &self.data, name).await
     }
 }
 
@@ -119,7 +100,11 @@ async fn start_node(nats: &Nats, data: &Path, name: &str) -> Server {
 }
 
 fn path(user: &str) -> String {
-    format!("/v1/graphs/{GRAPH}?user={user}")
+    path_in(GRAPH, user)
+}
+
+fn path_in(graph: &str, user: &str) -> String {
+    format!("/v1/graphs/{graph}?user={user}")
 }
 
 /// What one client saw: each `seq` once, with the node it created.
@@ -338,15 +323,10 @@ async fn snapshot(addr: SocketAddr) -> (BTreeSet<String>, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path()).await else {
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let data = dir.path().join("data");
-    let nodes = [
-        start_node(&nats, &data, "a").await,
-        start_node(&nats, &data, "b").await,
-    ];
+    let nodes = [cluster.node("a").await, cluster.node("b").await];
     // The first join takes the lease: node a owns the graph, b follows.
     let writers = writers(&nodes, |_, _| None).await;
     const PER_CLIENT: usize = 40;
@@ -406,7 +386,7 @@ async fn clients_on_two_nodes_write_one_graph_and_end_with_one_history() {
     for mut node in nodes {
         node.child.kill().await.unwrap();
     }
-    check_git(&data, total);
+    check_git(&cluster.data, total);
 }
 
 /// `GET /metrics` of a node.
@@ -430,24 +410,30 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-/// Git holds the graph with one commit's worth per change, nothing more.
+/// Git holds the graph as one history, readable, every change once: one
+/// chain of commits (`verify` fails on a merge, a gap or a repeat in
+/// `seq`, an object that does not hash to its id, a tree its journals do
+/// not explain), with one journal line per change, nothing more.
 fn check_git(data: &Path, total: usize) {
     let report = gitmind_server::persist::verify(data).unwrap();
     let graph = report.graphs.iter().find(|g| g.graph == GRAPH).unwrap();
     assert_eq!((graph.seq, graph.nodes), (total as u64, total));
+    assert_eq!(
+        graph.changes, total as u64,
+        "each change once in the history"
+    );
+    assert!(graph.commits >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path()).await else {
+    let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let data = dir.path().join("data");
     let mut nodes = vec![
-        start_node(&nats, &data, "a").await,
-        start_node(&nats, &data, "b").await,
-        start_node(&nats, &data, "c").await,
+        cluster.node("a").await,
+        cluster.node("b").await,
+        cluster.node("c").await,
     ];
     let (b, c) = (nodes[1].addr, nodes[2].addr);
     // Node a owns the graph; its writers resume on b and c.
@@ -498,5 +484,205 @@ async fn the_owner_killed_mid_load_loses_and_doubles_nothing() {
     for mut node in nodes {
         node.child.kill().await.unwrap();
     }
-    check_git(&data, total);
+    check_git(&cluster.data, total);
+}
+
+/// Waits for a `user.presence` of `status` about `session`.
+async fn presence_of(client: &mut Client, session: &str, status: PresenceStatus) -> UserPresence {
+    let what = format!("{status:?} of {session}");
+    let got = client
+        .recv_until(&what, |e| {
+            e.session_id.as_deref() == Some(session)
+                && matches!(&e.body, Body::UserPresence(p) if p.status == status)
+        })
+        .await;
+    match got.body {
+        Body::UserPresence(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+/// Whether a session's sync lists `session`.
+fn lists(client: &Client, session: &str) -> Option<PresenceState> {
+    let sync = client.sync.as_ref()?;
+    sync.presence
+        .iter()
+        .flatten()
+        .find(|p| p.session_id == session)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let mut a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let bin = Some("gitmind.v1.bin");
+    let mut alice = Client::connect(a.addr, &path("alice"), None).await.unwrap();
+    // Bob, on the other node, is told of alice: in his sync if node b
+    // heard of her before he came, else as she joins.
+    let mut bob = Client::connect(b.addr, &path("bob"), bin).await.unwrap();
+    if lists(&bob, &alice.session_id).is_none() {
+        presence_of(&mut bob, &alice.session_id, PresenceStatus::Joined).await;
+    }
+    presence_of(&mut alice, &bob.session_id, PresenceStatus::Joined).await;
+    // A status change crosses, coalesced in the other node's digest.
+    let away = UserPresence {
+        status: PresenceStatus::Away,
+        focus: Some("n:somewhere".into()),
+        display_name: Some("Alice".into()),
+        color: None,
+        chaos_affinity: None,
+    };
+    alice
+        .send(&Envelope::new("p1", Body::UserPresence(away.clone())))
+        .await;
+    let got = presence_of(&mut bob, &alice.session_id, PresenceStatus::Away).await;
+    assert_eq!(got, away);
+    // A session that comes to node b now finds alice, away, and bob in
+    // its sync.
+    let mut carol = Client::connect(b.addr, &path("carol"), None).await.unwrap();
+    let listed = lists(&carol, &alice.session_id).expect("alice in carol's sync");
+    assert_eq!(listed.presence, away);
+    assert!(lists(&carol, &bob.session_id).is_some());
+    // Dave's sync, on node a, shows the sessions of node b.
+    let mut dave = Client::connect(a.addr, &path("dave"), bin).await.unwrap();
+    if lists(&dave, &carol.session_id).is_none() {
+        // Node a had not heard of carol yet: she comes as a join.
+        presence_of(&mut dave, &carol.session_id, PresenceStatus::Joined).await;
+    }
+    assert!(
+        lists(&dave, &bob.session_id).is_some(),
+        "bob in dave's sync"
+    );
+    // Alice leaves: node b's sessions see her go.
+    alice.ws.close(None).await.unwrap();
+    presence_of(&mut carol, &alice.session_id, PresenceStatus::Left).await;
+    // Node a dies with dave on it: within seconds node b's sessions see
+    // him leave (node a's word about him stops).
+    a.child.start_kill().unwrap(); // SIGKILL
+    let killed = std::time::Instant::now();
+    a.child.wait().await.unwrap();
+    presence_of(&mut bob, &dave.session_id, PresenceStatus::Left).await;
+    presence_of(&mut carol, &dave.session_id, PresenceStatus::Left).await;
+    eprintln!("a dead node's session left after {:?}", killed.elapsed());
+    let erin = Client::connect(b.addr, &path("erin"), None).await.unwrap();
+    assert!(lists(&erin, &dave.session_id).is_none(), "dave is gone");
+    assert!(lists(&erin, &carol.session_id).is_some());
+}
+
+/// Creates a node at `(x, y)` and waits for its confirmation.
+async fn node_at(c: &mut Client, id: &str, x: f64, y: f64) {
+    let mid = c.id();
+    let data = format!(r#"{{"baseSeq":0,"node":{{"id":"{id}","label":"{id}","x":{x},"y":{y}}}}}"#);
+    c.send(&env(&mid, "node.create", &data)).await;
+    let outcome = c.outcome(&mid).await;
+    assert!(
+        matches!(outcome.body, Body::UpdateConfirmed(_)),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_regions_queries_and_suggestions() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let nodes = [cluster.node("a").await, cluster.node("b").await];
+    for (graph, codec) in [
+        ("regions-json", None),
+        ("regions-bin", Some("gitmind.v1.bin")),
+    ] {
+        // Alice's join on node a makes it the owner; bob is on node b.
+        let mut alice = Client::connect(nodes[0].addr, &path_in(graph, "alice"), codec)
+            .await
+            .unwrap();
+        let mut bob = Client::connect(nodes[1].addr, &path_in(graph, "bob"), codec)
+            .await
+            .unwrap();
+        node_at(&mut alice, "c:in", 10.0, 10.0).await;
+        node_at(&mut alice, "c:out", 500.0, 500.0).await;
+        let id = bob.id();
+        bob.send(&env(
+            &id,
+            "region.subscribe",
+            r#"{"regionId":"view","filter":{"bbox":[0,0,100,100]}}"#,
+        ))
+        .await;
+        let sync = bob
+            .recv_until("region.sync", |e| matches!(e.body, Body::RegionSync(_)))
+            .await;
+        let Body::RegionSync(sync) = sync.body else {
+            unreachable!()
+        };
+        let ids: Vec<&str> = sync.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["c:in"], "{graph}: the region as the replica holds it");
+        let id = bob.id();
+        bob.send(&env(&id, "region.unsubscribe", r#"{"regionId":"all"}"#))
+            .await;
+        let id = bob.id();
+        bob.send(&env(
+            &id,
+            "query.subscribe",
+            r#"{"queryId":"far","query":{"labelContains":"far"}}"#,
+        ))
+        .await;
+        let results = |e: &Envelope| match &e.body {
+            Body::QueryResults(r) => Some(r.clone()),
+            _ => None,
+        };
+        // The first results say the hub of node b took bob's messages.
+        let first = bob
+            .recv_until("query.results", |e| results(e).is_some())
+            .await;
+        assert!(results(&first).unwrap().results.is_empty());
+        // Written on the owner: bob hears of what is in his box, and of
+        // his query's new result, nothing else.
+        node_at(&mut alice, "c:far", 1000.0, 1000.0).await;
+        node_at(&mut alice, "c:out2", 600.0, 600.0).await;
+        node_at(&mut alice, "c:sentinel", 1.0, 1.0).await;
+        let mut seen = Vec::new();
+        loop {
+            let e = bob.recv().await;
+            let done = matches!(&e.body, Body::NodeCreate(m) if m.node.id == "c:sentinel");
+            match &e.body {
+                Body::NodeCreate(m) => seen.push(format!("node.create {}", m.node.id)),
+                Body::QueryResults(r) => seen.push(format!("query.results {:?}", r.added)),
+                _ => {}
+            }
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            ["query.results [\"c:far\"]", "node.create c:sentinel"],
+            "{graph}"
+        );
+        // Gonzai answers on the follower, from its replica.
+        let id = bob.id();
+        bob.send(&Envelope::new(
+            id.clone(),
+            Body::GonzaiSuggestion(GonzaiSuggestion {
+                for_node: Some("c:in".into()),
+                limit: Some(3),
+                suggestions: None,
+            }),
+        ))
+        .await;
+        let answer = bob
+            .recv_until("suggestions", |e| match &e.body {
+                Body::GonzaiSuggestion(_) => true,
+                Body::SystemError(err) => err.reference.as_deref() == Some(id.as_str()),
+                _ => false,
+            })
+            .await;
+        let Body::GonzaiSuggestion(g) = answer.body else {
+            panic!("{graph}: {answer:?}")
+        };
+        assert_eq!(g.for_node.as_deref(), Some("c:in"));
+        assert!(g.suggestions.unwrap().iter().all(|s| s.target != "c:in"));
+    }
 }

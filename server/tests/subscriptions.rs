@@ -5,20 +5,11 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{env, Client, TestServer};
 use gitmind_schema::message::*;
-use gitmind_schema::{json, Body, Envelope, ErrorCode, Limits};
+use gitmind_schema::{json, Body, Envelope, ErrorCode};
 
 const CODECS: [&str; 2] = ["gitmind.v1.json", "gitmind.v1.bin"];
-
-/// An envelope from its JSON text.
-fn env(id: &str, ty: &str, data: &str) -> Envelope {
-    let text = format!(r#"{{"id":"{id}","type":"{ty}","data":{data}}}"#);
-    json::decode(&text, &Limits::default())
-        .unwrap()
-        .remove(0)
-        .unwrap()
-}
 
 /// Sends a mutation and waits for its confirmation.
 async fn mutate(c: &mut Client, ty: &str, data: &str) {

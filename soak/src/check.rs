@@ -170,7 +170,7 @@ fn difference<T: PartialEq + serde::Serialize>(
 /// Checks the repository of a stopped server: it verifies (unless
 /// `verify` is false); the graph at the
 /// tip equals `snapshot`; its history holds every seq from 1 to the last
-/// exactly once; and every change a writer saw applied is in it, at its
+/// exactly once, and each mutation (user and id) once; and every change a writer saw applied is in it, at its
 /// seq, in its commit, under its mutation id; each writer's counter holds
 /// its last confirmed value.
 ///
@@ -211,6 +211,8 @@ pub fn git(
     let mut walk = repo.revwalk()?;
     walk.push(tip)?;
     let mut history: HashMap<u64, (String, String)> = HashMap::new();
+    // Each mutation once: none applied twice (a resend after a failover).
+    let mut applied: HashMap<(String, String), u64> = HashMap::new();
     for oid in walk {
         let oid = oid?;
         out.commits += 1;
@@ -227,6 +229,13 @@ pub fn git(
             match journal::decode_line(line) {
                 Ok(entry) => {
                     let r = entry.record;
+                    let mutation = (r.user_id.clone(), r.mutation_id.clone());
+                    if let Some(first) = applied.insert(mutation, r.seq) {
+                        out.problem(format!(
+                            "mutation {} of {} is in the history twice: seq {first} and {}",
+                            r.mutation_id, r.user_id, r.seq
+                        ));
+                    }
                     if history
                         .insert(r.seq, (oid.to_string(), r.mutation_id))
                         .is_some()
@@ -276,4 +285,43 @@ pub fn git(
         }
     }
     Ok(())
+}
+
+/// Waits (up to `wait`) for node `n` of a cluster to hold the graph at
+/// `snapshot`'s seq, then compares its graph with it.
+pub async fn node(
+    n: usize,
+    addr: SocketAddr,
+    graph: &str,
+    snapshot: &Snapshot,
+    wait: Duration,
+    out: &mut Findings,
+) {
+    let deadline = Instant::now() + wait;
+    let theirs = loop {
+        match self::snapshot(addr, graph).await {
+            Ok(s) if s.seq >= snapshot.seq || Instant::now() >= deadline => break Ok(s),
+            Err(e) if Instant::now() >= deadline => break Err(e),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let theirs = match theirs {
+        Ok(theirs) => theirs,
+        Err(e) => {
+            out.diverged += 1;
+            return out.problem(format!("node n{n}: no snapshot: {e:#}"));
+        }
+    };
+    if (theirs.seq, &theirs.epoch) != (snapshot.seq, &snapshot.epoch) {
+        out.diverged += 1;
+        return out.problem(format!(
+            "node n{n} is at seq {} epoch {}, node n0 at seq {} epoch {}",
+            theirs.seq, theirs.epoch, snapshot.seq, snapshot.epoch
+        ));
+    }
+    let differences = graph_differences(theirs.nodes.iter(), theirs.edges.iter(), snapshot);
+    if let Some(d) = differences.into_iter().flatten().next() {
+        out.diverged += 1;
+        out.problem(format!("node n{n} against node n0: {d}"));
+    }
 }

@@ -14,13 +14,21 @@
 //! the p99 of write -> delivery or write -> confirmation, outside the
 //! faults, passes `--max-p99-ms`.
 //!
+//! With `--cluster N` it runs N servers as one service on one
+//! `nats-server` (docs/scale-out.md): clients spread over the nodes, cuts
+//! and stalls on every node, each restart stops the graph's owner, which
+//! comes back once another node has taken the graph over; at the end every
+//! node's graph must equal git's too.
+//!
 //! - `dataset`: the starting graph, all of it or a connected slice.
 //! - `load`: the writers, readers and faults.
 //! - `check`: the end-of-run comparison of replicas, server and git.
+//! - `nodes`: the servers, one or a cluster.
 
 mod check;
 mod dataset;
 mod load;
+mod nodes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +38,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use gitmind_bench::machine::Machine;
 use gitmind_bench::report::{Markdown, Percentiles};
-use gitmind_bench::server::{ServerUnderTest, Stop};
+use gitmind_bench::server::Stop;
 use gitmind_client::import::Importer;
 use gitmind_client::{Client, ClientConfig, Codec, State};
 use gitmind_schema::model::Node;
@@ -42,6 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::load::{FaultLog, ReaderReport, Shared, Who, WriterReport};
+use crate::nodes::Nodes;
 
 /// The graph the soak runs on.
 const GRAPH: &str = "soak";
@@ -81,9 +90,14 @@ struct Cli {
     /// Mean seconds between stalls of a slow reader (0: none).
     #[arg(long, default_value_t = 4.0)]
     stall_every: f64,
-    /// Server restarts, evenly spread, alternately SIGKILL and SIGTERM.
+    /// Server restarts, evenly spread, alternately SIGKILL and SIGTERM
+    /// (in a cluster, of the graph's owner).
     #[arg(long, default_value_t = 1)]
     restarts: u32,
+    /// Run N servers as one service on a `nats-server` started here
+    /// (0: one server alone).
+    #[arg(long, default_value_t = 0)]
+    cluster: usize,
     /// Fail when the p99 of write -> delivery or write -> confirmation
     /// outside faults passes this.
     #[arg(long, default_value_t = 100.0)]
@@ -110,6 +124,10 @@ struct Cli {
 #[derive(Serialize)]
 struct Restart {
     signal: &'static str,
+    /// The server stopped (in a cluster, the graph's owner).
+    node: usize,
+    /// In a cluster: from the stop until another node owned the graph.
+    takeover_ms: Option<u64>,
     /// When the server was stopped, in seconds since the run's start.
     at_s: f64,
     /// From the stop to the server listening again.
@@ -131,6 +149,8 @@ struct Faults {
 struct Result {
     scenario: &'static str,
     seed: u64,
+    /// Servers in the cluster (0: one server alone).
+    cluster: usize,
     duration_s: u64,
     start_nodes: usize,
     start_edges: usize,
@@ -210,12 +230,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let slice = dataset::read(&cli.dataset, cli.nodes)?;
     let (start_nodes, start_edges) = (slice.nodes.len(), slice.edges.len());
     anyhow::ensure!(start_nodes > 0, "the dataset has no nodes");
-    let mut server = ServerUnderTest::start(&cli.server_args).await?;
-    let data_dir = server
-        .data
-        .clone()
-        .context("a started server has a data directory")?;
-    let direct = format!("ws://{}", server.addr);
+    let mut nodes = Nodes::start(cli.cluster, &cli.server_args).await?;
+    let data_dir = nodes.data.clone();
+    // The import's join makes the first node the graph's owner.
+    let direct = format!("ws://{}", nodes.addr(0));
 
     // The starting graph, and one counter node per writer.
     let shared = Arc::new(Shared {
@@ -249,19 +267,25 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
 
-    // The clients: writers, then readers; the last readers are the slow ones.
-    let normal = Proxy::start(server.addr).await?;
-    let slow = Proxy::start(server.addr).await?;
+    // The clients: writers, then readers; the last readers are the slow
+    // ones. Client i is on node i mod n, through its proxies.
+    let mut normal = Vec::new();
+    let mut slow = Vec::new();
+    for n in 0..nodes.len() {
+        normal.push(Proxy::start(nodes.addr(n)).await?);
+        slow.push(Proxy::start(nodes.addr(n)).await?);
+    }
     let total = cli.writers + cli.readers;
     let mut clients = Vec::with_capacity(total);
     let mut drains = JoinSet::new();
     let stop_events = CancellationToken::new();
     for i in 0..total {
         let is_slow = i >= total - cli.slow;
+        let node = i % nodes.len();
         let (user, url) = match i {
-            i if i < cli.writers => (format!("soak-w{i}"), normal.url()),
-            i if is_slow => (format!("soak-slow{}", i - cli.writers), slow.url()),
-            i => (format!("soak-r{}", i - cli.writers), normal.url()),
+            i if i < cli.writers => (format!("soak-w{i}"), normal[node].url()),
+            i if is_slow => (format!("soak-slow{}", i - cli.writers), slow[node].url()),
+            i => (format!("soak-r{}", i - cli.writers), normal[node].url()),
         };
         let codec = if i % 2 == 0 {
             Codec::Binary
@@ -304,13 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     );
 
     let mut faults = inject(
-        &cli,
-        &mut rng,
-        &mut server,
-        &normal,
-        &slow,
-        &clients,
-        &shared,
+        &cli, &mut rng, &mut nodes, &normal, &slow, &clients, &shared,
     )
     .await?;
     stop_load.cancel();
@@ -319,13 +337,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         writer_reports.push(r?);
     }
     writer_reports.sort_by_key(|w| w.index);
-    normal.unstall_all();
-    slow.unstall_all();
+    for proxy in normal.iter().chain(&slow) {
+        proxy.unstall_all();
+    }
 
     // The checks, with every outcome in.
-    let snapshot = check::snapshot(server.addr, GRAPH).await?;
+    let snapshot = check::snapshot(nodes.addr(0), GRAPH).await?;
     let mut findings = check::Findings::default();
     check::replicas(&clients, &snapshot, SETTLE, &mut findings).await;
+    for n in 1..nodes.len() {
+        check::node(n, nodes.addr(n), GRAPH, &snapshot, SETTLE, &mut findings).await;
+    }
     stop_events.cancel();
     let mut readers: Vec<(usize, ReaderReport)> = Vec::new();
     while let Some(r) = drains.join_next().await {
@@ -338,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         client.close().await;
     }
     drop((normal, slow));
-    server.stop().await;
+    nodes.stop().await;
     check::git(
         &data_dir,
         GRAPH,
@@ -369,8 +391,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let sum = |f: fn(&WriterReport) -> u64| writer_reports.iter().map(f).sum::<u64>();
     let mut result = Result {
-        scenario: "soak",
+        scenario: if cli.cluster > 0 {
+            "soak-cluster"
+        } else {
+            "soak"
+        },
         seed,
+        cluster: cli.cluster,
         duration_s: cli.duration,
         start_nodes,
         start_edges,
@@ -443,8 +470,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let text = summary(&result, &verdict);
     print!("{text}");
     if let Some(name) = &cli.report {
+        let cluster = match cli.cluster {
+            0 => String::new(),
+            n => format!(", a cluster of {n} servers"),
+        };
         let mut md = Markdown::new(
-            &format!("Soak: {} s, {} nodes", cli.duration, start_nodes),
+            &format!("Soak: {} s, {} nodes{cluster}", cli.duration, start_nodes),
             &machine,
         );
         md.push(&text);
@@ -461,16 +492,22 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 /// Injects faults until the run's time is up: cuts and stalls at random
-/// (exponential gaps), restarts evenly spread.
+/// (exponential gaps) on a random node's proxies, restarts evenly spread.
 async fn inject(
     cli: &Cli,
     rng: &mut Rng,
-    server: &mut ServerUnderTest,
-    normal: &Proxy,
-    slow: &Proxy,
+    nodes: &mut Nodes,
+    normal: &[Proxy],
+    slow: &[Proxy],
     clients: &[Client],
     shared: &Shared,
 ) -> anyhow::Result<Faults> {
+    // One server alone draws nothing for it (a seed replays as before).
+    let count = nodes.len();
+    let pick = |rng: &mut Rng| match count {
+        1 => 0,
+        n => rng.below(n),
+    };
     let start = Instant::now();
     let end = start + Duration::from_secs(cli.duration);
     let gap = |rng: &mut Rng, mean: f64| {
@@ -507,9 +544,18 @@ async fn inject(
             };
             let fault = shared.faults.open(Who::All);
             let stopped = Instant::now();
-            server.restart(how).await?;
+            let restarted = nodes.restart(how).await?;
             let down = stopped.elapsed();
-            shared.faults.close(fault);
+            // In a cluster the failover lasts until every client is back:
+            // the nodes load the graph again from git meanwhile
+            // (docs/scale-out.md, "Failover").
+            let fault = match restarted.takeover {
+                Some(_) => Some(fault),
+                None => {
+                    shared.faults.close(fault);
+                    None
+                }
+            };
             let deadline = Instant::now() + SETTLE;
             while clients
                 .iter()
@@ -529,8 +575,13 @@ async fn inject(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let resumed = stopped.elapsed();
+            if let Some(fault) = fault {
+                shared.faults.close(fault);
+            }
             faults.restarts.push(Restart {
                 signal,
+                node: restarted.node,
+                takeover_ms: restarted.takeover.map(|t| t.as_millis() as u64),
                 at_s: stopped.duration_since(shared.start).as_secs_f64(),
                 down_ms: down.as_millis() as u64,
                 all_resumed_ms: resumed.as_millis() as u64,
@@ -544,17 +595,17 @@ async fn inject(
         }
         if now >= next_cut {
             next_cut = now + gap(rng, cli.cut_every);
-            let proxy = if rng.below(clients.len()) < cli.slow {
+            let proxies = if rng.below(clients.len()) < cli.slow {
                 slow
             } else {
                 normal
             };
-            faults.cuts += u64::from(proxy.cut_one(rng));
+            faults.cuts += u64::from(proxies[pick(rng)].cut_one(rng));
         }
         if now >= next_stall {
             next_stall = now + gap(rng, stall_every);
             let time = Duration::from_millis(500 + rng.below(3_500) as u64);
-            faults.stalls += u64::from(slow.stall_one(rng, time));
+            faults.stalls += u64::from(slow[pick(rng)].stall_one(rng, time));
         }
     }
     Ok(faults)
@@ -598,9 +649,16 @@ fn summary(r: &Result, verdict: &[String]) -> String {
         r.resumes_by_snapshot
     );
     for (i, x) in r.faults.restarts.iter().enumerate() {
+        let takeover = match x.takeover_ms {
+            Some(ms) => format!(
+                "node n{}, another node owned the graph after {ms} ms; ",
+                x.node
+            ),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "| restart {} ({}) | at {:.1} s: down {} ms, every client resumed after {} ms |",
+            "| restart {} ({}) | at {:.1} s: {takeover}down {} ms, every client resumed after {} ms |",
             i + 1,
             x.signal,
             x.at_s,
@@ -632,8 +690,10 @@ fn summary(r: &Result, verdict: &[String]) -> String {
     );
     let _ = writeln!(
         s,
-        "| checks | replicas == server: {} diverged; server == git; confirmed in git: {} lost |",
-        r.checks.diverged, r.checks.lost
+        "| checks | replicas == server{}: {} diverged; server == git; confirmed in git: {} lost |",
+        if r.cluster > 0 { " (every node)" } else { "" },
+        r.checks.diverged,
+        r.checks.lost
     );
     s
 }

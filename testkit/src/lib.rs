@@ -8,6 +8,8 @@
 //!   the dictionary trainer, codec benchmarks and size reports.
 //! - [`proxy`]: a TCP proxy that cuts, stalls or refuses connections, for
 //!   the client's end-to-end tests and the soak test.
+//! - [`nats`]: a `nats-server` with JetStream on loopback, for the
+//!   cluster's tests and the soak test's `--cluster` mode.
 //! - [`default_dataset`] and [`bench_dataset`]: where the real graph is.
 //!
 //! Datasets are read by the client library's one reader,
@@ -29,10 +31,12 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod nats;
 pub mod proxy;
 pub mod rng;
 pub mod traffic;
 
+pub use nats::Nats;
 pub use proxy::Proxy;
 pub use rng::Rng;
 

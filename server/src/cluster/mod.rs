@@ -83,7 +83,7 @@ pub enum ClusterCmd {
         /// The mutation.
         forward: Box<Forward>,
     },
-    /// Relay a cursor or a selection to the other nodes.
+    /// Tell the other nodes of this node's sessions on a graph.
     Presence(Box<Presence>),
     /// Send an answer back to a forwarded mutation's node.
     Reply {
@@ -131,8 +131,11 @@ pub enum ClusterEvent {
     Reply(Reply),
     /// A committed group of a followed graph.
     Group(Box<Group>),
-    /// A cursor or a selection from a session of another node.
+    /// News of the sessions of another node.
     Presence(Box<Presence>),
+    /// A second has passed: time to tell the other nodes who is here, and
+    /// to drop the sessions of nodes not heard from.
+    Beat,
 }
 
 /// Why the cluster could not be joined.
@@ -233,7 +236,7 @@ pub fn changes_subject(graph: &str) -> String {
     format!("gitmind.changes.{graph}")
 }
 
-/// The subject of a graph's cursors and selections.
+/// The subject of the presence of a graph's sessions.
 fn presence_subject(graph: &str) -> String {
     format!("gitmind.presence.{graph}")
 }
@@ -357,6 +360,7 @@ impl Link {
                 _ = renew.tick() => {
                     self.renew().await;
                     self.watch().await;
+                    self.tell(ClusterEvent::Beat);
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gitmind_owner::change::{ChangeRecord, Write};
-use gitmind_schema::message::RollbackReason;
+use gitmind_schema::message::{PresenceState, RollbackReason};
 use gitmind_schema::model::{Edge, Node};
 use gitmind_schema::{json, Codec, Envelope, Limits, PerCodec};
 use serde::{Deserialize, Serialize};
@@ -62,19 +62,33 @@ pub struct Reply {
     pub envelope: String,
 }
 
-/// A cursor or a selection of a session, relayed to the other nodes
-/// (core NATS: ephemeral, at most once, like presence itself).
+/// What a node tells the others of its sessions on a graph (core NATS:
+/// ephemeral, at most once, like presence itself).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Presence {
     /// The graph.
     pub graph: String,
     /// The sender's node.
     pub node: String,
-    /// The sender's session key on its node.
-    pub session: u64,
-    /// The message (`cursor.move`, `selection.change`), in JSON, as the
-    /// sender's node relays it (with its `userId` and `sessionId`).
-    pub envelope: String,
+    /// What it says.
+    pub news: News,
+}
+
+/// The news of a [`Presence`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum News {
+    /// A cursor or a selection of one session, in JSON, as the sender's
+    /// node relays it (with its `userId` and `sessionId`), by its session
+    /// key on that node.
+    Ephemeral(u64, String),
+    /// The joins, leaves and presence changes of the node's sessions in one
+    /// digest (`user.presence`, in JSON), each by its session key.
+    Notices(Vec<(u64, String)>),
+    /// Every session the node has on the graph, with its presence (no
+    /// cursor nor selection: those travel live), sent every second: a node
+    /// that opens the graph later learns them, and one that stops hearing
+    /// it drops them.
+    Roster(Vec<(u64, PresenceState)>),
 }
 
 /// A committed group, as published.

@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gitmind_owner::{Origin, Owner, Release, SessionKey};
-use gitmind_schema::message::UpdateRollback;
+use gitmind_schema::message::{PresenceState, PresenceStatus, UpdateRollback, UserPresence};
 use gitmind_schema::{Body, Envelope};
 
 use super::{Hub, HubCmd};
-use crate::cluster::wire::{self, Change, Forward, Group, Lease, Presence, Reply, WireWrite};
+use crate::cluster::wire::{self, Change, Forward, Group, Lease, News, Presence, Reply, WireWrite};
 use crate::cluster::{Cluster, ClusterCmd, ClusterEvent};
 use crate::fanout::{Encoded, Refusal, ShardMsg};
 use crate::persist::Loaded;
@@ -21,6 +21,10 @@ use crate::stamp::now_ms;
 /// The first key given to a session of another node: far above the keys
 /// this server gives its own sessions.
 const FIRST_REMOTE_KEY: SessionKey = 1 << 62;
+
+/// How long the sessions of another node stay listed on a graph after its
+/// last word about them (it tells every second while it has some).
+const PRESENCE_TTL: Duration = Duration::from_secs(3);
 
 /// What the hub keeps of the cluster.
 pub(super) struct Membership {
@@ -41,6 +45,8 @@ pub(super) struct Membership {
     /// Graphs loaded again from git because their owner changed, with
     /// what waits for it: their mutations and the groups followed.
     reloading: HashMap<Arc<str>, Vec<Waiting>>,
+    /// When each other node last told of its sessions on each graph.
+    heard: HashMap<Arc<str>, HashMap<Arc<str>, Instant>>,
 }
 
 /// A mutation forwarded and not answered yet.
@@ -101,6 +107,7 @@ impl Membership {
             next_remote: FIRST_REMOTE_KEY,
             pending: HashMap::new(),
             reloading: HashMap::new(),
+            heard: HashMap::new(),
         }
     }
 
@@ -148,6 +155,28 @@ impl Membership {
     /// Whether a key is a session of another node.
     pub fn is_remote(&self, key: SessionKey) -> bool {
         self.remote.contains_key(&key)
+    }
+
+    /// Relays the joins, leaves and presence changes of this node's
+    /// sessions in a digest to the other nodes.
+    pub fn relay_notices(&self, graph: &str, notices: &[(SessionKey, Envelope)]) {
+        let ours: Vec<(SessionKey, String)> = notices
+            .iter()
+            .filter(|(key, _)| !self.is_remote(*key))
+            .map(|(key, notice)| (*key, wire::json_text(notice)))
+            .collect();
+        if !ours.is_empty() {
+            self.tell(graph, News::Notices(ours));
+        }
+    }
+
+    /// Tells the other nodes of this node's sessions on `graph`.
+    fn tell(&self, graph: &str, news: News) {
+        self.link.send(ClusterCmd::Presence(Box::new(Presence {
+            graph: graph.to_owned(),
+            node: self.link.node().to_string(),
+            news,
+        })));
     }
 }
 
@@ -205,6 +234,7 @@ impl Hub {
             member.count_roles(&self.metrics);
             member.pending.remove(graph);
             member.reloading.remove(graph);
+            member.heard.remove(graph);
             member.link.send(ClusterCmd::Unfollow {
                 graph: graph.into(),
             });
@@ -335,12 +365,183 @@ impl Hub {
         if member.is_remote(from) {
             return;
         }
-        member.link.send(ClusterCmd::Presence(Box::new(Presence {
-            graph: graph.to_owned(),
-            node: member.link.node().to_string(),
-            session: from,
-            envelope: wire::json_text(envelope),
-        })));
+        member.tell(graph, News::Ephemeral(from, wire::json_text(envelope)));
+    }
+
+    /// Every second: tells the other nodes of this node's sessions on each
+    /// graph open here, and drops the sessions of nodes not heard from
+    /// for [`PRESENCE_TTL`] (dead, or cut off).
+    fn beat(&mut self) {
+        let Some(member) = self.cluster.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        for graph in member.roles.keys() {
+            let Some(entry) = self.graphs.get(graph) else {
+                continue;
+            };
+            let local = entry.roster.local();
+            if !local.is_empty() {
+                member.tell(graph, News::Roster(local));
+            }
+        }
+        let mut gone: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        for (graph, nodes) in &mut member.heard {
+            nodes.retain(|node, at| {
+                let alive = now.duration_since(*at) < PRESENCE_TTL;
+                if !alive {
+                    gone.push((graph.clone(), node.clone()));
+                }
+                alive
+            });
+        }
+        for (graph, node) in gone {
+            tracing::debug!(
+                graph = &*graph,
+                node = &*node,
+                "a node's sessions are dropped"
+            );
+            self.roster_of(&graph, &node, &[]);
+        }
+    }
+
+    /// News from another node of its sessions on a graph open here.
+    fn presence_from(&mut self, p: Presence) {
+        let graph: Arc<str> = p.graph.as_str().into();
+        let Some(member) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(entry) = self.graphs.get_mut(&graph) else {
+            return;
+        };
+        let node: Arc<str> = p.node.as_str().into();
+        member
+            .heard
+            .entry(graph.clone())
+            .or_default()
+            .insert(node.clone(), Instant::now());
+        match p.news {
+            News::Ephemeral(session, text) => {
+                let from = member.remote_key(&node, session);
+                match wire::envelope(&text) {
+                    Ok(envelope) => {
+                        entry.roster.update(from, envelope.body.clone());
+                        self.broadcast_ephemeral(&graph, from, envelope);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "malformed presence from another node"),
+                }
+                return;
+            }
+            News::Notices(notices) => {
+                for (session, text) in notices {
+                    let key = member.remote_key(&node, session);
+                    let notice = match wire::envelope(&text) {
+                        Ok(notice) => notice,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed presence from another node");
+                            continue;
+                        }
+                    };
+                    let Body::UserPresence(presence) = notice.body else {
+                        continue;
+                    };
+                    match presence.status {
+                        PresenceStatus::Joined => {
+                            let session_id = notice.session_id.unwrap_or_default();
+                            match entry.roster.remote(key) {
+                                // Told already by the node's roster.
+                                Some(had) if had.session_id == session_id => continue,
+                                // A key reused by a node restarted under
+                                // the same name: another session.
+                                Some(_) => {
+                                    entry.roster.depart(key);
+                                }
+                                None => {}
+                            }
+                            entry.roster.arrive(
+                                key,
+                                PresenceState {
+                                    user_id: notice.user_id.unwrap_or_default(),
+                                    session_id,
+                                    presence: UserPresence {
+                                        status: PresenceStatus::Active,
+                                        ..presence
+                                    },
+                                    cursor: None,
+                                    selection: None,
+                                },
+                            );
+                        }
+                        PresenceStatus::Left => {
+                            entry.roster.depart(key);
+                        }
+                        _ => {
+                            entry.roster.update(key, Body::UserPresence(presence));
+                        }
+                    }
+                }
+            }
+            News::Roster(sessions) => {
+                let sessions: Vec<(SessionKey, PresenceState)> = sessions
+                    .into_iter()
+                    .map(|(session, state)| (member.remote_key(&node, session), state))
+                    .collect();
+                self.roster_of(&graph, &node, &sessions);
+                return;
+            }
+        }
+        if entry.roster.has_notices() {
+            self.noticed(&graph);
+        }
+    }
+
+    /// Makes the sessions of `node` listed on `graph` those it told of:
+    /// the others leave, the new ones arrive, a presence that differs (a
+    /// notice lost on the way) is changed.
+    fn roster_of(
+        &mut self,
+        graph: &Arc<str>,
+        node: &str,
+        sessions: &[(SessionKey, PresenceState)],
+    ) {
+        let Some(member) = self.cluster.as_ref() else {
+            return;
+        };
+        let Some(entry) = self.graphs.get_mut(graph) else {
+            return;
+        };
+        let told: HashMap<SessionKey, &PresenceState> =
+            sessions.iter().map(|(key, state)| (*key, state)).collect();
+        let listed: Vec<SessionKey> = entry
+            .roster
+            .remote_sessions()
+            .filter(|key| member.remote.get(key).is_some_and(|(n, _)| &**n == node))
+            .collect();
+        for key in listed {
+            let same = match (entry.roster.remote(key), told.get(&key)) {
+                (Some(had), Some(now)) => had.session_id == now.session_id,
+                _ => false,
+            };
+            if !same {
+                entry.roster.depart(key);
+            }
+        }
+        for (key, state) in sessions {
+            match entry.roster.remote(*key) {
+                None => {
+                    entry.roster.arrive(*key, state.clone());
+                }
+                Some(had) if had.presence != state.presence => {
+                    entry
+                        .roster
+                        .update(*key, Body::UserPresence(state.presence.clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        if entry.roster.has_notices() {
+            self.noticed(graph);
+        }
     }
 
     /// Publishes a committed group of an owned graph, each event encoded
@@ -448,20 +649,8 @@ impl Hub {
                 }
                 Err(e) => tracing::warn!(error = %e, "malformed reply from another node"),
             },
-            ClusterEvent::Presence(p) => {
-                let graph: Arc<str> = p.graph.as_str().into();
-                if self.graphs.get(&graph).is_none() {
-                    return;
-                }
-                let Some(member) = self.cluster.as_mut() else {
-                    return;
-                };
-                let from = member.remote_key(&p.node, p.session);
-                match wire::envelope(&p.envelope) {
-                    Ok(envelope) => self.broadcast_ephemeral(&graph, from, envelope),
-                    Err(e) => tracing::warn!(error = %e, "malformed presence from another node"),
-                }
-            }
+            ClusterEvent::Presence(p) => self.presence_from(*p),
+            ClusterEvent::Beat => self.beat(),
             ClusterEvent::Group(group) => {
                 if let Some(waiting) = self
                     .cluster

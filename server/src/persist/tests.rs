@@ -767,6 +767,27 @@ fn verify_fails_on_tampered_repositories() {
             .any(|p| p.contains("not where its id puts it")),
         "{problems:?}"
     );
+
+    // A merge: the history is no longer one chain.
+    let merge = repo
+        .commit(
+            None,
+            &sig,
+            &sig,
+            &msg,
+            &commit.tree().unwrap(),
+            &[&commit, &commit],
+        )
+        .unwrap();
+    repo.reference("refs/gitmind/graphs/g", merge, true, "tamper")
+        .unwrap();
+    let Err(VerifyError::Inconsistent { problems }) = verify(dir.path()) else {
+        panic!("verify passed a merge")
+    };
+    assert!(
+        problems.iter().any(|p| p.contains("not one chain")),
+        "{problems:?}"
+    );
 }
 
 /// A copy of `tree` with the blob at `path` set to `blob`.

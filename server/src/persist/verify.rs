@@ -2,7 +2,8 @@
 //! where and what this version writes, and each commit's journal agrees
 //! with its tree.
 //!
-//! For every commit on a graph's first-parent history: the message parses;
+//! For every commit on a graph's history: it has one parent at most (the
+//! history is one chain); the message parses;
 //! `seq` continues from the parent's within an epoch; every journal line
 //! decodes; and the tree changed exactly as the journal says: the final
 //! write of each entity in the journal is the blob at its path in the
@@ -140,6 +141,13 @@ fn check_graph(
     while let Some(id) = cursor {
         let commit = repo.find_commit(id)?;
         let parent = commit.parent_id(0).ok();
+        if commit.parent_count() > 1 {
+            // The server never merges: a graph's history is one chain.
+            problems.push(format!(
+                "commit {id} has {} parents: the history is not one chain",
+                commit.parent_count()
+            ));
+        }
         let message = String::from_utf8_lossy(commit.message_raw_bytes()).into_owned();
         let parsed = match journal::parse_message(&message) {
             Ok(p) => p,

@@ -20,6 +20,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// An envelope from its JSON text.
+pub fn env(id: &str, ty: &str, data: &str) -> Envelope {
+    let text = format!(r#"{{"id":"{id}","type":"{ty}","data":{data}}}"#);
+    json::decode(&text, &Limits::default())
+        .unwrap()
+        .remove(0)
+        .unwrap()
+}
+
 /// How long a test waits for any one thing before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
