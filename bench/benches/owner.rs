@@ -14,9 +14,7 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use gitmind_bench::owner_work::{
-    commit, config, label_update, origin, owner_with_nodes,
-};
+use gitmind_bench::owner_work::{commit, config, label_update, origin, owner_with_nodes};
 use gitmind_owner::{Owner, Submit};
 use gitmind_schema::message::{BatchOp, BatchUpdate, NodeCreate, NodeUpdate};
 use gitmind_schema::model::{Node, TextEdits};

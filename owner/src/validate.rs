@@ -177,7 +177,9 @@ fn prop(key: &str, value: &PropValue, ctx: &str) -> Result<(), Refusal> {
         )));
     }
     match value {
-        PropValue::String(s) => max_bytes(s, MAX_PROP_STRING_BYTES, format_args!("{ctx}.props.{key}")),
+        PropValue::String(s) => {
+            max_bytes(s, MAX_PROP_STRING_BYTES, format_args!("{ctx}.props.{key}"))
+        }
         PropValue::Number(n) => finite(*n, format_args!("{ctx}.props.{key}")),
         PropValue::Bool(_) => Ok(()),
     }
