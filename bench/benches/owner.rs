@@ -14,9 +14,10 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use gitmind_owner::{Origin, Owner, OwnerConfig, Submit};
+use gitmind_bench::owner_work::{commit, config, label_update, origin, owner_with_nodes};
+use gitmind_owner::{Owner, Submit};
 use gitmind_schema::message::{BatchOp, BatchUpdate, NodeCreate, NodeUpdate};
-use gitmind_schema::model::{Node, NodeSet, TextEdits};
+use gitmind_schema::model::{Node, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
 
@@ -113,68 +114,6 @@ impl ValueFormatter for CpuFormatter {
     fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
         "ns"
     }
-}
-
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-const NODES: usize = 1000;
-
-fn origin(n: u64) -> Origin {
-    Origin {
-        session: n,
-        session_id: format!("s{n}"),
-        user_id: format!("u{n}"),
-    }
-}
-
-/// The configuration of every bench: the window bounded by its 100,000
-/// changes alone (the clock here does not advance 10 minutes, and at a
-/// million changes a second a 10-minute window would not be bounded memory).
-fn config() -> OwnerConfig {
-    OwnerConfig {
-        replay_ms: 0,
-        ..OwnerConfig::default()
-    }
-}
-
-/// An owner with `NODES` committed nodes.
-fn owner_with_nodes() -> Owner {
-    let mut o = Owner::new("bench", "e".into(), config());
-    for i in 0..NODES {
-        let body = Body::NodeCreate(NodeCreate {
-            base_seq: Some(0),
-            node: Node {
-                id: format!("n:{i}"),
-                label: Some("start".into()),
-                ..Node::default()
-            },
-            commit: None,
-        });
-        o.submit(origin(1), &format!("c{i}"), body, 1);
-    }
-    commit(&mut o);
-    o
-}
-
-fn commit(o: &mut Owner) {
-    o.take_group();
-    let upto = o.ordered_seq();
-    black_box(o.committed(upto, COMMIT));
-}
-
-fn label_update(base: u64, i: u64) -> Body {
-    Body::NodeUpdate(NodeUpdate {
-        base_seq: Some(base),
-        id: format!("n:{}", i % NODES as u64),
-        set: Some(NodeSet {
-            label: Some(if i % 2 == 0 {
-                "even".into()
-            } else {
-                "odd".into()
-            }),
-            ..NodeSet::default()
-        }),
-        ..NodeUpdate::default()
-    })
 }
 
 fn field_updates<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Clock, tag: &str) {

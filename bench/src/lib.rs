@@ -9,10 +9,12 @@
 //! - [`conn`]: a lean protocol connection for load generation.
 //! - [`metrics`]: reading the server's `/metrics` and snapshots.
 //! - [`report`]: results as JSON and Markdown, with SVG charts.
+//! - [`owner_work`]: the graph owner's benchmark workload.
 
 pub mod conn;
 pub mod machine;
 pub mod metrics;
+pub mod owner_work;
 pub mod procstat;
 pub mod report;
 pub mod server;

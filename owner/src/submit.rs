@@ -22,12 +22,18 @@ impl Owner {
     /// Takes one mutation from `origin`: `body` is one of the seven mutation
     /// types (anything else is refused as `invalid`), `mutation_id` its
     /// envelope id, `now_ms` the server's clock (stored as the change's time).
-    pub fn submit(&mut self, origin: Origin, mutation_id: &str, body: Body, now_ms: u64) -> Submit {
+    pub fn submit(
+        &mut self,
+        mut origin: Origin,
+        mutation_id: &str,
+        body: Body,
+        now_ms: u64,
+    ) -> Submit {
         let idem_key = self.idempotency.key(&origin.user_id, mutation_id);
         if let Some(answer) = self.settled_before(&origin, mutation_id, idem_key, now_ms) {
             return answer;
         }
-        match self.order(&origin, mutation_id, &body, now_ms) {
+        match self.order(&mut origin, mutation_id, &body, now_ms) {
             Ok(pending) => {
                 let seq = pending.record.seq;
                 self.idempotency.insert_by_key(idem_key, seq);
@@ -41,10 +47,11 @@ impl Owner {
 
     /// Checks a mutation, applies it to the live graph and records it as
     /// the next change; or says why not (and which op of a batch), with the
-    /// live graph as it was.
+    /// live graph as it was. The change's record takes the origin's strings
+    /// (they are left empty) when the change is ordered.
     fn order(
         &mut self,
-        origin: &Origin,
+        origin: &mut Origin,
         mutation_id: &str,
         body: &Body,
         now_ms: u64,
@@ -99,8 +106,8 @@ impl Owner {
         let result = match batch {
             None => op_of_body(body)
                 .ok_or_else(|| whole(Refusal::invalid("not a mutation")))
-                .and_then(|op| self.live.apply(&mut cx, op).map(|a| vec![a]).map_err(whole)),
-            Some(b) => self.apply_batch(&mut cx, b),
+                .and_then(|op| self.live.apply(&mut cx, op).map(Ops::One).map_err(whole)),
+            Some(b) => self.apply_batch(&mut cx, b).map(Ops::Batch),
         };
         let Cx { undo, writes, .. } = cx;
         self.config.edge_types = edge_types;
@@ -116,18 +123,12 @@ impl Owner {
         } else {
             writes
         };
-        let record = self.build_record(
-            origin,
-            mutation_id,
-            seq,
-            now_ms,
-            batch.is_some(),
-            applied,
-            writes,
-        );
+        let record = self.build_record(origin, mutation_id, seq, now_ms, applied, writes);
         if may_outgrow_a_frame(body) {
             if let Err(refusal) = self.fits_in_a_frame(&record) {
                 self.live.revert(undo);
+                origin.user_id = record.user_id;
+                origin.session_id = record.session_id;
                 return Err(whole(refusal));
             }
         }
@@ -294,54 +295,49 @@ impl Owner {
         Submit::Reply(env)
     }
 
-    /// Builds the change record of an applied mutation.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the change record of an applied mutation; the record takes
+    /// the origin's user and session ids.
     fn build_record(
         &self,
-        origin: &Origin,
+        origin: &mut Origin,
         mutation_id: &str,
         seq: u64,
         at_ms: u64,
-        is_batch: bool,
-        applied: Vec<graph::Applied>,
+        applied: Ops,
         writes: Vec<Write>,
     ) -> ChangeRecord {
-        let mut conflicts = Vec::new();
-        let mut resolution = Resolution::default();
-        let mut text = None;
-        let mut events = Vec::with_capacity(applied.len());
-        for (i, a) in applied.into_iter().enumerate() {
-            if let Some(concerned) = &a.concerned {
-                let r = self.live.resolution(concerned);
-                if is_batch {
-                    let index = u32::try_from(i).unwrap_or(u32::MAX);
-                    resolution
-                        .ops
-                        .get_or_insert_with(Vec::new)
-                        .push(OpResolution {
-                            index,
-                            resolution: r,
-                        });
-                } else {
-                    resolution = r;
+        let (event_body, conflicts, resolution, text) = match applied {
+            Ops::One(a) => {
+                let resolution = a
+                    .concerned
+                    .as_ref()
+                    .map(|c| self.live.resolution(c))
+                    .unwrap_or_default();
+                (Body::from(a.event), a.conflicts, resolution, a.text)
+            }
+            Ops::Batch(all) => {
+                let mut conflicts = Vec::new();
+                let mut resolution = Resolution::default();
+                let mut events = Vec::with_capacity(all.len());
+                for (i, a) in all.into_iter().enumerate() {
+                    if let Some(concerned) = &a.concerned {
+                        resolution
+                            .ops
+                            .get_or_insert_with(Vec::new)
+                            .push(OpResolution {
+                                index: u32::try_from(i).unwrap_or(u32::MAX),
+                                resolution: self.live.resolution(concerned),
+                            });
+                    }
+                    conflicts.extend(a.conflicts);
+                    events.push(a.event);
                 }
-            }
-            conflicts.extend(a.conflicts);
-            if !is_batch {
-                text = a.text;
-            }
-            events.push(a.event);
-        }
-        let event_body = if is_batch {
-            Body::BatchUpdate(BatchUpdate {
-                base_seq: None,
-                ops: events,
-                commit: None,
-            })
-        } else {
-            match events.pop() {
-                Some(op) => Body::from(op),
-                None => Body::BatchUpdate(BatchUpdate::default()),
+                let body = Body::BatchUpdate(BatchUpdate {
+                    base_seq: None,
+                    ops: events,
+                    commit: None,
+                });
+                (body, conflicts, resolution, None)
             }
         };
         let outcome_body = if conflicts.is_empty() {
@@ -370,14 +366,16 @@ impl Owner {
             env.seq = Some(seq);
             env
         };
+        let event = stamp(Envelope::new(mutation_id, event_body));
+        let outcome = stamp(Envelope::new(outcome_id(seq), outcome_body));
         ChangeRecord {
             seq,
             at_ms,
-            user_id: origin.user_id.clone(),
-            session_id: origin.session_id.clone(),
+            user_id: std::mem::take(&mut origin.user_id),
+            session_id: std::mem::take(&mut origin.session_id),
             mutation_id: mutation_id.to_owned(),
-            event: stamp(Envelope::new(mutation_id, event_body)),
-            outcome: stamp(Envelope::new(outcome_id(seq), outcome_body)),
+            event,
+            outcome,
             writes,
         }
     }
@@ -408,6 +406,15 @@ impl Owner {
         }
         Ok(())
     }
+}
+
+/// What a mutation's ops yielded: a single op's, without a vector of one,
+/// or each op of a batch's.
+// Moved once, into the record: boxing `One` would be the allocation this saves.
+#[allow(clippy::large_enum_variant)]
+enum Ops {
+    One(graph::Applied),
+    Batch(Vec<graph::Applied>),
 }
 
 /// Whether a mutation's event and outcome can grow past the frame limit:
@@ -442,9 +449,8 @@ fn outcome_id(seq: u64) -> String {
     }
     let mut id = String::with_capacity(2 + digits.len() - i);
     id.push_str("o-");
-    for d in &digits[i..] {
-        id.push(char::from(*d));
-    }
+    // ASCII digits: always UTF-8.
+    id.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
     id
 }
 

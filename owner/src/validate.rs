@@ -5,6 +5,8 @@
 //! a size or count limit as `too_large`. Every message names the field and
 //! says why, so a person can fix the request from the message alone.
 
+use std::fmt;
+
 use gitmind_schema::message::RollbackReason;
 use gitmind_schema::model::{Edge, EdgeSet, Entity, Node, NodeSet, PropValue, Props, PropsPatch};
 
@@ -138,8 +140,9 @@ pub(crate) fn node_id(id: &str, field: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A string field with a byte limit.
-fn max_bytes(value: &str, limit: usize, field: &str) -> Result<(), Refusal> {
+/// A string field with a byte limit. The field's name is formatted only
+/// for a refusal: these checks run on every change.
+fn max_bytes(value: &str, limit: usize, field: fmt::Arguments<'_>) -> Result<(), Refusal> {
     if value.len() > limit {
         return Err(Refusal::too_large(format!(
             "{field} is {} bytes; the limit is {limit}",
@@ -150,7 +153,7 @@ fn max_bytes(value: &str, limit: usize, field: &str) -> Result<(), Refusal> {
 }
 
 /// A number that must be finite.
-fn finite(value: f64, field: &str) -> Result<(), Refusal> {
+fn finite(value: f64, field: fmt::Arguments<'_>) -> Result<(), Refusal> {
     if !value.is_finite() {
         return Err(Refusal::invalid(format!(
             "{field} is {value}; it must be a finite number"
@@ -174,8 +177,10 @@ fn prop(key: &str, value: &PropValue, ctx: &str) -> Result<(), Refusal> {
         )));
     }
     match value {
-        PropValue::String(s) => max_bytes(s, MAX_PROP_STRING_BYTES, &format!("{ctx}.props.{key}")),
-        PropValue::Number(n) => finite(*n, &format!("{ctx}.props.{key}")),
+        PropValue::String(s) => {
+            max_bytes(s, MAX_PROP_STRING_BYTES, format_args!("{ctx}.props.{key}"))
+        }
+        PropValue::Number(n) => finite(*n, format_args!("{ctx}.props.{key}")),
         PropValue::Bool(_) => Ok(()),
     }
 }
@@ -267,19 +272,19 @@ fn node_fields(
     ctx: &str,
 ) -> Result<(), Refusal> {
     if let Some(v) = kind {
-        max_bytes(v, MAX_KIND_BYTES, &format!("{ctx}.kind"))?;
+        max_bytes(v, MAX_KIND_BYTES, format_args!("{ctx}.kind"))?;
     }
     if let Some(v) = label {
-        max_bytes(v, MAX_LABEL_BYTES, &format!("{ctx}.label"))?;
+        max_bytes(v, MAX_LABEL_BYTES, format_args!("{ctx}.label"))?;
     }
     if let Some(v) = content {
-        max_bytes(v, MAX_CONTENT_BYTES, &format!("{ctx}.content"))?;
+        max_bytes(v, MAX_CONTENT_BYTES, format_args!("{ctx}.content"))?;
     }
     if let Some(v) = x {
-        finite(v, &format!("{ctx}.x"))?;
+        finite(v, format_args!("{ctx}.x"))?;
     }
     if let Some(v) = y {
-        finite(v, &format!("{ctx}.y"))?;
+        finite(v, format_args!("{ctx}.y"))?;
     }
     Ok(())
 }
@@ -331,7 +336,7 @@ fn edge_fields(
         }
     }
     if let Some(r) = rationale {
-        max_bytes(r, MAX_RATIONALE_BYTES, &format!("{ctx}.rationale"))?;
+        max_bytes(r, MAX_RATIONALE_BYTES, format_args!("{ctx}.rationale"))?;
     }
     Ok(())
 }
