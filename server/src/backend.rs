@@ -1,7 +1,7 @@
 //! The shards' I/O backends (docs/architecture.md, "I/O backends"): where
 //! a shard accepts connections and what an accepted connection is before
-//! it becomes a [`Stream`](crate::tls::Stream), on epoll (tokio's reactor)
-//! or io_uring (`--io uring`, [`crate::uring`]).
+//! it becomes a stream (`tls::Stream`), on epoll (tokio's reactor) or
+//! io_uring (`--io uring`, `uring`).
 //!
 //! The rest of the server sees one stream type whatever the backend, so a
 //! connection's opening and its session have one code path.
@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 
+#[cfg(all(feature = "uring", target_os = "linux"))]
+use crate::uring;
+
 /// A connection just accepted, on the backend it will be served with.
 #[derive(Debug)]
 pub enum Tcp {
@@ -18,7 +21,7 @@ pub enum Tcp {
     Epoll(TcpStream),
     /// Through io_uring.
     #[cfg(all(feature = "uring", target_os = "linux"))]
-    Uring(crate::uring::Tcp),
+    Uring(uring::Tcp),
 }
 
 impl Tcp {
@@ -30,7 +33,7 @@ impl Tcp {
     pub fn adopt(stream: std::net::TcpStream, uring: bool) -> io::Result<Tcp> {
         #[cfg(all(feature = "uring", target_os = "linux"))]
         if uring {
-            return crate::uring::Tcp::from_std(stream).map(Tcp::Uring);
+            return uring::Tcp::from_std(stream).map(Tcp::Uring);
         }
         let _ = uring;
         TcpStream::from_std(stream).map(Tcp::Epoll)
@@ -52,7 +55,7 @@ pub enum Listener {
     Epoll(TcpListener),
     /// Accepts through io_uring.
     #[cfg(all(feature = "uring", target_os = "linux"))]
-    Uring(crate::uring::Listener),
+    Uring(uring::Listener),
 }
 
 impl Listener {
@@ -64,7 +67,7 @@ impl Listener {
     pub fn new(listener: std::net::TcpListener, uring: bool) -> io::Result<Listener> {
         #[cfg(all(feature = "uring", target_os = "linux"))]
         if uring {
-            return Ok(Listener::Uring(crate::uring::Listener::from_std(listener)));
+            return Ok(Listener::Uring(uring::Listener::from_std(listener)));
         }
         let _ = uring;
         TcpListener::from_std(listener).map(Listener::Epoll)

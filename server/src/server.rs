@@ -376,7 +376,9 @@ fn run_shard(index: usize, link: ShardLink, source: Source, shared: &Arc<Shared>
     if shared.config.io == IoBackend::Uring {
         match crate::uring::runtime() {
             Ok(runtime) => runtime.block_on(serve),
-            Err(e) => tracing::error!(error = %e, "shard {index} could not start its io_uring runtime"),
+            Err(e) => {
+                tracing::error!(error = %e, "shard {index} could not start its io_uring runtime")
+            }
         }
         return;
     }
@@ -439,7 +441,10 @@ async fn serve_shard(
     tracker.close();
     let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(shard = index, "sessions still open after the shutdown timeout; dropping them");
+        tracing::warn!(
+            shard = index,
+            "sessions still open after the shutdown timeout; dropping them"
+        );
     }
 }
 

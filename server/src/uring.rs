@@ -33,7 +33,9 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::tls::READ_CHUNK;
+/// Bytes one read hands the kernel (as `tls::READ_CHUNK` on epoll): an
+/// idle session holds this much, in flight.
+pub const READ_CHUNK: usize = 4096;
 
 /// The most bytes one write copies and submits: a large response is
 /// written in pieces of this size rather than copied whole.
@@ -90,7 +92,9 @@ pub struct Tcp {
 
 impl std::fmt::Debug for Tcp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tcp").field("peer", &self.peer).finish_non_exhaustive()
+        f.debug_struct("Tcp")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -262,10 +266,13 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// A client on a plain thread, the server's side through io_uring.
-    fn pair(client: impl FnOnce(std::net::TcpStream) + Send + 'static) -> (UringStream, std::thread::JoinHandle<()>) {
+    fn pair(
+        client: impl FnOnce(std::net::TcpStream) + Send + 'static,
+    ) -> (UringStream, std::thread::JoinHandle<()>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let thread = std::thread::spawn(move || client(std::net::TcpStream::connect(addr).unwrap()));
+        let thread =
+            std::thread::spawn(move || client(std::net::TcpStream::connect(addr).unwrap()));
         let (tcp, _) = listener.accept().unwrap();
         (UringStream::new(Tcp::from_std(tcp).unwrap()), thread)
     }
