@@ -39,6 +39,16 @@ impl Tcp {
         TcpStream::from_std(stream).map(Tcp::Epoll)
     }
 
+    /// The connection on tokio's reactor, if it was accepted there (with
+    /// TLS on, every connection is).
+    pub fn into_epoll(self) -> Option<TcpStream> {
+        match self {
+            Tcp::Epoll(tcp) => Some(tcp),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Tcp::Uring(_) => None,
+        }
+    }
+
     /// The client's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {

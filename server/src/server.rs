@@ -594,7 +594,7 @@ async fn open(tcp: Tcp, shared: &Shared, deadline: Instant) -> Option<Stream> {
         return Some(Stream::plain(tcp));
     };
     // With TLS on, shards accept on epoll whatever the backend.
-    let Tcp::Epoll(tcp) = tcp else {
+    let Some(tcp) = tcp.into_epoll() else {
         tracing::error!("a TLS connection accepted through io_uring; closing it");
         return None;
     };
