@@ -302,8 +302,9 @@ impl Stream {
         match &mut self.transport {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            // Read through the spill ([`Stream::poll_read`]); empty: the end.
             #[cfg(all(feature = "uring", target_os = "linux"))]
-            Transport::Uring(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Uring(_) => Poll::Ready(Ok(())),
         }
     }
 }
@@ -315,10 +316,11 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // io_uring reads into a buffer of its own, and keeps what is left.
+        // io_uring reads into a buffer of its own: what the caller has no
+        // room for waits in the spill.
         #[cfg(all(feature = "uring", target_os = "linux"))]
-        if let Transport::Uring(s) = &mut this.transport {
-            return Pin::new(s).poll_read(cx, buf);
+        if let (Transport::Uring(s), true) = (&mut this.transport, this.spill.is_empty()) {
+            this.spill = ready!(s.poll_read_owned(cx))?;
         }
         if !this.spill.is_empty() {
             let n = this.spill.len().min(buf.remaining());

@@ -12,11 +12,12 @@
 //! kernel until the completion comes back, and a future dropped meanwhile
 //! leaves the buffer with the driver. [`UringStream`] turns that into the
 //! `AsyncRead`/`AsyncWrite` the HTTP handshake, tungstenite, the frame
-//! writer and the closing handshake already take, so a session has one
-//! code path on both backends:
+//! writer and the closing handshake already take (as a variant of
+//! `tls::Stream`), so a session has one code path on both backends:
 //!
-//! - a read hands the kernel a [`READ_CHUNK`] buffer; what the caller has
-//!   no room for waits in `rest`, freed once taken;
+//! - a read hands the kernel a [`READ_CHUNK`] buffer and gives it back
+//!   filled ([`UringStream::poll_read_owned`]); what the caller has no room
+//!   for waits in `tls::Stream`'s spill, as on epoll, freed once taken;
 //! - a write copies the caller's slices into one owned buffer, submits it
 //!   and reports them written; the next write, a flush or the shutdown
 //!   waits for it to complete, and its error, if any, is reported there.
@@ -31,7 +32,7 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 /// Bytes one read hands the kernel (as `tls::READ_CHUNK` on epoll): an
 /// idle session holds this much, in flight.
@@ -126,8 +127,6 @@ pub struct UringStream {
     tcp: Rc<tokio_uring::net::TcpStream>,
     reading: Option<Reading>,
     writing: Option<Writing>,
-    /// Bytes read and not yet taken (empty: nothing allocated).
-    rest: Bytes,
 }
 
 impl std::fmt::Debug for UringStream {
@@ -135,7 +134,6 @@ impl std::fmt::Debug for UringStream {
         f.debug_struct("UringStream")
             .field("reading", &self.reading.is_some())
             .field("writing", &self.writing.is_some())
-            .field("rest", &self.rest.len())
             .finish_non_exhaustive()
     }
 }
@@ -148,8 +146,25 @@ impl UringStream {
             tcp: Rc::new(tcp.stream),
             reading: None,
             writing: None,
-            rest: Bytes::new(),
         }
+    }
+
+    /// The next bytes the kernel has for us, in the buffer they were read
+    /// into (at most [`READ_CHUNK`]); empty at the end of the stream. The
+    /// caller keeps what it cannot take at once (`tls::Stream`'s spill).
+    ///
+    /// # Errors
+    /// As `recv(2)`.
+    pub fn poll_read_owned(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let tcp = Rc::clone(&self.tcp);
+        let reading = self.reading.get_or_insert_with(|| {
+            Box::pin(async move { tcp.read(Vec::with_capacity(READ_CHUNK)).await })
+        });
+        let (result, data) = ready!(reading.as_mut().poll(cx));
+        self.reading = None;
+        result?;
+        // The driver set the vector's length to what was read.
+        Poll::Ready(Ok(Bytes::from(data)))
     }
 
     /// Waits for the write in flight, if any, and gives its result.
@@ -171,36 +186,6 @@ impl Drop for UringStream {
         if self.reading.is_some() || self.writing.is_some() {
             let _ = self.tcp.shutdown(Shutdown::Both);
         }
-    }
-}
-
-impl AsyncRead for UringStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.rest.is_empty() {
-            let tcp = Rc::clone(&this.tcp);
-            let reading = this.reading.get_or_insert_with(|| {
-                Box::pin(async move { tcp.read(Vec::with_capacity(READ_CHUNK)).await })
-            });
-            let (result, data) = ready!(reading.as_mut().poll(cx));
-            this.reading = None;
-            if result? == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            // The driver set the vector's length to what was read.
-            this.rest = Bytes::from(data);
-        }
-        let n = this.rest.len().min(buf.remaining());
-        buf.put_slice(&this.rest.split_to(n));
-        if this.rest.is_empty() {
-            // Free it: an idle connection holds only the buffer in flight.
-            this.rest = Bytes::new();
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -263,7 +248,7 @@ impl AsyncWrite for UringStream {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
 
     /// A client on a plain thread, the server's side through io_uring.
     fn pair(
@@ -278,20 +263,22 @@ mod tests {
     }
 
     #[test]
-    fn small_reads_take_every_byte_in_order() {
+    fn owned_reads_give_every_byte_in_order_then_the_end() {
         use std::io::Write as _;
         let sent: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let expected = sent.clone();
         runtime().unwrap().block_on(async move {
             let (mut stream, client) = pair(move |mut tcp| tcp.write_all(&sent).unwrap());
             let mut got = Vec::new();
-            let mut small = [0u8; 14];
             loop {
-                let n = stream.read(&mut small).await.unwrap();
-                if n == 0 {
+                let bytes = std::future::poll_fn(|cx| stream.poll_read_owned(cx))
+                    .await
+                    .unwrap();
+                if bytes.is_empty() {
                     break;
                 }
-                got.extend_from_slice(&small[..n]);
+                assert!(bytes.len() <= READ_CHUNK);
+                got.extend_from_slice(&bytes);
             }
             assert_eq!(got, expected);
             client.join().unwrap();
@@ -334,11 +321,9 @@ mod tests {
                 let _ = tcp.read_to_end(&mut all);
                 tx.send(()).unwrap();
             });
-            let mut byte = [0u8; 1];
             // Starts a read the client never answers.
             std::future::poll_fn(|cx| {
-                let mut buf = ReadBuf::new(&mut byte);
-                assert!(Pin::new(&mut stream).poll_read(cx, &mut buf).is_pending());
+                assert!(stream.poll_read_owned(cx).is_pending());
                 Poll::Ready(())
             })
             .await;
