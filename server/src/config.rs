@@ -25,6 +25,19 @@ pub enum AcceptMode {
     Reuseport,
 }
 
+/// What the shards do their socket I/O with (docs/architecture.md,
+/// "I/O backends").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoBackend {
+    /// Readiness (epoll) through tokio's reactor.
+    #[default]
+    Epoll,
+    /// Completions (io_uring) through tokio-uring, for plain TCP; TLS
+    /// connections stay on epoll. Needs the `uring` cargo feature (Linux).
+    Uring,
+}
+
 /// Everything the server can be told. Deserializes from a TOML file whose
 /// keys are the field names; missing keys keep their defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +56,8 @@ pub struct Config {
     pub shards: usize,
     /// How connections reach shards.
     pub accept: AcceptMode,
+    /// What the shards do their socket I/O with.
+    pub io: IoBackend,
     /// Where the git repository lives.
     pub data_dir: PathBuf,
     /// fsync each commit before confirming it.
@@ -160,6 +175,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             shards: 0,
             accept: AcceptMode::Handoff,
+            io: IoBackend::default(),
             data_dir: PathBuf::from("gitmind-data"),
             fsync: true,
             backlog: 4096,
@@ -273,6 +289,13 @@ impl Config {
                      (letters, digits, '-', '_')"
                 ));
             }
+        }
+        if self.io == IoBackend::Uring && !cfg!(all(feature = "uring", target_os = "linux")) {
+            return Err(
+                "--io uring needs a server built with the `uring` cargo feature on Linux \
+                 (cargo build --release -p gitmind-server --features uring); or use --io epoll"
+                    .into(),
+            );
         }
         if self.max_frame_bytes < 1024 || self.max_envelopes == 0 || self.max_json_depth < 4 {
             return Err("limits are too small to carry a single message".into());

@@ -13,6 +13,10 @@
 //! - [`auth`]: origins, hosts, credentials and what they allow.
 //! - [`config`]: every knob, with defaults that need no configuration.
 //! - [`server`]: start, listeners, accept, shutdown.
+//! - [`backend`]: the shards' I/O backends, epoll or io_uring
+//!   (`--io`), and what a connection is when accepted.
+//! - `uring` (the `uring` feature, Linux): io_uring shards and a stream
+//!   over its owned-buffer reads and writes.
 //! - [`tls`]: the certificate, its reload, and a connection's stream,
 //!   plain or TLS.
 //! - [`http`]: request heads, plain endpoints, the WebSocket handshake.
@@ -35,6 +39,7 @@
 //! - [`view`]: what a session with read prefixes sees of its graph.
 
 pub mod auth;
+pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod fanout;
@@ -58,6 +63,8 @@ pub mod subscriptions;
 mod sync_stream;
 pub mod tls;
 pub mod trim;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub mod uring;
 pub mod view;
 pub mod web;
 

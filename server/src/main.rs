@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gitmind_server::config::AcceptMode;
+use gitmind_server::config::{AcceptMode, IoBackend};
 use gitmind_server::{Config, Server};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -32,6 +32,10 @@ struct Args {
     /// How connections are spread over shards.
     #[arg(long, value_enum)]
     accept: Option<AcceptMode>,
+    /// What the shards do socket I/O with: epoll, or io_uring (a server
+    /// built with the `uring` feature, Linux; TLS stays on epoll).
+    #[arg(long, value_enum)]
+    io: Option<IoBackend>,
     /// Directory of the git repository.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -134,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         port,
         shards,
         accept,
+        io,
         data_dir,
         max_connections,
         max_frame_bytes,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Access, Authenticator, Credentials, OriginPolicy};
-use crate::config::{AcceptMode, Config};
+use crate::backend::{Listener, Tcp};
+use crate::config::{AcceptMode, Config, IoBackend};
 use crate::fanout::{Member, ShardLink};
 use crate::http::{self, Request, Response};
 use crate::hub::{self, Hub, HubCmd, SnapshotReply};
@@ -69,6 +70,11 @@ pub enum StartError {
     /// A thread or runtime could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// `--io uring`, and this kernel will not set up an io_uring (too old,
+    /// or io_uring disabled: `kernel.io_uring_disabled`, seccomp). There is
+    /// no silent fallback: start with `--io epoll`.
+    #[error("--io uring: this system refuses io_uring ({0}); start with --io epoll")]
+    Uring(std::io::Error),
     /// The TLS certificate or key could not be loaded.
     #[error("cannot load the TLS certificate: {0}")]
     Tls(#[from] TlsError),
@@ -114,6 +120,10 @@ impl Server {
     /// [`StartError`] says what could not be done.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        if config.io == IoBackend::Uring {
+            crate::uring::probe().map_err(StartError::Uring)?;
+        }
         let auth = crate::auth::authenticator(&config.auth).map_err(StartError::Config)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
@@ -237,7 +247,7 @@ impl Server {
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
-        tracing::info!(%addr, shards, accept = ?config.accept, tls = tls.is_some(), data_dir = %config.data_dir.display(), "serving");
+        tracing::info!(%addr, shards, accept = ?config.accept, io = ?config.io, tls = tls.is_some(), data_dir = %config.data_dir.display(), "serving");
         Ok(Server {
             addr,
             shutdown: shared.shutdown.clone(),
@@ -356,8 +366,22 @@ enum Source {
     Handoff(tokio::sync::mpsc::Receiver<std::net::TcpStream>),
 }
 
-/// A shard thread's body.
+/// A shard thread's body: its runtime, on the configured backend, serving
+/// until shutdown.
 fn run_shard(index: usize, link: ShardLink, source: Source, shared: &Arc<Shared>) {
+    // TLS connections stay on epoll (server::uring).
+    let uring = shared.config.io == IoBackend::Uring && shared.tls.is_none();
+    let serve = serve_shard(index, link, source, uring, shared);
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    if shared.config.io == IoBackend::Uring {
+        match crate::uring::runtime() {
+            Ok(runtime) => runtime.block_on(serve),
+            Err(e) => {
+                tracing::error!(error = %e, "shard {index} could not start its io_uring runtime")
+            }
+        }
+        return;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -365,48 +389,63 @@ fn run_shard(index: usize, link: ShardLink, source: Source, shared: &Arc<Shared>
         Ok(runtime) => runtime,
         Err(e) => return tracing::error!(error = %e, "shard {index} could not start its runtime"),
     };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let shard = ShardState::new(index, shared.metrics.clone(), shared.config.limits());
-        tokio::task::spawn_local(shard::dispatch_loop(shard.clone(), link));
-        let tracker = TaskTracker::new();
-        let token = shared.shutdown.clone();
-        match source {
-            Source::Listener(listener) => {
-                let Some(listener) = listener.and_then(|l| TcpListener::from_std(l).ok()) else { return };
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => break,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => {
-                                tracker.spawn_local(connection(stream, index, shard.clone(), shared.clone()));
-                            }
-                            Err(e) => accept_error(&e).await,
-                        },
+    tokio::task::LocalSet::new().block_on(&runtime, serve);
+}
+
+/// A shard's work, on a current-thread runtime with a `LocalSet`: its
+/// dispatcher, and its connections (through io_uring when `uring`) until
+/// shutdown, then their end.
+async fn serve_shard(
+    index: usize,
+    link: ShardLink,
+    source: Source,
+    uring: bool,
+    shared: &Arc<Shared>,
+) {
+    let shard = ShardState::new(index, shared.metrics.clone(), shared.config.limits());
+    tokio::task::spawn_local(shard::dispatch_loop(shard.clone(), link));
+    let tracker = TaskTracker::new();
+    let token = shared.shutdown.clone();
+    match source {
+        Source::Listener(listener) => {
+            let Some(listener) = listener.and_then(|l| Listener::new(l, uring).ok()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(tcp) => {
+                            tracker.spawn_local(connection(tcp, index, shard.clone(), shared.clone()));
+                        }
+                        Err(e) => accept_error(&e).await,
+                    },
+                }
+            }
+        }
+        Source::Handoff(mut rx) => loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                stream = rx.recv() => {
+                    let Some(stream) = stream else { break };
+                    if let Ok(tcp) = Tcp::adopt(stream, uring) {
+                        tracker.spawn_local(connection(tcp, index, shard.clone(), shared.clone()));
                     }
                 }
             }
-            Source::Handoff(mut rx) => loop {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    stream = rx.recv() => {
-                        let Some(stream) = stream else { break };
-                        if let Ok(stream) = TcpStream::from_std(stream) {
-                            tracker.spawn_local(connection(stream, index, shard.clone(), shared.clone()));
-                        }
-                    }
-                }
-            },
-        }
-        // Sessions see the shutdown when they wake; a session registered
-        // after this sees it before it first waits.
-        shard.borrow().wake_all();
-        tracker.close();
-        let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(shard = index, "sessions still open after the shutdown timeout; dropping them");
-        }
-    });
+        },
+    }
+    // Sessions see the shutdown when they wake; a session registered
+    // after this sees it before it first waits.
+    shard.borrow().wake_all();
+    tracker.close();
+    let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            shard = index,
+            "sessions still open after the shutdown timeout; dropping them"
+        );
+    }
 }
 
 /// The acceptor thread (handoff mode): accepts and hands each connection to
@@ -453,7 +492,7 @@ async fn accept_error(error: &std::io::Error) {
 }
 
 /// One connection, from its first byte: HTTP request or WebSocket session.
-async fn connection(tcp: TcpStream, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
+async fn connection(tcp: Tcp, shard_index: usize, shard: Shard, shared: Arc<Shared>) {
     // The TLS handshake and the request head share one deadline.
     let deadline = Instant::now() + Duration::from_millis(shared.config.handshake_timeout_ms);
     // Its place is taken before its first byte: a connection still in its
@@ -515,7 +554,7 @@ fn session_task(
 /// holds a pointer to this state, not the state itself (a read chunk,
 /// TLS's handshake), for the whole life of every connection.
 fn refusal(
-    tcp: TcpStream,
+    tcp: Tcp,
     shared: &Shared,
     response: Response,
 ) -> Pin<Box<impl Future<Output = ()> + '_>> {
@@ -535,7 +574,7 @@ fn refusal(
 /// chunk, TLS's handshake) is freed before the session starts, and an idle
 /// session holds none of it.
 fn opening(
-    tcp: TcpStream,
+    tcp: Tcp,
     shard_index: usize,
     shared: &Shared,
     deadline: Instant,
@@ -550,11 +589,16 @@ fn opening(
 /// after a TLS handshake that must end by `deadline`. `None` when the
 /// handshake failed, timed out, or the client spoke plain HTTP to the TLS
 /// port (answered 400 here); the connection is then closed.
-async fn open(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Option<Stream> {
-    let _ = tcp.set_nodelay(true);
+async fn open(tcp: Tcp, shared: &Shared, deadline: Instant) -> Option<Stream> {
     let Some(tls) = &shared.tls else {
         return Some(Stream::plain(tcp));
     };
+    // With TLS on, shards accept on epoll whatever the backend.
+    let Some(tcp) = tcp.into_epoll() else {
+        tracing::error!("a TLS connection accepted through io_uring; closing it");
+        return None;
+    };
+    let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
     let failed = |reason: &dyn std::fmt::Display| {
         shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
@@ -604,7 +648,7 @@ struct Admission {
 }
 
 /// Takes a place for a new connection, or says why there is none (429).
-fn admit(stream: &TcpStream, shared: &Arc<Shared>) -> Result<Admission, Response> {
+fn admit(stream: &Tcp, shared: &Arc<Shared>) -> Result<Admission, Response> {
     let full =
         |what: &str| Response::text(429, format!("too many connections{what}")).retry_after(5);
     let ip = stream

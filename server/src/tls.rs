@@ -27,6 +27,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::backend::Tcp;
+
 /// The protocol offered by ALPN: WebSocket upgrades and the plain
 /// endpoints are HTTP/1.1 (RFC 6455 has no HTTP/2 form here).
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
@@ -261,13 +263,25 @@ enum Transport {
     /// Boxed: rustls's connection state is large and the plain variant
     /// should not pay for it.
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Plain TCP through io_uring (`--io uring`).
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    Uring(crate::uring::UringStream),
 }
 
 impl Stream {
-    /// Plain TCP (TLS off).
-    pub fn plain(tcp: TcpStream) -> Self {
+    /// Plain TCP (TLS off), with Nagle's algorithm off, on the backend it
+    /// was accepted on.
+    pub fn plain(tcp: Tcp) -> Self {
+        let transport = match tcp {
+            Tcp::Epoll(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                Transport::Plain(tcp)
+            }
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Tcp::Uring(tcp) => Transport::Uring(crate::uring::UringStream::new(tcp)),
+        };
         Stream {
-            transport: Transport::Plain(tcp),
+            transport,
             spill: Bytes::new(),
         }
     }
@@ -288,6 +302,9 @@ impl Stream {
         match &mut self.transport {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            // Read through the spill ([`Stream::poll_read`]); empty: the end.
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Transport::Uring(_) => Poll::Ready(Ok(())),
         }
     }
 }
@@ -299,6 +316,12 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // io_uring reads into a buffer of its own: what the caller has no
+        // room for waits in the spill.
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        if let (Transport::Uring(s), true) = (&mut this.transport, this.spill.is_empty()) {
+            this.spill = ready!(s.poll_read_owned(cx))?;
+        }
         if !this.spill.is_empty() {
             let n = this.spill.len().min(buf.remaining());
             buf.put_slice(&this.spill.split_to(n));
@@ -333,6 +356,8 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Transport::Uring(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -344,6 +369,8 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Transport::Uring(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -351,6 +378,8 @@ impl AsyncWrite for Stream {
         match &self.transport {
             Transport::Plain(s) => s.is_write_vectored(),
             Transport::Tls(s) => s.is_write_vectored(),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Transport::Uring(s) => s.is_write_vectored(),
         }
     }
 
@@ -358,6 +387,8 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Transport::Uring(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -366,6 +397,8 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().transport {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Transport::Uring(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -428,7 +461,7 @@ mod tests {
             .await
             .unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut stream = Stream::plain(tcp);
+        let mut stream = Stream::plain(Tcp::Epoll(tcp));
         let sent: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         client.write_all(&sent).await.unwrap();
         client.shutdown().await.unwrap();

@@ -519,6 +519,8 @@ async fn shutdown_tells_every_session_to_reconnect_and_closes_with_1001() {
 
 #[tokio::test]
 async fn reuseport_mode_serves_too() {
+    // On io_uring too when the tests run on it: then the shards accept
+    // through io_uring.
     let server =
         TestServer::start_with(|c| c.accept = gitmind_server::config::AcceptMode::Reuseport);
     let mut a = server.connect("rp", "a", "gitmind.v1.json").await;
@@ -527,4 +529,68 @@ async fn reuseport_mode_serves_too() {
     a.outcome(&mid).await;
     b.recv_until("event", |e| matches!(e.body, Body::NodeCreate(_)))
         .await;
+}
+
+/// The io_uring rings open in this process.
+#[cfg(all(feature = "uring", target_os = "linux"))]
+fn io_urings() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("io_uring"))
+        .count()
+}
+
+/// With the `uring` feature the shards serve through io_uring (a ring
+/// each); without it `--io uring` is refused at start-up with a message
+/// that says what to do.
+#[tokio::test]
+async fn io_uring_serves_or_is_refused_clearly() {
+    use gitmind_server::config::IoBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let config = gitmind_server::Config {
+        port: 0,
+        shards: 2,
+        fsync: false,
+        data_dir: dir.path().join("data"),
+        io: IoBackend::Uring,
+        ..gitmind_server::Config::default()
+    };
+    #[cfg(not(all(feature = "uring", target_os = "linux")))]
+    {
+        let Err(error) = gitmind_server::Server::start(config) else {
+            panic!("--io uring started without the uring feature");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("--io uring") && error.contains("`uring` cargo feature"),
+            "{error}"
+        );
+    }
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    {
+        let server = gitmind_server::Server::start(config).unwrap();
+        // The shards set up their rings as they start (other tests' servers
+        // may hold rings too, under GITMIND_TEST_IO=uring).
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while io_urings() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no io_uring opened");
+            tokio::task::yield_now().await;
+        }
+        let test = TestServer {
+            addr: server.local_addr(),
+            server: Some(server),
+            dir,
+            tls: None,
+        };
+        for (i, codec) in CODECS.into_iter().enumerate() {
+            let graph = format!("uring-{i}");
+            let mut a = test.connect(&graph, "a", codec).await;
+            let mut b = test.connect(&graph, "b", codec).await;
+            let mid = a.create_node("concept:uring", "x", 0).await;
+            a.outcome(&mid).await;
+            b.recv_until("event", |e| matches!(e.body, Body::NodeCreate(_)))
+                .await;
+        }
+    }
 }

@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use gitmind_schema::message::*;
 use gitmind_schema::model::Node;
 use gitmind_schema::{binary, json, Body, Envelope, Limits};
+use gitmind_server::config::IoBackend;
 use gitmind_server::{Config, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,6 +32,17 @@ pub fn env(id: &str, ty: &str, data: &str) -> Envelope {
 
 /// How long a test waits for any one thing before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The I/O backend the test servers use: `GITMIND_TEST_IO=uring` (a build
+/// with the `uring` feature) or `epoll` (the default), so that CI runs the
+/// same tests on both.
+pub fn io_backend() -> IoBackend {
+    match std::env::var("GITMIND_TEST_IO").as_deref() {
+        Ok("uring") => IoBackend::Uring,
+        Ok("epoll" | "") | Err(_) => IoBackend::Epoll,
+        Ok(other) => panic!("GITMIND_TEST_IO={other}: expected epoll or uring"),
+    }
+}
 
 pub struct TestServer {
     pub server: Option<Server>,
@@ -69,6 +81,7 @@ impl TestServer {
             data_dir: dir.path().join("data"),
             tls_cert: tls.as_ref().map(|t| t.cert_path.clone()),
             tls_key: tls.as_ref().map(|t| t.key_path.clone()),
+            io: io_backend(),
             ..Config::default()
         };
         tweak(&mut config);
