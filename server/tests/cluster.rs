@@ -686,3 +686,41 @@ async fn a_follower_serves_regions_queries_and_suggestions() {
         assert!(g.suggestions.unwrap().iter().all(|s| s.target != "c:in"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_started_again_at_once_under_its_name_loses_no_forwarded_change() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let mut a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    // Alice's join makes node a the owner; bob writes through node b.
+    let mut alice = Client::connect(a.addr, &path("alice"), None).await.unwrap();
+    node_at(&mut alice, "c:first", 0.0, 0.0).await;
+    let mut bob = Client::connect(b.addr, &path("bob"), Some("gitmind.v1.bin"))
+        .await
+        .unwrap();
+    node_at(&mut bob, "c:before", 1.0, 1.0).await;
+    // Node a dies; bob's change is forwarded to it and lost with it.
+    a.child.start_kill().unwrap(); // SIGKILL
+    a.child.wait().await.unwrap();
+    let mid = bob.id();
+    let data = r#"{"baseSeq":0,"node":{"id":"c:meanwhile","label":"meanwhile"}}"#;
+    bob.send(&env(&mid, "node.create", data)).await;
+    // Node a comes back under its name at once, well within its old
+    // lease's 3 s, and a session asks it for the graph: it must not take
+    // the lease back as its own (node b would never learn that the owner
+    // changed, nor send bob's change again).
+    let a = cluster.node("a").await;
+    let carol = Client::connect(a.addr, &path("carol"), None).await.unwrap();
+    let outcome = bob.outcome(&mid).await;
+    assert!(
+        matches!(outcome.body, Body::UpdateConfirmed(_)),
+        "{outcome:?}"
+    );
+    // And the graph goes on from both nodes.
+    drop(carol);
+    let mut carol = Client::connect(a.addr, &path("carol"), None).await.unwrap();
+    node_at(&mut carol, "c:after", 2.0, 2.0).await;
+    node_at(&mut bob, "c:after-bob", 3.0, 3.0).await;
+}

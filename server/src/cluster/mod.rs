@@ -178,7 +178,13 @@ impl Cluster {
         let (events_tx, events_rx) = crossbeam::channel::bounded(EVENTS_CAPACITY);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (url_owned, node_owned) = (url.to_owned(), node.to_owned());
+        // This process's name in the cluster: the node's name and a number
+        // drawn at start. A node started again under the same name is then
+        // a new owner to the others: it waits for its old leases to expire
+        // rather than taking them back, and the others send it again what
+        // they had forwarded to the process that died (lost with it).
+        let node = format!("{node}-{:08x}", rand::random::<u32>());
+        let (url_owned, node_owned) = (url.to_owned(), node.clone());
         std::thread::Builder::new()
             .name("gitmind-cluster".into())
             .spawn(move || {
@@ -208,7 +214,7 @@ impl Cluster {
         match ready_rx.recv() {
             Ok(Ok(())) => Ok((
                 Cluster {
-                    node: node.into(),
+                    node: node.as_str().into(),
                     commands,
                 },
                 events_rx,
@@ -218,7 +224,8 @@ impl Cluster {
         }
     }
 
-    /// This node's name.
+    /// This process's name in the cluster: the node's name and a number
+    /// drawn at start.
     pub fn node(&self) -> &Arc<str> {
         &self.node
     }
@@ -493,7 +500,9 @@ impl Link {
             };
             let mine = held.node == self.node;
             if mine {
-                // Ours from before a restart under the same name.
+                // Ours already: taken by an earlier try whose answer was
+                // lost (a process's name is its own, never a restarted
+                // node's).
                 self.owned
                     .insert(graph.clone(), (entry.revision, entry.value));
             }
