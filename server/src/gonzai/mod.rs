@@ -360,29 +360,14 @@ impl Gonzai {
         watchers: &mut [Watcher<'_>],
         rng: &mut SplitMix,
     ) -> Vec<SessionKey> {
-        let Some(f) = self.model.node(focus) else {
-            return Vec::new();
-        };
-        let mut near = HashMap::new();
-        self.model.near(f, &mut near);
-        watchers.sort_unstable_by_key(|w| w.session);
-        let mut out = Vec::new();
-        for w in watchers.iter() {
-            if w.session == initiator {
-                continue;
-            }
-            let Some(ix) = self.model.node(w.focus) else {
-                continue;
-            };
-            if !near.contains_key(&ix) {
-                continue;
-            }
-            let draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            if draw < w.chaos_affinity.clamp(0.0, 1.0) {
-                out.push(w.session);
-            }
-        }
-        out
+        self.near_watchers(focus, initiator, watchers)
+            .into_iter()
+            .filter(|w| {
+                let draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                draw < w.chaos_affinity.clamp(0.0, 1.0)
+            })
+            .map(|w| w.session)
+            .collect()
     }
 
     /// The other watchers (not `from`) whose focus is within two links of
@@ -393,6 +378,19 @@ impl Gonzai {
         from: SessionKey,
         watchers: &mut [Watcher<'_>],
     ) -> Vec<SessionKey> {
+        self.near_watchers(focus, from, watchers)
+            .into_iter()
+            .map(|w| w.session)
+            .collect()
+    }
+
+    /// The watchers of [`Gonzai::near_sessions`] themselves.
+    fn near_watchers<'a, 'w>(
+        &mut self,
+        focus: &str,
+        from: SessionKey,
+        watchers: &'a mut [Watcher<'w>],
+    ) -> Vec<&'a Watcher<'w>> {
         let Some(f) = self.model.node(focus) else {
             return Vec::new();
         };
@@ -407,7 +405,6 @@ impl Gonzai {
                     .node(w.focus)
                     .is_some_and(|ix| near.contains_key(&ix))
             })
-            .map(|w| w.session)
             .collect()
     }
 
