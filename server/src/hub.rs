@@ -927,7 +927,8 @@ impl Hub {
 
     /// Relays suggestions a session shares to each other session focused
     /// within two links of its focus (nothing when it shows none), each
-    /// seeing only the suggestions whose target it may read.
+    /// seeing only the suggestions whose target it may read; in a cluster,
+    /// the sessions of other nodes too (their node filters by their view).
     fn share(
         &mut self,
         graph: &Arc<str>,
@@ -941,7 +942,7 @@ impl Hub {
         if entry.roster.member(session).is_none() {
             return;
         }
-        let mut watchers = entry.roster.watchers();
+        let mut watchers = entry.roster.watchers_everywhere();
         let Some(focus) = focus_of(&watchers, session) else {
             return;
         };
@@ -949,15 +950,13 @@ impl Hub {
             return;
         };
         let near = gonzai.near_sessions(&focus, session, &mut watchers);
+        let mut remote = Vec::new();
         for to in near {
-            let Some(member) = entry.roster.member(to) else {
-                continue;
-            };
-            let suggestions: Vec<Suggestion> = shared
-                .iter()
-                .filter(|s| member.view.as_ref().is_none_or(|v| v.sees(&s.target)))
-                .cloned()
-                .collect();
+            let mut suggestions = shared.clone();
+            let member = entry.roster.member(to);
+            if let Some(member) = member {
+                suggestions.retain(|s| member.view.as_ref().is_none_or(|v| v.sees(&s.target)));
+            }
             let outcome = stamped(
                 format!("s-{id}"),
                 Body::GonzaiSuggestion(GonzaiSuggestion {
@@ -966,15 +965,22 @@ impl Hub {
                     suggestions: Some(suggestions),
                 }),
             );
-            self.shards[member.shard].send(ShardMsg::Outcome {
-                session: to,
-                outcome,
-            });
+            match member {
+                Some(member) => self.shards[member.shard].send(ShardMsg::Outcome {
+                    session: to,
+                    outcome,
+                }),
+                None => remote.push((to, outcome)),
+            }
+        }
+        for (to, outcome) in remote {
+            self.answer_remote(graph, to, &outcome);
         }
     }
 
     /// Spreads chaos from a session to those focused within two links of
-    /// its focus, each with its chaos affinity.
+    /// its focus, each with its chaos affinity; in a cluster, the sessions
+    /// of other nodes too.
     fn chaos(&mut self, graph: &Arc<str>, session: SessionKey, intensity: f64) {
         let Some(entry) = self.graphs.get_mut(graph) else {
             return;
@@ -982,7 +988,7 @@ impl Hub {
         let Some(initiator) = entry.roster.member(session).map(|m| m.user_id.clone()) else {
             return;
         };
-        let mut watchers = entry.roster.watchers();
+        let mut watchers = entry.roster.watchers_everywhere();
         let Some(focus) = focus_of(&watchers, session) else {
             return;
         };
@@ -990,10 +996,8 @@ impl Hub {
             return;
         };
         let reached = gonzai.chaos(&focus, session, &mut watchers, &mut self.chaos_rng);
+        let mut remote = Vec::new();
         for to in reached {
-            let Some(member) = entry.roster.member(to) else {
-                continue;
-            };
             let outcome = stamped(
                 format!("x-{session}-{to}"),
                 Body::ChaosTrigger(ChaosTrigger {
@@ -1002,10 +1006,16 @@ impl Hub {
                     message: Some(CHAOS_MESSAGE.into()),
                 }),
             );
-            self.shards[member.shard].send(ShardMsg::Outcome {
-                session: to,
-                outcome,
-            });
+            match entry.roster.member(to) {
+                Some(member) => self.shards[member.shard].send(ShardMsg::Outcome {
+                    session: to,
+                    outcome,
+                }),
+                None => remote.push((to, outcome)),
+            }
+        }
+        for (to, outcome) in remote {
+            self.answer_remote(graph, to, &outcome);
         }
     }
 

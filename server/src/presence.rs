@@ -185,19 +185,26 @@ impl Roster {
         Some(notice(session, state, body))
     }
 
-    /// The sessions that show a `focus`, with their chaos affinity (0.5
-    /// when not given), for Gonzai.
+    /// This node's sessions that show a `focus`, with their chaos affinity
+    /// (0.5 when not given), for Gonzai.
     pub fn watchers(&self) -> Vec<crate::gonzai::Watcher<'_>> {
         self.members
             .iter()
-            .filter_map(|(&session, (_, state))| {
-                Some(crate::gonzai::Watcher {
-                    session,
-                    focus: state.presence.focus.as_deref()?,
-                    chaos_affinity: state.presence.chaos_affinity.unwrap_or(0.5),
-                })
-            })
+            .filter_map(|(&session, (_, state))| watcher(session, state))
             .collect()
+    }
+
+    /// [`Roster::watchers`] and, in a cluster, the other nodes' sessions
+    /// that show a focus: shared suggestions and chaos reach sessions
+    /// wherever they are.
+    pub fn watchers_everywhere(&self) -> Vec<crate::gonzai::Watcher<'_>> {
+        let mut all = self.watchers();
+        all.extend(
+            self.remote
+                .iter()
+                .filter_map(|(&session, state)| watcher(session, state)),
+        );
+        all
     }
 
     /// Whether notices wait for the next digest.
@@ -360,6 +367,15 @@ pub fn validate(body: &Body) -> Result<(), DecodeError> {
         }
         _ => Ok(()),
     }
+}
+
+/// A session as Gonzai sees it, if it shows a focus.
+fn watcher(session: SessionKey, state: &PresenceState) -> Option<crate::gonzai::Watcher<'_>> {
+    Some(crate::gonzai::Watcher {
+        session,
+        focus: state.presence.focus.as_deref()?,
+        chaos_affinity: state.presence.chaos_affinity.unwrap_or(0.5),
+    })
 }
 
 /// A session's cursor rate limit (docs/protocol.md 8): at most one relayed

@@ -575,14 +575,8 @@ async fn presence_crosses_nodes_and_a_dead_nodes_sessions_leave() {
 
 /// Creates a node at `(x, y)` and waits for its confirmation.
 async fn node_at(c: &mut Client, id: &str, x: f64, y: f64) {
-    let mid = c.id();
     let data = format!(r#"{{"baseSeq":0,"node":{{"id":"{id}","label":"{id}","x":{x},"y":{y}}}}}"#);
-    c.send(&env(&mid, "node.create", &data)).await;
-    let outcome = c.outcome(&mid).await;
-    assert!(
-        matches!(outcome.body, Body::UpdateConfirmed(_)),
-        "{outcome:?}"
-    );
+    confirmed(c, "node.create", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,4 +717,98 @@ async fn an_owner_started_again_at_once_under_its_name_loses_no_forwarded_change
     let mut carol = Client::connect(a.addr, &path("carol"), None).await.unwrap();
     node_at(&mut carol, "c:after", 2.0, 2.0).await;
     node_at(&mut bob, "c:after-bob", 3.0, 3.0).await;
+}
+
+/// Sends `ty` with `data` and waits for its confirmation.
+async fn confirmed(c: &mut Client, ty: &str, data: &str) {
+    let mid = c.id();
+    c.send(&env(&mid, ty, data)).await;
+    let outcome = c.outcome(&mid).await;
+    assert!(
+        matches!(outcome.body, Body::UpdateConfirmed(_)),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_and_shared_suggestions_reach_sessions_on_other_nodes() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (a, b) = (cluster.node("a").await, cluster.node("b").await);
+    let mut alice = Client::connect(a.addr, &path("alice"), None).await.unwrap();
+    // app1 and app2 are two links apart: both depend on lib.
+    for id in ["pkg:lib", "pkg:app1", "pkg:app2"] {
+        node_at(&mut alice, id, 0.0, 0.0).await;
+    }
+    for app in ["pkg:app1", "pkg:app2"] {
+        let data = format!(
+            r#"{{"baseSeq":0,"edge":{{"source":"{app}","type":"depends-on","target":"pkg:lib"}}}}"#
+        );
+        confirmed(&mut alice, "edge.create", &data).await;
+    }
+    // Bob, on node b, looks at app2 and catches every chaos.
+    let mut bob = Client::connect(b.addr, &path("bob"), Some("gitmind.v1.bin"))
+        .await
+        .unwrap();
+    let id = bob.id();
+    bob.send(&env(
+        &id,
+        "user.presence",
+        r#"{"status":"active","focus":"pkg:app2","chaosAffinity":1.0}"#,
+    ))
+    .await;
+    let id = alice.id();
+    alice
+        .send(&env(
+            &id,
+            "user.presence",
+            r#"{"status":"active","focus":"pkg:app1"}"#,
+        ))
+        .await;
+    // Node a knows bob's focus once alice hears of it.
+    let bob_session = bob.session_id.clone();
+    alice
+        .recv_until("bob's focus", |e| {
+            e.session_id.as_deref() == Some(bob_session.as_str())
+                && matches!(&e.body, Body::UserPresence(p) if p.focus.as_deref() == Some("pkg:app2"))
+        })
+        .await;
+    // Chaos from alice, on node a, reaches bob on node b.
+    let id = alice.id();
+    alice
+        .send(&env(&id, "chaos.trigger", r#"{"intensity":0.5}"#))
+        .await;
+    let got = bob
+        .recv_until("chaos", |e| matches!(e.body, Body::ChaosTrigger(_)))
+        .await;
+    let Body::ChaosTrigger(chaos) = got.body else {
+        unreachable!()
+    };
+    assert_eq!(chaos.initiator.as_deref(), Some("alice"));
+    // So do the suggestions she shares.
+    let id = alice.id();
+    alice
+        .send(&env(
+            &id,
+            "gonzai.suggestion",
+            r#"{"suggestions":[{"target":"pkg:lib","type":"depends-on","confidence":0.9,"reason":"app1 needs it too"}]}"#,
+        ))
+        .await;
+    let got = bob
+        .recv_until(
+            "shared suggestions",
+            |e| matches!(&e.body, Body::GonzaiSuggestion(g) if g.suggestions.is_some()),
+        )
+        .await;
+    let Body::GonzaiSuggestion(shared) = got.body else {
+        unreachable!()
+    };
+    let targets: Vec<String> = shared
+        .suggestions
+        .unwrap()
+        .into_iter()
+        .map(|s| s.target)
+        .collect();
+    assert_eq!(targets, ["pkg:lib"]);
 }

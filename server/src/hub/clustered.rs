@@ -328,13 +328,20 @@ impl Hub {
         None
     }
 
-    /// Sends an answer to a session of this node.
-    fn answer_local(&self, graph: &str, session: SessionKey, outcome: Envelope) {
+    /// Sends an answer to a session of this node. Suggestions shared from
+    /// another node's session come with every target: the session sees
+    /// only those it may read.
+    fn answer_local(&self, graph: &str, session: SessionKey, mut outcome: Envelope) {
         if let Some(member) = self
             .graphs
             .get(graph)
             .and_then(|e| e.roster.member(session))
         {
+            if let (Body::GonzaiSuggestion(g), Some(view)) = (&mut outcome.body, &member.view) {
+                if let Some(suggestions) = &mut g.suggestions {
+                    suggestions.retain(|s| view.sees(&s.target));
+                }
+            }
             self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
         }
     }
