@@ -950,32 +950,25 @@ impl Hub {
             return;
         };
         let near = gonzai.near_sessions(&focus, session, &mut watchers);
-        let mut remote = Vec::new();
-        for to in near {
-            let mut suggestions = shared.clone();
-            let member = entry.roster.member(to);
-            if let Some(member) = member {
-                suggestions.retain(|s| member.view.as_ref().is_none_or(|v| v.sees(&s.target)));
-            }
-            let outcome = stamped(
-                format!("s-{id}"),
-                Body::GonzaiSuggestion(GonzaiSuggestion {
-                    for_node: None,
-                    limit: None,
-                    suggestions: Some(suggestions),
-                }),
-            );
-            match member {
-                Some(member) => self.shards[member.shard].send(ShardMsg::Outcome {
-                    session: to,
-                    outcome,
-                }),
-                None => remote.push((to, outcome)),
-            }
-        }
-        for (to, outcome) in remote {
-            self.answer_remote(graph, to, &outcome);
-        }
+        let answers = near
+            .into_iter()
+            .map(|to| {
+                let mut suggestions = shared.clone();
+                if let Some(view) = entry.roster.member(to).and_then(|m| m.view.as_ref()) {
+                    suggestions.retain(|s| view.sees(&s.target));
+                }
+                let outcome = stamped(
+                    format!("s-{id}"),
+                    Body::GonzaiSuggestion(GonzaiSuggestion {
+                        for_node: None,
+                        limit: None,
+                        suggestions: Some(suggestions),
+                    }),
+                );
+                (to, outcome)
+            })
+            .collect();
+        self.deliver(graph, answers);
     }
 
     /// Spreads chaos from a session to those focused within two links of
@@ -996,26 +989,34 @@ impl Hub {
             return;
         };
         let reached = gonzai.chaos(&focus, session, &mut watchers, &mut self.chaos_rng);
-        let mut remote = Vec::new();
-        for to in reached {
-            let outcome = stamped(
-                format!("x-{session}-{to}"),
-                Body::ChaosTrigger(ChaosTrigger {
-                    intensity: Some(intensity),
-                    initiator: Some(initiator.clone()),
-                    message: Some(CHAOS_MESSAGE.into()),
-                }),
-            );
-            match entry.roster.member(to) {
+        let answers = reached
+            .into_iter()
+            .map(|to| {
+                let outcome = stamped(
+                    format!("x-{session}-{to}"),
+                    Body::ChaosTrigger(ChaosTrigger {
+                        intensity: Some(intensity),
+                        initiator: Some(initiator.clone()),
+                        message: Some(CHAOS_MESSAGE.into()),
+                    }),
+                );
+                (to, outcome)
+            })
+            .collect();
+        self.deliver(graph, answers);
+    }
+
+    /// Sends each answer to its session: through its shard when it is on
+    /// this node, else to its node (in a cluster).
+    fn deliver(&self, graph: &str, answers: Vec<(SessionKey, Envelope)>) {
+        for (to, outcome) in answers {
+            match self.graphs.get(graph).and_then(|e| e.roster.member(to)) {
                 Some(member) => self.shards[member.shard].send(ShardMsg::Outcome {
                     session: to,
                     outcome,
                 }),
-                None => remote.push((to, outcome)),
+                None => self.answer_remote(graph, to, &outcome),
             }
-        }
-        for (to, outcome) in remote {
-            self.answer_remote(graph, to, &outcome);
         }
     }
 
