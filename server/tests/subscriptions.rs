@@ -367,10 +367,7 @@ async fn a_live_query_gains_and_loses_results() {
             Body::QueryResults(r) => Some(r.clone()),
             _ => None,
         };
-        let first = bob
-            .recv_until("query.results", |e| results(e).is_some())
-            .await;
-        let first = results(&first).unwrap();
+        let first = bob.query_results().await;
         assert_eq!(first.results, ["pkg:0ad"], "{codec}");
         assert_eq!(first.added, ["pkg:0ad"]);
         // A change that does not change the answer sends nothing; one
@@ -387,18 +384,12 @@ async fn a_live_query_gains_and_loses_results() {
             r#"{"id":"pkg:git","set":{"label":"the game of vcs","props":{"section":"games"}}}"#,
         )
         .await;
-        let next = bob
-            .recv_until("query.results", |e| results(e).is_some())
-            .await;
-        let next = results(&next).unwrap();
+        let next = bob.query_results().await;
         assert_eq!(next.results, ["pkg:0ad", "pkg:git"], "{codec}");
         assert_eq!(next.added, ["pkg:git"]);
         assert!(next.removed.is_empty());
         mutate(&mut alice, "node.delete", r#"{"id":"pkg:0ad"}"#).await;
-        let next = bob
-            .recv_until("query.results", |e| results(e).is_some())
-            .await;
-        let next = results(&next).unwrap();
+        let next = bob.query_results().await;
         assert_eq!(next.results, ["pkg:git"]);
         assert_eq!(next.removed, ["pkg:0ad"]);
         assert!(next.added.is_empty());
@@ -410,15 +401,9 @@ async fn a_live_query_gains_and_loses_results() {
             r#"{"queryId":"linked","query":{"edgeType":"relates-to","limit":1}}"#,
         ))
         .await;
-        let linked = bob
-            .recv_until("query.results", |e| results(e).is_some())
-            .await;
-        assert!(results(&linked).unwrap().results.is_empty());
+        assert!(bob.query_results().await.results.is_empty());
         link(&mut alice, "other:game", "pkg:git").await;
-        let linked = bob
-            .recv_until("query.results", |e| results(e).is_some())
-            .await;
-        let linked = results(&linked).unwrap();
+        let linked = bob.query_results().await;
         assert_eq!(linked.query_id, "linked");
         assert_eq!(linked.results, ["other:game"], "limit 1, in id order");
         // Unsubscribed: no more results.

@@ -459,6 +459,17 @@ impl Client {
     }
 
     /// Waits for the outcome of mutation `mid`.
+    /// The next `query.results`, of any query.
+    pub async fn query_results(&mut self) -> QueryResults {
+        let got = self
+            .recv_until("query.results", |e| matches!(e.body, Body::QueryResults(_)))
+            .await;
+        match got.body {
+            Body::QueryResults(results) => results,
+            _ => unreachable!(),
+        }
+    }
+
     pub async fn outcome(&mut self, mid: &str) -> Envelope {
         let mid = mid.to_owned();
         self.recv_until("an outcome", |e| match &e.body {
