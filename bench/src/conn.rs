@@ -138,7 +138,19 @@ impl Conn {
 /// # Errors
 /// Never for envelopes the codec encodes (JSON is always UTF-8).
 pub fn message_of(codec: Codec, envelope: &Envelope) -> anyhow::Result<Message> {
-    let bytes = codec.encode(envelope);
+    frame_of(codec, codec.encode(envelope))
+}
+
+/// One WebSocket message of several envelopes (a JSON array, or one
+/// binary frame).
+///
+/// # Errors
+/// When the JSON encoder produced invalid UTF-8 (never).
+pub fn batch_message_of(codec: Codec, envelopes: &[Envelope]) -> anyhow::Result<Message> {
+    frame_of(codec, codec.encode_batch(envelopes))
+}
+
+fn frame_of(codec: Codec, bytes: Bytes) -> anyhow::Result<Message> {
     Ok(match codec {
         Codec::Binary => Message::Binary(bytes),
         Codec::Json => Message::Text(bytes.try_into()?),

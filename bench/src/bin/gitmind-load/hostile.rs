@@ -78,7 +78,8 @@ pub struct Options {
     /// Sessions in the honest graph flooding it with `graph.sync` requests.
     #[arg(long, default_value_t = 4)]
     sync_flooders: usize,
-    /// `graph.sync` requests per second of each sync flooder.
+    /// Frames per second of each sync flooder, each of two `graph.sync`
+    /// requests.
     #[arg(long, default_value_t = 1000.0)]
     sync_rate: f64,
     /// Tasks opening new graph names one after the other.

@@ -2,7 +2,7 @@
 //! frames of every kind the protocol refuses (docs/protocol.md 10.2).
 
 use bytes::Bytes;
-use gitmind_bench::conn::{message_of, Codec};
+use gitmind_bench::conn::{batch_message_of, message_of, Codec};
 use gitmind_schema::binary::{self, Compression};
 use gitmind_schema::message::{
     CursorMove, GraphSync, PresenceStatus, SelectionChange, UserPresence,
@@ -11,12 +11,18 @@ use gitmind_schema::{Body, Envelope, ErrorCode};
 use rand::RngCore as _;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A `graph.sync` request for a snapshot (neither `since` nor `epoch`).
+/// Two `graph.sync` requests for a snapshot (neither `since` nor `epoch`)
+/// in one frame: the second always comes while the first is on its way,
+/// however fast the server answers, so the flood meets the limit of one
+/// sync at a time on any machine.
 pub fn sync_request(codec: Codec, serial: u64) -> anyhow::Result<Message> {
-    message_of(
-        codec,
-        &Envelope::new(format!("s{serial}"), Body::GraphSync(GraphSync::default())),
-    )
+    let request = |n| {
+        Envelope::new(
+            format!("s{serial}-{n}"),
+            Body::GraphSync(GraphSync::default()),
+        )
+    };
+    batch_message_of(codec, &[request(1), request(2)])
 }
 
 /// The `serial`-th message of a presence storm: a cursor move, a selection

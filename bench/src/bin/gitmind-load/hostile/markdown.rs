@@ -98,7 +98,7 @@ pub(super) fn markdown(
     ));
     md.push_str(&format!(
         "\n## What each attacker got\n\n| attacker | sent | what came back |\n|---|---|---|\n\
-         | sync flood | {} requests{}, {} connections | {} |\n\
+         | sync flood | {} frames of two requests{}, {} connections | {} |\n\
          | graph-name flood | {} connections, {} names opened (sync after p50 {:.1} ms, max {:.1} ms) | {} |\n\
          | junk | {} frames{} ({} over the limit; zstd bomb of {} bytes), {} connections | {} |\n\
          | slowloris | {} bytes, {} connections | {} cut, {} completed, refused: {}, {} connects failed |\n\

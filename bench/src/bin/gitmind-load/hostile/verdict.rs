@@ -127,7 +127,7 @@ pub(super) fn sync_verdict(sync: &Sessions, seconds: f64) -> Verdict {
         check: "sync flood throttled or closed".into(),
         bar: "requests refused `rate_limited` or the sessions closed".into(),
         measured: format!(
-            "{} requests ({:.0}/s per session): {} syncs served ({:.1}/s per session), {} rate_limited; closed: {}",
+            "{} frames of two requests ({:.0}/s per session): {} syncs served ({:.1}/s per session), {} rate_limited; closed: {}",
             t.sent,
             sync.sent_rate_each(seconds),
             t.syncs,
