@@ -926,9 +926,9 @@ impl Hub {
     }
 
     /// Relays suggestions a session shares to each other session focused
-    /// within two links of its focus (nothing when it shows none), each
-    /// seeing only the suggestions whose target it may read; in a cluster,
-    /// the sessions of other nodes too (their node filters by their view).
+    /// within two links of its focus (nothing when it shows none), in a
+    /// cluster the sessions of other nodes too; each sees only the
+    /// suggestions whose target it may read ([`Hub::answer_local`]).
     fn share(
         &mut self,
         graph: &Arc<str>,
@@ -953,16 +953,12 @@ impl Hub {
         let answers = near
             .into_iter()
             .map(|to| {
-                let mut suggestions = shared.clone();
-                if let Some(view) = entry.roster.member(to).and_then(|m| m.view.as_ref()) {
-                    suggestions.retain(|s| view.sees(&s.target));
-                }
                 let outcome = stamped(
                     format!("s-{id}"),
                     Body::GonzaiSuggestion(GonzaiSuggestion {
                         for_node: None,
                         limit: None,
-                        suggestions: Some(suggestions),
+                        suggestions: Some(shared.clone()),
                     }),
                 );
                 (to, outcome)
@@ -1006,16 +1002,14 @@ impl Hub {
         self.deliver(graph, answers);
     }
 
-    /// Sends each answer to its session: through its shard when it is on
-    /// this node, else to its node (in a cluster).
+    /// Sends each answer to its session: to its node when it is another
+    /// node's (in a cluster), else through its shard.
     fn deliver(&self, graph: &str, answers: Vec<(SessionKey, Envelope)>) {
         for (to, outcome) in answers {
-            match self.graphs.get(graph).and_then(|e| e.roster.member(to)) {
-                Some(member) => self.shards[member.shard].send(ShardMsg::Outcome {
-                    session: to,
-                    outcome,
-                }),
-                None => self.answer_remote(graph, to, &outcome),
+            if self.cluster.as_ref().is_some_and(|m| m.is_remote(to)) {
+                self.answer_remote(graph, to, &outcome);
+            } else {
+                self.answer_local(graph, to, outcome);
             }
         }
     }

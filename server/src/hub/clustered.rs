@@ -328,10 +328,9 @@ impl Hub {
         None
     }
 
-    /// Sends an answer to a session of this node. Suggestions shared from
-    /// another node's session come with every target: the session sees
-    /// only those it may read.
-    fn answer_local(&self, graph: &str, session: SessionKey, mut outcome: Envelope) {
+    /// Sends an answer to a session of this node. Shared suggestions come
+    /// with every target: the session sees only those it may read.
+    pub(super) fn answer_local(&self, graph: &str, session: SessionKey, mut outcome: Envelope) {
         if let Some(member) = self
             .graphs
             .get(graph)
