@@ -186,11 +186,13 @@ impl Roster {
     }
 
     /// This node's sessions that show a `focus`, with their chaos affinity
-    /// (0.5 when not given), for Gonzai.
+    /// (0.5 when not given) and their view, for Gonzai.
     pub fn watchers(&self) -> Vec<crate::gonzai::Watcher<'_>> {
         self.members
             .iter()
-            .filter_map(|(&session, (_, state))| watcher(session, state))
+            .filter_map(|(&session, (member, state))| {
+                watcher(session, state, member.view.as_deref())
+            })
             .collect()
     }
 
@@ -202,7 +204,7 @@ impl Roster {
         all.extend(
             self.remote
                 .iter()
-                .filter_map(|(&session, state)| watcher(session, state)),
+                .filter_map(|(&session, state)| watcher(session, state, None)),
         );
         all
     }
@@ -370,11 +372,16 @@ pub fn validate(body: &Body) -> Result<(), DecodeError> {
 }
 
 /// A session as Gonzai sees it, if it shows a focus.
-fn watcher(session: SessionKey, state: &PresenceState) -> Option<crate::gonzai::Watcher<'_>> {
+fn watcher<'a>(
+    session: SessionKey,
+    state: &'a PresenceState,
+    view: Option<&'a View>,
+) -> Option<crate::gonzai::Watcher<'a>> {
     Some(crate::gonzai::Watcher {
         session,
         focus: state.presence.focus.as_deref()?,
         chaos_affinity: state.presence.chaos_affinity.unwrap_or(0.5),
+        view,
     })
 }
 

@@ -831,3 +831,144 @@ async fn read_prefixes_filter_syncs_and_live_events_over_both_codecs() {
         assert!(!text.contains("person:"), "{codec}: {text}");
     }
 }
+
+/// Sends `body` from `c` under a new id, which it returns.
+async fn say(c: &mut Client, body: Body) -> String {
+    let id = c.id();
+    c.send(&Envelope::new(id.clone(), body)).await;
+    id
+}
+
+/// Sends `body` from `c` and waits for it to be applied.
+async fn mutate(c: &mut Client, body: Body) {
+    let mid = say(c, body).await;
+    assert!(rollback_reason(&c.outcome(&mid).await).is_none(), "{mid}");
+}
+
+fn depends_on(source: &str, target: &str) -> Body {
+    Body::EdgeCreate(EdgeCreate {
+        base_seq: Some(0),
+        edge: gitmind_schema::model::Edge {
+            source: source.into(),
+            edge_type: "depends-on".into(),
+            target: target.into(),
+            ..Default::default()
+        },
+        commit: None,
+    })
+}
+
+fn relabel(id: &str, label: &str) -> Body {
+    Body::NodeUpdate(NodeUpdate {
+        base_seq: Some(0),
+        id: id.into(),
+        set: Some(gitmind_schema::model::NodeSet {
+            label: Some(label.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Everything `c` receives until the answer to an ask for `node`'s
+/// suggestions made now (the hub handles it after all sent before).
+async fn gonzai_drain(c: &mut Client, node: &str) -> Vec<Envelope> {
+    let ask = Body::GonzaiSuggestion(GonzaiSuggestion {
+        for_node: Some(node.into()),
+        limit: Some(1),
+        suggestions: None,
+    });
+    let id = say(c, ask).await;
+    let mut seen = Vec::new();
+    loop {
+        let e = c.recv().await;
+        if e.id == format!("g-{id}") {
+            return seen;
+        }
+        seen.push(e);
+    }
+}
+
+#[tokio::test]
+async fn read_prefixes_keep_gonzai_from_naming_hidden_nodes() {
+    let admin = hs256(&claims("admin", json!({"g": "admin"})));
+    let reader = hs256(&json!({
+        "sub": "r", "aud": "gitmind", "iss": "tests", "exp": now() + 600,
+        "graphs": {"g": "read"}, "read": ["concept:"]
+    }));
+    let focus = |node: &str| {
+        Body::UserPresence(UserPresence {
+            status: PresenceStatus::Active,
+            focus: Some(node.into()),
+            display_name: None,
+            color: None,
+            chaos_affinity: None,
+        })
+    };
+    let share = |targets: &[&str]| {
+        Body::GonzaiSuggestion(GonzaiSuggestion {
+            for_node: None,
+            limit: None,
+            suggestions: Some(
+                targets
+                    .iter()
+                    .map(|t| Suggestion {
+                        target: (*t).into(),
+                        edge_type: "depends-on".into(),
+                        confidence: 0.5,
+                        reason: "the admin thinks so".into(),
+                    })
+                    .collect(),
+            ),
+        })
+    };
+    for codec in CODECS {
+        let server = jwt_server(|_| {});
+        let mut a = connect_as(&server, "g", &admin, "gitmind.v1.json").await;
+        for id in ["concept:a", "concept:b", "person:p"] {
+            create(&mut a, id).await;
+        }
+        mutate(&mut a, depends_on("concept:a", "concept:b")).await;
+        mutate(&mut a, depends_on("person:p", "concept:b")).await;
+        let mut r = connect_as(&server, "g", &reader, codec).await;
+        say(&mut r, focus("concept:b")).await;
+        say(&mut a, focus("concept:a")).await;
+        gonzai_drain(&mut r, "concept:b").await;
+        gonzai_drain(&mut a, "concept:b").await;
+
+        // A change to a hidden node one link from the reader's focus,
+        // then one to a node it sees: it hears of the second only.
+        mutate(&mut a, relabel("person:p", "Pat")).await;
+        mutate(&mut a, relabel("concept:a", "A")).await;
+        let seen = gonzai_drain(&mut r, "concept:b").await;
+        let heard: Vec<_> = seen
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::GonzaiDiscover(d) => Some(d.event.id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heard, ["concept:a"], "{codec}: {seen:?}");
+
+        // Shared suggestions reach it cut to the targets it may read, and
+        // not at all when it may read none.
+        say(&mut a, share(&["person:p", "concept:z"])).await;
+        say(&mut a, share(&["person:q"])).await;
+        gonzai_drain(&mut a, "concept:b").await;
+        let seen = gonzai_drain(&mut r, "concept:b").await;
+        let shared: Vec<Vec<String>> = seen
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::GonzaiSuggestion(g) if g.for_node.is_none() => Some(
+                    g.suggestions
+                        .iter()
+                        .flatten()
+                        .map(|s| s.target.clone())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shared, [["concept:z"]], "{codec}: {seen:?}");
+    }
+}

@@ -20,6 +20,7 @@ use gitmind_schema::model::{Node, PropValue};
 use gitmind_schema::Body;
 
 use self::suggest::{Model, NodeText, Scratch, SplitMix};
+use crate::view::View;
 
 /// What Gonzai is told by the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,9 @@ pub struct Watcher<'a> {
     pub focus: &'a str,
     /// How readily chaos spreads to it (0 to 1; 0.5 when not given).
     pub chaos_affinity: f64,
+    /// What it may read, when its token limits that (`None` too for
+    /// another node's session, whose own node filters what reaches it).
+    pub view: Option<&'a View>,
 }
 
 /// The most suggestions one ask may want.
@@ -296,7 +300,11 @@ impl Gonzai {
             })
             .collect();
         for w in watchers {
-            if authors.contains(&w.session) {
+            // A session that may not read every node the change touched
+            // does not hear of it: a discovery names the change.
+            if authors.contains(&w.session)
+                || w.view.is_some_and(|v| !nodes.iter().all(|n| v.sees(n)))
+            {
                 continue;
             }
             let Some(f) = self.model.node(w.focus) else {
@@ -448,6 +456,7 @@ mod tests {
                 session: i as u64,
                 focus: &ids[i % 10],
                 chaos_affinity: 0.5,
+                view: None,
             })
             .collect();
         let settings = Settings {

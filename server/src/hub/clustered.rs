@@ -329,20 +329,25 @@ impl Hub {
     }
 
     /// Sends an answer to a session of this node. Shared suggestions come
-    /// with every target: the session sees only those it may read.
+    /// with every target: the session sees only those it may read, and
+    /// nothing when it may read none of them.
     pub(super) fn answer_local(&self, graph: &str, session: SessionKey, mut outcome: Envelope) {
-        if let Some(member) = self
+        let Some(member) = self
             .graphs
             .get(graph)
             .and_then(|e| e.roster.member(session))
-        {
-            if let (Body::GonzaiSuggestion(g), Some(view)) = (&mut outcome.body, &member.view) {
-                if let Some(suggestions) = &mut g.suggestions {
-                    suggestions.retain(|s| view.sees(&s.target));
+        else {
+            return;
+        };
+        if let (Body::GonzaiSuggestion(g), Some(view)) = (&mut outcome.body, &member.view) {
+            if let Some(suggestions) = &mut g.suggestions {
+                suggestions.retain(|s| view.sees(&s.target));
+                if suggestions.is_empty() && g.for_node.is_none() {
+                    return;
                 }
             }
-            self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
         }
+        self.shards[member.shard].send(ShardMsg::Outcome { session, outcome });
     }
 
     /// An immediate answer (a rollback, a repeat's outcome) to a session
