@@ -438,17 +438,25 @@ export class Replica {
       }
       if (last && this.seq < seq) throw new ReplicaError('gap', `expected seq ${this.seq + 1} next, got ${seq}`);
     } else {
-      if (!sync.chunk || sync.chunk.index === 0) {
-        this.server = new Graph();
-        for (const p of this.pending) if (p.base !== seq || this.epoch !== sync.epoch) p.broken = true;
-      }
-      for (const n of sync.nodes ?? []) this.server.nodes.set(n.id, n);
-      for (const e of sync.edges ?? []) this.server.insertEdge(e);
-      this.epoch = sync.epoch;
-      this.seq = seq;
+      this.takeSnapshot({ ...sync, seq }, !sync.chunk || sync.chunk.index === 0);
     }
     this.invalidate();
     return this.release();
+  }
+
+  /**
+   * Takes a snapshot's nodes and edges, or a part of them: `fresh` for
+   * the first part, which replaces what the replica held.
+   */
+  private takeSnapshot(sync: GraphSyncData & { seq: number }, fresh: boolean): void {
+    if (fresh) {
+      this.server = new Graph();
+      for (const p of this.pending) if (p.base !== sync.seq || this.epoch !== sync.epoch) p.broken = true;
+    }
+    for (const n of sync.nodes ?? []) this.server.nodes.set(n.id, n);
+    for (const e of sync.edges ?? []) this.server.insertEdge(e);
+    this.epoch = sync.epoch;
+    this.seq = sync.seq;
   }
 
   /** Applies one graph event (another session's, or an own one replayed by a delta, which settles it). */
@@ -510,7 +518,9 @@ export class Replica {
 
   private takeWhole(d: RegionSyncData, first: boolean): Touched & { released: Envelope[] } {
     const before = this.server;
-    const released = this.applySync({ mode: 'snapshot', epoch: this.epoch, seq: d.seq, nodes: d.nodes, edges: d.edges, chunk: first ? undefined : { index: 1, count: 2 } });
+    this.takeSnapshot({ epoch: this.epoch, seq: d.seq, nodes: d.nodes, edges: d.edges }, first);
+    this.invalidate();
+    const released = this.release();
     const touched = { nodes: new Set<string>(), edges: new Set<string>(), released };
     if (first) {
       for (const id of before.nodes.keys()) touched.nodes.add(id);
