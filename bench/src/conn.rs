@@ -44,30 +44,7 @@ impl Conn {
         path: &str,
         codec: Codec,
     ) -> anyhow::Result<Conn> {
-        let socket = if server.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(source) = source {
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .with_context(|| format!("binding {source}"))?;
-        }
-        let stream = socket
-            .connect(server)
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
-        stream.set_nodelay(true)?;
-        let mut request = format!("ws://{server}{path}").into_client_request()?;
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", codec.subprotocol().parse()?);
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+        let ws = open(server, source, path, Some(codec.subprotocol())).await?;
         Ok(Conn {
             ws,
             codec,
@@ -157,7 +134,49 @@ fn frame_of(codec: Codec, bytes: Bytes) -> anyhow::Result<Message> {
     })
 }
 
-/// Messages up to this size are remembered by [`decode_cached`]: a whole
+/// Opens a WebSocket to `ws://{server}{path}` from `source` (any port),
+/// asking for `subprotocol` if any: the socket under a [`Conn`], and the
+/// whole connection of the peers' protocols (`gitmind-load peers`), which
+/// ask for none.
+///
+/// # Errors
+/// Connect or handshake failure.
+pub async fn open(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+    subprotocol: Option<&str>,
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("binding {source}"))?;
+    }
+    let stream = socket
+        .connect(server)
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    stream.set_nodelay(true)?;
+    let mut request = format!("ws://{server}{path}").into_client_request()?;
+    if let Some(subprotocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", subprotocol.parse()?);
+    }
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(ws)
+}
+
+/// Messages up to this size are remembered by a [`Memo`]: a whole
 /// JSON frame of a commit group's events, which the server sends alike to
 /// every session at the same point (perf-reports/perf-19.md).
 const CACHED_MESSAGE_BYTES: usize = 64 * 1024;
@@ -168,36 +187,67 @@ const CACHED_BYTES: usize = 64 << 20;
 
 type Decoded = anyhow::Result<Vec<Arc<Envelope>>>;
 
+/// What the messages a thread decoded lately decoded to, by their bytes:
+/// a fan-out sends the same bytes to every subscriber, so each distinct
+/// message is decoded once per thread, not once per delivery.
+pub struct Memo<T> {
+    decoded: HashMap<Bytes, T, foldhash::fast::RandomState>,
+    /// The bytes of the messages in `decoded`.
+    bytes: usize,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            decoded: HashMap::default(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    /// Decodes `bytes` with `decode`, or takes what the same bytes decoded
+    /// to before in `memo` (a thread-local of the caller's). `decode` may
+    /// use the same memo again (a JSON array's elements).
+    ///
+    /// # Errors
+    /// `decode`'s.
+    pub fn decode(
+        memo: &'static std::thread::LocalKey<RefCell<Memo<T>>>,
+        bytes: Bytes,
+        decode: impl FnOnce(&Bytes) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let cacheable = bytes.len() <= CACHED_MESSAGE_BYTES;
+        if cacheable {
+            if let Some(hit) = memo.with(|m| m.borrow().decoded.get(&bytes).cloned()) {
+                return Ok(hit);
+            }
+        }
+        let value = decode(&bytes)?;
+        if cacheable {
+            memo.with(|m| m.borrow_mut().insert(bytes, value.clone()));
+        }
+        Ok(value)
+    }
+
+    fn insert(&mut self, bytes: Bytes, value: T) {
+        if self.decoded.len() >= CACHED_MESSAGES || self.bytes >= CACHED_BYTES {
+            self.decoded.clear();
+            self.bytes = 0;
+        }
+        self.bytes += bytes.len();
+        self.decoded.insert(bytes, value);
+    }
+}
+
 thread_local! {
-    static DECODED: RefCell<HashMap<Bytes, Vec<Arc<Envelope>>, foldhash::fast::RandomState>> =
-        RefCell::new(HashMap::default());
-    /// The bytes of the messages in `DECODED`.
-    static DECODED_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static DECODED: RefCell<Memo<Vec<Arc<Envelope>>>> = RefCell::default();
 }
 
 /// Decodes `bytes` with `decode`, or takes the envelopes that the same
 /// bytes decoded to before on this thread.
 fn decode_cached(bytes: Bytes, decode: fn(&Bytes) -> Decoded) -> Decoded {
-    let cacheable = bytes.len() <= CACHED_MESSAGE_BYTES;
-    if cacheable {
-        if let Some(hit) = DECODED.with(|d| d.borrow().get(&bytes).cloned()) {
-            return Ok(hit);
-        }
-    }
-    let envelopes = decode(&bytes)?;
-    if cacheable {
-        DECODED.with(|d| {
-            let mut d = d.borrow_mut();
-            let held = DECODED_BYTES.get();
-            if d.len() >= CACHED_MESSAGES || held >= CACHED_BYTES {
-                d.clear();
-                DECODED_BYTES.set(0);
-            }
-            DECODED_BYTES.set(DECODED_BYTES.get() + bytes.len());
-            d.insert(bytes, envelopes.clone());
-        });
-    }
-    Ok(envelopes)
+    Memo::decode(&DECODED, bytes, decode)
 }
 
 fn decode_binary(bytes: &Bytes) -> Decoded {

@@ -10,6 +10,8 @@
 //! - [`metrics`]: reading the server's `/metrics` and snapshots.
 //! - [`report`]: results as JSON and Markdown, with SVG charts.
 //! - [`owner_work`]: the graph owner's benchmark workload.
+//! - [`ysync`]: the peers' protocols (y-websocket, Hocuspocus, a relay)
+//!   over Yjs updates, for `gitmind-load peers`.
 
 pub mod conn;
 pub mod machine;
@@ -18,3 +20,4 @@ pub mod owner_work;
 pub mod procstat;
 pub mod report;
 pub mod server;
+pub mod ysync;

@@ -151,8 +151,12 @@ impl CpuMeter {
 
     /// Percent of one core used since the start.
     pub fn percent(&self) -> f64 {
-        let used = cpu_seconds(self.pid).unwrap_or(self.start_cpu) - self.start_cpu;
-        100.0 * used / self.start.elapsed().as_secs_f64().max(1e-9)
+        100.0 * self.seconds() / self.start.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// CPU seconds used since the start.
+    pub fn seconds(&self) -> f64 {
+        cpu_seconds(self.pid).unwrap_or(self.start_cpu) - self.start_cpu
     }
 }
 

@@ -1,6 +1,7 @@
 //! The writers and subscribers of the fan-out scenarios (`fanout`,
-//! `ramp`): connecting them to one graph, and driving the writers on a
-//! fixed schedule while the subscribers measure write -> delivery.
+//! `ramp`, `hostile`, and `peers` with the peers' protocols): connecting
+//! them to one graph, and driving the writers on a fixed schedule while
+//! the subscribers measure write -> delivery.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -14,6 +15,7 @@ use gitmind_schema::message::{NodeCreate, NodeUpdate, PresenceStatus, UserPresen
 use gitmind_schema::model::{Node, NodeSet};
 use gitmind_schema::{binary, json, Body, Envelope, Limits};
 use hdrhistogram::Histogram;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,20 +26,12 @@ use crate::Args;
 pub struct Fleet {
     /// The graph they are all on.
     pub graph: String,
-    /// Write -> delivery latency, at every subscriber.
-    delivery: Arc<Mutex<Histogram<u64>>>,
+    /// What the subscribers received.
+    tally: Tally,
     /// Write -> confirmation latency, at writers.
     confirm: Arc<Mutex<Histogram<u64>>>,
-    /// The slowest write -> delivery (µs) of the updates scheduled in each
-    /// second since `start`: when in a run the slow deliveries were.
-    slowest_by_second: Arc<Vec<AtomicU64>>,
-    received: Arc<AtomicU64>,
-    lost: Arc<AtomicU64>,
-    duplicates: Arc<AtomicU64>,
     confirmed: Arc<AtomicU64>,
     rolled_back: Arc<AtomicU64>,
-    /// Subscribers whose connection ended (the server closed it).
-    disconnected: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     /// How far behind schedule each send went out (µs): tokio's 1 ms
     /// timer adds up to about a millisecond; more is the generator's own
@@ -48,7 +42,6 @@ pub struct Fleet {
     /// of their own, so that a busy subscriber side cannot delay a send
     /// past its schedule.
     writer_runtime: tokio::runtime::Handle,
-    start: Instant,
 }
 
 /// A single-threaded runtime on a thread of its own, which lives as long
@@ -64,15 +57,81 @@ pub fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
+/// The sending half of a writer's connection.
+pub type Sink =
+    futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<TcpStream>, Message>;
+
+/// Makes the message of a writer's next update, given the time it was
+/// scheduled (µs since the fleet's start), which it carries.
+pub type NextUpdate = Box<dyn FnMut(u64) -> anyhow::Result<Message> + Send>;
+
 /// A writer's connection, between runs of [`drive`].
 struct Writer {
-    sink: futures_util::stream::SplitSink<
-        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-        Message,
-    >,
-    codec: Codec,
-    node: String,
-    seq: Arc<AtomicU64>,
+    sink: Sink,
+    next: NextUpdate,
+}
+
+/// What subscribers report to their fleet: each delivery's latency, the
+/// gaps and repeats in what they received, and their end.
+#[derive(Clone)]
+pub struct Tally {
+    /// When the fleet started: update times count from it.
+    start: Instant,
+    /// Write -> delivery latency, at every subscriber.
+    delivery: Arc<Mutex<Histogram<u64>>>,
+    /// The slowest write -> delivery (µs) of the updates scheduled in each
+    /// second since `start`: when in a run the slow deliveries were.
+    slowest_by_second: Arc<Vec<AtomicU64>>,
+    received: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    duplicates: Arc<AtomicU64>,
+    /// Subscribers whose connection ended (the server closed it).
+    disconnected: Arc<AtomicU64>,
+}
+
+impl Tally {
+    /// Microseconds since the fleet started.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// A delivery seen at `now_us` of an update scheduled at `at_us`:
+    /// its latency goes into `local`, which [`Tally::flush`] adds up.
+    pub fn delivered(&self, at_us: u64, now_us: u64, local: &mut Vec<u64>) {
+        let latency = now_us.saturating_sub(at_us).max(1);
+        local.push(latency);
+        if let Some(slot) = self.slowest_by_second.get((at_us / 1_000_000) as usize) {
+            slot.fetch_max(latency, Relaxed);
+        }
+    }
+
+    /// Adds the deliveries in `local` to the fleet's, and empties it.
+    pub fn flush(&self, local: &mut Vec<u64>) {
+        if local.is_empty() {
+            return;
+        }
+        self.received.fetch_add(local.len() as u64, Relaxed);
+        if let Ok(mut h) = self.delivery.lock() {
+            for v in local.drain(..) {
+                let _ = h.record(v);
+            }
+        }
+    }
+
+    /// `n` deliveries that a gap in a subscriber's sequence shows missing.
+    pub fn lost(&self, n: u64) {
+        self.lost.fetch_add(n, Relaxed);
+    }
+
+    /// A delivery that came again.
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    /// A subscriber's connection ended.
+    pub fn disconnected(&self) {
+        self.disconnected.fetch_add(1, Relaxed);
+    }
 }
 
 /// Seconds of a fleet's life whose slowest delivery is kept.
@@ -98,6 +157,49 @@ fn node_of(args: &Args, addr: SocketAddr, i: usize) -> SocketAddr {
     args.nodes[i % args.nodes.len()]
 }
 
+impl Fleet {
+    /// A fleet on `graph` with no connection yet.
+    ///
+    /// # Errors
+    /// The writers' thread could not be started.
+    pub fn new(graph: String) -> anyhow::Result<Fleet> {
+        Ok(Fleet {
+            graph,
+            tally: Tally {
+                start: Instant::now(),
+                delivery: histogram(),
+                slowest_by_second: Arc::new((0..SECONDS_KEPT).map(|_| AtomicU64::new(0)).collect()),
+                received: Arc::new(AtomicU64::new(0)),
+                lost: Arc::new(AtomicU64::new(0)),
+                duplicates: Arc::new(AtomicU64::new(0)),
+                disconnected: Arc::new(AtomicU64::new(0)),
+            },
+            confirm: histogram(),
+            confirmed: Arc::new(AtomicU64::new(0)),
+            rolled_back: Arc::new(AtomicU64::new(0)),
+            sent: Arc::new(AtomicU64::new(0)),
+            send_lag: histogram(),
+            writers: Vec::new(),
+            writer_runtime: dedicated_runtime("load-writers")?,
+        })
+    }
+
+    /// Where subscribers report.
+    pub fn tally(&self) -> Tally {
+        self.tally.clone()
+    }
+
+    /// The runtime writers send on (connect them there).
+    pub fn writer_runtime(&self) -> &tokio::runtime::Handle {
+        &self.writer_runtime
+    }
+
+    /// Adds a writer, which [`drive`] makes send `next`'s messages on `sink`.
+    pub fn add_writer(&mut self, sink: Sink, next: NextUpdate) {
+        self.writers.push(Writer { sink, next });
+    }
+}
+
 /// Connects subscribers and writers to one graph; writers create their node.
 pub async fn connect(
     args: &Args,
@@ -106,24 +208,8 @@ pub async fn connect(
     writers: usize,
 ) -> anyhow::Result<Fleet> {
     let graph = format!("fanout-{}", rand::random::<u32>());
-    let start = Instant::now();
-    let mut fleet = Fleet {
-        graph: graph.clone(),
-        delivery: histogram(),
-        confirm: histogram(),
-        slowest_by_second: Arc::new((0..SECONDS_KEPT).map(|_| AtomicU64::new(0)).collect()),
-        received: Arc::new(AtomicU64::new(0)),
-        lost: Arc::new(AtomicU64::new(0)),
-        duplicates: Arc::new(AtomicU64::new(0)),
-        confirmed: Arc::new(AtomicU64::new(0)),
-        rolled_back: Arc::new(AtomicU64::new(0)),
-        disconnected: Arc::new(AtomicU64::new(0)),
-        sent: Arc::new(AtomicU64::new(0)),
-        send_lag: histogram(),
-        writers: Vec::new(),
-        writer_runtime: dedicated_runtime("load-writers")?,
-        start,
-    };
+    let mut fleet = Fleet::new(graph.clone())?;
+    let start = fleet.tally.start;
     let limit = Arc::new(Semaphore::new(128));
     let mut joins = Vec::new();
     for i in 0..subscribers {
@@ -133,14 +219,7 @@ pub async fn connect(
         let path = graph_path(args, &graph, &format!("sub{i}"), true);
         let focus =
             (args.gonzai_focus && writers > 0).then(|| format!("load:writer-{}", i % writers));
-        let slowest = fleet.slowest_by_second.clone();
-        let (delivery, received, lost, duplicates, disconnected) = (
-            fleet.delivery.clone(),
-            fleet.received.clone(),
-            fleet.lost.clone(),
-            fleet.duplicates.clone(),
-            fleet.disconnected.clone(),
-        );
+        let tally = fleet.tally();
         joins.push(tokio::spawn(async move {
             let mut conn = Conn::connect(node, Some(conn::source_addr(i)), &path, codec).await?;
             let sync = read_sync(&mut conn).await?;
@@ -160,7 +239,7 @@ pub async fn connect(
                 let mut local = Vec::with_capacity(1024);
                 let mut last_beat = Instant::now();
                 while let Ok(Some(batch)) = conn.recv().await {
-                    let now = start.elapsed().as_micros() as u64;
+                    let now = tally.now_us();
                     // Something at least every heartbeat interval, also
                     // while the server keeps sending and so sends no
                     // heartbeat to answer (docs/protocol.md 10.1).
@@ -179,33 +258,22 @@ pub async fn connect(
                         }
                         let Some(seq) = e.seq else { continue };
                         if seq <= last {
-                            duplicates.fetch_add(1, Relaxed);
+                            tally.duplicate();
                             continue;
                         }
                         if seq > last + 1 {
-                            lost.fetch_add(seq - last - 1, Relaxed);
+                            tally.lost(seq - last - 1);
                         }
                         last = seq;
                         if let Body::NodeUpdate(u) = &e.body {
                             if let Some(x) = u.set.as_ref().and_then(|s| s.x) {
-                                let latency = now.saturating_sub(x as u64).max(1);
-                                local.push(latency);
-                                if let Some(slot) = slowest.get((x as u64 / 1_000_000) as usize) {
-                                    slot.fetch_max(latency, Relaxed);
-                                }
+                                tally.delivered(x as u64, now, &mut local);
                             }
                         }
                     }
-                    if !local.is_empty() {
-                        received.fetch_add(local.len() as u64, Relaxed);
-                        if let Ok(mut h) = delivery.lock() {
-                            for v in local.drain(..) {
-                                let _ = h.record(v);
-                            }
-                        }
-                    }
+                    tally.flush(&mut local);
                 }
-                disconnected.fetch_add(1, Relaxed);
+                tally.disconnected();
             });
             anyhow::Ok(())
         }));
@@ -242,6 +310,7 @@ pub async fn connect(
             );
             conn.send(&create).await?;
             let seq = Arc::new(AtomicU64::new(sync.seq.unwrap_or(0)));
+            let next = next_update(codec, node, seq.clone());
             let (sink, mut stream) = conn.ws.split();
             let seq_seen = seq.clone();
             tokio::spawn(async move {
@@ -278,18 +347,35 @@ pub async fn connect(
                     }
                 }
             });
-            anyhow::Ok(Writer {
-                sink,
-                codec,
-                node,
-                seq,
-            })
+            anyhow::Ok((sink, next))
         });
-        fleet.writers.push(writer.await??);
+        let (sink, next) = writer.await??;
+        fleet.add_writer(sink, next);
     }
     // Let the creates commit and the join storm settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(fleet)
+}
+
+/// A Gitmind writer's updates: its node's `x` set to the time each was
+/// scheduled, on the latest `seq` it saw, under the mutation id
+/// `u-{scheduled µs}` that its confirmation names.
+fn next_update(codec: Codec, node: String, seq: Arc<AtomicU64>) -> NextUpdate {
+    Box::new(move |at| {
+        let update = Envelope::new(
+            format!("u-{at}"),
+            Body::NodeUpdate(NodeUpdate {
+                base_seq: Some(seq.load(Relaxed)),
+                id: node.clone(),
+                set: Some(NodeSet {
+                    x: Some(at as f64),
+                    ..NodeSet::default()
+                }),
+                ..NodeUpdate::default()
+            }),
+        );
+        conn::message_of(codec, &update)
+    })
 }
 
 /// Runs writers on a fixed schedule at `rate` per writer per second for
@@ -301,15 +387,15 @@ pub async fn drive(
     subscribers: usize,
 ) -> StepResult {
     let (received0, lost0, dup0, sent0, confirmed0, rolled_back0, disconnected0) = (
-        fleet.received.load(Relaxed),
-        fleet.lost.load(Relaxed),
-        fleet.duplicates.load(Relaxed),
+        fleet.tally.received.load(Relaxed),
+        fleet.tally.lost.load(Relaxed),
+        fleet.tally.duplicates.load(Relaxed),
         fleet.sent.load(Relaxed),
         fleet.confirmed.load(Relaxed),
         fleet.rolled_back.load(Relaxed),
-        fleet.disconnected.load(Relaxed),
+        fleet.tally.disconnected.load(Relaxed),
     );
-    for h in [&fleet.delivery, &fleet.confirm, &fleet.send_lag] {
+    for h in [&fleet.tally.delivery, &fleet.confirm, &fleet.send_lag] {
         if let Ok(mut h) = h.lock() {
             h.reset();
         }
@@ -318,7 +404,11 @@ pub async fn drive(
     let began = Instant::now();
     let mut handles = Vec::new();
     for (w, writer) in fleet.writers.drain(..).enumerate() {
-        let (start, sent, lag) = (fleet.start, fleet.sent.clone(), fleet.send_lag.clone());
+        let (start, sent, lag) = (
+            fleet.tally.start,
+            fleet.sent.clone(),
+            fleet.send_lag.clone(),
+        );
         // Writers start staggered over one period so they do not send in lockstep.
         let offset = period.mul_f64(w as f64 / 16.0 % 1.0);
         handles.push(fleet.writer_runtime.spawn(async move {
@@ -336,24 +426,8 @@ pub async fn drive(
                     let _ = h.record((behind.as_micros() as u64).max(1));
                 }
                 let at = scheduled.into_std().duration_since(start).as_micros() as u64;
-                let update = Envelope::new(
-                    format!("u-{at}"),
-                    Body::NodeUpdate(NodeUpdate {
-                        base_seq: Some(writer.seq.load(Relaxed)),
-                        id: writer.node.clone(),
-                        set: Some(NodeSet {
-                            x: Some(at as f64),
-                            ..NodeSet::default()
-                        }),
-                        ..NodeUpdate::default()
-                    }),
-                );
-                let message = match writer.codec {
-                    Codec::Binary => Message::Binary(binary::encode(&update)),
-                    Codec::Json => match json::encode(&update).try_into() {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => break,
-                    },
+                let Ok(message) = (writer.next)(at) else {
+                    break;
                 };
                 if writer.sink.send(message).await.is_err() {
                     break;
@@ -374,24 +448,25 @@ pub async fn drive(
     // Drain: wait until every delivery arrived or nothing moved for 5 s.
     let mut last = 0;
     let mut still = Instant::now();
-    while fleet.received.load(Relaxed) - received0 < expected
+    while fleet.tally.received.load(Relaxed) - received0 < expected
         && still.elapsed() < Duration::from_secs(5)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = fleet.received.load(Relaxed);
+        let now = fleet.tally.received.load(Relaxed);
         if now != last {
             last = now;
             still = Instant::now();
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
-    let received = fleet.received.load(Relaxed) - received0;
-    let delivery = fleet.delivery.lock().map(|h| h.clone()).ok();
+    let received = fleet.tally.received.load(Relaxed) - received0;
+    let delivery = fleet.tally.delivery.lock().map(|h| h.clone()).ok();
     let confirm = fleet.confirm.lock().map(|h| h.clone()).ok();
     let send_lag = fleet.send_lag.lock().map(|h| h.clone()).ok();
-    let gaps = fleet.lost.load(Relaxed) - lost0;
-    let first = began.duration_since(fleet.start).as_secs() as usize;
+    let gaps = fleet.tally.lost.load(Relaxed) - lost0;
+    let first = began.duration_since(fleet.tally.start).as_secs() as usize;
     let slowest_by_second = fleet
+        .tally
         .slowest_by_second
         .iter()
         .skip(first)
@@ -408,8 +483,8 @@ pub async fn drive(
         lost: gaps.max(expected.saturating_sub(received)),
         gaps,
         subscribers,
-        disconnected: fleet.disconnected.load(Relaxed) - disconnected0,
-        duplicates: fleet.duplicates.load(Relaxed) - dup0,
+        disconnected: fleet.tally.disconnected.load(Relaxed) - disconnected0,
+        duplicates: fleet.tally.duplicates.load(Relaxed) - dup0,
         deliveries_per_sec: received as f64 / duration.as_secs_f64().min(elapsed),
         delivery,
         confirm,
@@ -504,17 +579,26 @@ impl StepResult {
     /// fan-out report shows; `fsync` says how confirmations were committed.
     pub fn table_rows(&self, fsync: bool) -> String {
         format!(
+            "{}| write -> confirmation (git commit{}) | {} |\n\
+             | updates confirmed | {} |\n",
+            self.delivery_rows(),
+            if fsync { ", fsync" } else { ", no fsync" },
+            self.confirm_latency().ms(),
+            self.confirmed,
+        )
+    }
+
+    /// The rows of [`StepResult::table_rows`] about deliveries alone, for
+    /// servers that confirm nothing (`peers`).
+    pub fn delivery_rows(&self) -> String {
+        format!(
             "| write -> delivery | {} |\n\
-             | write -> confirmation (git commit{}) | {} |\n\
-             | updates sent / confirmed | {} / {} |\n\
+             | updates sent | {} |\n\
              | deliveries expected / received | {} / {} |\n\
              | lost / duplicates | {} / {} |\n\
              | deliveries per second | {:.0} |\n",
             self.latency().ms(),
-            if fsync { ", fsync" } else { ", no fsync" },
-            self.confirm_latency().ms(),
             self.sent,
-            self.confirmed,
             self.expected,
             self.received,
             self.lost,

@@ -10,8 +10,9 @@
 //! hide (no coordinated omission).
 //!
 //! One module per scenario: `idle`, `fanout`, `ramp`, `reconnect`,
-//! `hostile` and `viewports`; `fleet` holds the writers and subscribers that fan-out, ramp
-//! and hostile share,
+//! `hostile`, `viewports` and `peers` (the fan-out against other servers);
+//! `fleet` holds the writers and subscribers that fan-out, ramp, hostile
+//! and peers share,
 //! `clients` what every scenario does with its connections, and `result`
 //! the JSON result they all write. This file is the command line.
 
@@ -20,6 +21,7 @@ mod fanout;
 mod fleet;
 mod hostile;
 mod idle;
+mod peers;
 mod ramp;
 mod reconnect;
 mod result;
@@ -105,6 +107,22 @@ enum Scenario {
     },
     /// W writers at R updates/s each, S subscribers; write-to-delivery latency.
     Fanout {
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Writers.
+        #[arg(long, default_value_t = 10)]
+        writers: usize,
+        /// Updates per second per writer.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+    },
+    /// The `fanout` workload against another server, in its protocol
+    /// (`bench/peers/`): needs `--server ws://HOST:PORT --server-pid PID`.
+    Peers {
+        /// The server's protocol.
+        #[arg(long, value_enum)]
+        protocol: gitmind_bench::ysync::Protocol,
         /// Subscribers.
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
@@ -229,6 +247,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .parse()
             .context("--server and --also-server must be ws://HOST:PORT")
     };
+    if matches!(args.scenario, Scenario::Peers { .. }) {
+        anyhow::ensure!(
+            args.server.is_some(),
+            "peers measures a server already running: --server ws://HOST:PORT --server-pid PID"
+        );
+    }
     let mut server = match (&args.server, args.server_pid) {
         (Some(url), Some(pid)) => ServerUnderTest::attach(parse(url)?, pid),
         _ => ServerUnderTest::start(&args.server_args).await?,
@@ -263,7 +287,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             subscribers,
             writers,
             rate,
-        } => fanout::run(&args, &server, subscribers, writers, rate).await?,
+        } => {
+            let workload = fanout::Workload {
+                subscribers,
+                writers,
+                rate,
+            };
+            fanout::run(&args, &server, workload).await?
+        }
+        Scenario::Peers {
+            protocol,
+            subscribers,
+            writers,
+            rate,
+        } => {
+            let workload = fanout::Workload {
+                subscribers,
+                writers,
+                rate,
+            };
+            peers::run(&args, &server, protocol, workload).await?
+        }
         Scenario::Ramp {
             subscribers,
             writers,
@@ -277,7 +321,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     result.generator_cpu_percent = generator.percent();
     result.generator_saturated |= result.generator_cpu_percent > 90.0 * args.threads as f64;
-    result.codec = args.codec.map_or("mixed".into(), |c| c.name().to_owned());
+    if result.codec.is_empty() {
+        result.codec = args.codec.map_or("mixed".into(), |c| c.name().to_owned());
+    }
     let mut report = Markdown::new(&format!("gitmind-load {name}"), &machine);
     report.push(&std::mem::take(&mut md));
     report.push(&format!(
