@@ -13,6 +13,7 @@
 #   ROUNDS=1 RATES=100 SERVERS="gitmind-bin relay" bench/peers/compare.sh
 #   python3 bench/peers/summarize.py
 #
+# FIRST_ROUND numbers the rounds from another start (to add rounds later).
 # RATES are totals over the 10 writers; SERVERS any of gitmind-bin,
 # gitmind-json, gitmind-nofsync (binary, commits without fsync),
 # y-websocket, hocuspocus, relay. The binaries come from
@@ -31,6 +32,7 @@ load=$bin/gitmind-load
   exit 2
 }
 rounds=${ROUNDS:-3}
+first_round=${FIRST_ROUND:-1}
 rates=${RATES:-"100 1000"}
 servers=${SERVERS:-"gitmind-bin y-websocket hocuspocus relay"}
 subscribers=${SUBSCRIBERS:-1000}
@@ -50,7 +52,8 @@ stop_peer() {
     peer_pid=
   fi
 }
-trap stop_peer EXIT INT TERM
+trap stop_peer EXIT
+trap 'exit 130' INT TERM
 
 # Starts a peer on $port and waits (30 s at most) until it accepts.
 start_peer() {
@@ -70,7 +73,7 @@ start_peer() {
   exit 1
 }
 
-for round in $(seq "$rounds"); do
+for round in $(seq "$first_round" "$((first_round + rounds - 1))"); do
   for rate in $rates; do
     per_writer=$((rate / writers))
     for server in $servers; do

@@ -40,9 +40,9 @@ def main():
     medians = {}
     print(
         "| rate/s | server | runs | p50 ms | p99 ms | lost | dup | server CPU % "
-        "| CPU µs per delivery | deliveries/s | generator saturated | load (1 min) |"
+        "| CPU µs per delivery | generator saturated | load (1 min) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for rate, server in sorted(cells, key=lambda k: (k[0], ORDER.index(k[1]))):
         runs = cells[(rate, server)]
         med = lambda f: statistics.median(f(r) for _, r in runs)
@@ -50,7 +50,6 @@ def main():
         p99 = med(lambda r: r["latency_us"]["p99"]) / 1e3
         cpu = med(lambda r: r["server"]["cpu_percent"])
         per = med(lambda r: r["details"]["server_cpu_us_per_delivery"])
-        rate_out = med(lambda r: r["deliveries_per_sec"])
         lost = sum(r["lost"] for _, r in runs)
         dup = sum(r["duplicates"] for _, r in runs)
         saturated = sum(1 for _, r in runs if r["generator_saturated"])
@@ -59,7 +58,7 @@ def main():
         p99s = ", ".join(f"{r['latency_us']['p99'] / 1e3:.1f}" for _, r in runs)
         print(
             f"| {rate:,} | {server} | {len(runs)} | {p50:.2f} | {p99:.1f} ({p99s}) | {lost:,} "
-            f"| {dup:,} | {cpu:.1f} | {per:.2f} | {rate_out:,.0f} | {saturated} of {len(runs)} "
+            f"| {dup:,} | {cpu:.1f} | {per:.2f} | {saturated} of {len(runs)} "
             f"| {min(loads):.1f} to {max(loads):.1f} |"
         )
     print()
