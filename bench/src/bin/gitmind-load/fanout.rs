@@ -12,14 +12,18 @@ use crate::fleet::{self, drive, Fleet};
 use crate::result::{LoadResult, ServerStats};
 use crate::Args;
 
-/// The fan-out workload: how many subscribers and writers, and how fast.
-#[derive(Debug, Clone, Copy)]
+/// The fan-out workload: how many subscribers and writers, and how fast
+/// (`fanout` and `peers`).
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Workload {
     /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
     /// Writers.
+    #[arg(long, default_value_t = 10)]
     pub writers: usize,
     /// Updates per second per writer.
+    #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
 }
 

@@ -106,32 +106,15 @@ enum Scenario {
         per_graph: usize,
     },
     /// W writers at R updates/s each, S subscribers; write-to-delivery latency.
-    Fanout {
-        /// Subscribers.
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        /// Writers.
-        #[arg(long, default_value_t = 10)]
-        writers: usize,
-        /// Updates per second per writer.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-    },
+    Fanout(fanout::Workload),
     /// The `fanout` workload against another server, in its protocol
     /// (`bench/peers/`): needs `--server ws://HOST:PORT --server-pid PID`.
     Peers {
         /// The server's protocol.
         #[arg(long, value_enum)]
         protocol: gitmind_bench::ysync::Protocol,
-        /// Subscribers.
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        /// Writers.
-        #[arg(long, default_value_t = 10)]
-        writers: usize,
-        /// Updates per second per writer.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
+        #[command(flatten)]
+        workload: fanout::Workload,
     },
     /// Raise the rate step by step until p99 passes 100 ms or anything is lost.
     Ramp {
@@ -283,29 +266,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             connections,
             per_graph,
         } => idle::run(&args, &server, connections, per_graph).await?,
-        Scenario::Fanout {
-            subscribers,
-            writers,
-            rate,
-        } => {
-            let workload = fanout::Workload {
-                subscribers,
-                writers,
-                rate,
-            };
-            fanout::run(&args, &server, workload).await?
-        }
-        Scenario::Peers {
-            protocol,
-            subscribers,
-            writers,
-            rate,
-        } => {
-            let workload = fanout::Workload {
-                subscribers,
-                writers,
-                rate,
-            };
+        Scenario::Fanout(workload) => fanout::run(&args, &server, workload).await?,
+        Scenario::Peers { protocol, workload } => {
             peers::run(&args, &server, protocol, workload).await?
         }
         Scenario::Ramp {
