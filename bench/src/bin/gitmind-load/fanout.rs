@@ -114,6 +114,7 @@ pub async fn measure(
             serde_json::to_value(send_lag).unwrap_or_default(),
         ),
         ("confirmed", step.confirmed.into()),
+        ("gonzai_discoveries", step.discoveries.into()),
         ("server_cpu_seconds", cpu_seconds.into()),
         ("server_cpu_us_per_delivery", cpu_us_per_delivery.into()),
     ];

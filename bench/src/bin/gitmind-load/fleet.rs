@@ -87,6 +87,8 @@ pub struct Tally {
     duplicates: Arc<AtomicU64>,
     /// Subscribers whose connection ended (the server closed it).
     disconnected: Arc<AtomicU64>,
+    /// `gonzai.discover` messages received (with `--gonzai-focus`).
+    discoveries: Arc<AtomicU64>,
 }
 
 impl Tally {
@@ -173,6 +175,7 @@ impl Fleet {
                 lost: Arc::new(AtomicU64::new(0)),
                 duplicates: Arc::new(AtomicU64::new(0)),
                 disconnected: Arc::new(AtomicU64::new(0)),
+                discoveries: Arc::new(AtomicU64::new(0)),
             },
             confirm: histogram(),
             confirmed: Arc::new(AtomicU64::new(0)),
@@ -252,6 +255,9 @@ pub async fn connect(
                         last_beat = Instant::now();
                     }
                     for e in batch.iter() {
+                        if matches!(e.body, Body::GonzaiDiscover(_)) {
+                            tally.discoveries.fetch_add(1, Relaxed);
+                        }
                         // A server heartbeat carries the latest seq: not an event.
                         if matches!(e.body, Body::SystemHeartbeat(_)) {
                             continue;
@@ -395,6 +401,7 @@ pub async fn drive(
         fleet.rolled_back.load(Relaxed),
         fleet.tally.disconnected.load(Relaxed),
     );
+    let discoveries0 = fleet.tally.discoveries.load(Relaxed);
     for h in [&fleet.tally.delivery, &fleet.confirm, &fleet.send_lag] {
         if let Ok(mut h) = h.lock() {
             h.reset();
@@ -485,6 +492,7 @@ pub async fn drive(
         subscribers,
         disconnected: fleet.tally.disconnected.load(Relaxed) - disconnected0,
         duplicates: fleet.tally.duplicates.load(Relaxed) - dup0,
+        discoveries: fleet.tally.discoveries.load(Relaxed) - discoveries0,
         deliveries_per_sec: received as f64 / duration.as_secs_f64().min(elapsed),
         delivery,
         confirm,
@@ -518,6 +526,8 @@ pub struct StepResult {
     pub disconnected: u64,
     /// Deliveries that came more than once.
     pub duplicates: u64,
+    /// `gonzai.discover` messages the subscribers received.
+    pub discoveries: u64,
     /// Deliveries per second over all subscribers.
     pub deliveries_per_sec: f64,
     /// Write -> delivery, microseconds.
@@ -580,11 +590,13 @@ impl StepResult {
     pub fn table_rows(&self, fsync: bool) -> String {
         format!(
             "{}| write -> confirmation (git commit{}) | {} |\n\
-             | updates confirmed | {} |\n",
+             | updates confirmed | {} |\n\
+             | gonzai.discover received | {} |\n",
             self.delivery_rows(),
             if fsync { ", fsync" } else { ", no fsync" },
             self.confirm_latency().ms(),
             self.confirmed,
+            self.discoveries,
         )
     }
 
