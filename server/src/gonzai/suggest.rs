@@ -1343,18 +1343,31 @@ impl Model {
         };
         let lr = LR;
         let l2 = 1e-3;
+        // The kept weights' part of each candidate's score, computed once:
+        // a fit of the last few weights on top of the others costs little.
+        let fixed: Vec<Vec<f64>> = data
+            .iter()
+            .map(|(fs, _)| {
+                fs.iter()
+                    .map(|f| (0..from).map(|k| w[k] * f64::from(f[k])).sum())
+                    .collect()
+            })
+            .collect();
+        let mut zs: Vec<f64> = Vec::new();
         for _ in 0..ITERS {
             let mut g = [0f64; FEATURES];
-            for (fs, pos) in &data {
-                let zs: Vec<f64> = fs
-                    .iter()
-                    .map(|f| (0..FEATURES).map(|k| w[k] * f64::from(f[k])).sum())
-                    .collect();
+            for ((fs, pos), fixed) in data.iter().zip(&fixed) {
+                zs.clear();
+                zs.extend(fs.iter().zip(fixed).map(|(f, z)| {
+                    z + (from..FEATURES)
+                        .map(|k| w[k] * f64::from(f[k]))
+                        .sum::<f64>()
+                }));
                 let m = zs.iter().copied().fold(f64::MIN, f64::max);
                 let den: f64 = zs.iter().map(|z| (z - m).exp()).sum();
                 for (i, f) in fs.iter().enumerate() {
                     let p = (zs[i] - m).exp() / den - if i == *pos { 1.0 } else { 0.0 };
-                    for k in 0..FEATURES {
+                    for k in from..FEATURES {
                         g[k] += p * f64::from(f[k]);
                     }
                 }

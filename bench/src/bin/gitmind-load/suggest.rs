@@ -127,6 +127,7 @@ fn evaluate(
     let mut tally = Tally::default();
     let mut times = Vec::with_capacity(held.len());
     let mut ranks = Vec::with_capacity(held.len());
+    let study = std::env::var("GONZAI_RANKS").ok();
     for &(s, t) in held {
         let Some(ix) = model.node(s) else { continue };
         let at = Instant::now();
@@ -139,9 +140,24 @@ fn evaluate(
             .filter(|x| *x != s && !own.is_some_and(|o| o.contains(x)))
             .position(|x| x == t);
         tally.add(rank, !top100.contains(t));
-        ranks.push(format!("{s}\t{t}\t{}\n", rank.map_or(-1, |r| r as i64)));
+        // For study: the rank among every candidate ranked (-1: not one).
+        let deep = if study.is_some() {
+            model
+                .suggest(&mut sc, ix, 1000)
+                .iter()
+                .map(|x| model.id(x.target))
+                .filter(|x| *x != s && !own.is_some_and(|o| o.contains(x)))
+                .position(|x| x == t)
+                .map_or(-1, |r| r as i64)
+        } else {
+            -1
+        };
+        ranks.push(format!(
+            "{s}\t{t}\t{}\t{deep}\n",
+            rank.map_or(-1, |r| r as i64)
+        ));
     }
-    if let Ok(path) = std::env::var("GONZAI_RANKS") {
+    if let Some(path) = study {
         // For study: each held-out pair's rank (-1: not among the 50).
         let _ = std::fs::write(format!("{path}.{what}"), ranks.concat());
     }
