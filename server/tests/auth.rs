@@ -870,25 +870,6 @@ fn relabel(id: &str, label: &str) -> Body {
     })
 }
 
-/// Everything `c` receives until the answer to an ask for `node`'s
-/// suggestions made now (the hub handles it after all sent before).
-async fn gonzai_drain(c: &mut Client, node: &str) -> Vec<Envelope> {
-    let ask = Body::GonzaiSuggestion(GonzaiSuggestion {
-        for_node: Some(node.into()),
-        limit: Some(1),
-        suggestions: None,
-    });
-    let id = say(c, ask).await;
-    let mut seen = Vec::new();
-    loop {
-        let e = c.recv().await;
-        if e.id == format!("g-{id}") {
-            return seen;
-        }
-        seen.push(e);
-    }
-}
-
 #[tokio::test]
 async fn read_prefixes_keep_gonzai_from_naming_hidden_nodes() {
     let admin = hs256(&claims("admin", json!({"g": "admin"})));
@@ -933,14 +914,14 @@ async fn read_prefixes_keep_gonzai_from_naming_hidden_nodes() {
         let mut r = connect_as(&server, "g", &reader, codec).await;
         say(&mut r, focus("concept:b")).await;
         say(&mut a, focus("concept:a")).await;
-        gonzai_drain(&mut r, "concept:b").await;
-        gonzai_drain(&mut a, "concept:b").await;
+        r.gonzai_drain("concept:b").await;
+        a.gonzai_drain("concept:b").await;
 
         // A change to a hidden node one link from the reader's focus,
         // then one to a node it sees: it hears of the second only.
         mutate(&mut a, relabel("person:p", "Pat")).await;
         mutate(&mut a, relabel("concept:a", "A")).await;
-        let seen = gonzai_drain(&mut r, "concept:b").await;
+        let seen = r.gonzai_drain("concept:b").await;
         let heard: Vec<_> = seen
             .iter()
             .filter_map(|e| match &e.body {
@@ -954,8 +935,8 @@ async fn read_prefixes_keep_gonzai_from_naming_hidden_nodes() {
         // not at all when it may read none.
         say(&mut a, share(&["person:p", "concept:z"])).await;
         say(&mut a, share(&["person:q"])).await;
-        gonzai_drain(&mut a, "concept:b").await;
-        let seen = gonzai_drain(&mut r, "concept:b").await;
+        a.gonzai_drain("concept:b").await;
+        let seen = r.gonzai_drain("concept:b").await;
         let shared: Vec<Vec<String>> = seen
             .iter()
             .filter_map(|e| match &e.body {

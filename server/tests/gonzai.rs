@@ -235,27 +235,9 @@ async fn focus(c: &mut Client, node: &str, chaos_affinity: Option<f64>) {
     .await;
 }
 
-/// Everything `c` receives until the answer to a suggestion ask made now
-/// (which the hub handles after everything sent before it).
+/// Everything `c` receives until the answer to a suggestion ask made now.
 async fn drain(c: &mut Client) -> Vec<Envelope> {
-    let id = c.id();
-    c.send(&Envelope::new(
-        id.clone(),
-        Body::GonzaiSuggestion(GonzaiSuggestion {
-            for_node: Some("pkg:libx".into()),
-            limit: Some(1),
-            suggestions: None,
-        }),
-    ))
-    .await;
-    let mut seen = Vec::new();
-    loop {
-        let e = c.recv().await;
-        if e.id == format!("g-{id}") {
-            return seen;
-        }
-        seen.push(e);
-    }
+    c.gonzai_drain("pkg:libx").await
 }
 
 fn discoveries(seen: &[Envelope]) -> Vec<GonzaiDiscover> {

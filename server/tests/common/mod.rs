@@ -458,7 +458,6 @@ impl Client {
         mid
     }
 
-    /// Waits for the outcome of mutation `mid`.
     /// The next `query.results`, of any query.
     pub async fn query_results(&mut self) -> QueryResults {
         let got = self
@@ -470,6 +469,29 @@ impl Client {
         }
     }
 
+    /// Everything received until the answer to an ask for `node`'s link
+    /// suggestions made now: the hub handles it after everything this
+    /// session sent before, so what those caused has arrived by then.
+    pub async fn gonzai_drain(&mut self, node: &str) -> Vec<Envelope> {
+        let id = self.id();
+        let ask = Body::GonzaiSuggestion(GonzaiSuggestion {
+            for_node: Some(node.into()),
+            limit: Some(1),
+            suggestions: None,
+        });
+        self.send(&Envelope::new(id.clone(), ask)).await;
+        let answer = format!("g-{id}");
+        let mut seen = Vec::new();
+        loop {
+            let e = self.recv().await;
+            if e.id == answer {
+                return seen;
+            }
+            seen.push(e);
+        }
+    }
+
+    /// Waits for the outcome of mutation `mid`.
     pub async fn outcome(&mut self, mid: &str) -> Envelope {
         let mid = mid.to_owned();
         self.recv_until("an outcome", |e| match &e.body {
