@@ -21,6 +21,11 @@ use gitmind_schema::model::{Node, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
 
+/// The server's allocator (`server/src/main.rs`), so that the owner is
+/// measured as the server runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A clock: wall time (what criterion measures by default) or this
 /// thread's CPU time (what one core spends, whatever else runs on the
 /// machine: the machine these run on is shared and busy).
