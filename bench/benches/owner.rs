@@ -15,11 +15,16 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use gitmind_bench::owner_work::{commit, config, label_update, origin, owner_with_nodes};
-use gitmind_owner::{Owner, Submit};
+use gitmind_owner::{Origin, Owner, Submit};
 use gitmind_schema::message::{BatchOp, BatchUpdate, NodeCreate, NodeUpdate};
 use gitmind_schema::model::{Node, TextEdits};
 use gitmind_schema::ot::TextOp;
 use gitmind_schema::Body;
+
+/// The server's allocator (`server/src/main.rs`), so that the owner is
+/// measured as the server runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A clock: wall time (what criterion measures by default) or this
 /// thread's CPU time (what one core spends, whatever else runs on the
@@ -120,7 +125,9 @@ fn field_updates<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Cl
     let mut g = c.benchmark_group(format!("field_update{tag}"));
     flat_if_cpu(&mut g, tag);
     g.throughput(Throughput::Elements(1));
-    // Mutation ids and bodies are made outside the timed region.
+    // Origins, mutation ids and bodies are made outside the timed region,
+    // as in the server, where the sessions' shards make them and the
+    // owner's thread only takes them.
     // Timed in chunks of 1,000 submits, with an untimed group commit after
     // each chunk, so pending changes stay bounded as they are in service.
     g.bench_function("submit", |b| {
@@ -132,15 +139,10 @@ fn field_updates<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Cl
             while left > 0 {
                 let chunk = left.min(1000);
                 left -= chunk;
-                let mut work: Vec<(String, Body)> = (0..chunk)
-                    .map(|k| {
-                        let i = n + k;
-                        (format!("m{i}"), label_update(o.ordered_seq(), i))
-                    })
-                    .collect();
+                let mut work = work(&o, n, chunk);
                 let start = now();
-                for (id, body) in work.drain(..) {
-                    black_box(o.submit(origin(2), &id, body, n));
+                for (origin, id, body) in work.drain(..) {
+                    black_box(o.submit(origin, &id, body, n));
                 }
                 total += now() - start;
                 n += chunk;
@@ -153,15 +155,10 @@ fn field_updates<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Cl
         let mut o = owner_with_nodes();
         let mut n = 0u64;
         b.iter_custom(|iters| {
-            let mut work: Vec<(String, Body)> = (0..iters)
-                .map(|k| {
-                    let i = n + k;
-                    (format!("m{i}"), label_update(o.ordered_seq(), i))
-                })
-                .collect();
+            let mut work = work(&o, n, iters);
             let start = now();
-            for (k, (id, body)) in work.drain(..).enumerate() {
-                black_box(o.submit(origin(2), &id, body, n));
+            for (k, (origin, id, body)) in work.drain(..).enumerate() {
+                black_box(o.submit(origin, &id, body, n));
                 // A group commit every 100 changes.
                 if k % 100 == 99 {
                     commit(&mut o);
@@ -174,6 +171,14 @@ fn field_updates<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, now: Cl
         });
     });
     g.finish();
+}
+
+/// Updates `n..n + count`, made at the owner's current `seq`: each with
+/// its origin (session 2) and mutation id.
+fn work(o: &Owner, n: u64, count: u64) -> Vec<(Origin, String, Body)> {
+    (n..n + count)
+        .map(|i| (origin(2), format!("m{i}"), label_update(o.ordered_seq(), i)))
+        .collect()
 }
 
 fn text_against_history<M: Measurement<Value = Duration>>(

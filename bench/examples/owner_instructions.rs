@@ -1,8 +1,10 @@
 //! The owner's work per simple field update, to count under callgrind
 //! (perf-reports/owner-19.md): instruction counts do not depend on what
 //! else runs on the machine. Run it twice, with `N` and `2N` updates, and
-//! divide the difference in instructions (or `malloc` calls) by `N`: what
-//! is left is the cost of one update, without the set-up.
+//! divide the difference in instructions (or allocation calls) by `N`:
+//! what is left is the cost of one update, without the set-up. It runs on
+//! the server's allocator, mimalloc, as the criterion bench does
+//! (`perf-reports/owner-19/callgrind_per_update.py` counts its calls).
 //!
 //! ```sh
 //! valgrind --tool=callgrind owner_instructions submit 100000
@@ -16,6 +18,10 @@
 use std::hint::black_box;
 
 use gitmind_bench::owner_work::{commit, label_update, origin, owner_with_nodes};
+
+/// The server's allocator (`server/src/main.rs`): its instructions count.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use gitmind_schema::model::{Edge, Node};
-use gitmind_schema::Envelope;
+use gitmind_schema::{Body, Envelope};
 
 /// One committed (or about to be committed) change: one `seq`.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,13 +24,51 @@ pub struct ChangeRecord {
     /// The mutation's envelope `id`: the idempotency key with `user_id`.
     pub mutation_id: String,
     /// The event every other session receives: its type and delta data,
-    /// `seq`, `userId`, `sessionId`. `data.commit` is `None` until committed.
+    /// `seq`, `userId`, `sessionId`. `data.commit` is `None` until committed,
+    /// then the commit's id ([`ChangeRecord::fill_commit`]).
     pub event: Envelope,
     /// The outcome the sender receives (`update.confirmed` or
     /// `update.conflict_resolved`); `commit` is empty until committed.
     pub outcome: Envelope,
     /// The state after the change of every entity it touched, in order.
     pub writes: Vec<Write>,
+}
+
+impl ChangeRecord {
+    /// Fills in the id of the git commit that holds the change, in its
+    /// event and its outcome.
+    pub fn fill_commit(&mut self, commit: &str) {
+        fill_commit(&mut self.event, commit);
+        fill_commit(&mut self.outcome, commit);
+    }
+
+    /// The id of the git commit that holds the change; empty until it is
+    /// committed.
+    pub fn commit(&self) -> &str {
+        match &self.outcome.body {
+            Body::UpdateConfirmed(b) => &b.commit,
+            Body::UpdateConflictResolved(b) => &b.commit,
+            _ => "",
+        }
+    }
+}
+
+/// Fills in the commit id of a change's event (`data.commit`) or outcome
+/// (`commit`); any other message is left as it is.
+pub fn fill_commit(envelope: &mut Envelope, commit: &str) {
+    let event = || Some(commit.to_owned());
+    match &mut envelope.body {
+        Body::NodeCreate(b) => b.commit = event(),
+        Body::NodeUpdate(b) => b.commit = event(),
+        Body::NodeDelete(b) => b.commit = event(),
+        Body::EdgeCreate(b) => b.commit = event(),
+        Body::EdgeUpdate(b) => b.commit = event(),
+        Body::EdgeDelete(b) => b.commit = event(),
+        Body::BatchUpdate(b) => b.commit = event(),
+        Body::UpdateConfirmed(b) => commit.clone_into(&mut b.commit),
+        Body::UpdateConflictResolved(b) => commit.clone_into(&mut b.commit),
+        _ => {}
+    }
 }
 
 /// The state of one entity after a change: what git writes into the tree.

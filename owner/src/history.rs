@@ -55,38 +55,29 @@ impl TextHistory {
     }
 }
 
-/// One committed change, with the commit that holds it.
-#[derive(Debug, Clone)]
-pub(crate) struct CommittedChange {
-    /// The change.
-    pub record: Arc<ChangeRecord>,
-    /// The full hex id of its git commit (shared by every change of a group).
-    pub commit: Arc<str>,
-}
-
 /// The replay window: the most recent committed changes, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
-    /// The changes, consecutive in `seq`.
-    pub changes: VecDeque<CommittedChange>,
+    /// The changes, consecutive in `seq`, their commit filled in.
+    pub changes: VecDeque<Arc<ChangeRecord>>,
     /// The `seq` of the last change dropped from the window (0: none yet).
     pub floor: u64,
 }
 
 impl Window {
     /// The committed change with this `seq`, if it is in the window.
-    pub fn get(&self, seq: u64) -> Option<&CommittedChange> {
-        let first = self.changes.front()?.record.seq;
+    pub fn get(&self, seq: u64) -> Option<&Arc<ChangeRecord>> {
+        let first = self.changes.front()?.seq;
         let index = usize::try_from(seq.checked_sub(first)?).ok()?;
         self.changes.get(index)
     }
 
     /// The changes after `since`, if the window reaches back to it.
-    pub fn after(&self, since: u64) -> Option<impl Iterator<Item = &CommittedChange>> {
+    pub fn after(&self, since: u64) -> Option<impl Iterator<Item = &Arc<ChangeRecord>>> {
         if since < self.floor {
             return None;
         }
-        let first = self.changes.front().map_or(since + 1, |c| c.record.seq);
+        let first = self.changes.front().map_or(since + 1, |c| c.seq);
         if since + 1 < first {
             return None;
         }

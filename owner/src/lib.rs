@@ -154,20 +154,30 @@ pub enum Submit {
 pub struct Release {
     /// The change's `seq`.
     pub seq: u64,
-    /// Who receives `outcome`: the sender, and any session of the same user
-    /// that repeated the mutation id while it waited for its commit. Every
-    /// other session of the graph receives `event`.
+    /// Who receives the outcome: the sender, and any session of the same
+    /// user that repeated the mutation id while it waited for its commit.
+    /// Every other session of the graph receives the event.
     pub recipients: Vec<SessionKey>,
+    /// The change as ordered, its commit filled in: its outcome and event
+    /// ([`Release::outcome`], [`Release::event`]), and among others the
+    /// state after it of every entity it touched (`writes`), for what is
+    /// derived from the graph change by change (the server's regions).
+    /// Shared with the replay window: nothing is copied to release it.
+    pub record: Arc<ChangeRecord>,
+}
+
+impl Release {
     /// `update.confirmed` or `update.conflict_resolved`, with `commit`. Its
     /// `sessionId` is the sender's; a server that sends it to a repeating
     /// session may put that session's id there.
-    pub outcome: Envelope,
+    pub fn outcome(&self) -> &Envelope {
+        &self.record.outcome
+    }
+
     /// The graph event, with `commit` in its data.
-    pub event: Envelope,
-    /// The change as ordered: among others the state after it of every
-    /// entity it touched (`writes`), for what is derived from the graph
-    /// change by change (the server's regions).
-    pub record: Arc<ChangeRecord>,
+    pub fn event(&self) -> &Envelope {
+        &self.record.event
+    }
 }
 
 /// A followed change that is not the next `seq` ([`Owner::follow`]).

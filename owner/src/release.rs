@@ -9,9 +9,7 @@ use gitmind_schema::message::UpdateRollback;
 use gitmind_schema::{Body, Envelope};
 
 use crate::change::{ChangeRecord, Group, Write};
-use crate::history::CommittedChange;
-use crate::snapshot::with_commit;
-use crate::{FollowGap, Owner, Release, SessionKey};
+use crate::{Committed, FollowGap, Owner, Release, SessionKey};
 
 impl Owner {
     /// The changes ordered since the last call, for the persistence thread.
@@ -36,34 +34,35 @@ impl Owner {
     /// Persistence wrote every change up to `upto` in git commit `commit`:
     /// releases their outcomes and events, in `seq` order.
     pub fn committed(&mut self, upto: u64, commit: &str) -> Vec<Release> {
+        let mut releases = Vec::new();
+        self.committed_into(upto, commit, &mut releases);
+        releases
+    }
+
+    /// As [`Owner::committed`], appending to `releases`: a server that
+    /// releases group after group keeps one vector for all of them.
+    pub fn committed_into(&mut self, upto: u64, commit: &str, releases: &mut Vec<Release>) {
         let upto = upto.min(self.ordered_seq);
         if upto <= self.committed_seq {
-            return Vec::new();
+            return;
         }
-        let commit: Arc<str> = Arc::from(commit);
-        let mut releases =
-            Vec::with_capacity(usize::try_from(upto - self.committed_seq).unwrap_or(0));
+        releases.reserve(usize::try_from(upto - self.committed_seq).unwrap_or(0));
         while self.pending.front().is_some_and(|p| p.record.seq <= upto) {
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
             self.taken = self.taken.saturating_sub(1);
             self.commit_writes(&p.record.writes);
+            let record = with_commit(p.record, commit);
+            self.committed_seq = record.seq;
             releases.push(Release {
-                seq: p.record.seq,
+                seq: record.seq,
                 recipients: p.recipients,
-                outcome: with_commit(&p.record.outcome, &commit),
-                event: with_commit(&p.record.event, &commit),
-                record: Arc::clone(&p.record),
+                record: Arc::clone(&record),
             });
-            self.committed_seq = p.record.seq;
-            self.window.changes.push_back(CommittedChange {
-                record: p.record,
-                commit: Arc::clone(&commit),
-            });
+            self.window.changes.push_back(record);
         }
         self.trim_window();
-        releases
     }
 
     /// A change ordered and committed by this graph's owner on another
@@ -98,19 +97,15 @@ impl Owner {
         self.commit_writes(&record.writes);
         self.committed_seq = record.seq;
         self.ordered_seq = record.seq;
-        let commit: Arc<str> = Arc::from(commit);
+        let record = with_commit(record, commit);
         let release = Release {
             seq: record.seq,
             recipients: Vec::new(),
-            outcome: with_commit(&record.outcome, &commit),
-            event: with_commit(&record.event, &commit),
             record: Arc::clone(&record),
         };
         self.idempotency
             .insert(&record.user_id, &record.mutation_id, record.seq);
-        self.window
-            .changes
-            .push_back(CommittedChange { record, commit });
+        self.window.changes.push_back(record);
         self.trim_window();
         Ok(Some(release))
     }
@@ -125,12 +120,10 @@ impl Owner {
             return Vec::new();
         };
         changes
-            .map(|c| Release {
-                seq: c.record.seq,
+            .map(|record| Release {
+                seq: record.seq,
                 recipients: Vec::new(),
-                outcome: with_commit(&c.record.outcome, &c.commit),
-                event: with_commit(&c.record.event, &c.commit),
-                record: Arc::clone(&c.record),
+                record: Arc::clone(record),
             })
             .collect()
     }
@@ -139,17 +132,16 @@ impl Owner {
     fn commit_writes(&mut self, writes: &[Write]) {
         for w in writes {
             match w {
-                Write::Node(n) => {
-                    self.committed_nodes
-                        .insert(Arc::from(n.id.as_str()), Arc::clone(n));
-                }
+                Write::Node(n) => put(&mut self.committed_nodes, &n.id, n),
                 Write::NodeDeleted(id) => {
                     self.committed_nodes.remove(id.as_str());
                 }
                 Write::Edge(e) => {
-                    let id = e.id.clone().unwrap_or_default();
-                    self.committed_edges
-                        .insert(Arc::from(id.as_str()), Arc::clone(e));
+                    put(
+                        &mut self.committed_edges,
+                        e.id.as_deref().unwrap_or_default(),
+                        e,
+                    );
                 }
                 Write::EdgeDeleted(id) => {
                     self.committed_edges.remove(id.as_str());
@@ -166,12 +158,11 @@ impl Owner {
                 .window
                 .changes
                 .front()
-                .is_some_and(|c| c.record.at_ms < horizon)
+                .is_some_and(|c| c.at_ms < horizon)
         {
-            let Some(old) = self.window.changes.pop_front() else {
+            let Some(r) = self.window.changes.pop_front() else {
                 break;
             };
-            let r = &old.record;
             self.window.floor = r.seq;
             self.idempotency.remove(&r.user_id, &r.mutation_id, r.seq);
             for w in &r.writes {
@@ -230,4 +221,25 @@ impl Owner {
         self.ordered_seq = self.committed_seq;
         out
     }
+}
+
+/// Puts an entity into the committed graph; a new key is made only for an
+/// entity that is not there yet (most changes update one that is).
+fn put<T>(map: &mut Committed<T>, id: &str, entity: &Arc<T>) {
+    match map.get_mut(id) {
+        Some(slot) => *slot = Arc::clone(entity),
+        None => {
+            map.insert(Arc::from(id), Arc::clone(entity));
+        }
+    }
+}
+
+/// The record with its commit filled in: in place when the owner holds it
+/// alone (persistence has let go of its group by the time it reports the
+/// commit), else in a copy, so that no holder sees it change.
+fn with_commit(mut record: Arc<ChangeRecord>, commit: &str) -> Arc<ChangeRecord> {
+    if record.commit() != commit {
+        Arc::make_mut(&mut record).fill_commit(commit);
+    }
+    record
 }

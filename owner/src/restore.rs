@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gitmind_schema::model::Edge;
-use gitmind_schema::{Body, Envelope};
+use gitmind_schema::Body;
 
 use crate::change::{Restored, Write};
 use crate::graph::{self, Actor, ActorInfo, EdgeEntry, Meta, NodeEntry, OpRef, Stamp, Tomb};
-use crate::history::{CommittedChange, TextHistory};
+use crate::history::TextHistory;
 use crate::submit::op_of_body;
 use crate::{Owner, OwnerConfig};
 
@@ -116,11 +116,7 @@ impl Owner {
                 .idempotency
                 .insert(&record.user_id, &record.mutation_id, record.seq);
             owner.now_ms = owner.now_ms.max(record.at_ms);
-            let commit: Arc<str> = Arc::from(commit_of(&record.outcome).unwrap_or_default());
-            owner.window.changes.push_back(CommittedChange {
-                record: Arc::new(record),
-                commit,
-            });
+            owner.window.changes.push_back(Arc::new(record));
         }
         owner
     }
@@ -235,14 +231,5 @@ impl Owner {
                 }
             }
         }
-    }
-}
-
-/// The commit an outcome carries.
-fn commit_of(env: &Envelope) -> Option<&str> {
-    match &env.body {
-        Body::UpdateConfirmed(b) => Some(&b.commit),
-        Body::UpdateConflictResolved(b) => Some(&b.commit),
-        _ => None,
     }
 }

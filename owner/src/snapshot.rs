@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use gitmind_schema::model::{Edge, Node};
-use gitmind_schema::{Body, Envelope};
+use gitmind_schema::Envelope;
 
 use imbl::shared_ptr::DefaultSharedPtr;
 
@@ -189,8 +189,8 @@ impl Owner {
             if epoch == self.epoch && since <= self.committed_seq {
                 if let Some(changes) = self.window.after(since) {
                     let events = changes
-                        .take_while(|c| c.record.seq <= self.committed_seq)
-                        .map(|c| with_commit(&c.record.event, &c.commit))
+                        .take_while(|c| c.seq <= self.committed_seq)
+                        .map(|c| c.event.clone())
                         .collect();
                     return SyncData::Delta {
                         epoch: self.epoch.clone(),
@@ -207,23 +207,4 @@ impl Owner {
             edges: Entities(self.committed_edges.clone()),
         }
     }
-}
-
-/// A copy of an event or outcome with its `commit` filled in.
-pub(crate) fn with_commit(env: &Envelope, commit: &str) -> Envelope {
-    let mut env = env.clone();
-    let c = Some(commit.to_owned());
-    match &mut env.body {
-        Body::NodeCreate(b) => b.commit = c,
-        Body::NodeUpdate(b) => b.commit = c,
-        Body::NodeDelete(b) => b.commit = c,
-        Body::EdgeCreate(b) => b.commit = c,
-        Body::EdgeUpdate(b) => b.commit = c,
-        Body::EdgeDelete(b) => b.commit = c,
-        Body::BatchUpdate(b) => b.commit = c,
-        Body::UpdateConfirmed(b) => b.commit = commit.to_owned(),
-        Body::UpdateConflictResolved(b) => b.commit = commit.to_owned(),
-        _ => {}
-    }
-    env
 }

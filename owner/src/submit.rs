@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use gitmind_schema::message::PROTOCOL_VERSION;
 use gitmind_schema::message::{
     BatchUpdate, RollbackReason, UpdateConfirmed, UpdateConflictResolved, UpdateRollback,
 };
@@ -14,7 +15,6 @@ use gitmind_schema::{Body, Envelope};
 
 use crate::change::{ChangeRecord, Write};
 use crate::graph::{self, Actor, ActorInfo, Cx, OpRef};
-use crate::snapshot::with_commit;
 use crate::validate::Refusal;
 use crate::{Origin, Owner, Pending, Submit, MAX_CACHED_ACTORS};
 
@@ -127,13 +127,16 @@ impl Owner {
         if may_outgrow_a_frame(body) {
             if let Err(refusal) = self.fits_in_a_frame(&record) {
                 self.live.revert(undo);
-                origin.user_id = record.user_id;
-                origin.session_id = record.session_id;
+                // The record was just made: it is the only holder.
+                if let Some(record) = Arc::into_inner(record) {
+                    origin.user_id = record.user_id;
+                    origin.session_id = record.session_id;
+                }
                 return Err(whole(refusal));
             }
         }
         Ok(Pending {
-            record: Arc::new(record),
+            record,
             undo,
             recipients: vec![origin.session],
         })
@@ -175,8 +178,7 @@ impl Owner {
             }
             return Some(Submit::Ordered(seq));
         }
-        let change = self.window.get(seq)?;
-        let mut outcome = with_commit(&change.record.outcome, &change.commit);
+        let mut outcome = self.window.get(seq)?.outcome.clone();
         outcome.user_id = Some(origin.user_id.clone());
         outcome.session_id = Some(origin.session_id.clone());
         Some(Submit::Reply(outcome))
@@ -232,7 +234,7 @@ impl Owner {
             let index = usize::try_from(seq - self.committed_seq - 1).ok()?;
             return self.pending.get(index).map(|p| &p.record);
         }
-        self.window.get(seq).map(|c| &c.record)
+        self.window.get(seq)
     }
 
     /// The shared actor of a session.
@@ -305,7 +307,7 @@ impl Owner {
         at_ms: u64,
         applied: Ops,
         writes: Vec<Write>,
-    ) -> ChangeRecord {
+    ) -> Arc<ChangeRecord> {
         let (event_body, conflicts, resolution, text) = match applied {
             Ops::One(a) => {
                 let resolution = a
@@ -359,16 +361,21 @@ impl Owner {
                 text,
             })
         };
-        let stamp = |mut env: Envelope| {
-            env.timestamp = Some(at_ms);
-            env.user_id = Some(origin.user_id.clone());
-            env.session_id = Some(origin.session_id.clone());
-            env.seq = Some(seq);
-            env
+        // Each envelope is made whole in place: the record is large, and
+        // every move of it (or of an envelope) is a copy of its bytes.
+        let envelope = |id: String, body: Body| Envelope {
+            id,
+            timestamp: Some(at_ms),
+            version: Some(PROTOCOL_VERSION.to_owned()),
+            user_id: Some(origin.user_id.clone()),
+            session_id: Some(origin.session_id.clone()),
+            seq: Some(seq),
+            metadata: None,
+            body,
         };
-        let event = stamp(Envelope::new(mutation_id, event_body));
-        let outcome = stamp(Envelope::new(outcome_id(seq), outcome_body));
-        ChangeRecord {
+        let event = envelope(mutation_id.to_owned(), event_body);
+        let outcome = envelope(outcome_id(seq), outcome_body);
+        Arc::new(ChangeRecord {
             seq,
             at_ms,
             user_id: std::mem::take(&mut origin.user_id),
@@ -377,7 +384,7 @@ impl Owner {
             event,
             outcome,
             writes,
-        }
+        })
     }
 
     /// Refuses (`too_large`) a change whose event or outcome would not fit

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::change::{Restored, Write};
-use crate::snapshot::with_commit;
 use gitmind_schema::message::{
     BatchOp, BatchUpdate, EdgeCreate, EdgeDelete, EdgeUpdate, NodeCreate, NodeDelete, NodeUpdate,
     RollbackReason, UpdateConfirmed, UpdateConflictResolved, UpdateRollback,
@@ -170,14 +169,14 @@ fn committed_node(o: &Owner, id: &str) -> Option<Arc<Node>> {
 }
 
 fn conflicted(r: &Release) -> &UpdateConflictResolved {
-    match &r.outcome.body {
+    match &r.outcome().body {
         Body::UpdateConflictResolved(c) => c,
         other => panic!("not conflict_resolved: {other:?}"),
     }
 }
 
 fn confirmed(r: &Release) -> &UpdateConfirmed {
-    match &r.outcome.body {
+    match &r.outcome().body {
         Body::UpdateConfirmed(c) => c,
         other => panic!("not confirmed: {other:?}"),
     }
@@ -222,7 +221,7 @@ fn create_fills_defaults_and_server_fields() {
         (n.created_by.as_deref(), n.updated_by.as_deref()),
         (Some("u1"), Some("u1"))
     );
-    let Body::NodeCreate(ev) = &r.event.body else {
+    let Body::NodeCreate(ev) = &r.event().body else {
         panic!()
     };
     assert_eq!(&ev.node, &*n, "the create event carries the whole node");
@@ -279,18 +278,21 @@ fn events_and_outcomes_carry_ids_seq_and_time() {
     let r = ok(&mut o, A, "m1", create(0, node("c:a")));
     assert_eq!(r.recipients, vec![A]);
     assert_eq!(
-        (r.event.id.as_str(), r.event.seq, r.event.timestamp),
+        (r.event().id.as_str(), r.event().seq, r.event().timestamp),
         ("m1", Some(1), Some(1000))
     );
     assert_eq!(
-        (r.event.user_id.as_deref(), r.event.session_id.as_deref()),
+        (
+            r.event().user_id.as_deref(),
+            r.event().session_id.as_deref()
+        ),
         (Some("u1"), Some("s1"))
     );
     assert_eq!(
         (
-            r.outcome.seq,
-            r.outcome.user_id.as_deref(),
-            r.outcome.session_id.as_deref()
+            r.outcome().seq,
+            r.outcome().user_id.as_deref(),
+            r.outcome().session_id.as_deref()
         ),
         (Some(1), Some("u1"), Some("s1"))
     );
@@ -299,7 +301,7 @@ fn events_and_outcomes_carry_ids_seq_and_time() {
         (c.reference.as_str(), c.seq, c.rev, c.commit.as_str()),
         ("m1", 1, 1, COMMIT)
     );
-    let Body::NodeCreate(ev) = &r.event.body else {
+    let Body::NodeCreate(ev) = &r.event().body else {
         panic!()
     };
     assert_eq!(ev.commit.as_deref(), Some(COMMIT));
@@ -314,7 +316,7 @@ fn update_event_carries_only_changed_fields() {
         ..NodeSet::default()
     };
     let r = ok(&mut o, A, "m1", update(1, "c:a", set));
-    let Body::NodeUpdate(ev) = &r.event.body else {
+    let Body::NodeUpdate(ev) = &r.event().body else {
         panic!()
     };
     assert_eq!(
@@ -376,7 +378,7 @@ fn props_null_removes_a_key() {
     );
     let n = committed_node(&o, "c:a").unwrap();
     assert_eq!(n.props.as_ref().unwrap().len(), 1);
-    let Body::NodeUpdate(ev) = &r.event.body else {
+    let Body::NodeUpdate(ev) = &r.event().body else {
         panic!()
     };
     let delta = ev.set.as_ref().unwrap().props.as_ref().unwrap();
@@ -808,8 +810,8 @@ fn concurrent_create_merges_as_update() {
     let fields: Vec<&str> = c.conflicts.iter().map(|c| c.field.as_str()).collect();
     assert_eq!(fields, vec!["label", "y"]);
     assert_eq!(c.resolution.label.as_deref(), Some("second"));
-    let Body::NodeUpdate(ev) = &r.event.body else {
-        panic!("others see an update: {:?}", r.event.body)
+    let Body::NodeUpdate(ev) = &r.event().body else {
+        panic!("others see an update: {:?}", r.event().body)
     };
     assert_eq!(
         ev.set,
@@ -872,7 +874,7 @@ fn concurrent_edge_create_merges_as_update() {
         ),
     );
     assert_eq!(conflicted(&r).conflicts[0].field, "confidence");
-    assert!(matches!(&r.event.body, Body::EdgeUpdate(_)));
+    assert!(matches!(&r.event().body, Body::EdgeUpdate(_)));
     assert_eq!(
         o.committed_edges
             .get("c:a -[blocks]-> c:b")
@@ -948,7 +950,7 @@ fn node_delete_deletes_every_touching_edge_in_the_same_change() {
         create_edge(3, edge("c:b", "c:c", "relates-to")),
     );
     let r = ok(&mut o, B, "m6", delete(6, "c:a"));
-    let Body::NodeDelete(ev) = &r.event.body else {
+    let Body::NodeDelete(ev) = &r.event().body else {
         panic!()
     };
     // The event names the node alone; every client drops its edges itself.
@@ -995,7 +997,7 @@ fn edge_update_and_delete_by_triple() {
         ..EdgeUpdate::default()
     };
     let r = ok(&mut o, A, "m3", Body::EdgeUpdate(triple(3)));
-    let Body::EdgeUpdate(ev) = &r.event.body else {
+    let Body::EdgeUpdate(ev) = &r.event().body else {
         panic!()
     };
     assert_eq!(ev.id.as_deref(), Some("c:a -[blocks]-> c:b"));
@@ -1080,7 +1082,7 @@ fn batch_is_one_change_and_ops_see_earlier_ops() {
     ];
     let r = ok(&mut o, A, "m1", batch(0, ops));
     assert_eq!((r.seq, o.committed_seq()), (1, 1));
-    let Body::BatchUpdate(ev) = &r.event.body else {
+    let Body::BatchUpdate(ev) = &r.event().body else {
         panic!()
     };
     assert_eq!(ev.ops.len(), 5);
@@ -1205,7 +1207,7 @@ fn text_ops_merge_without_conflict() {
     let c = confirmed(&rb);
     let applied = c.text.as_ref().unwrap().content.as_ref().unwrap();
     assert_eq!(applied, &ins(12, "!", 0), "transformed past A's insert");
-    let Body::NodeUpdate(ev) = &rb.event.body else {
+    let Body::NodeUpdate(ev) = &rb.event().body else {
         panic!()
     };
     assert_eq!(ev.text.as_ref().unwrap().content.as_ref(), Some(applied));
@@ -1456,7 +1458,7 @@ fn repeated_mutation_id_returns_original_outcome() {
     let Submit::Reply(env) = again else {
         panic!("not a reply")
     };
-    assert_eq!(env.body, first.outcome.body);
+    assert_eq!(env.body, first.outcome().body);
     assert_eq!(o.ordered_seq(), 2, "not applied twice");
     assert_eq!(
         committed_node(&o, "c:a").unwrap().label.as_deref(),
@@ -1606,6 +1608,42 @@ fn change_record_holds_writes_event_and_outcome() {
     );
     assert!(matches!(&rec.event.body, Body::NodeDelete(d) if d.commit.is_none()));
     assert!(matches!(&rec.outcome.body, Body::UpdateConfirmed(c) if c.commit.is_empty()));
+}
+
+/// The commit is filled into the record the replay window and the release
+/// share; a record persistence still holds is copied, not changed.
+#[test]
+fn a_release_shares_its_record_and_a_held_group_is_left_as_it_was() {
+    let mut o = with_a();
+    submit(&mut o, B, "m1", label(1, "c:a", "b"));
+    let group = o.take_group().expect("a group");
+    let released = o.committed(2, COMMIT);
+    let [r] = &released[..] else {
+        panic!("one release: {released:?}")
+    };
+    let held = &group.changes[0];
+    assert!(!Arc::ptr_eq(held, &r.record), "the held record was copied");
+    assert!(matches!(&held.event.body, Body::NodeUpdate(u) if u.commit.is_none()));
+    assert_eq!(held.commit(), "");
+    assert!(matches!(&r.event().body, Body::NodeUpdate(u) if u.commit.as_deref() == Some(COMMIT)));
+    assert_eq!(
+        (r.record.commit(), confirmed(r).commit.as_str()),
+        (COMMIT, COMMIT)
+    );
+    assert!(Arc::ptr_eq(
+        &r.record,
+        o.window.get(2).expect("in the window")
+    ));
+
+    submit(&mut o, B, "m2", label(2, "c:a", "c"));
+    drop(o.take_group());
+    let released = o.committed(3, COMMIT);
+    assert_eq!(released[0].record.commit(), COMMIT);
+    assert_eq!(
+        Arc::strong_count(&released[0].record),
+        2,
+        "the release and the window"
+    );
 }
 
 #[test]
@@ -1920,9 +1958,7 @@ fn restored_of(o: &Owner) -> Restored {
             .changes
             .iter()
             .map(|c| {
-                let mut r = (*c.record).clone();
-                r.event = with_commit(&r.event, &c.commit);
-                r.outcome = with_commit(&r.outcome, &c.commit);
+                let mut r = (**c).clone();
                 // As persistence gives them: the deletions only.
                 r.writes
                     .retain(|w| matches!(w, Write::NodeDeleted(_) | Write::EdgeDeleted(_)));
@@ -2075,7 +2111,7 @@ fn a_replica_follows_the_owners_committed_changes() {
         .follow(a.record.clone(), COMMIT, 1000)
         .expect("next")
         .expect("new");
-    assert_eq!((first.seq, &first.event), (1, &a.event));
+    assert_eq!((first.seq, first.event()), (1, a.event()));
     assert_eq!(replica.follow(a.record.clone(), COMMIT, 1000), Ok(None));
     assert_eq!(
         replica.follow(c.record.clone(), COMMIT, 1000),
@@ -2086,7 +2122,7 @@ fn a_replica_follows_the_owners_committed_changes() {
         .expect("next")
         .is_some());
     assert!(replica
-        .follow(c.record, COMMIT, 1000)
+        .follow(c.record.clone(), COMMIT, 1000)
         .expect("next")
         .is_some());
     assert_eq!(replica.committed_seq(), 3);
@@ -2101,5 +2137,5 @@ fn a_replica_follows_the_owners_committed_changes() {
     assert_eq!((seq, events.len()), (3, 2));
     let after: Vec<u64> = replica.releases_after(1).iter().map(|r| r.seq).collect();
     assert_eq!(after, [2, 3]);
-    assert_eq!(replica.releases_after(1)[1].event, c.event);
+    assert_eq!(replica.releases_after(1)[1].event(), c.event());
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam::queue::ArrayQueue;
+use gitmind_owner::change::ChangeRecord;
 use gitmind_owner::{SessionKey, SyncData};
 use gitmind_schema::message::PresenceState;
 use gitmind_schema::{Codec, Envelope, MessageType, PerCodec};
@@ -71,8 +72,10 @@ pub struct Released {
     pub seq: u64,
     /// Sessions that get the outcome instead of the event.
     pub recipients: Vec<SessionKey>,
-    /// The outcome, encoded by the recipient's shard in its codec.
-    pub outcome: Envelope,
+    /// The change, shared with the owner's replay window: its outcome
+    /// ([`Released::outcome`]) is encoded by the recipient's shard in its
+    /// codec.
+    pub change: Arc<ChangeRecord>,
     /// The event, encoded once, for the sessions that see everything.
     pub event: Encoded,
     /// The event as each other view on the graph sees it, encoded once per
@@ -91,6 +94,11 @@ pub struct Released {
 }
 
 impl Released {
+    /// The outcome, for `recipients`.
+    pub fn outcome(&self) -> &Envelope {
+        &self.change.outcome
+    }
+
     /// The event's bytes for `session`, of `view` and `codec`.
     pub fn event_for(
         &self,

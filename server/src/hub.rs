@@ -257,6 +257,9 @@ pub struct Hub {
     build_delay: Duration,
     /// The cluster, with `--cluster` (docs/scale-out.md).
     cluster: Option<clustered::Membership>,
+    /// The changes of the group being released: one vector for every
+    /// group, empty between them.
+    releases: Vec<gitmind_owner::Release>,
 }
 
 /// What a session reached by chaos is told.
@@ -300,6 +303,7 @@ impl Hub {
             next_build: 0,
             build_delay: Duration::from_millis(config.gonzai_build_delay_ms),
             cluster: None,
+            releases: Vec::new(),
         }
     }
 
@@ -1066,16 +1070,16 @@ impl Hub {
                     return;
                 };
                 let before = nodes_before(entry);
-                let releases = entry.owner.committed(upto, &commit);
-                if releases.is_empty() {
-                    return;
+                let mut releases = std::mem::take(&mut self.releases);
+                entry.owner.committed_into(upto, &commit, &mut releases);
+                let entry = self.graphs.get(graph.as_str());
+                if let Some(entry) = entry.filter(|_| !releases.is_empty()) {
+                    let encoded = self.publish(&entry.owner, &commit, &releases);
+                    let name: Arc<str> = graph.as_str().into();
+                    self.release(&name, before, &mut releases, encoded);
                 }
-                let Some(entry) = self.graphs.get(graph.as_str()) else {
-                    return;
-                };
-                let encoded = self.publish(&entry.owner, &commit, &releases);
-                let name: Arc<str> = graph.as_str().into();
-                self.release(&name, before, releases, encoded);
+                releases.clear();
+                self.releases = releases;
             }
             PersistEvent::Failed {
                 graph,
@@ -1100,12 +1104,13 @@ impl Hub {
     /// Sends a committed group's changes: each outcome to its senders,
     /// each event (encoded once per codec, or as `published` by the
     /// graph's owner) to every shard with sessions on the graph; the
-    /// regions, Gonzai and idleness follow.
+    /// regions, Gonzai and idleness follow. Takes the releases out of
+    /// `releases`.
     fn release(
         &mut self,
         graph: &Arc<str>,
         before: gitmind_owner::Entities<gitmind_schema::model::Node>,
-        releases: Vec<gitmind_owner::Release>,
+        releases: &mut Vec<gitmind_owner::Release>,
         published: Option<Vec<fanout::Encoded>>,
     ) {
         let Some(entry) = self.graphs.get_mut(graph) else {
@@ -1127,18 +1132,18 @@ impl Hub {
             // then).
             building
                 .changes
-                .extend(releases.iter().map(|r| r.event.body.clone()));
+                .extend(releases.iter().map(|r| r.event().body.clone()));
         }
         let mut discoveries = Vec::new();
         if let Some(gonzai) = entry.gonzai.as_mut() {
             let now = Instant::now();
-            for r in &releases {
-                gonzai.apply(&r.event.body);
+            for r in releases.iter() {
+                gonzai.apply(&r.event().body);
                 if !watchers.is_empty() {
                     discoveries.extend(gonzai.discover(
                         &self.gonzai,
                         r.seq,
-                        &r.event,
+                        r.event(),
                         &r.recipients,
                         &watchers,
                         now,
@@ -1157,7 +1162,7 @@ impl Hub {
             .fetch_add(releases.len() as u64, Relaxed);
         let mut cuts = entry
             .subs
-            .committed(&releases, &before, &entry.owner)
+            .committed(releases, &before, &entry.owner)
             .inspect(|cuts| {
                 self.metrics.region_groups.fetch_add(1, Relaxed);
                 self.metrics
@@ -1173,7 +1178,7 @@ impl Hub {
         let mut extras = std::mem::take(&mut cuts.extras).into_iter();
         let mut published = published.map(Vec::into_iter);
         let items: Vec<_> = releases
-            .into_iter()
+            .drain(..)
             .map(|r| Released {
                 groups: cuts.groups.clone(),
                 cuts: per_change.next().unwrap_or_default(),
@@ -1185,15 +1190,15 @@ impl Hub {
                 views: views
                     .iter()
                     .map(|(view, codecs)| {
-                        let event = view.event(&r.event);
+                        let event = view.event(&r.record.event);
                         (view.clone(), event.map(|e| fanout::encode(&e, *codecs)))
                     })
                     .collect(),
                 event: published
                     .as_mut()
                     .and_then(Iterator::next)
-                    .unwrap_or_else(|| fanout::encode(&r.event, all)),
-                outcome: r.outcome,
+                    .unwrap_or_else(|| fanout::encode(&r.record.event, all)),
+                change: r.record,
             })
             .collect();
         let items = Arc::new(items);

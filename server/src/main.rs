@@ -10,6 +10,14 @@ use gitmind_server::config::{AcceptMode, IoBackend};
 use gitmind_server::{Config, Server};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// mimalloc (version 2, see the workspace's `Cargo.toml`) serves every
+/// allocation of the server's own code: per change the graph owner
+/// allocates and frees a few dozen small blocks, for which glibc's
+/// allocator took nearly twice the instructions (perf-reports/owner-19.md).
+/// C libraries (libgit2, zstd) keep glibc's `malloc`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Gitmind live server: real-time collaboration on knowledge graphs stored in git.
 #[derive(Debug, Parser)]
 #[command(version)]

@@ -121,7 +121,7 @@ impl ShardState {
                     }
                     for item in items.iter() {
                         if item.recipients.contains(session) {
-                            outbox.push_envelope(item.outcome.clone());
+                            outbox.push_envelope(item.outcome().clone());
                         } else if let Some(bytes) =
                             item.event_for(*session, outbox.view.as_ref(), outbox.codec)
                         {
@@ -138,7 +138,7 @@ impl ShardState {
                     for session in &item.recipients {
                         if !list.contains(session) {
                             if let Some(outbox) = self.sessions.get(session) {
-                                outbox.push_envelope(item.outcome.clone());
+                                outbox.push_envelope(item.outcome().clone());
                                 outbox.wake();
                             }
                         }

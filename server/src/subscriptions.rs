@@ -278,7 +278,7 @@ impl Subscriptions {
                 }
             }
             let mut ops = Vec::new();
-            for_each_op(&release.event.body, |op| ops.push(op));
+            for_each_op(&release.event().body, |op| ops.push(op));
             for op in &mut ops {
                 if let Op::Edge(id, ends) = op {
                     if let Some(e) = edge_ends.get(&**id) {
@@ -464,7 +464,7 @@ impl Subscriptions {
             }
             let mut row = vec![None; ordered.len()];
             for (bits, (codecs, in_groups)) in distinct {
-                let Some(event) = cut(&release.event, bits) else {
+                let Some(event) = cut(release.event(), bits) else {
                     continue;
                 };
                 cuts.encoded += 1;

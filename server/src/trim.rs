@@ -1,12 +1,14 @@
 //! Giving memory back after a crowd has come or gone.
 //!
 //! A burst of arrivals allocates a lot for a short time (each newcomer's
-//! `graph.sync`, the digests, the handshakes) and frees it again; glibc's
-//! allocator keeps most of what was freed in its per-thread arenas, so the
-//! server's resident memory stays at the burst's peak. Once the number of
-//! sessions has been still for a moment after a large change, this thread
-//! asks the allocator to return its free pages (`malloc_trim`). It never
-//! runs during the burst itself, and it costs nothing while nothing changes.
+//! `graph.sync`, the digests, the handshakes) and frees it again. Once the
+//! number of sessions has been still for a moment after a large change,
+//! this thread asks both allocators to return their free pages at once:
+//! mimalloc, the server's (`main.rs`), which also returns them by itself
+//! after a delay (`mi_collect`); and glibc's, which the C libraries
+//! (libgit2, zstd) use, and which would keep them (`malloc_trim`). It never
+//! runs during the burst itself, and it costs nothing while nothing
+//! changes.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -57,15 +59,18 @@ fn churn(metrics: &Metrics) -> u64 {
     opened + opened.saturating_sub(open)
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // One call into the C allocator, nothing else.
+/// Returns the free pages of both allocators to the system.
+#[allow(unsafe_code)] // Calls into the C allocators, nothing else.
 fn give_back() {
+    // SAFETY: mi_collect frees only what mimalloc holds free, under its own
+    // synchronization; it is safe to call from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists, under
     // its locks; it is safe to call from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
     }
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back() {}

@@ -200,9 +200,9 @@ impl Sim {
         for release in self.owner.committed(upto, COMMIT) {
             for client in &mut self.clients {
                 if release.recipients.contains(&client.session) {
-                    client.from_server.push_back(release.outcome.clone());
+                    client.from_server.push_back(release.outcome().clone());
                 } else {
-                    client.from_server.push_back(release.event.clone());
+                    client.from_server.push_back(release.event().clone());
                 }
             }
         }

@@ -576,10 +576,10 @@ impl Hub {
                 user_id: r.record.user_id.clone(),
                 session_id: r.record.session_id.clone(),
                 mutation_id: r.record.mutation_id.clone(),
-                outcome: wire::json_text(&r.outcome),
+                outcome: wire::json_text(r.outcome()),
                 writes: r.record.writes.iter().map(WireWrite::from).collect(),
                 recipients: r.recipients.iter().map(|&k| member.recipient(k)).collect(),
-                event: wire::encode_both(&r.event),
+                event: wire::encode_both(r.event()),
             })
             .collect();
         let encoded = changes.iter().map(|c| c.event.clone()).collect();
@@ -752,7 +752,7 @@ impl Hub {
                     "graph loaded again"
                 );
                 if !releases.is_empty() {
-                    self.release(&graph, before, releases, None);
+                    self.release(&graph, before, &mut releases, None);
                 }
             }
             (Ok(_), Some(entry)) => entry.pinned = owned,
@@ -881,7 +881,7 @@ impl Hub {
             return;
         }
         let graph: Arc<str> = group.graph.into();
-        self.release(&graph, before, releases, Some(encoded));
+        self.release(&graph, before, &mut releases, Some(encoded));
     }
 }
 

@@ -206,28 +206,9 @@ fn without_deleted_edge_lists(line: &str) -> Option<Line> {
     serde_json::from_str(&value.to_string()).ok()
 }
 
-/// Sets `commit` in an event's data or an outcome, where the type has one.
-pub fn fill_commit(envelope: &mut Envelope, commit: &str) {
-    let slot = match &mut envelope.body {
-        Body::NodeCreate(b) => &mut b.commit,
-        Body::NodeUpdate(b) => &mut b.commit,
-        Body::NodeDelete(b) => &mut b.commit,
-        Body::EdgeCreate(b) => &mut b.commit,
-        Body::EdgeUpdate(b) => &mut b.commit,
-        Body::EdgeDelete(b) => &mut b.commit,
-        Body::BatchUpdate(b) => &mut b.commit,
-        Body::UpdateConfirmed(b) => {
-            b.commit = commit.to_owned();
-            return;
-        }
-        Body::UpdateConflictResolved(b) => {
-            b.commit = commit.to_owned();
-            return;
-        }
-        _ => return,
-    };
-    *slot = Some(commit.to_owned());
-}
+// Sets `commit` in an event's data or an outcome: the owner fills it in
+// the same way when a change is committed.
+pub use gitmind_owner::change::fill_commit;
 
 /// The one-line summary of a commit: `alice: node.create pkg:x, +3 more`.
 pub fn summary(changes: &[std::sync::Arc<ChangeRecord>]) -> String {

@@ -17,7 +17,7 @@ use git2::{Odb, OdbObject, Oid, Repository};
 use gitmind_schema::model::{Edge, Node};
 
 use super::commit::{GraphState, REF_PREFIX};
-use super::journal::{self, fill_commit};
+use super::journal;
 use super::layout::{is_entity_name, Kind, FANOUT_LEVELS};
 use super::object::{parse_tree, ObjectId};
 use super::tree::{Dir, GraphTree};
@@ -321,8 +321,7 @@ pub fn load_journal(
             match journal::decode_line(line) {
                 Ok(entry) if entry.record.seq == parsed.seq_from + i as u64 => {
                     let mut record = entry.record;
-                    fill_commit(&mut record.event, &hex);
-                    fill_commit(&mut record.outcome, &hex);
+                    record.fill_commit(&hex);
                     records.push(record);
                 }
                 Ok(entry) => {

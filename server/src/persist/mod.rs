@@ -724,6 +724,12 @@ impl Worker {
                 }
             }
         }
+        // The changes are written: let go of them before the hub hears of
+        // their commits, so that the graph's owner, then their only holder,
+        // fills the commit in without copying them (`Owner::committed`).
+        for plan in plans.values_mut() {
+            plan.chunks = Vec::new();
+        }
         for (name, b, first) in built {
             let Some(&(_, tip)) = b.commits.last() else {
                 continue;
