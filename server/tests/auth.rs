@@ -438,21 +438,7 @@ async fn write_prefixes_bound_which_nodes_a_user_may_change() {
         ("concept:p/mine", "concept:shared", true),
         ("concept:shared", "concept:p/mine", false),
     ] {
-        let mid = p.id();
-        p.send(&Envelope::new(
-            mid.clone(),
-            Body::EdgeCreate(EdgeCreate {
-                base_seq: Some(0),
-                edge: gitmind_schema::model::Edge {
-                    source: source.into(),
-                    edge_type: "relates-to".into(),
-                    target: target.into(),
-                    ..Default::default()
-                },
-                commit: None,
-            }),
-        ))
-        .await;
+        let mid = say(&mut p, edge(source, "relates-to", target)).await;
         let outcome = p.outcome(&mid).await;
         let reason = rollback_reason(&outcome);
         assert_eq!(reason.is_none(), ok, "{source} -> {target}: {outcome:?}");
@@ -845,12 +831,12 @@ async fn mutate(c: &mut Client, body: Body) {
     assert!(rollback_reason(&c.outcome(&mid).await).is_none(), "{mid}");
 }
 
-fn depends_on(source: &str, target: &str) -> Body {
+fn edge(source: &str, edge_type: &str, target: &str) -> Body {
     Body::EdgeCreate(EdgeCreate {
         base_seq: Some(0),
         edge: gitmind_schema::model::Edge {
             source: source.into(),
-            edge_type: "depends-on".into(),
+            edge_type: edge_type.into(),
             target: target.into(),
             ..Default::default()
         },
@@ -909,8 +895,8 @@ async fn read_prefixes_keep_gonzai_from_naming_hidden_nodes() {
         for id in ["concept:a", "concept:b", "person:p"] {
             create(&mut a, id).await;
         }
-        mutate(&mut a, depends_on("concept:a", "concept:b")).await;
-        mutate(&mut a, depends_on("person:p", "concept:b")).await;
+        mutate(&mut a, edge("concept:a", "depends-on", "concept:b")).await;
+        mutate(&mut a, edge("person:p", "depends-on", "concept:b")).await;
         let mut r = connect_as(&server, "g", &reader, codec).await;
         say(&mut r, focus("concept:b")).await;
         say(&mut a, focus("concept:a")).await;
