@@ -206,10 +206,6 @@ fn without_deleted_edge_lists(line: &str) -> Option<Line> {
     serde_json::from_str(&value.to_string()).ok()
 }
 
-// Sets `commit` in an event's data or an outcome: the owner fills it in
-// the same way when a change is committed.
-pub use gitmind_owner::change::fill_commit;
-
 /// The one-line summary of a commit: `alice: node.create pkg:x, +3 more`.
 pub fn summary(changes: &[std::sync::Arc<ChangeRecord>]) -> String {
     let Some(first) = changes.first() else {
@@ -440,8 +436,7 @@ mod tests {
     #[test]
     fn commit_is_filled_in() {
         let mut r = record(1, "n:1");
-        fill_commit(&mut r.event, "abc");
-        fill_commit(&mut r.outcome, "abc");
+        r.fill_commit("abc");
         let Body::NodeCreate(c) = &r.event.body else {
             panic!()
         };

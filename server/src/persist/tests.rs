@@ -14,7 +14,7 @@ use gitmind_schema::model::{Edge, Node, NodeSet};
 use gitmind_schema::Envelope;
 
 use super::*;
-use gitmind_owner::change::{ChangeRecord, Write};
+use gitmind_owner::change::{fill_commit, ChangeRecord, Write};
 
 /// The graph as the owner would hold it, to compare with what comes back.
 #[derive(Default)]
@@ -283,9 +283,9 @@ fn round_trip_restores_graph_seq_epoch_and_journal() {
         for rec in &r.journal[(lo - 1) as usize..*upto as usize] {
             let original = &all[(rec.seq - 1) as usize];
             let mut event = original.event.clone();
-            journal::fill_commit(&mut event, commit);
+            fill_commit(&mut event, commit);
             let mut outcome = original.outcome.clone();
-            journal::fill_commit(&mut outcome, commit);
+            fill_commit(&mut outcome, commit);
             assert_eq!(rec.event, event);
             assert_eq!(rec.outcome, outcome);
             assert_eq!(
