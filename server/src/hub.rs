@@ -954,21 +954,16 @@ impl Hub {
             return;
         };
         let near = gonzai.near_sessions(&focus, session, &mut watchers);
-        let answers = near
-            .into_iter()
-            .map(|to| {
-                let outcome = stamped(
-                    format!("s-{id}"),
-                    Body::GonzaiSuggestion(GonzaiSuggestion {
-                        for_node: None,
-                        limit: None,
-                        suggestions: Some(shared.clone()),
-                    }),
-                );
-                (to, outcome)
-            })
-            .collect();
-        self.deliver(graph, answers);
+        self.deliver(graph, near, |_| {
+            stamped(
+                format!("s-{id}"),
+                Body::GonzaiSuggestion(GonzaiSuggestion {
+                    for_node: None,
+                    limit: None,
+                    suggestions: Some(shared.clone()),
+                }),
+            )
+        });
     }
 
     /// Spreads chaos from a session to those focused within two links of
@@ -989,27 +984,23 @@ impl Hub {
             return;
         };
         let reached = gonzai.chaos(&focus, session, &mut watchers, &mut self.chaos_rng);
-        let answers = reached
-            .into_iter()
-            .map(|to| {
-                let outcome = stamped(
-                    format!("x-{session}-{to}"),
-                    Body::ChaosTrigger(ChaosTrigger {
-                        intensity: Some(intensity),
-                        initiator: Some(initiator.clone()),
-                        message: Some(CHAOS_MESSAGE.into()),
-                    }),
-                );
-                (to, outcome)
-            })
-            .collect();
-        self.deliver(graph, answers);
+        self.deliver(graph, reached, |to| {
+            stamped(
+                format!("x-{session}-{to}"),
+                Body::ChaosTrigger(ChaosTrigger {
+                    intensity: Some(intensity),
+                    initiator: Some(initiator.clone()),
+                    message: Some(CHAOS_MESSAGE.into()),
+                }),
+            )
+        });
     }
 
-    /// Sends each answer to its session: to its node when it is another
+    /// Sends each session `to` its `answer`: to its node when it is another
     /// node's (in a cluster), else through its shard.
-    fn deliver(&self, graph: &str, answers: Vec<(SessionKey, Envelope)>) {
-        for (to, outcome) in answers {
+    fn deliver(&self, graph: &str, to: Vec<SessionKey>, answer: impl Fn(SessionKey) -> Envelope) {
+        for to in to {
+            let outcome = answer(to);
             if self.cluster.as_ref().is_some_and(|m| m.is_remote(to)) {
                 self.answer_remote(graph, to, &outcome);
             } else {
