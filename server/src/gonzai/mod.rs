@@ -9,6 +9,7 @@
 //! text of an updated node is read again at the next build). See
 //! [`suggest`] for the model.
 
+pub mod ranker;
 pub mod suggest;
 
 use std::collections::HashMap;

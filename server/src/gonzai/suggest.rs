@@ -1,7 +1,7 @@
 //! Link suggestions: which nodes a node should link to, from the live graph
 //! (docs/protocol.md 9, perf-reports/gonzai.md).
 //!
-//! A question "what should `s` link to?" is answered in two steps:
+//! A question "what should `s` link to?" is answered in three steps:
 //!
 //! 1. **Candidates and evidence**, gathered in dense per-node accumulators:
 //!    - *neighbours*: nodes whose links overlap `s`'s (each shared target
@@ -23,11 +23,23 @@
 //!    itself ([`Model::fit`]): one link of each of a sample of nodes is
 //!    hidden, the rest ranks candidates, and the weights learn which
 //!    evidence finds the hidden link.
+//! 3. **Ranking again**: the best [`Ranker::depth`] of the linear ranking
+//!    are ordered by gradient-boosted trees ([`super::ranker`]) over the
+//!    same features, the linear score and three degrees; the trees give
+//!    the confidence of what they order. Trees weigh one feature by
+//!    another, which one linear score cannot.
 //!
-//! Everything is updated in place as nodes and edges come and go; only the
-//! weights are fitted again, after a big import.
+//! Everything is updated in place as nodes and edges come and go; the
+//! weights and the trees are fitted offline, on links hidden from the
+//! Debian graph (perf-reports/gonzai.md).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use super::ranker::Ranker;
+
+/// The trees that order the linear ranking's best candidates again.
+static RANKER: LazyLock<Ranker> = LazyLock::new(Ranker::shipped);
 
 /// At most this many sources of a target are read for co-links.
 const SAMPLE: usize = 400;
@@ -97,6 +109,27 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "analogies",
 ];
 
+/// The number of the ranker's inputs of a candidate: the linear score, the
+/// source's out-degree, the candidate's in- and out-degree, the features
+/// after the bias, then where the candidate stands in the linear ranking
+/// and how much evidence the question has ([`Model::ranked`]).
+pub const INPUTS: usize = FEATURES + 3 + 6;
+
+/// The ranker's inputs, in order.
+pub fn input_names() -> Vec<&'static str> {
+    let mut names = vec!["linear score", "out-degree of s", "in-degree", "out-degree"];
+    names.extend(&FEATURE_NAMES[1..]);
+    names.extend([
+        "linear rank",
+        "linear score below the best",
+        "in-degree of s",
+        "stem size of s",
+        "stem size",
+        "candidates",
+    ]);
+    names
+}
+
 /// One suggestion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suggestion {
@@ -156,6 +189,9 @@ pub struct Model {
     /// The name suffixes so common they say what a node is (`dev`, `doc`).
     suffixes: std::collections::HashSet<String>,
     weights: [f64; FEATURES],
+    /// Whether the trees order the linear ranking's best again (off only
+    /// to measure what they add).
+    trees: bool,
 }
 
 /// Working memory of one query, kept between queries.
@@ -347,6 +383,7 @@ impl Model {
             namespaces: Default::default(),
             suffixes: Default::default(),
             weights: DEFAULT_WEIGHTS,
+            trees: true,
         }
     }
 
@@ -422,6 +459,11 @@ impl Model {
         self.types
             .get(t as usize)
             .map_or("relates-to", String::as_str)
+    }
+
+    /// Turns the trees on or off (to measure what they add).
+    pub fn use_trees(&mut self, on: bool) {
+        self.trees = on;
     }
 
     /// The fitted weights.
@@ -1107,22 +1149,79 @@ impl Model {
         if !self.nodes.get(s as usize).is_some_and(|d| d.alive) || limit == 0 {
             return Vec::new();
         }
-        let cands = self.candidates(sc, s, hide);
-        let mut scored: Vec<(u32, f64, [f32; FEATURES])> = cands
+        let mut ranked = self.ranked(sc, s, hide);
+        let ranker = &*RANKER;
+        // The best of the linear ranking ordered again by the trees; the
+        // rest keep their order, never above the trees' last.
+        let depth = if self.trees {
+            ranker.depth.min(ranked.len())
+        } else {
+            0
+        };
+        let inputs: Vec<[f32; INPUTS]> = ranked[..depth].iter().map(|r| r.3).collect();
+        let mut scores = Vec::new();
+        ranker.score_all(&inputs, &mut scores);
+        // Ties (trees often give equal sums) go to the better linear score.
+        let mut scored: Vec<(usize, f64)> = scores.into_iter().enumerate().collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<_> = ranked.drain(..depth).collect();
+        let mut out: Vec<(u32, f64, [f32; FEATURES])> = scored
             .into_iter()
-            .map(|(c, f)| (c, self.score(&f), f))
+            .map(|(i, g)| (top[i].0, ranker.confidence(g), top[i].2))
             .collect();
-        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(limit);
-        scored
-            .into_iter()
-            .map(|(c, z, f)| Suggestion {
+        let floor = out.last().map_or(1.0, |x| x.1);
+        out.extend(
+            ranked
+                .into_iter()
+                .map(|(c, z, f, _)| (c, (1.0 / (1.0 + (-z).exp())).min(floor), f)),
+        );
+        out.truncate(limit);
+        out.into_iter()
+            .map(|(c, confidence, f)| Suggestion {
                 target: c,
                 edge_type: self.type_for(c),
-                confidence: 1.0 / (1.0 + (-z).exp()),
+                confidence,
                 reason: self.reason(s, c, &f, hide),
             })
             .collect()
+    }
+
+    /// Every candidate for `s` (`hide` hidden) by its linear score, best
+    /// first, with its features and the ranker's inputs.
+    pub fn ranked(
+        &self,
+        sc: &mut Scratch,
+        s: u32,
+        hide: Option<u32>,
+    ) -> Vec<(u32, f64, [f32; FEATURES], [f32; INPUTS])> {
+        let sd = &self.nodes[s as usize];
+        let s_out = sd.out.len() - usize::from(hide.is_some());
+        let mut ranked: Vec<_> = self
+            .candidates(sc, s, hide)
+            .into_iter()
+            .map(|(c, f)| {
+                let z = self.score(&f);
+                let cd = &self.nodes[c as usize];
+                let mut x = [0f32; INPUTS];
+                x[0] = z as f32;
+                x[1] = s_out as f32;
+                x[2] = (cd.inc.len() - usize::from(Some(c) == hide)) as f32;
+                x[3] = cd.out.len() as f32;
+                x[4..FEATURES + 3].copy_from_slice(&f[1..]);
+                x[FEATURES + 5] = self.nodes[s as usize].inc.len() as f32;
+                x[FEATURES + 6] = self.stem_members[sd.stem as usize].len() as f32;
+                x[FEATURES + 7] = self.stem_members[cd.stem as usize].len() as f32;
+                (c, z, f, x)
+            })
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let (best, count) = (ranked.first().map_or(0.0, |r| r.1), ranked.len() as f32);
+        for (i, r) in ranked.iter_mut().enumerate() {
+            r.3[FEATURES + 3] = i as f32;
+            r.3[FEATURES + 4] = (best - r.1) as f32;
+            r.3[FEATURES + 8] = count;
+        }
+        ranked
     }
 
     fn type_for(&self, c: u32) -> u16 {
@@ -1252,7 +1351,15 @@ impl Model {
     /// the links of nodes with at least two (of `edge_type`, when given:
     /// the kind of link to learn to suggest), each the only link of `s` to
     /// `t`.
-    fn hidden_links(&self, sample: usize, seed: u64, edge_type: Option<&str>) -> Vec<(u32, u32)> {
+    /// Up to `sample` links, one each of nodes with at least two links (of
+    /// `edge_type`, any when `None`), drawn with `seed`: what the fit and
+    /// [`Model::hidden_hits10`] hide.
+    pub fn hidden_links(
+        &self,
+        sample: usize,
+        seed: u64,
+        edge_type: Option<&str>,
+    ) -> Vec<(u32, u32)> {
         let ty = match edge_type {
             Some(name) => match self.type_ix.get(name) {
                 Some(&t) => Some(t),
@@ -1657,6 +1764,13 @@ mod tests {
             .iter()
             .all(|s| m.id(s.target) != "pkg:liby"));
         assert_eq!(m.len(), 7);
+    }
+
+    #[test]
+    fn the_shipped_ranker_reads_the_inputs_this_model_gives() {
+        assert_eq!(RANKER.inputs, input_names());
+        assert_eq!(input_names().len(), INPUTS);
+        assert!(RANKER.depth >= 50, "the trees order a whole answer");
     }
 
     #[test]

@@ -171,6 +171,14 @@ enum Scenario {
         /// evaluation asks for), any type when empty.
         #[arg(long, default_value = "depends-on")]
         train_type: String,
+        /// With `--offline`: write every candidate's ranking inputs, of the
+        /// held-out queries to `PATH.eval` and of links hidden in the
+        /// training graph to `PATH.train`, for `bench/gonzai-ranker/train.py`.
+        #[arg(long)]
+        dump: Option<String>,
+        /// With `--dump`: this many links hidden in the training graph.
+        #[arg(long, default_value_t = 10_000)]
+        dump_links: usize,
     },
 }
 
@@ -215,12 +223,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fit,
         train_type,
         fit_from,
+        dump,
+        dump_links,
     } = &args.scenario
     {
         let train = suggest::Training {
             fit: *fit,
             fit_from: *fit_from,
             edge_type: Some(train_type.clone()).filter(|t| !t.is_empty()),
+            dump: dump.clone().map(|path| (path, *dump_links)),
         };
         return suggest::offline(dataset, *seed, *queries, &train);
     }

@@ -43,6 +43,9 @@ pub struct Training {
     pub fit_from: usize,
     /// Hide links of this type only (any type when `None`).
     pub edge_type: Option<String>,
+    /// Where to write the ranking inputs, and of how many hidden links
+    /// (see [`dump`]).
+    pub dump: Option<(String, usize)>,
 }
 
 /// Tuning without a server: the model built in process from the training
@@ -78,10 +81,83 @@ pub fn offline(
     println!("built (fit {}) in {:.1?}", train.fit, started.elapsed());
     println!("weights: {:.2?}", model.weights());
     // The same figure on links hidden in the training graph (what the fit
-    // learns from), to compare with the held-out one.
+    // learns from), to compare with the held-out one; the linear model's.
+    model.use_trees(false);
     let (n, inner) = model.hidden_hits10(1000, seed ^ 0x1ea7, train.edge_type.as_deref());
-    println!("hits@10 on {n} links hidden in the training graph: {inner:.3}");
+    println!("linear hits@10 on {n} links hidden in the training graph: {inner:.3}");
     evaluate(&model, &split, seed, "linear");
+    model.use_trees(true);
+    evaluate(&model, &split, seed, "trees");
+    if let Some((path, links)) = &train.dump {
+        dump(&mut model, &split, seed, path, *links)?;
+    }
+    Ok(())
+}
+
+/// For study: every candidate's features, of the held-out queries
+/// (`PATH.eval`) and of links hidden in the training graph (`PATH.train`),
+/// as rows of little-endian f32: query, label, harder, then the ranker's
+/// inputs (`Model::ranked`), best linear score first; their names go to
+/// `PATH.names`.
+/// Training links are hidden as the split hides its queries: a thousand
+/// links of distinct sources taken out of the graph at once, then put back.
+fn dump(
+    model: &mut gitmind_server::gonzai::suggest::Model,
+    split: &Split<'_>,
+    seed: u64,
+    path: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    use gitmind_server::gonzai::suggest::{Model, Scratch};
+    let (held, _, top100, _) = split;
+    let mut sc = Scratch::default();
+    let rows = |model: &Model,
+                sc: &mut Scratch,
+                q: usize,
+                s: u32,
+                t: u32,
+                keep: usize,
+                out: &mut Vec<u8>| {
+        let harder = f32::from(!top100.contains(model.id(t)));
+        for (c, _, _, x) in model.ranked(sc, s, None).into_iter().take(keep) {
+            let head = [q as f32, f32::from(c == t), harder];
+            for v in head.iter().chain(x.iter()) {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for (q, &(s, t)) in held.iter().enumerate() {
+        if let (Some(s), Some(t)) = (model.node(s), model.node(t)) {
+            rows(model, &mut sc, q, s, t, usize::MAX, &mut out);
+        }
+    }
+    std::fs::write(format!("{path}.eval"), std::mem::take(&mut out))?;
+    let links = model.hidden_links(n, seed ^ 0x7a11, Some("depends-on"));
+    let mut q = 0;
+    for batch in links.chunks(1000) {
+        let mut seen = HashSet::new();
+        let batch: Vec<(String, String)> = batch
+            .iter()
+            .filter(|(s, _)| seen.insert(*s))
+            .map(|&(s, t)| (model.id(s).to_string(), model.id(t).to_string()))
+            .collect();
+        for (s, t) in &batch {
+            model.remove_edge(s, "depends-on", t);
+        }
+        for (s, t) in &batch {
+            let (s, t) = (model.node(s).unwrap(), model.node(t).unwrap());
+            rows(model, &mut sc, q, s, t, 200, &mut out);
+            q += 1;
+        }
+        for (s, t) in &batch {
+            model.add_edge(s, "depends-on", t);
+        }
+    }
+    std::fs::write(format!("{path}.train"), out)?;
+    let names = gitmind_server::gonzai::suggest::input_names();
+    std::fs::write(format!("{path}.names"), names.join("\n") + "\n")?;
+    println!("dumped {q} training and {} held-out queries", held.len());
     Ok(())
 }
 
