@@ -108,7 +108,7 @@ impl Ranker {
             for i in 0..splits {
                 let mut threshold = t.t[i] as f32;
                 if f64::from(threshold) > t.t[i] {
-                    threshold = threshold.next_down();
+                    threshold = below(threshold);
                 }
                 r.nodes.push(Node {
                     threshold,
@@ -179,6 +179,18 @@ impl Ranker {
     }
 }
 
+/// The largest `f32` below `x` (`f32::next_down`, newer than our MSRV),
+/// for a finite `x`.
+fn below(x: f32) -> f32 {
+    if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else if x < 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        -f32::from_bits(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::suggest::INPUTS;
@@ -205,11 +217,22 @@ mod tests {
                 {"f": [], "t": [], "l": [], "r": [], "v": [0.25]},
                 {"f": [1], "t": [0.1], "l": [-1], "r": [-2], "v": [0, 10]}]}"#,
         )
-        .unwrap();
+        .expect("a valid ranker");
         assert_eq!(r.score(&[0.5, 2.0]), 1.25 + 10.0);
         assert_eq!(r.score(&[0.0, 2.5]), 2.25 + 10.0);
         assert_eq!(r.score(&[0.6, 0.0]), 3.25);
         assert_eq!(r.score(&[0.6, 0.1]), 13.25);
         assert_eq!(r.score(&[0.6, 0.099_999_99]), 3.25);
+    }
+
+    #[test]
+    fn below_is_the_next_f32_down() {
+        for x in [1.0f32, 0.1, -0.1, -1.0, 3.4e38, 1e-40] {
+            let b = below(x);
+            // Below, and the neighbour: nothing lies between.
+            assert!(b < x);
+            assert_eq!(x.to_bits().abs_diff(b.to_bits()), 1);
+        }
+        assert_eq!(below(0.0), -f32::from_bits(1));
     }
 }

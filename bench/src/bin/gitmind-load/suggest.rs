@@ -137,20 +137,23 @@ fn dump(
     let mut q = 0;
     for batch in links.chunks(1000) {
         let mut seen = HashSet::new();
-        let batch: Vec<(String, String)> = batch
+        let batch: Vec<(u32, u32)> = batch
             .iter()
+            .copied()
             .filter(|(s, _)| seen.insert(*s))
+            .collect();
+        let ids: Vec<(String, String)> = batch
+            .iter()
             .map(|&(s, t)| (model.id(s).to_string(), model.id(t).to_string()))
             .collect();
-        for (s, t) in &batch {
+        for (s, t) in &ids {
             model.remove_edge(s, "depends-on", t);
         }
-        for (s, t) in &batch {
-            let (s, t) = (model.node(s).unwrap(), model.node(t).unwrap());
+        for &(s, t) in &batch {
             rows(model, &mut sc, q, s, t, 200, &mut out);
             q += 1;
         }
-        for (s, t) in &batch {
+        for (s, t) in &ids {
             model.add_edge(s, "depends-on", t);
         }
     }
