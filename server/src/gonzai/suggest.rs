@@ -25,8 +25,8 @@
 //!    evidence finds the hidden link.
 //! 3. **Ranking again**: the best [`Ranker::depth`] of the linear ranking
 //!    are ordered by gradient-boosted trees ([`super::ranker`]) over the
-//!    same features, the linear score and three degrees; the trees give
-//!    the confidence of what they order. Trees weigh one feature by
+//!    same features, the linear score and rank, degrees and stem sizes
+//!    ([`input_names`]); the trees give the confidence of what they order. Trees weigh one feature by
 //!    another, which one linear score cannot.
 //!
 //! Everything is updated in place as nodes and edges come and go; the
@@ -128,6 +128,19 @@ pub fn input_names() -> Vec<&'static str> {
         "candidates",
     ]);
     names
+}
+
+/// A candidate as the linear model ranks it ([`Model::ranked`]).
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    /// The candidate (index).
+    pub node: u32,
+    /// Its linear score.
+    pub score: f64,
+    /// The linear model's features, which also explain a suggestion.
+    pub features: [f32; FEATURES],
+    /// What the trees read.
+    pub inputs: [f32; INPUTS],
 }
 
 /// One suggestion.
@@ -1158,68 +1171,69 @@ impl Model {
         } else {
             0
         };
-        let inputs: Vec<[f32; INPUTS]> = ranked[..depth].iter().map(|r| r.3).collect();
+        let top: Vec<Ranked> = ranked.drain(..depth).collect();
+        let inputs: Vec<[f32; INPUTS]> = top.iter().map(|r| r.inputs).collect();
         let mut scores = Vec::new();
         ranker.score_all(&inputs, &mut scores);
         // Ties (trees often give equal sums) go to the better linear score.
-        let mut scored: Vec<(usize, f64)> = scores.into_iter().enumerate().collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let top: Vec<_> = ranked.drain(..depth).collect();
-        let mut out: Vec<(u32, f64, [f32; FEATURES])> = scored
+        let mut order: Vec<(usize, f64)> = scores.into_iter().enumerate().collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut out: Vec<(&Ranked, f64)> = order
             .into_iter()
-            .map(|(i, g)| (top[i].0, ranker.confidence(g), top[i].2))
+            .map(|(i, g)| (&top[i], ranker.confidence(g)))
             .collect();
         let floor = out.last().map_or(1.0, |x| x.1);
         out.extend(
             ranked
-                .into_iter()
-                .map(|(c, z, f, _)| (c, (1.0 / (1.0 + (-z).exp())).min(floor), f)),
+                .iter()
+                .map(|r| (r, (1.0 / (1.0 + (-r.score).exp())).min(floor))),
         );
         out.truncate(limit);
         out.into_iter()
-            .map(|(c, confidence, f)| Suggestion {
-                target: c,
-                edge_type: self.type_for(c),
+            .map(|(r, confidence)| Suggestion {
+                target: r.node,
+                edge_type: self.type_for(r.node),
                 confidence,
-                reason: self.reason(s, c, &f, hide),
+                reason: self.reason(s, r.node, &r.features, hide),
             })
             .collect()
     }
 
     /// Every candidate for `s` (`hide` hidden) by its linear score, best
-    /// first, with its features and the ranker's inputs.
-    pub fn ranked(
-        &self,
-        sc: &mut Scratch,
-        s: u32,
-        hide: Option<u32>,
-    ) -> Vec<(u32, f64, [f32; FEATURES], [f32; INPUTS])> {
+    /// first.
+    pub fn ranked(&self, sc: &mut Scratch, s: u32, hide: Option<u32>) -> Vec<Ranked> {
         let sd = &self.nodes[s as usize];
         let s_out = sd.out.len() - usize::from(hide.is_some());
-        let mut ranked: Vec<_> = self
+        let mut ranked: Vec<Ranked> = self
             .candidates(sc, s, hide)
             .into_iter()
-            .map(|(c, f)| {
-                let z = self.score(&f);
-                let cd = &self.nodes[c as usize];
+            .map(|(node, features)| {
+                let score = self.score(&features);
+                let cd = &self.nodes[node as usize];
                 let mut x = [0f32; INPUTS];
-                x[0] = z as f32;
+                x[0] = score as f32;
                 x[1] = s_out as f32;
-                x[2] = (cd.inc.len() - usize::from(Some(c) == hide)) as f32;
+                x[2] = (cd.inc.len() - usize::from(Some(node) == hide)) as f32;
                 x[3] = cd.out.len() as f32;
-                x[4..FEATURES + 3].copy_from_slice(&f[1..]);
-                x[FEATURES + 5] = self.nodes[s as usize].inc.len() as f32;
+                x[4..FEATURES + 3].copy_from_slice(&features[1..]);
+                x[FEATURES + 5] = sd.inc.len() as f32;
                 x[FEATURES + 6] = self.stem_members[sd.stem as usize].len() as f32;
                 x[FEATURES + 7] = self.stem_members[cd.stem as usize].len() as f32;
-                (c, z, f, x)
+                Ranked {
+                    node,
+                    score,
+                    features,
+                    inputs: x,
+                }
             })
             .collect();
-        ranked.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let (best, count) = (ranked.first().map_or(0.0, |r| r.1), ranked.len() as f32);
+        ranked.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.node.cmp(&b.node)));
+        let best = ranked.first().map_or(0.0, |r| r.score);
+        let count = ranked.len() as f32;
         for (i, r) in ranked.iter_mut().enumerate() {
-            r.3[FEATURES + 3] = i as f32;
-            r.3[FEATURES + 4] = (best - r.1) as f32;
-            r.3[FEATURES + 8] = count;
+            r.inputs[FEATURES + 3] = i as f32;
+            r.inputs[FEATURES + 4] = (best - r.score) as f32;
+            r.inputs[FEATURES + 8] = count;
         }
         ranked
     }
@@ -1350,10 +1364,7 @@ impl Model {
     /// Up to `sample` links `(s, t)` to hide, drawn at random (`seed`) among
     /// the links of nodes with at least two (of `edge_type`, when given:
     /// the kind of link to learn to suggest), each the only link of `s` to
-    /// `t`.
-    /// Up to `sample` links, one each of nodes with at least two links (of
-    /// `edge_type`, any when `None`), drawn with `seed`: what the fit and
-    /// [`Model::hidden_hits10`] hide.
+    /// `t`: what [`Model::fit`] and [`Model::hidden_hits10`] hide.
     pub fn hidden_links(
         &self,
         sample: usize,

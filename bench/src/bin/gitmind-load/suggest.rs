@@ -119,9 +119,9 @@ fn dump(
                 keep: usize,
                 out: &mut Vec<u8>| {
         let harder = f32::from(!top100.contains(model.id(t)));
-        for (c, _, _, x) in model.ranked(sc, s, None).into_iter().take(keep) {
-            let head = [q as f32, f32::from(c == t), harder];
-            for v in head.iter().chain(x.iter()) {
+        for r in model.ranked(sc, s, None).into_iter().take(keep) {
+            let head = [q as f32, f32::from(r.node == t), harder];
+            for v in head.iter().chain(r.inputs.iter()) {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
