@@ -105,6 +105,23 @@ impl Ranker {
                     kid as u32
                 }
             };
+            // A binary tree: one leaf more than its splits. Each child comes
+            // after its node (LightGBM numbers splits in the order it makes
+            // them), which the depth below relies on.
+            let sizes = [t.t.len(), t.l.len(), t.r.len(), t.v.len()];
+            let fits = sizes == [splits, splits, splits, splits + 1]
+                && (0..splits).all(|i| {
+                    usize::from(t.f[i]) < r.inputs.len()
+                        && [t.l[i], t.r[i]].iter().all(|&k| {
+                            (k < 0 && ((!k) as usize) < t.v.len())
+                                || (k as usize > i && (k as usize) < splits)
+                        })
+                });
+            if !fits {
+                return Err(serde::de::Error::custom(
+                    "a tree's nodes do not fit together",
+                ));
+            }
             for i in 0..splits {
                 let mut threshold = t.t[i] as f32;
                 if f64::from(threshold) > t.t[i] {
@@ -212,7 +229,7 @@ mod tests {
         // x0 <= 0.5 ? (x1 <= 2 ? 1 : 2) : 3, and a tree of one leaf, 0.25.
         // 0.1 is no f32: an input of 0.1f32 (above 0.1) goes right.
         let r = Ranker::parse(
-            r#"{"inputs": [], "depth": 1, "scale": 1, "offset": 0, "trees": [
+            r#"{"inputs": ["a", "b"], "depth": 1, "scale": 1, "offset": 0, "trees": [
                 {"f": [0, 1], "t": [0.5, 2.0], "l": [1, -1], "r": [-3, -2], "v": [1, 2, 3]},
                 {"f": [], "t": [], "l": [], "r": [], "v": [0.25]},
                 {"f": [1], "t": [0.1], "l": [-1], "r": [-2], "v": [0, 10]}]}"#,
@@ -223,6 +240,26 @@ mod tests {
         assert_eq!(r.score(&[0.6, 0.0]), 3.25);
         assert_eq!(r.score(&[0.6, 0.1]), 13.25);
         assert_eq!(r.score(&[0.6, 0.099_999_99]), 3.25);
+    }
+
+    #[test]
+    fn trees_that_do_not_fit_together_are_refused() {
+        let tree = |t: &str| {
+            Ranker::parse(&format!(
+                r#"{{"inputs": ["a", "b"], "depth": 1, "scale": 1, "offset": 0, "trees": [{t}]}}"#
+            ))
+        };
+        assert!(tree(r#"{"f": [0], "t": [0.5], "l": [-1], "r": [-2], "v": [1, 2]}"#).is_ok());
+        // A feature past the inputs, a child before its node, a leaf
+        // that is not there, a threshold missing, no leaf at all.
+        assert!(tree(r#"{"f": [2], "t": [0.5], "l": [-1], "r": [-2], "v": [1, 2]}"#).is_err());
+        assert!(
+            tree(r#"{"f": [0, 1], "t": [0.5, 1], "l": [1, 0], "r": [-2, -1], "v": [1, 2]}"#)
+                .is_err()
+        );
+        assert!(tree(r#"{"f": [0], "t": [0.5], "l": [-1], "r": [-3], "v": [1, 2]}"#).is_err());
+        assert!(tree(r#"{"f": [0], "t": [], "l": [-1], "r": [-2], "v": [1, 2]}"#).is_err());
+        assert!(tree(r#"{"f": [], "t": [], "l": [], "r": [], "v": []}"#).is_err());
     }
 
     #[test]

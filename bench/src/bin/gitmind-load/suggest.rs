@@ -94,13 +94,14 @@ pub fn offline(
     Ok(())
 }
 
-/// For study: every candidate's features, of the held-out queries
-/// (`PATH.eval`) and of links hidden in the training graph (`PATH.train`),
-/// as rows of little-endian f32: query, label, harder, then the ranker's
-/// inputs (`Model::ranked`), best linear score first; their names go to
-/// `PATH.names`.
-/// Training links are hidden as the split hides its queries: a thousand
-/// links of distinct sources taken out of the graph at once, then put back.
+/// What `bench/gonzai-ranker/train.py` fits the trees on: every
+/// candidate's inputs, of the held-out queries (`PATH.eval`) and of links
+/// hidden in the training graph (`PATH.train`, the best 200 of each), as
+/// rows of little-endian f32: query, label, harder, then the trees' inputs
+/// (`Model::ranked`), best linear score first; their names go to
+/// `PATH.names`. Training links are hidden as the split hides its queries:
+/// a thousand links of distinct sources taken out of the graph at once,
+/// then put back.
 fn dump(
     model: &mut gitmind_server::gonzai::suggest::Model,
     split: &Split<'_>,
