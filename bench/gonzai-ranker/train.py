@@ -16,8 +16,11 @@ confidence is fitted on the same rows. The figures printed for each
 alone and of the trees over it, as the server ranks.
 
     python3 -m venv venv && venv/bin/pip install -r requirements.txt
-    venv/bin/python train.py --train d31337.train d4242.train \\
-        --eval d9001.eval --out ../../server/src/gonzai/ranker.json
+    venv/bin/python train.py --train m31337.train m4242.train m9001.train \\
+        --eval m5150.eval --names m5150.names --trees 300 --leaves 127 --depth 12 \\
+        --rate 0.1 --out ../../server/src/gonzai/ranker.json
+
+(the shipped ranker; perf-reports/gonzai-tuning/round6.md)
 """
 
 import argparse
@@ -69,8 +72,9 @@ def figures(a, score, queries):
     h1 = h10 = hh = 0
     harder = np.zeros(queries, bool)
     harder[q] = a[:, 2] > 0
+    # Only queries whose target is a candidate can count; the others
+    # (and queries without rows) are misses.
     for i in np.unique(q[a[:, 1] > 0]):
-        # A query without candidates, or whose target is none, is a miss.
         m = q == i
         s = score[m]
         pos = s[a[m, 1] > 0][0]
