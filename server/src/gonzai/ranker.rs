@@ -159,7 +159,7 @@ impl Ranker {
     }
 
     /// The trees' score of each candidate's inputs (higher: better), into
-    /// `out`. [`LANES`] candidates at a time walk each tree side by side,
+    /// `out`. Eight candidates at a time walk each tree side by side,
     /// so their walks overlap in the processor.
     pub fn score_all<const N: usize>(&self, xs: &[[f32; N]], out: &mut Vec<f64>) {
         out.clear();

@@ -44,7 +44,7 @@ pub struct Training {
     /// Hide links of this type only (any type when `None`).
     pub edge_type: Option<String>,
     /// Where to write the ranking inputs, and of how many hidden links
-    /// (see [`dump`]).
+    /// (see `dump`).
     pub dump: Option<(String, usize)>,
 }
 
