@@ -165,7 +165,7 @@ impl Ranker {
         out.clear();
         out.resize(xs.len(), 0.0);
         for (xs, out) in xs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-            // A short last chunk walks copies of its first candidate too.
+            // A short last chunk walks copies of its last candidate too.
             let lanes: [&[f32; N]; LANES] = std::array::from_fn(|j| &xs[j.min(xs.len() - 1)]);
             for &(first, depth) in &self.trees {
                 let nodes = &self.nodes[first..];
